@@ -1,0 +1,549 @@
+//! Peaks with prominence, with exactly the results of scipy's `find_peaks(x, prominence=p)`.
+//!
+//! Same definitions as `scipy.signal._peak_finding_utils` (local maxima incl. plateaus with the
+//! floor midpoint, edges excluded; prominence from the lowest point between the peak and the
+//! nearest higher sample on each side, ties resolved toward the peak), but found in about one
+//! pass: a hysteresis scan over chunk summaries proposes candidates, each is then measured
+//! exactly. Never quadratic: many candidates switch to a linear monotonic-stack computation.
+
+use super::scan::{Summary, CHUNK};
+use super::SpectralError;
+
+pub use super::scan::Sample;
+
+/// Above this many candidates the prominence walks give way to the O(n) stack computation.
+const WALK_LIMIT: usize = 32;
+
+/// One peak: a local maximum and its prominence data (as `scipy.signal.peak_prominences`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    /// Pixel index (the floor midpoint of a flat top, like scipy).
+    pub index: usize,
+    /// Sample value at `index`.
+    pub height: f64,
+    /// Height above the peak's lowest contour line.
+    pub prominence: f64,
+    /// Pixel of the lowest point between the peak and the nearest higher sample on the left.
+    pub left_base: usize,
+    /// Pixel of the lowest point between the peak and the nearest higher sample on the right.
+    pub right_base: usize,
+}
+
+/// Reusable buffers for [`find_peaks`] (create once, use for any number of spectra).
+#[derive(Debug, Default)]
+pub struct PeakScratch<T> {
+    pub(crate) summary: Summary<T>,
+    pub(crate) work: PeakWork<T>,
+    pub(crate) peaks: Vec<Peak>,
+}
+
+impl<T: Sample> PeakScratch<T> {
+    /// Empty scratch buffers.
+    pub fn new() -> Self {
+        Self { summary: Summary::default(), work: PeakWork::default(), peaks: Vec::new() }
+    }
+}
+
+/// Buffers of the peak search proper.
+#[derive(Debug, Default)]
+pub(crate) struct PeakWork<T> {
+    segments: Vec<(usize, usize, T)>,
+    candidates: Vec<usize>,
+    stack: Vec<(usize, T, usize)>,
+    left: Vec<(T, usize)>,
+    right: Vec<(T, usize)>,
+}
+
+/// Finds every local maximum of `y` whose prominence is at least `min_prominence`.
+///
+/// Returns the peaks in pixel order; index, prominence and bases are identical to
+/// `scipy.signal.find_peaks(y, prominence=min_prominence)` followed by `peak_prominences`.
+///
+/// # Errors
+/// [`SpectralError::InvalidOption`] unless `min_prominence` is finite and positive;
+/// [`SpectralError::NonFiniteValues`] if `y` holds NaN or infinity.
+///
+/// ```
+/// use flowdaq_analytics::spectral::{find_peaks, PeakScratch};
+/// let y = [0.0f32, 1.0, 0.5, 3.0, 3.0, 0.0, 2.0, 1.9, 2.2, 0.0];
+/// let mut scratch = PeakScratch::new();
+/// let peaks = find_peaks(&y, 1.0, &mut scratch).unwrap();
+/// let idx: Vec<usize> = peaks.iter().map(|p| p.index).collect();
+/// assert_eq!(idx, vec![3, 8]); // plateau 3..=4 -> 3; the 2.0 at 6 has prominence 0.1
+/// assert_eq!(peaks[0].prominence, 3.0);
+/// ```
+pub fn find_peaks<'s, T: Sample>(
+    y: &[T],
+    min_prominence: f64,
+    scratch: &'s mut PeakScratch<T>,
+) -> Result<&'s [Peak], SpectralError> {
+    if !(min_prominence.is_finite() && min_prominence > 0.0) {
+        return Err(SpectralError::InvalidOption {
+            name: "min_prominence",
+            reason: "must be finite and positive",
+        });
+    }
+    scratch.summary.compute(y, None);
+    if !scratch.summary.finite {
+        return Err(SpectralError::NonFiniteValues);
+    }
+    find_peaks_summarized(y, min_prominence, &scratch.summary, &mut scratch.work, &mut scratch.peaks);
+    Ok(&scratch.peaks)
+}
+
+/// [`find_peaks`] on a spectrum already summarised (finite values, `p > 0` checked by caller).
+#[inline(always)]
+pub(crate) fn find_peaks_summarized<T: Sample>(
+    y: &[T],
+    p: f64,
+    s: &Summary<T>,
+    work: &mut PeakWork<T>,
+    out: &mut Vec<Peak>,
+) {
+    out.clear();
+    if y.len() < 3 {
+        return;
+    }
+    hysteresis_segments(y, s, p, &mut work.segments);
+    candidates(y, s, &work.segments, &mut work.candidates);
+    let cands = &work.candidates;
+    work.left.clear();
+    work.right.clear();
+    if cands.len() > WALK_LIMIT {
+        stack_bases_left(y, cands, &mut work.stack, &mut work.left);
+        stack_bases_right(y, cands, &mut work.stack, &mut work.right);
+    } else {
+        for &i in cands {
+            work.left.push(walk_left(y, s, i));
+            work.right.push(walk_right(y, s, i));
+        }
+    }
+    for (k, &i) in cands.iter().enumerate() {
+        let (lmin, lbase) = work.left[k];
+        let (rmin, rbase) = work.right[k];
+        let v = y[i].to_f64();
+        let base = if lmin > rmin { lmin } else { rmin };
+        let prominence = v - base.to_f64();
+        if p <= prominence {
+            out.push(Peak { index: i, height: v, prominence, left_base: lbase, right_base: rbase });
+        }
+    }
+}
+
+/// Hysteresis scan: closed intervals in which the signal rose by `p` above the running minimum
+/// and later fell by `p` below the running maximum. Every peak with prominence >= `p` lies in
+/// one, and equals its maximum (the proof is in the test module's doc).
+#[inline(always)]
+fn hysteresis_segments<T: Sample>(y: &[T], s: &Summary<T>, p: f64, out: &mut Vec<(usize, usize, T)>) {
+    out.clear();
+    let n = y.len();
+    let mut rising = false;
+    let mut lo = y[0];
+    let mut hi = y[0];
+    let mut start = 0;
+    for c in 0..s.min.len() {
+        let (cmin, cmax) = (s.min[c], s.max[c]);
+        // Skip the chunk if no sample in it can change the mode: then only the running extreme
+        // moves, to the chunk's extreme. Exact: a - x is monotonic in x under rounding.
+        if rising {
+            let top = if cmax > hi { cmax } else { hi };
+            if !(top.to_f64() - cmin.to_f64() >= p) {
+                hi = top;
+                continue;
+            }
+        } else {
+            let bottom = if cmin < lo { cmin } else { lo };
+            if !(cmax.to_f64() - bottom.to_f64() >= p) {
+                lo = bottom;
+                continue;
+            }
+        }
+        let end = ((c + 1) * CHUNK).min(n);
+        for (k, &x) in y.iter().enumerate().take(end).skip(c * CHUNK) {
+            if rising {
+                if x > hi {
+                    hi = x;
+                } else if hi.to_f64() - x.to_f64() >= p {
+                    out.push((start, k, hi));
+                    rising = false;
+                    lo = x;
+                }
+            } else if x < lo {
+                lo = x;
+            } else if x.to_f64() - lo.to_f64() >= p {
+                rising = true;
+                hi = x;
+                start = k;
+            }
+        }
+    }
+}
+
+/// scipy local maxima (plateau midpoints) that equal their segment's maximum.
+#[inline(always)]
+fn candidates<T: Sample>(y: &[T], s: &Summary<T>, segments: &[(usize, usize, T)], out: &mut Vec<usize>) {
+    out.clear();
+    let n = y.len();
+    for &(start, end, hv) in segments {
+        let mut cursor = start;
+        for c in start / CHUNK..end.div_ceil(CHUNK) {
+            // The chunk may extend beyond the segment, so only a smaller maximum rules it out.
+            if s.max[c] < hv {
+                continue;
+            }
+            let from = (c * CHUNK).max(cursor);
+            let to = ((c + 1) * CHUNK).min(end);
+            let mut j = from;
+            while j < to {
+                if y[j] != hv {
+                    j += 1;
+                    continue;
+                }
+                let mut a = j;
+                while a > 0 && y[a - 1] == hv {
+                    a -= 1;
+                }
+                let mut b = j;
+                while b + 1 < n && y[b + 1] == hv {
+                    b += 1;
+                }
+                if a >= 1 && y[a - 1] < hv && b + 1 < n && y[b + 1] < hv {
+                    out.push((a + b) / 2);
+                }
+                j = b + 1;
+                cursor = j;
+            }
+        }
+    }
+}
+
+/// scipy's left base walk, skipping whole chunks whose maximum does not exceed the peak.
+#[inline(always)]
+fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
+    let v = y[i];
+    let mut best = v;
+    let mut base = i;
+    let mut best_chunk = None;
+    let ci = i / CHUNK;
+    let mut k = i + 1;
+    while k > ci * CHUNK {
+        k -= 1;
+        let x = y[k];
+        if !(x <= v) {
+            return (best, base);
+        }
+        if x < best {
+            best = x;
+            base = k;
+        }
+    }
+    let mut c = ci;
+    while c > 0 {
+        c -= 1;
+        if s.max[c] <= v {
+            if s.min[c] < best {
+                best = s.min[c];
+                best_chunk = Some(c);
+            }
+            continue;
+        }
+        let mut k = (c + 1) * CHUNK;
+        while k > c * CHUNK {
+            k -= 1;
+            let x = y[k];
+            if !(x <= v) {
+                break;
+            }
+            if x < best {
+                best = x;
+                base = k;
+                best_chunk = None;
+            }
+        }
+        break;
+    }
+    if let Some(c) = best_chunk {
+        let mut k = (c + 1) * CHUNK;
+        while k > c * CHUNK {
+            k -= 1;
+            if y[k] == best {
+                base = k;
+                break;
+            }
+        }
+    }
+    (best, base)
+}
+
+/// scipy's right base walk, skipping whole chunks whose maximum does not exceed the peak.
+#[inline(always)]
+fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
+    let n = y.len();
+    let v = y[i];
+    let mut best = v;
+    let mut base = i;
+    let mut best_chunk = None;
+    let ci = i / CHUNK;
+    for (k, &x) in y.iter().enumerate().take(((ci + 1) * CHUNK).min(n)).skip(i) {
+        if !(x <= v) {
+            return (best, base);
+        }
+        if x < best {
+            best = x;
+            base = k;
+        }
+    }
+    for c in ci + 1..s.max.len() {
+        if s.max[c] <= v {
+            if s.min[c] < best {
+                best = s.min[c];
+                best_chunk = Some(c);
+            }
+            continue;
+        }
+        for (k, &x) in y.iter().enumerate().take(((c + 1) * CHUNK).min(n)).skip(c * CHUNK) {
+            if !(x <= v) {
+                break;
+            }
+            if x < best {
+                best = x;
+                base = k;
+                best_chunk = None;
+            }
+        }
+        break;
+    }
+    if let Some(c) = best_chunk {
+        let from = c * CHUNK;
+        if let Some(off) = y[from..((c + 1) * CHUNK).min(n)].iter().position(|&x| x == best) {
+            base = from + off;
+        }
+    }
+    (best, base)
+}
+
+/// Left bases of all `cands` (sorted) in O(n): a stack of strictly decreasing samples, each
+/// carrying the minimum (and its rightmost position) of the run it closed.
+fn stack_bases_left<T: Sample>(
+    y: &[T],
+    cands: &[usize],
+    stack: &mut Vec<(usize, T, usize)>,
+    out: &mut Vec<(T, usize)>,
+) {
+    stack.clear();
+    let mut next = 0;
+    for (i, &x) in y.iter().enumerate() {
+        let (mut m, mut arg) = (x, i);
+        while let Some(&(t, tmin, targ)) = stack.last() {
+            if !(y[t] <= x) {
+                break;
+            }
+            if tmin < m {
+                m = tmin;
+                arg = targ;
+            }
+            stack.pop();
+        }
+        if next < cands.len() && cands[next] == i {
+            out.push((m, arg));
+            next += 1;
+        }
+        stack.push((i, m, arg));
+    }
+}
+
+/// Mirror of [`stack_bases_left`] walking from the right end.
+fn stack_bases_right<T: Sample>(
+    y: &[T],
+    cands: &[usize],
+    stack: &mut Vec<(usize, T, usize)>,
+    out: &mut Vec<(T, usize)>,
+) {
+    stack.clear();
+    let start = out.len();
+    let mut next = cands.len();
+    for i in (0..y.len()).rev() {
+        let x = y[i];
+        let (mut m, mut arg) = (x, i);
+        while let Some(&(t, tmin, targ)) = stack.last() {
+            if !(y[t] <= x) {
+                break;
+            }
+            if tmin < m {
+                m = tmin;
+                arg = targ;
+            }
+            stack.pop();
+        }
+        if next > 0 && cands[next - 1] == i {
+            out.push((m, arg));
+            next -= 1;
+        }
+        stack.push((i, m, arg));
+    }
+    out[start..].reverse();
+}
+
+#[cfg(test)]
+mod tests {
+    //! Why the hysteresis candidates are complete: let peak `i` (value `v`) have prominence of
+    //! at least p. Its left base `k` has `v - y[k]` of at least p, with no sample above `v` in
+    //! `(k, i]`. Whatever the scan state at `k`, by `i` it is rising with running maximum `v`
+    //! (a fall after `k` leaves a running minimum at most `v - p`, so `y[i]` rises again). On
+    //! the right, the first `m` with `v - y[m]` of at least p comes before any sample above
+    //! `v`, so the segment closes at `m` with maximum `v`. Chunk skipping is exact because
+    //! `a - x` is monotonic in `x` under rounding, so a chunk's min and max decide whether any
+    //! of its samples is an event.
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Line-by-line port of scipy's `_local_maxima_1d` + `_peak_prominences` + selection.
+    pub(crate) fn scipy_find_peaks(x: &[f64], pmin: f64) -> Vec<Peak> {
+        let n = x.len();
+        let mut out = Vec::new();
+        if n < 3 {
+            return out;
+        }
+        let mut i = 1;
+        let i_max = n - 1;
+        while i < i_max {
+            if x[i - 1] < x[i] {
+                let mut i_ahead = i + 1;
+                while i_ahead < i_max && x[i_ahead] == x[i] {
+                    i_ahead += 1;
+                }
+                if x[i_ahead] < x[i] {
+                    let peak = (i + i_ahead - 1) / 2;
+                    let mut j = peak as isize;
+                    let (mut lmin, mut lb) = (x[peak], peak);
+                    while j >= 0 && x[j as usize] <= x[peak] {
+                        if x[j as usize] < lmin {
+                            lmin = x[j as usize];
+                            lb = j as usize;
+                        }
+                        j -= 1;
+                    }
+                    let mut j = peak;
+                    let (mut rmin, mut rb) = (x[peak], peak);
+                    while j < n && x[j] <= x[peak] {
+                        if x[j] < rmin {
+                            rmin = x[j];
+                            rb = j;
+                        }
+                        j += 1;
+                    }
+                    let prom = x[peak] - lmin.max(rmin);
+                    if pmin <= prom {
+                        out.push(Peak {
+                            index: peak,
+                            height: x[peak],
+                            prominence: prom,
+                            left_base: lb,
+                            right_base: rb,
+                        });
+                    }
+                    i = i_ahead;
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn check(y: &[f32], p: f64, scratch: &mut PeakScratch<f32>) {
+        let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+        let want = scipy_find_peaks(&y64, p);
+        let got = find_peaks(y, p, scratch).unwrap().to_vec();
+        if got != want {
+            let n = y.len();
+            let small = if n <= 40 { format!("{y:?}") } else { String::from("(long)") };
+            panic!("p={p} n={n} y={small}\n got={:?}\nwant={:?}", &got[..got.len().min(6)], &want[..want.len().min(6)]);
+        }
+        // The f64 path must agree as well.
+        let mut s64 = PeakScratch::<f64>::new();
+        assert_eq!(find_peaks(&y64, p, &mut s64).unwrap(), &want[..]);
+    }
+
+    #[test]
+    fn docs_example_edge_cases() {
+        // scipy's own example: peak 5 has bases 2 and 6 and prominence 3.
+        let x = [0.0f64, 1.0, 0.0, 3.0, 1.0, 3.0, 0.0, 4.0, 0.0];
+        let mut s = PeakScratch::new();
+        let peaks = find_peaks(&x, 0.5, &mut s).unwrap();
+        let p5 = peaks.iter().find(|p| p.index == 5).unwrap();
+        assert_eq!((p5.prominence, p5.left_base, p5.right_base), (3.0, 2, 6));
+        let idx: Vec<_> = peaks.iter().map(|p| p.index).collect();
+        assert_eq!(idx, vec![1, 3, 5, 7]);
+    }
+
+    #[test]
+    fn matches_scipy_port_on_random_integer_data() {
+        // Integer counts make ties and plateaus common; small and large arrays exercise both
+        // the walk path and the stack path; several p exercise the hysteresis.
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut scratch = PeakScratch::new();
+        for trial in 0..3000 {
+            let n = match trial % 4 {
+                0 => rng.random_range(0..8),
+                1 => rng.random_range(8..70),
+                2 => rng.random_range(70..300),
+                _ => rng.random_range(300..3000),
+            };
+            let levels = rng.random_range(2..12);
+            let y: Vec<f32> = (0..n).map(|_| rng.random_range(0..levels) as f32).collect();
+            for p in [0.5, 1.0, 2.0, 3.5, 7.0] {
+                check(&y, p, &mut scratch);
+            }
+        }
+    }
+
+    #[test]
+    fn matches_scipy_port_on_peaks_in_noise() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut scratch = PeakScratch::new();
+        for trial in 0..200 {
+            let n = 100 + trial * 13;
+            let c = rng.random_range(0.0..n as f64);
+            let w = rng.random_range(2.0..40.0);
+            let y: Vec<f32> = (0..n)
+                .map(|i| {
+                    let t = (i as f64 - c) / w;
+                    (1000.0 * (-0.5 * t * t).exp() + 50.0 * (0.01 * i as f64).sin()
+                        + rng.random_range(-5.0..5.0)) as f32
+                })
+                .collect();
+            for p in [1e-3, 3.0, 20.0, 200.0, 999.0] {
+                check(&y, p, &mut scratch);
+            }
+        }
+    }
+
+    #[test]
+    fn stack_and_walk_agree_with_many_candidates() {
+        // Nested peaks of decreasing height toward both ends: the worst case for walks.
+        let n = 4001;
+        let y: Vec<f32> = (0..n)
+            .map(|i| {
+                let d = (i as i64 - 2000).unsigned_abs() as f32;
+                if i % 2 == 0 { 10_000.0 - d } else { 0.0 }
+            })
+            .collect();
+        let mut scratch = PeakScratch::new();
+        check(&y, 1.0, &mut scratch);
+        assert!(find_peaks(&y, 1.0, &mut scratch).unwrap().len() > 1900);
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        let mut s = PeakScratch::<f32>::new();
+        assert!(find_peaks(&[0.0, 1.0, 0.0], 0.0, &mut s).is_err());
+        assert!(find_peaks(&[0.0, 1.0, 0.0], f64::NAN, &mut s).is_err());
+        assert!(matches!(
+            find_peaks(&[0.0, f32::NAN, 0.0], 1.0, &mut s),
+            Err(SpectralError::NonFiniteValues)
+        ));
+        assert!(find_peaks(&[], 1.0, &mut s).unwrap().is_empty());
+        assert!(find_peaks(&[1.0], 1.0, &mut s).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,256 @@
+//! Automatic starting values for lifetime fits: no human looks at a decay in a closed loop.
+//!
+//! Background from the flattest stretch of the histogram, IRF shift from the rising edge, mean
+//! lifetime from the IRF-calibrated phasor at the first harmonic, and, for several components,
+//! the best lifetime combination of a small log-spaced grid with amplitudes solved linearly.
+
+use super::model::{exp_conv, IrfShape, TAU_MIN_BINS};
+
+/// Starting values, in bins and counts per bin.
+#[derive(Debug, Clone)]
+pub(crate) struct Guess {
+    pub tau: Vec<f64>,
+    pub amplitude: Vec<f64>,
+    pub background: f64,
+    pub shift: f64,
+}
+
+/// Index where the cumulative sum of `v` first reaches half its total.
+fn median_index(v: &[f64]) -> f64 {
+    let total: f64 = v.iter().map(|x| x.max(0.0)).sum();
+    let mut acc = 0.0;
+    for (k, x) in v.iter().enumerate() {
+        let x = x.max(0.0);
+        if acc + x >= 0.5 * total && x > 0.0 {
+            return k as f64 + (0.5 * total - acc) / x;
+        }
+        acc += x;
+    }
+    v.len() as f64 * 0.5
+}
+
+/// Background estimate: the lower of the mean before the rise and the lowest block mean.
+pub(crate) fn background(y: &[f64], range: (usize, usize), rise: f64, irf_width_bins: f64) -> f64 {
+    let (start, end) = range;
+    let y = &y[start..end];
+    let n = y.len();
+    let block = (n / 32).clamp(4, 64).min(n.max(1));
+    let mut best = f64::INFINITY;
+    for chunk in y.chunks(block) {
+        if chunk.len() * 2 >= block {
+            best = best.min(chunk.iter().sum::<f64>() / chunk.len() as f64);
+        }
+    }
+    let pre_end = (rise - start as f64 - 4.0 * irf_width_bins - 2.0).floor();
+    if pre_end >= 5.0 {
+        let pre = &y[..(pre_end as usize).min(n)];
+        best = best.min(pre.iter().sum::<f64>() / pre.len() as f64);
+    }
+    if best.is_finite() {
+        best.max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// Position (bin boundary) of the decay's rise: the maximum of the step detector
+/// `D(k) = sum y[k..k+w] - sum y[k-w..k]`. Summing `w` bins on each side makes it robust at a
+/// few counts per bin, where the maximum of a lightly smoothed curve lands on noise; for a rise
+/// sharper than `w` it sits at the IRF's median, as [`irf_reference_position`] does.
+pub(crate) fn rising_step(y: &[f64], range: (usize, usize), w: usize) -> f64 {
+    let (start, end) = range;
+    let y = &y[start..end];
+    let n = y.len();
+    let w = w.clamp(1, (n / 4).max(1));
+    let mut cum = Vec::with_capacity(n + 1);
+    let mut acc = 0.0;
+    cum.push(0.0);
+    for v in y {
+        acc += v;
+        cum.push(acc);
+    }
+    let mut best = (f64::MIN, w);
+    for k in w..=n.saturating_sub(w) {
+        let d = (cum[k + w] - cum[k]) - (cum[k] - cum[k - w]);
+        if d > best.0 {
+            best = (d, k);
+        }
+    }
+    (start + best.1) as f64
+}
+
+/// Median position of the IRF at zero shift, in bins (the point its rising edge is aligned by).
+pub(crate) fn irf_reference_position(shape: &IrfShape, n: usize) -> f64 {
+    match shape {
+        IrfShape::Gaussian { center, .. } => *center,
+        IrfShape::Measured(irf) => median_index(&irf[..n.min(irf.len())]),
+    }
+}
+
+/// Mean lifetime (bins) from the phasor of `y - b` at the first harmonic of `period`, calibrated
+/// by the IRF's phasor: `(phase lifetime, modulation lifetime)`, `None` if off the semicircle's
+/// half plane.
+pub(crate) fn phasor_lifetimes(y: &[f64], irf: &[f64], b: f64, period: f64) -> Option<(f64, f64)> {
+    let w = 2.0 * std::f64::consts::PI / period;
+    let (mut s0, mut sc, mut ss) = (0.0, 0.0, 0.0);
+    let (mut r0, mut rc, mut rs) = (0.0, 0.0, 0.0);
+    for (k, (&v, &r)) in y.iter().zip(irf).enumerate() {
+        let (sin, cos) = (w * (k as f64 + 0.5)).sin_cos();
+        let v = v - b;
+        s0 += v;
+        sc += v * cos;
+        ss += v * sin;
+        r0 += r;
+        rc += r * cos;
+        rs += r * sin;
+    }
+    if s0 <= 0.0 || r0 <= 0.0 {
+        return None;
+    }
+    // z = (sc + i ss) / s0 divided by (rc + i rs) / r0.
+    let (dg, ds) = (sc / s0, ss / s0);
+    let (ig, is) = (rc / r0, rs / r0);
+    let den = ig * ig + is * is;
+    if den <= 0.0 {
+        return None;
+    }
+    let g = (dg * ig + ds * is) / den;
+    let s = (ds * ig - dg * is) / den;
+    if !(g > 0.0 && s > 0.0) {
+        return None;
+    }
+    let tau_phase = s / (g * w);
+    let m2 = g * g + s * s;
+    let tau_mod = if m2 < 1.0 { (1.0 / m2 - 1.0).sqrt() / w } else { tau_phase };
+    Some((tau_phase, tau_mod))
+}
+
+/// Solves the small symmetric system `a x = b` by Gaussian elimination with partial pivoting.
+pub(crate) fn solve_small(a: &mut [f64], b: &mut [f64], n: usize) -> Option<()> {
+    for col in 0..n {
+        let piv = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
+        if a[piv * n + col].abs() < 1e-300 {
+            return None;
+        }
+        if piv != col {
+            for k in 0..n {
+                a.swap(col * n + k, piv * n + k);
+            }
+            b.swap(col, piv);
+        }
+        for r in col + 1..n {
+            let f = a[r * n + col] / a[col * n + col];
+            for k in col..n {
+                a[r * n + k] -= f * a[col * n + k];
+            }
+            b[r] -= f * b[col];
+        }
+    }
+    for col in (0..n).rev() {
+        let mut v = b[col];
+        for k in col + 1..n {
+            v -= a[col * n + k] * b[k];
+        }
+        b[col] = v / a[col * n + col];
+    }
+    b.iter().all(|v| v.is_finite()).then_some(())
+}
+
+/// Picks lifetimes from `candidates` (bins) and solves amplitudes (and the background if free)
+/// by Neyman-weighted linear least squares; returns `(taus, amplitudes, background)` of the
+/// combination with all amplitudes positive and the lowest chi-square.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn best_combination(
+    y: &[f64],
+    irf: &[f64],
+    range: (usize, usize),
+    period: Option<f64>,
+    components: usize,
+    candidates: &[f64],
+    background: Option<f64>,
+) -> Option<(Vec<f64>, Vec<f64>, f64)> {
+    let n = y.len();
+    let (start, end) = range;
+    let nc = candidates.len();
+    let mut convs = vec![0.0; nc * n];
+    for (i, &tau) in candidates.iter().enumerate() {
+        exp_conv(irf, tau, period, &mut convs[i * n..(i + 1) * n], None);
+    }
+    let free_b = background.is_none();
+    let b_fixed = background.unwrap_or(0.0);
+    // Gram matrix of [convs..., ones] and projections of y under weights 1/max(y, 1).
+    let cols = nc + usize::from(free_b);
+    let mut gram = vec![0.0; cols * cols];
+    let mut proj = vec![0.0; cols];
+    let mut yy = 0.0;
+    let col = |c: usize, k: usize| -> f64 {
+        if c < nc {
+            convs[c * n + k]
+        } else {
+            1.0
+        }
+    };
+    for (k, &yk) in y.iter().enumerate().take(end).skip(start) {
+        let w = 1.0 / yk.max(1.0);
+        let t = yk - b_fixed;
+        yy += w * t * t;
+        for a in 0..cols {
+            let va = col(a, k);
+            proj[a] += w * va * t;
+            for b in a..cols {
+                gram[a * cols + b] += w * va * col(b, k);
+            }
+        }
+    }
+    for a in 0..cols {
+        for b in 0..a {
+            gram[a * cols + b] = gram[b * cols + a];
+        }
+    }
+    let mut best: Option<(f64, Vec<usize>, Vec<f64>)> = None;
+    let mut idx: Vec<usize> = (0..components).collect();
+    let m = components + usize::from(free_b);
+    let mut a = vec![0.0; m * m];
+    let mut rhs = vec![0.0; m];
+    loop {
+        let sel: Vec<usize> = idx.iter().copied().chain(free_b.then_some(nc)).collect();
+        for (i, &si) in sel.iter().enumerate() {
+            rhs[i] = proj[si];
+            for (j, &sj) in sel.iter().enumerate() {
+                a[i * m + j] = gram[si * cols + sj];
+            }
+        }
+        if solve_small(&mut a, &mut rhs, m).is_some() && rhs[..components].iter().all(|&v| v > 0.0) && (!free_b || rhs[components] >= 0.0) {
+            // chi2 = yy - 2 x.p + x.G.x = yy - x.p at the normal-equation solution.
+            let chi2 = yy - sel.iter().zip(&rhs).map(|(&s, &x)| x * proj[s]).sum::<f64>();
+            if best.as_ref().is_none_or(|(c, _, _)| chi2 < *c) {
+                best = Some((chi2, idx.clone(), rhs.clone()));
+            }
+        }
+        // Next combination of `components` out of `nc`, in lexicographic order.
+        let mut i = components;
+        loop {
+            if i == 0 {
+                return best.map(|(_, idx, x)| {
+                    let taus = idx.iter().map(|&i| candidates[i]).collect();
+                    let b = if free_b { x[components] } else { b_fixed };
+                    (taus, x[..components].to_vec(), b)
+                });
+            }
+            i -= 1;
+            if idx[i] < nc - components + i {
+                idx[i] += 1;
+                for j in i + 1..components {
+                    idx[j] = idx[j - 1] + 1;
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// Log-spaced lifetime candidates between `lo` and `hi` bins.
+pub(crate) fn log_grid(lo: f64, hi: f64, count: usize) -> Vec<f64> {
+    let (lo, hi) = (lo.max(TAU_MIN_BINS), hi.max(lo * 1.0001));
+    (0..count).map(|i| lo * (hi / lo).powf(i as f64 / (count - 1).max(1) as f64)).collect()
+}

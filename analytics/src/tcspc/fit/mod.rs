@@ -1,0 +1,697 @@
+//! Lifetime fits: 1-3 exponentials reconvolved with the IRF, by Levenberg-Marquardt.
+//!
+//! The model is `y_k = sum_i a_i (IRF (x) exp(-t / tau_i))_k + b`, with a free sub-bin IRF shift
+//! and, given the sync period, the tails of earlier pulses. Two statistics: Neyman-weighted least
+//! squares, and Poisson maximum likelihood (LM on the signed square roots of the deviance terms,
+//! whose sum of squares is the Poisson deviance). Starting values are automatic ([`guess`]).
+//! Lifetimes are fitted as `ln tau` so they stay positive; errors are reported for `tau`.
+
+mod guess;
+mod model;
+pub mod special;
+
+use levenberg_marquardt::{LeastSquaresProblem, LevenbergMarquardt, TerminationReason};
+use nalgebra::{DMatrix, DVector, Dyn, Owned};
+
+use self::model::{exp_conv, IrfShape, TAU_MIN_BINS};
+use super::{Result, TcspcError};
+
+/// FWHM of a Gaussian in units of its standard deviation, `2 sqrt(2 ln 2)`.
+pub const GAUSSIAN_FWHM_PER_SIGMA: f64 = 2.354_820_045_030_949_3;
+
+/// The statistic minimised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FitStatistic {
+    /// Least squares with Neyman weights `1 / max(y, 1)`; biased low at a few counts per bin.
+    NeymanLeastSquares,
+    /// Poisson maximum likelihood (minimum deviance); unbiased down to ~1e3 photons.
+    PoissonMle,
+}
+
+/// The instrument response function.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Irf {
+    /// A measured IRF histogram with the same bins as the decay (any scale; negative values
+    /// are clamped to 0 and it is normalised to unit sum). Shifted by linear interpolation.
+    Measured(Vec<f64>),
+    /// A Gaussian IRF of the given FWHM, integrated over each bin. With `center_ns: None` the
+    /// reference centre is t = 0 and the fitted shift is the IRF centre itself.
+    Gaussian {
+        /// Full width at half maximum in ns.
+        fwhm_ns: f64,
+        /// Centre in ns from the start of bin 0, if known.
+        center_ns: Option<f64>,
+    },
+}
+
+/// A parameter that is either fitted or held at a value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Parameter {
+    /// Fitted.
+    Free,
+    /// Held fixed at this value.
+    Fixed(f64),
+}
+
+/// What to fit and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitConfig {
+    /// Number of exponential components, 1 to 3.
+    pub components: usize,
+    /// Least squares or maximum likelihood.
+    pub statistic: FitStatistic,
+    /// Histogram bin width in ns.
+    pub bin_width_ns: f64,
+    /// Sync period in ns: if set, the tails of earlier pulses are included (periodic decay).
+    /// Values shorter than the histogram are treated as the histogram length.
+    pub period_ns: Option<f64>,
+    /// Bins `[start, end)` that enter the statistic (default: all). The model always spans the
+    /// whole histogram.
+    pub fit_range: Option<(usize, usize)>,
+    /// Constant background in counts per bin.
+    pub background: Parameter,
+    /// IRF shift in ns (positive: later).
+    pub shift: Parameter,
+    /// Starting lifetimes in ns (first `components` used); automatic if `None`.
+    pub initial_tau_ns: Option<[f64; 3]>,
+    /// Relative tolerance on the statistic and the parameters (LM `ftol` / `xtol`).
+    pub tolerance: f64,
+    /// Evaluations allowed per parameter plus one (LM patience).
+    pub patience: usize,
+}
+
+impl FitConfig {
+    /// Defaults: all bins, free background and shift, no previous pulses, automatic start,
+    /// tolerance 1e-10, patience 100.
+    pub fn new(components: usize, statistic: FitStatistic, bin_width_ns: f64) -> Self {
+        FitConfig {
+            components,
+            statistic,
+            bin_width_ns,
+            period_ns: None,
+            fit_range: None,
+            background: Parameter::Free,
+            shift: Parameter::Free,
+            initial_tau_ns: None,
+            tolerance: 1e-10,
+            patience: 100,
+        }
+    }
+}
+
+/// Outcome of one fit. Unused component slots hold NaN. Components are sorted by lifetime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifetimeFit {
+    /// Number of components fitted.
+    pub components: usize,
+    /// Lifetimes in ns.
+    pub tau_ns: [f64; 3],
+    /// Standard errors of the lifetimes in ns.
+    pub tau_stderr_ns: [f64; 3],
+    /// Amplitudes `a_i`: counts per bin of each exponential at t = 0, before convolution.
+    pub amplitude_counts: [f64; 3],
+    /// Standard errors of the amplitudes.
+    pub amplitude_stderr_counts: [f64; 3],
+    /// Background in counts per bin.
+    pub background_counts: f64,
+    /// Standard error of the background (0 if fixed).
+    pub background_stderr_counts: f64,
+    /// IRF shift in ns.
+    pub shift_ns: f64,
+    /// Standard error of the shift in ns (0 if fixed).
+    pub shift_stderr_ns: f64,
+    /// `sum a_i tau_i / sum a_i`, ns.
+    pub tau_amplitude_weighted_ns: f64,
+    /// `sum a_i tau_i^2 / sum a_i tau_i`, ns.
+    pub tau_intensity_weighted_ns: f64,
+    /// Chi-square per degree of freedom: Neyman chi-square for least squares, Pearson
+    /// chi-square (model variance) for maximum likelihood.
+    pub reduced_chi_square: f64,
+    /// Poisson deviance `2 sum (m - y + y ln(y / m))` over the fit range.
+    pub poisson_deviance: f64,
+    /// Bins fitted minus free parameters.
+    pub degrees_of_freedom: usize,
+    /// Model evaluations used.
+    pub evaluations: usize,
+    /// True when LM met its tolerance and every parameter is finite.
+    pub converged: bool,
+    /// The statistic used.
+    pub statistic: FitStatistic,
+}
+
+/// Which entries of the parameter vector are free: `[a_1..a_n, ln tau_1..ln tau_n, b?, shift?]`.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    n: usize,
+    free_b: bool,
+    free_shift: bool,
+}
+
+impl Layout {
+    fn len(&self) -> usize {
+        2 * self.n + usize::from(self.free_b) + usize::from(self.free_shift)
+    }
+    fn b(&self) -> Option<usize> {
+        self.free_b.then_some(2 * self.n)
+    }
+    fn shift(&self) -> Option<usize> {
+        self.free_shift.then_some(2 * self.n + usize::from(self.free_b))
+    }
+}
+
+/// Fits many histograms of the same shape, reusing the prepared IRF and all work buffers.
+#[derive(Debug, Clone)]
+pub struct LifetimeFitter {
+    config: FitConfig,
+    n_bins: usize,
+    irf: IrfShape,
+    /// The IRF on the sub-bin grid (same as `irf` when `oversample == 1`).
+    fine_irf: IrfShape,
+    /// Sub-bins per bin: a Gaussian IRF narrower than 2 bins (sigma) is not constant within a
+    /// bin, so the model is evaluated on `ceil(2 / sigma)` (at most 16) sub-bins per bin.
+    oversample: usize,
+    period_bins: Option<f64>,
+    range: (usize, usize),
+    work: Work,
+}
+
+/// Buffers of one model evaluation, reused across evaluations and fits.
+#[derive(Debug, Clone, Default)]
+struct Work {
+    irf: Vec<f64>,
+    dirf: Vec<f64>,
+    /// Per component: unit-amplitude curve, its tau derivative and its shift derivative.
+    conv: Vec<Vec<f64>>,
+    dconv_tau: Vec<Vec<f64>>,
+    dconv_shift: Vec<Vec<f64>>,
+    model: Vec<f64>,
+    /// Sub-bin grid buffers (`n_bins * oversample`), used when the IRF is oversampled.
+    fine_irf: Vec<f64>,
+    fine_dirf: Vec<f64>,
+    fine_a: Vec<f64>,
+    fine_b: Vec<f64>,
+}
+
+impl LifetimeFitter {
+    /// Prepares fits of `n_bins`-bin histograms.
+    ///
+    /// # Errors
+    /// [`TcspcError::InvalidArgument`] for 0 or more than 3 components, fewer bins than 2x the
+    /// parameters, a non-positive bin width, FWHM or period, a measured IRF of another length
+    /// or without positive counts, or a fit range outside the histogram.
+    pub fn new(config: FitConfig, irf: Irf, n_bins: usize) -> Result<Self> {
+        let bad = |m: String| Err(TcspcError::InvalidArgument(m));
+        if !(1..=3).contains(&config.components) {
+            return bad(format!("components {} must be 1, 2 or 3", config.components));
+        }
+        if !(config.bin_width_ns.is_finite() && config.bin_width_ns > 0.0) {
+            return bad(format!("bin_width_ns {} must be finite and > 0", config.bin_width_ns));
+        }
+        if let Some(p) = config.period_ns {
+            if !(p.is_finite() && p > 0.0) {
+                return bad(format!("period_ns {p} must be finite and > 0"));
+            }
+        }
+        if !(config.tolerance.is_finite() && config.tolerance >= 0.0) || config.patience == 0 {
+            return bad("tolerance must be >= 0 and patience > 0".into());
+        }
+        let range = config.fit_range.unwrap_or((0, n_bins));
+        if range.0 >= range.1 || range.1 > n_bins {
+            return bad(format!("fit range {range:?} outside 0..{n_bins}"));
+        }
+        if range.1 - range.0 < 2 * (2 * config.components + 2) {
+            return bad(format!("{} bins are too few for {} components", range.1 - range.0, config.components));
+        }
+        let shape = match irf {
+            Irf::Measured(v) => {
+                if v.len() != n_bins {
+                    return bad(format!("measured IRF has {} bins, the histograms {n_bins}", v.len()));
+                }
+                let clean: Vec<f64> = v.iter().map(|x| if x.is_finite() { x.max(0.0) } else { 0.0 }).collect();
+                let sum: f64 = clean.iter().sum();
+                if sum <= 0.0 {
+                    return bad("measured IRF has no positive counts".into());
+                }
+                IrfShape::Measured(clean.iter().map(|x| x / sum).collect())
+            }
+            Irf::Gaussian { fwhm_ns, center_ns } => {
+                if !(fwhm_ns.is_finite() && fwhm_ns > 0.0) {
+                    return bad(format!("IRF FWHM {fwhm_ns} ns must be finite and > 0"));
+                }
+                let center = center_ns.unwrap_or(0.0);
+                if !center.is_finite() {
+                    return bad("IRF centre must be finite".into());
+                }
+                IrfShape::Gaussian { sigma: fwhm_ns / GAUSSIAN_FWHM_PER_SIGMA / config.bin_width_ns, center: center / config.bin_width_ns }
+            }
+        };
+        let n = config.components;
+        let (oversample, fine_irf) = match shape {
+            IrfShape::Gaussian { sigma, center } => {
+                let s = oversample_factor(sigma);
+                (s, IrfShape::Gaussian { sigma: sigma * s as f64, center: center * s as f64 })
+            }
+            IrfShape::Measured(_) => (1, shape.clone()),
+        };
+        let fine = if oversample > 1 { n_bins * oversample } else { 0 };
+        let work = Work {
+            irf: vec![0.0; n_bins],
+            dirf: vec![0.0; n_bins],
+            conv: vec![vec![0.0; n_bins]; n],
+            dconv_tau: vec![vec![0.0; n_bins]; n],
+            dconv_shift: vec![vec![0.0; n_bins]; n],
+            model: vec![0.0; n_bins],
+            fine_irf: vec![0.0; fine],
+            fine_dirf: vec![0.0; fine],
+            fine_a: vec![0.0; fine],
+            fine_b: vec![0.0; fine],
+        };
+        Ok(LifetimeFitter {
+            period_bins: config.period_ns.map(|p| p / config.bin_width_ns),
+            config,
+            n_bins,
+            irf: shape,
+            fine_irf,
+            oversample,
+            range,
+            work,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FitConfig {
+        &self.config
+    }
+
+    /// Width of the IRF in bins (standard deviation, or its equivalent for a measured IRF).
+    fn irf_width_bins(&self) -> f64 {
+        match &self.irf {
+            IrfShape::Gaussian { sigma, .. } => *sigma,
+            IrfShape::Measured(v) => {
+                let peak = v.iter().cloned().fold(0.0, f64::max);
+                // A Gaussian of unit area has peak 1 / (sigma sqrt(2 pi)).
+                if peak > 0.0 {
+                    (1.0 / (peak * (2.0 * std::f64::consts::PI).sqrt())).max(0.5)
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
+    fn guess(&mut self, y: &[f64]) -> guess::Guess {
+        let n = self.config.components;
+        let bw = self.config.bin_width_ns;
+        let width = self.irf_width_bins();
+        // Step window: about two IRF widths, widened at low counts so each side holds ~8 counts
+        // per histogram-wide average bin.
+        let total: f64 = y[self.range.0..self.range.1].iter().sum();
+        let fit_bins = (self.range.1 - self.range.0) as f64;
+        let window = (2.0 * width + 1.0).max(8.0 * fit_bins / total.max(1.0)).ceil() as usize;
+        let rise = guess::rising_step(y, self.range, window);
+        let b = match self.config.background {
+            Parameter::Fixed(v) => v,
+            Parameter::Free => guess::background(y, self.range, rise, width),
+        };
+        let shift = match self.config.shift {
+            Parameter::Fixed(v) => v / bw,
+            Parameter::Free => rise - guess::irf_reference_position(&self.irf, self.n_bins),
+        };
+        self.irf.eval(shift, &mut self.work.irf, None);
+        let period = self.period_bins.map(|p| p.max(self.n_bins as f64));
+        let span = period.unwrap_or(self.n_bins as f64);
+        let (tau_phase, tau_mod) = guess::phasor_lifetimes(y, &self.work.irf, b, span).unwrap_or((span / 8.0, span / 8.0));
+        let clamp = |t: f64| t.clamp(0.3_f64.max(TAU_MIN_BINS), 50.0 * span);
+        let (tau_phase, tau_mod) = (clamp(tau_phase), clamp(tau_mod.max(tau_phase)));
+        let fixed_b = match self.config.background {
+            Parameter::Fixed(v) => Some(v),
+            Parameter::Free => None,
+        };
+        let candidates: Vec<f64> = match self.config.initial_tau_ns {
+            Some(t) => t[..n].iter().map(|v| clamp(v / bw)).collect(),
+            None if n == 1 => vec![tau_phase],
+            None => guess::log_grid(tau_phase / 8.0, tau_mod * 4.0, if n == 2 { 10 } else { 9 }),
+        };
+        let irf = std::mem::take(&mut self.work.irf);
+        let solved = guess::best_combination(y, &irf, self.range, period, n, &candidates, fixed_b);
+        self.work.irf = irf;
+        match solved {
+            Some((tau, amplitude, background)) => guess::Guess { tau, amplitude, background, shift },
+            None => {
+                // No positive linear solution: fall back to spread lifetimes sharing the peak.
+                let peak = y[self.range.0..self.range.1].iter().cloned().fold(0.0, f64::max);
+                let tau: Vec<f64> = match n {
+                    1 => vec![tau_phase],
+                    2 => vec![tau_phase * 0.4, tau_mod * 1.5],
+                    _ => vec![tau_phase * 0.25, tau_phase, tau_mod * 2.0],
+                };
+                let amplitude = vec![(peak - b).max(1.0) / n as f64; n];
+                guess::Guess { tau, amplitude, background: b, shift }
+            }
+        }
+    }
+
+    /// Fits one histogram (counts per bin, `n_bins` values).
+    ///
+    /// # Errors
+    /// [`TcspcError::InvalidArgument`] if the length differs from `n_bins`;
+    /// [`TcspcError::Fit`] if a count is negative or not finite, or the fit range holds no
+    /// counts. A fit that runs but does not converge is returned with `converged: false`.
+    pub fn fit(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
+        if histogram.len() != self.n_bins {
+            return Err(TcspcError::InvalidArgument(format!("histogram has {} bins, fitter expects {}", histogram.len(), self.n_bins)));
+        }
+        if let Some(bad) = histogram.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+            return Err(TcspcError::Fit(format!("count {bad} is negative or not finite")));
+        }
+        let total: f64 = histogram[self.range.0..self.range.1].iter().sum();
+        if total <= 0.0 {
+            return Err(TcspcError::Fit("no counts in the fit range".into()));
+        }
+        let g = self.guess(histogram);
+        let layout = Layout {
+            n: self.config.components,
+            free_b: matches!(self.config.background, Parameter::Free),
+            free_shift: matches!(self.config.shift, Parameter::Free),
+        };
+        let mut x = DVector::zeros(layout.len());
+        for i in 0..layout.n {
+            x[i] = g.amplitude[i];
+            x[layout.n + i] = g.tau[i].max(TAU_MIN_BINS).ln();
+        }
+        if let Some(i) = layout.b() {
+            x[i] = g.background;
+        }
+        if let Some(i) = layout.shift() {
+            x[i] = g.shift;
+        }
+        let fixed_b = match self.config.background {
+            Parameter::Fixed(v) => v,
+            Parameter::Free => 0.0,
+        };
+        let fixed_shift = match self.config.shift {
+            Parameter::Fixed(v) => v / self.config.bin_width_ns,
+            Parameter::Free => 0.0,
+        };
+        let mut problem = Problem {
+            y: histogram,
+            range: self.range,
+            statistic: self.config.statistic,
+            layout,
+            fixed_b,
+            fixed_shift,
+            irf: &self.irf,
+            fine_irf: &self.fine_irf,
+            oversample: self.oversample,
+            period: self.period_bins,
+            work: std::mem::take(&mut self.work),
+            x: x.clone(),
+        };
+        problem.set_params(&x);
+        let lm = LevenbergMarquardt::new()
+            .with_ftol(self.config.tolerance)
+            .with_xtol(self.config.tolerance)
+            .with_gtol(self.config.tolerance * 1e-2)
+            .with_patience(self.config.patience);
+        let (mut problem, report) = lm.minimize(problem);
+        let x = problem.x.clone();
+        problem.set_params(&x);
+        let result = problem.summarise(&report.termination, report.number_of_evaluations, self.config.bin_width_ns);
+        self.work = problem.work;
+        Ok(result)
+    }
+}
+
+/// Fits one histogram: [`LifetimeFitter::new`] then [`LifetimeFitter::fit`].
+///
+/// # Errors
+/// As those two.
+///
+/// # Example
+/// ```
+/// use flowdaq_analytics::tcspc::fit::*;
+/// // A noiseless 4 ns decay on 256 bins of 50 ps, Gaussian IRF of 150 ps FWHM at 2 ns.
+/// let (bw, tau) = (0.05, 4.0);
+/// let irf = Irf::Gaussian { fwhm_ns: 0.15, center_ns: Some(2.0) };
+/// let y: Vec<f64> = (0..256).map(|k| {
+///     let t = (k as f64 + 0.5) * bw - 2.0;
+///     if t > 0.0 { 1000.0 * (-t / tau).exp() + 2.0 } else { 2.0 }
+/// }).collect();
+/// let fit = fit_decay(&y, &irf, &FitConfig::new(1, FitStatistic::PoissonMle, bw))?;
+/// assert!(fit.converged && (fit.tau_ns[0] - tau).abs() < 0.05);
+/// # Ok::<(), flowdaq_analytics::tcspc::TcspcError>(())
+/// ```
+pub fn fit_decay(histogram: &[f64], irf: &Irf, config: &FitConfig) -> Result<LifetimeFit> {
+    LifetimeFitter::new(config.clone(), irf.clone(), histogram.len())?.fit(histogram)
+}
+
+/// The least-squares problem handed to the `levenberg-marquardt` crate.
+///
+/// `set_params` evaluates the model and every derivative at once: LM asks for the Jacobian at
+/// nearly every accepted point, and the derivative recursions share the model's passes.
+struct Problem<'a> {
+    y: &'a [f64],
+    range: (usize, usize),
+    statistic: FitStatistic,
+    layout: Layout,
+    fixed_b: f64,
+    fixed_shift: f64,
+    irf: &'a IrfShape,
+    fine_irf: &'a IrfShape,
+    oversample: usize,
+    period: Option<f64>,
+    work: Work,
+    x: DVector<f64>,
+}
+
+/// Sub-bins per bin for a Gaussian IRF of `sigma` bins: `ceil(2 / sigma)`, 1 to 16.
+fn oversample_factor(sigma: f64) -> usize {
+    ((2.0 / sigma).ceil() as usize).clamp(1, 16)
+}
+
+/// Sums groups of `s` sub-bins into bins, times `scale`.
+fn bin_down(fine: &[f64], s: usize, scale: f64, out: &mut [f64]) {
+    for (o, chunk) in out.iter_mut().zip(fine.chunks_exact(s)) {
+        *o = chunk.iter().sum::<f64>() * scale;
+    }
+}
+
+/// Floor of the model for the likelihood (which needs m > 0).
+const MODEL_FLOOR: f64 = 1e-10;
+/// Largest `ln tau` evaluated (tau of e^25 bins is effectively a constant).
+const LN_TAU_MAX: f64 = 25.0;
+
+impl Problem<'_> {
+    fn tau(&self, i: usize) -> f64 {
+        self.x[self.layout.n + i].clamp(TAU_MIN_BINS.ln(), LN_TAU_MAX).exp()
+    }
+    fn background(&self) -> f64 {
+        self.layout.b().map_or(self.fixed_b, |i| self.x[i])
+    }
+    fn shift(&self) -> f64 {
+        // A shift beyond the histogram makes the model zero; keep it finite and bounded.
+        let lim = self.y.len() as f64;
+        self.layout.shift().map_or(self.fixed_shift, |i| self.x[i]).clamp(-lim, lim)
+    }
+
+    /// Residual and its derivative with respect to the model, for bin value `y` and model `m`.
+    #[inline]
+    fn residual(&self, y: f64, m: f64) -> (f64, f64) {
+        match self.statistic {
+            FitStatistic::NeymanLeastSquares => {
+                let inv = 1.0 / y.max(1.0).sqrt();
+                ((y - m) * inv, -inv)
+            }
+            FitStatistic::PoissonMle => {
+                if m <= MODEL_FLOOR {
+                    // The likelihood needs m > 0: evaluate at the floor, with no gradient.
+                    let m = MODEL_FLOOR;
+                    let dev = if y > 0.0 { 2.0 * (m - y + y * (y / m).ln()) } else { 2.0 * m };
+                    let root = dev.max(0.0).sqrt();
+                    return (if y >= m { root } else { -root }, 0.0);
+                }
+                if y <= 0.0 {
+                    let r = (2.0 * m).sqrt();
+                    return (-r, -1.0 / r);
+                }
+                let d = (m - y) / y;
+                let dev = (2.0 * y * (d - d.ln_1p())).max(0.0);
+                let root = dev.sqrt();
+                let r = if y >= m { root } else { -root };
+                let drdm = if d.abs() < 1e-7 || root == 0.0 { -(y.sqrt()) / m } else { -(m - y).abs() / (m * root) };
+                (r, drdm)
+            }
+        }
+    }
+
+    fn summarise(&self, termination: &TerminationReason, evaluations: usize, bw: f64) -> LifetimeFit {
+        let n = self.layout.n;
+        let p = self.layout.len();
+        let (start, end) = self.range;
+        let dof = (end - start).saturating_sub(p);
+        let mut chi2 = 0.0;
+        let mut pearson = 0.0;
+        let mut deviance = 0.0;
+        for k in start..end {
+            let (y, m) = (self.y[k], self.work.model[k].max(MODEL_FLOOR));
+            chi2 += (y - m) * (y - m) / y.max(1.0);
+            pearson += (y - m) * (y - m) / m;
+            deviance += if y > 0.0 { 2.0 * (m - y + y * (y / m).ln()) } else { 2.0 * m };
+        }
+        let reduced = match self.statistic {
+            FitStatistic::NeymanLeastSquares => chi2,
+            FitStatistic::PoissonMle => pearson,
+        } / dof.max(1) as f64;
+        // Covariance (J^T J)^-1 in the internal parameters.
+        let stderr: Vec<f64> = match self.jacobian() {
+            Some(j) => {
+                let jtj = j.transpose() * &j;
+                match jtj.clone().cholesky() {
+                    Some(ch) => ch.inverse().diagonal().iter().map(|v| v.max(0.0).sqrt()).collect(),
+                    None => match jtj.try_inverse() {
+                        Some(inv) => inv.diagonal().iter().map(|v| if *v >= 0.0 { v.sqrt() } else { f64::NAN }).collect(),
+                        None => vec![f64::NAN; p],
+                    },
+                }
+            }
+            None => vec![f64::NAN; p],
+        };
+        let mut comps: Vec<(f64, f64, f64, f64)> = (0..n)
+            .map(|i| {
+                let tau = self.tau(i);
+                (tau * bw, tau * bw * stderr[n + i], self.x[i], stderr[i])
+            })
+            .collect();
+        comps.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut fit = LifetimeFit {
+            components: n,
+            tau_ns: [f64::NAN; 3],
+            tau_stderr_ns: [f64::NAN; 3],
+            amplitude_counts: [f64::NAN; 3],
+            amplitude_stderr_counts: [f64::NAN; 3],
+            background_counts: self.background(),
+            background_stderr_counts: self.layout.b().map_or(0.0, |i| stderr[i]),
+            shift_ns: self.shift() * bw,
+            shift_stderr_ns: self.layout.shift().map_or(0.0, |i| stderr[i] * bw),
+            tau_amplitude_weighted_ns: 0.0,
+            tau_intensity_weighted_ns: 0.0,
+            reduced_chi_square: reduced,
+            poisson_deviance: deviance,
+            degrees_of_freedom: dof,
+            evaluations,
+            converged: false,
+            statistic: self.statistic,
+        };
+        let (mut sa, mut sat, mut satt) = (0.0, 0.0, 0.0);
+        for (i, (tau, tau_se, a, a_se)) in comps.into_iter().enumerate() {
+            fit.tau_ns[i] = tau;
+            fit.tau_stderr_ns[i] = tau_se;
+            fit.amplitude_counts[i] = a;
+            fit.amplitude_stderr_counts[i] = a_se;
+            sa += a;
+            sat += a * tau;
+            satt += a * tau * tau;
+        }
+        fit.tau_amplitude_weighted_ns = sat / sa;
+        fit.tau_intensity_weighted_ns = satt / sat;
+        let ok_termination = termination.was_successful() || matches!(termination, TerminationReason::NoImprovementPossible(_));
+        let in_bounds = (0..n).all(|i| {
+            let l = self.x[n + i];
+            l.is_finite() && l > TAU_MIN_BINS.ln() && l < LN_TAU_MAX
+        });
+        fit.converged = ok_termination && in_bounds && self.x.iter().all(|v| v.is_finite()) && reduced.is_finite();
+        fit
+    }
+}
+
+impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
+    type ResidualStorage = Owned<f64, Dyn>;
+    type JacobianStorage = Owned<f64, Dyn, Dyn>;
+    type ParameterStorage = Owned<f64, Dyn>;
+
+    fn set_params(&mut self, x: &DVector<f64>) {
+        self.x.copy_from(x);
+        let n = self.layout.n;
+        let shift = self.shift();
+        let b = self.background();
+        let taus: [f64; 3] = std::array::from_fn(|i| if i < n { self.tau(i) } else { 1.0 });
+        let w = &mut self.work;
+        let want_shift = self.layout.free_shift;
+        let s = self.oversample;
+        w.model.iter_mut().for_each(|m| *m = b);
+        if s == 1 {
+            self.irf.eval(shift, &mut w.irf, want_shift.then_some(&mut w.dirf[..]));
+            for (i, &tau) in taus.iter().enumerate().take(n) {
+                exp_conv(&w.irf, tau, self.period, &mut w.conv[i], Some(&mut w.dconv_tau[i]));
+                if want_shift {
+                    exp_conv(&w.dirf, tau, self.period, &mut w.dconv_shift[i], None);
+                }
+            }
+        } else {
+            // Sub-bin grid: times scale by s; a bin is the mean of its s sub-bins (amplitudes
+            // stay counts per bin), d/dtau and d/dshift pick up a factor s from the time scale.
+            let sf = s as f64;
+            self.fine_irf.eval(shift * sf, &mut w.fine_irf, want_shift.then_some(&mut w.fine_dirf[..]));
+            let period = self.period.map(|p| p * sf);
+            for (i, &tau) in taus.iter().enumerate().take(n) {
+                exp_conv(&w.fine_irf, tau * sf, period, &mut w.fine_a, Some(&mut w.fine_b));
+                bin_down(&w.fine_a, s, 1.0 / sf, &mut w.conv[i]);
+                bin_down(&w.fine_b, s, 1.0, &mut w.dconv_tau[i]);
+                if want_shift {
+                    exp_conv(&w.fine_dirf, tau * sf, period, &mut w.fine_a, None);
+                    bin_down(&w.fine_a, s, 1.0, &mut w.dconv_shift[i]);
+                }
+            }
+        }
+        for i in 0..n {
+            let a = self.x[i];
+            for (m, c) in w.model.iter_mut().zip(&w.conv[i]) {
+                *m += a * c;
+            }
+        }
+    }
+
+    fn params(&self) -> DVector<f64> {
+        self.x.clone()
+    }
+
+    fn residuals(&self) -> Option<DVector<f64>> {
+        let (start, end) = self.range;
+        Some(DVector::from_iterator(end - start, (start..end).map(|k| self.residual(self.y[k], self.work.model[k]).0)))
+    }
+
+    fn jacobian(&self) -> Option<DMatrix<f64>> {
+        let (start, end) = self.range;
+        let rows = end - start;
+        let n = self.layout.n;
+        let mut jac = DMatrix::zeros(rows, self.layout.len());
+        let drdm: Vec<f64> = (start..end).map(|k| self.residual(self.y[k], self.work.model[k]).1).collect();
+        let w = &self.work;
+        for i in 0..n {
+            let tau = self.tau(i);
+            let a = self.x[i];
+            // Derivative with respect to ln tau is tau * d/dtau; zero where tau is clamped.
+            let l = self.x[n + i];
+            let scale = if l > TAU_MIN_BINS.ln() && l < LN_TAU_MAX { a * tau } else { 0.0 };
+            for (r, k) in (start..end).enumerate() {
+                jac[(r, i)] = drdm[r] * w.conv[i][k];
+                jac[(r, n + i)] = drdm[r] * scale * w.dconv_tau[i][k];
+            }
+        }
+        if let Some(c) = self.layout.b() {
+            for r in 0..rows {
+                jac[(r, c)] = drdm[r];
+            }
+        }
+        if let Some(c) = self.layout.shift() {
+            for (r, k) in (start..end).enumerate() {
+                let d: f64 = (0..n).map(|i| self.x[i] * w.dconv_shift[i][k]).sum();
+                jac[(r, c)] = drdm[r] * d;
+            }
+        }
+        Some(jac)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! Wire-protocol decoding: a multipart message in, Arrow rows for the right tables out.
+//!
+//! This is the gate every byte from the network passes. It must never panic or allocate from
+//! an untrusted length before checking it against the configured limits: a bad frame becomes a
+//! [`DecodeError`] with a reason a vendor can act on, and the caller files it in
+//! `ingest_errors`. Decoding is pure (no I/O), so it is tested frame by frame.
+
+mod arrays;
+mod ipc;
+mod phase;
+mod photons;
+mod spectra;
+
+use arrow_array::RecordBatch;
+use bytes::Bytes;
+use flowdaq_schemas::{Header, PayloadFormat, StreamKind, Table, WireError};
+
+pub use spectra::axis_calibration_id;
+
+/// Limits and defaults the decoder applies; taken from the server configuration.
+#[derive(Debug, Clone)]
+pub struct DecodeLimits {
+    /// Largest accepted message (all frames together), in bytes.
+    pub max_message_bytes: u64,
+    /// Refuse spectra whose intensities hold NaN or infinities.
+    pub reject_non_finite_intensities: bool,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_message_bytes: 64 * 1024 * 1024, reject_non_finite_intensities: true }
+    }
+}
+
+/// What the decoder needs to know besides the frames.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeContext<'a> {
+    /// When the server received the message, ns since the Unix epoch (UTC).
+    pub arrival_time_ns: i64,
+    /// Run id for messages whose header names none.
+    pub default_run_id: &'a str,
+    /// Limits to enforce.
+    pub limits: &'a DecodeLimits,
+}
+
+/// A decoded message: its header and the rows it contributes, per table.
+#[derive(Debug)]
+pub struct DecodedMessage {
+    /// The validated header.
+    pub header: Header,
+    /// Rows for each table; the first entry is the stream's own table.
+    pub batches: Vec<(Table, RecordBatch)>,
+}
+
+impl DecodedMessage {
+    /// Number of rows of the stream's own table (spectra, photons, trace chunks).
+    pub fn primary_rows(&self) -> usize {
+        self.batches.first().map(|(_, b)| b.num_rows()).unwrap_or(0)
+    }
+}
+
+/// Why a message was rejected. `Display` is the reason stored in `ingest_errors`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The message had no frames at all.
+    #[error("empty message: no header frame")]
+    Empty,
+    /// The message is larger than `max_message_bytes`.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    Oversized {
+        /// Bytes received.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The header frame broke the protocol.
+    #[error(transparent)]
+    Header(#[from] WireError),
+    /// A payload frame does not match what the header declared.
+    #[error("payload: {0}")]
+    Payload(String),
+    /// Values that cannot be stored as measurements (NaN, absurd magnitudes).
+    #[error("values: {0}")]
+    Values(String),
+    /// Arrow refused to build the batch (a bug or an inconsistent IPC payload).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+impl DecodeError {
+    /// The header, if it parsed: lets the caller attribute the error to a source.
+    pub fn payload(msg: impl Into<String>) -> DecodeError {
+        DecodeError::Payload(msg.into())
+    }
+}
+
+/// Decodes one multipart message (header frame first).
+///
+/// On error the header is returned too when it parsed, so the rejection can be attributed to
+/// its source and sequence number.
+///
+/// # Errors
+/// [`DecodeError`] describing the first problem found.
+pub fn decode_message(
+    frames: &[Bytes],
+    ctx: &DecodeContext<'_>,
+) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    let total: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    if total > ctx.limits.max_message_bytes {
+        let header = frames.first().and_then(|f| Header::parse(f).ok());
+        let err = DecodeError::Oversized { size: total, limit: ctx.limits.max_message_bytes };
+        return Err((header, err));
+    }
+    let header_frame = frames.first().ok_or((None, DecodeError::Empty))?;
+    let header = Header::parse(header_frame).map_err(|e| (None, e.into()))?;
+    let payload = &frames[1..];
+    let result = match header.format {
+        PayloadFormat::Arrays => decode_arrays(&header, payload, ctx),
+        PayloadFormat::ArrowIpc => decode_ipc(&header, payload, ctx),
+    };
+    match result {
+        Ok(batches) => Ok(DecodedMessage { header, batches }),
+        Err(err) => Err((Some(header), err)),
+    }
+}
+
+fn decode_arrays(
+    header: &Header,
+    payload: &[Bytes],
+    ctx: &DecodeContext<'_>,
+) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+    let arrays = arrays::PayloadArrays::new(header, payload)?;
+    match header.stream {
+        StreamKind::Spectra => spectra::from_arrays(header, &arrays, ctx),
+        StreamKind::Photons => photons::from_arrays(header, &arrays, ctx),
+        StreamKind::PhaseTraces => phase::from_arrays(header, &arrays, ctx),
+    }
+}
+
+fn decode_ipc(
+    header: &Header,
+    payload: &[Bytes],
+    ctx: &DecodeContext<'_>,
+) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+    let batch = ipc::read_single_frame(payload)?;
+    match header.stream {
+        StreamKind::Spectra => spectra::from_ipc(header, &batch, ctx),
+        StreamKind::Photons => photons::from_ipc(header, &batch, ctx),
+        StreamKind::PhaseTraces => phase::from_ipc(header, &batch, ctx),
+    }
+}
+
+/// The provenance columns shared by every stream table, repeated for `rows` rows.
+pub(crate) struct Provenance<'a> {
+    pub header: &'a Header,
+    pub ctx: &'a DecodeContext<'a>,
+}
+
+impl Provenance<'_> {
+    pub fn run_id(&self) -> &str {
+        self.header.run_id.as_deref().unwrap_or(self.ctx.default_run_id)
+    }
+
+    /// Arrival, instrument time, source, run, condition and seq columns for `rows` rows.
+    /// `instrument_times_ns` overrides the header's single instrument time row by row.
+    pub fn columns(
+        &self,
+        rows: usize,
+        instrument_times_ns: Option<Vec<i64>>,
+    ) -> Vec<arrow_array::ArrayRef> {
+        let instrument = match instrument_times_ns {
+            Some(times) => TimestampNanosecondArray::from(times),
+            None => TimestampNanosecondArray::from(vec![self.header.instrument_time_ns; rows]),
+        };
+        use arrow_array::{StringArray, TimestampNanosecondArray, UInt64Array};
+        use std::sync::Arc;
+        vec![
+            Arc::new(
+                TimestampNanosecondArray::from_value(self.ctx.arrival_time_ns, rows)
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(instrument.with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&self.header.source, rows))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(self.run_id(), rows))),
+            Arc::new(StringArray::from(vec![self.header.condition_id.as_deref(); rows])),
+            Arc::new(UInt64Array::from_value(self.header.seq, rows)),
+        ]
+    }
+}
+
+/// Reads a required finite number from the header's `meta` object.
+pub(crate) fn meta_f64(header: &Header, key: &str) -> Result<Option<f64>, DecodeError> {
+    match header.meta.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => match value.as_f64() {
+            Some(x) if x.is_finite() => Ok(Some(x)),
+            _ => Err(DecodeError::Values(format!("meta.{key} must be a finite number, got {value}"))),
+        },
+    }
+}
+
+/// Refuses `meta` keys the stream kind does not define, so typos do not pass silently.
+pub(crate) fn check_meta_keys(header: &Header, allowed: &[&str]) -> Result<(), DecodeError> {
+    match header.meta.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(DecodeError::payload(format!(
+            "unknown meta key {key:?} for stream {}; allowed: {allowed:?}",
+            header.stream.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! Photon messages: already-decoded TCSPC events (macro time, micro time, channel, markers).
+//!
+//! Raw PicoQuant records and 64-bit time tags are decoded by the TCSPC connector before they
+//! reach this shape; this module only checks and stores columns that are already physical.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Int32Type, Int64Type, UInt8Type};
+use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, UInt8Array};
+use arrow_schema::DataType;
+use flowdaq_schemas::{Dtype, Header, Table};
+
+use super::arrays::{expect_dtype, to_i32, to_i64, PayloadArrays};
+use super::{check_meta_keys, ipc, DecodeContext, DecodeError, Provenance};
+
+const ARRAYS: [&str; 4] = ["macro_time_ps", "micro_time_ps", "channel", "marker_flags"];
+
+struct PhotonColumns {
+    macro_time_ps: Vec<i64>,
+    micro_time_ps: Vec<i32>,
+    channel: Vec<u8>,
+    marker_flags: Vec<u8>,
+}
+
+pub(crate) fn from_arrays(
+    header: &Header,
+    arrays: &PayloadArrays<'_>,
+    ctx: &DecodeContext<'_>,
+) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+    arrays.only(&ARRAYS)?;
+    let (macro_desc, macro_bytes) = arrays.require("macro_time_ps")?;
+    expect_dtype(macro_desc, &[Dtype::I64])?;
+    let n = macro_desc.element_count().unwrap_or(0);
+    let one_d = |name: &str, dtype: Dtype| -> Result<Option<&[u8]>, DecodeError> {
+        match arrays.get(name) {
+            None => Ok(None),
+            Some((desc, bytes)) => {
+                expect_dtype(desc, &[dtype])?;
+                if desc.shape != [n] {
+                    return Err(DecodeError::payload(format!(
+                        "array {name:?} shape {:?} must be [{n}] like macro_time_ps",
+                        desc.shape
+                    )));
+                }
+                Ok(Some(bytes))
+            }
+        }
+    };
+    if macro_desc.shape.len() != 1 {
+        return Err(DecodeError::payload("macro_time_ps must be one-dimensional"));
+    }
+    let micro = one_d("micro_time_ps", Dtype::I32)?
+        .ok_or_else(|| DecodeError::payload("missing required array \"micro_time_ps\""))?;
+    let channel = one_d("channel", Dtype::U8)?
+        .ok_or_else(|| DecodeError::payload("missing required array \"channel\""))?;
+    let markers = one_d("marker_flags", Dtype::U8)?;
+    let columns = PhotonColumns {
+        macro_time_ps: to_i64(macro_bytes),
+        micro_time_ps: to_i32(micro),
+        channel: channel.to_vec(),
+        marker_flags: markers.map(<[u8]>::to_vec).unwrap_or_else(|| vec![0; n as usize]),
+    };
+    build(header, columns, ctx)
+}
+
+pub(crate) fn from_ipc(
+    header: &Header,
+    batch: &RecordBatch,
+    ctx: &DecodeContext<'_>,
+) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+    ipc::only_columns(batch, &ARRAYS)?;
+    let typed = |name: &str, to: DataType| -> Result<ArrayRef, DecodeError> {
+        let col = ipc::column(batch, name)?;
+        ipc::no_nulls(name, col.as_ref())?;
+        Ok(arrow::compute::cast(col, &to)?)
+    };
+    let macro_time = typed("macro_time_ps", DataType::Int64)?;
+    let micro_time = typed("micro_time_ps", DataType::Int32)?;
+    let channel = typed("channel", DataType::UInt8)?;
+    let markers = match batch.column_by_name("marker_flags") {
+        Some(_) => typed("marker_flags", DataType::UInt8)?.as_primitive::<UInt8Type>().values().to_vec(),
+        None => vec![0; batch.num_rows()],
+    };
+    let columns = PhotonColumns {
+        macro_time_ps: macro_time.as_primitive::<Int64Type>().values().to_vec(),
+        micro_time_ps: micro_time.as_primitive::<Int32Type>().values().to_vec(),
+        channel: channel.as_primitive::<UInt8Type>().values().to_vec(),
+        marker_flags: markers,
+    };
+    build(header, columns, ctx)
+}
+
+fn build(
+    header: &Header,
+    photons: PhotonColumns,
+    ctx: &DecodeContext<'_>,
+) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+    check_meta_keys(header, &[])?;
+    let rows = photons.macro_time_ps.len();
+    if rows == 0 {
+        return Err(DecodeError::payload("message holds no photons"));
+    }
+    if let Some(bad) = photons.micro_time_ps.iter().find(|&&t| t < 0) {
+        return Err(DecodeError::Values(format!("micro_time_ps {bad} is negative")));
+    }
+    if let Some(bad) = photons.macro_time_ps.iter().find(|&&t| t < 0) {
+        return Err(DecodeError::Values(format!("macro_time_ps {bad} is negative")));
+    }
+    let mut columns = Provenance { header, ctx }.columns(rows, None);
+    columns.extend([
+        Arc::new(Int64Array::from(photons.macro_time_ps)) as ArrayRef,
+        Arc::new(Int32Array::from(photons.micro_time_ps)),
+        Arc::new(UInt8Array::from(photons.channel)),
+        Arc::new(UInt8Array::from(photons.marker_flags)),
+    ]);
+    Ok(vec![(Table::Photons, RecordBatch::try_new(Table::Photons.schema(), columns)?)])
+}

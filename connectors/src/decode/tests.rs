@@ -1,0 +1,200 @@
+//! Frame-level tests of the decoder: good messages of each stream and each way to be bad.
+
+use super::*;
+use crate::message::OutboundMessage;
+use arrow::array::AsArray;
+use arrow::datatypes::{Float32Type, UInt64Type};
+use flowdaq_schemas::Dtype;
+
+const NOW_NS: i64 = 1_764_000_000_000_000_000;
+
+fn decode(msg: &OutboundMessage) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    let limits = DecodeLimits::default();
+    let ctx = DecodeContext { arrival_time_ns: NOW_NS, default_run_id: "default", limits: &limits };
+    decode_message(&msg.frames(), &ctx)
+}
+
+fn axis(pixels: usize) -> Vec<f64> {
+    (0..pixels).map(|i| 400.0 + 0.25 * i as f64).collect()
+}
+
+fn spectrum_msg(spectra: usize, pixels: usize) -> OutboundMessage {
+    let counts: Vec<f32> = (0..spectra * pixels).map(|i| (i % 977) as f32).collect();
+    let mut msg = OutboundMessage::new("spec-1", StreamKind::Spectra)
+        .meta("kind", "pl")
+        .meta("integration_time_ms", 10.0)
+        .array_f64("wavelength_nm", &[pixels as u64], &axis(pixels))
+        .array_f32("intensity_counts", &[spectra as u64, pixels as u64], &counts);
+    msg.header.seq = 41;
+    msg
+}
+
+fn reason(msg: &OutboundMessage) -> String {
+    match decode(msg) {
+        Ok(_) => panic!("message should have been rejected"),
+        Err((_, err)) => err.to_string(),
+    }
+}
+
+#[test]
+fn spectra_decode_into_rows_and_one_calibration() {
+    let decoded = decode(&spectrum_msg(3, 16)).expect("valid");
+    assert_eq!(decoded.batches.len(), 2);
+    let (table, spectra) = &decoded.batches[0];
+    assert_eq!(*table, Table::Spectra);
+    assert_eq!(spectra.num_rows(), 3);
+    let counts = spectra.column_by_name("intensity_counts").expect("column").as_list::<i32>();
+    let second = counts.value(1);
+    let second = second.as_primitive::<Float32Type>();
+    assert_eq!(second.len(), 16);
+    assert_eq!(second.value(0), 16.0);
+    let (table, calibration) = &decoded.batches[1];
+    assert_eq!(*table, Table::SpectralCalibrations);
+    assert_eq!(calibration.num_rows(), 1);
+    let id = calibration.column_by_name("calibration_id").expect("id").as_primitive::<UInt64Type>();
+    assert_eq!(id.value(0), axis_calibration_id(&axis(16)));
+    let seq = spectra.column_by_name("seq").expect("seq").as_primitive::<UInt64Type>();
+    assert!(seq.values().iter().all(|&s| s == 41));
+}
+
+#[test]
+fn a_different_axis_gets_a_different_calibration_id() {
+    let mut shifted = axis(16);
+    shifted[3] += 1e-9;
+    assert_ne!(axis_calibration_id(&axis(16)), axis_calibration_id(&shifted));
+}
+
+#[test]
+fn truncated_payload_is_rejected_with_sizes() {
+    let mut msg = spectrum_msg(1, 16);
+    msg.payload[1] = msg.payload[1].slice(0..60);
+    let why = reason(&msg);
+    assert!(why.contains("needs 64 bytes, frame has 60"), "{why}");
+}
+
+#[test]
+fn wrong_dtype_is_rejected() {
+    let msg = OutboundMessage::new("tcspc-1", StreamKind::Photons)
+        .raw_array("macro_time_ps", Dtype::F64, &[2], vec![0; 16])
+        .array_i32("micro_time_ps", &[2], &[1, 2])
+        .array_u8("channel", &[2], &[0, 1]);
+    assert!(reason(&msg).contains("dtype <f8 but must be one of [\"<i8\"]"));
+}
+
+#[test]
+fn bad_json_and_unknown_stream_are_rejected() {
+    let limits = DecodeLimits::default();
+    let ctx = DecodeContext { arrival_time_ns: NOW_NS, default_run_id: "d", limits: &limits };
+    let bad = [Bytes::from_static(b"{\"protocol\": 1, ")];
+    let (header, err) = decode_message(&bad, &ctx).expect_err("bad json");
+    assert!(header.is_none());
+    assert!(err.to_string().starts_with("bad header JSON"));
+    let unknown = spectrum_msg(1, 4).frames();
+    let text = String::from_utf8(unknown[0].to_vec()).expect("utf8").replace("\"spectra\"", "\"video\"");
+    let frames = [Bytes::from(text), unknown[1].clone(), unknown[2].clone()];
+    let (_, err) = decode_message(&frames, &ctx).expect_err("unknown stream");
+    assert!(err.to_string().contains("unknown variant `video`"), "{err}");
+}
+
+#[test]
+fn nan_intensities_and_bad_axes_are_rejected() {
+    let mut counts = vec![1.0f32; 8];
+    counts[2] = f32::NAN;
+    counts[5] = f32::INFINITY;
+    let msg = OutboundMessage::new("s", StreamKind::Spectra)
+        .meta("kind", "pl")
+        .meta("integration_time_ms", 5)
+        .array_f64("wavelength_nm", &[8], &axis(8))
+        .array_f32("intensity_counts", &[8], &counts);
+    assert!(reason(&msg).contains("2 of 8 intensity values are NaN or infinite"));
+    let mut bent = axis(8);
+    bent.swap(2, 3);
+    let msg = OutboundMessage::new("s", StreamKind::Spectra)
+        .meta("kind", "pl")
+        .meta("integration_time_ms", 5)
+        .array_f64("wavelength_nm", &[8], &bent)
+        .array_f32("intensity_counts", &[8], &[1.0; 8]);
+    assert!(reason(&msg).contains("strictly monotonic"));
+}
+
+#[test]
+fn absurd_metadata_is_rejected() {
+    let base = |k: &str, v: serde_json::Value| {
+        OutboundMessage::new("s", StreamKind::Spectra)
+            .meta("kind", "pl")
+            .meta("integration_time_ms", 5)
+            .meta(k, v)
+            .array_f64("wavelength_nm", &[4], &axis(4))
+            .array_f32("intensity_counts", &[4], &[1.0; 4])
+    };
+    assert!(reason(&base("integration_time_ms", (-1.0).into())).contains("outside"));
+    assert!(reason(&base("kind", "video".into())).contains("is not one of"));
+    assert!(reason(&base("probe_position_mm", 1e9.into())).contains("absurd"));
+    assert!(reason(&base("colour", "red".into())).contains("unknown meta key"));
+}
+
+#[test]
+fn oversized_messages_are_rejected_before_decoding() {
+    let limits = DecodeLimits { max_message_bytes: 1000, ..DecodeLimits::default() };
+    let ctx = DecodeContext { arrival_time_ns: NOW_NS, default_run_id: "d", limits: &limits };
+    let frames = spectrum_msg(1, 512).frames();
+    let (header, err) = decode_message(&frames, &ctx).expect_err("too big");
+    assert_eq!(header.map(|h| h.seq), Some(41));
+    assert!(err.to_string().contains("exceeds the limit of 1000 bytes"));
+}
+
+#[test]
+fn photons_and_phase_traces_decode() {
+    let photons = OutboundMessage::new("tcspc-1", StreamKind::Photons)
+        .array_i64("macro_time_ps", &[3], &[10, 20, 30])
+        .array_i32("micro_time_ps", &[3], &[100, 200, 300])
+        .array_u8("channel", &[3], &[0, 1, 0]);
+    let decoded = decode(&photons).expect("photons");
+    assert_eq!(decoded.primary_rows(), 3);
+    let phase = OutboundMessage::new("phase-1", StreamKind::PhaseTraces)
+        .meta("sample_rate_hz", 5000.0)
+        .array_f32("sensor_a_volts", &[4], &[0.1, 0.2, 0.3, 0.4])
+        .array_f32("sensor_b_volts", &[4], &[0.4, 0.3, 0.2, 0.1]);
+    let decoded = decode(&phase).expect("phase");
+    assert_eq!(decoded.primary_rows(), 1);
+    let uneven = OutboundMessage::new("phase-1", StreamKind::PhaseTraces)
+        .meta("sample_rate_hz", 5000.0)
+        .array_f32("sensor_a_volts", &[4], &[0.1, 0.2, 0.3, 0.4])
+        .array_f32("sensor_b_volts", &[3], &[0.4, 0.3, 0.2]);
+    assert!(reason(&uneven).contains("differ in length"));
+}
+
+#[test]
+fn arrow_ipc_spectra_match_the_arrays_form() {
+    use arrow::ipc::writer::StreamWriter;
+    use arrow_array::{builder::ListBuilder, builder::Float32Builder, builder::Float64Builder};
+    let mut axes = ListBuilder::new(Float64Builder::new());
+    let mut counts = ListBuilder::new(Float32Builder::new());
+    for row in 0..2 {
+        axes.values().append_slice(&axis(8));
+        axes.append(true);
+        counts.values().append_slice(&[row as f32; 8]);
+        counts.append(true);
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("wavelength_nm", Arc::new(axes.finish()) as arrow_array::ArrayRef),
+        ("intensity_counts", Arc::new(counts.finish())),
+    ])
+    .expect("batch");
+    let mut buffer = Vec::new();
+    {
+        let mut writer = StreamWriter::try_new(&mut buffer, &batch.schema()).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.finish().expect("finish");
+    }
+    let mut msg = OutboundMessage::new("spec-ipc", StreamKind::Spectra)
+        .meta("kind", "absorbance")
+        .meta("integration_time_ms", 2.5);
+    msg.header.format = flowdaq_schemas::PayloadFormat::ArrowIpc;
+    msg.payload.push(Bytes::from(buffer));
+    let decoded = decode(&msg).expect("ipc");
+    assert_eq!(decoded.primary_rows(), 2);
+    assert_eq!(decoded.batches[1].1.num_rows(), 1, "both rows share one calibration");
+}
+
+use std::sync::Arc;

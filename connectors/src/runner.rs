@@ -1,0 +1,108 @@
+//! Runs a connector: takes its messages, numbers them, paces them and sends them over ZeroMQ.
+//!
+//! This is the sending half of the transport for Rust-side connectors (simulators, replay,
+//! the load generator). It connects a PUSH socket to the server's PULL endpoint, so a runner
+//! blocks rather than drops when the server is behind.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use zeromq::{PushSocket, Socket, SocketSend, ZmqMessage};
+
+use crate::connector::Connector;
+use crate::message::OutboundMessage;
+
+/// How fast a runner sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Pacing {
+    /// As fast as the server accepts.
+    Unpaced,
+    /// At most this many messages per second.
+    RateHz(f64),
+}
+
+/// Why a runner stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The socket failed.
+    #[error("zeromq: {0}")]
+    Zmq(#[from] zeromq::ZmqError),
+    /// The connector failed.
+    #[error(transparent)]
+    Connector(#[from] crate::connector::ConnectorError),
+}
+
+/// A connected PUSH sender that numbers messages per source.
+pub struct PushSender {
+    socket: PushSocket,
+    next_seq: u64,
+}
+
+impl PushSender {
+    /// Connects to a server's PULL endpoint.
+    ///
+    /// # Errors
+    /// The socket's error if the endpoint is unreachable or malformed.
+    pub async fn connect(endpoint: &str) -> Result<PushSender, RunnerError> {
+        let mut socket = PushSocket::new();
+        socket.connect(endpoint).await?;
+        Ok(PushSender { socket, next_seq: 0 })
+    }
+
+    /// Stamps the next `seq` on the message and sends it.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn send(&mut self, mut message: OutboundMessage) -> Result<u64, RunnerError> {
+        let seq = self.next_seq;
+        message.header.seq = seq;
+        self.next_seq += 1;
+        let frames = ZmqMessage::try_from(message.frames())
+            .map_err(|_| zeromq::ZmqError::Other("empty message"))?;
+        self.socket.send(frames).await?;
+        Ok(seq)
+    }
+}
+
+/// Sends every message of `connector` to `endpoint` until it is exhausted or `shutdown` fires.
+/// Returns how many messages were sent.
+///
+/// # Errors
+/// [`RunnerError`] if the socket or the connector fails.
+pub async fn run_connector(
+    mut connector: Box<dyn Connector>,
+    endpoint: &str,
+    pacing: Pacing,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<u64, RunnerError> {
+    let mut sender = PushSender::connect(endpoint).await?;
+    let mut ticker = match pacing {
+        Pacing::Unpaced => None,
+        Pacing::RateHz(rate) => {
+            let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            Some(ticker)
+        }
+    };
+    let mut sent = 0;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if let Some(ticker) = ticker.as_mut() {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = ticker.tick() => {}
+            }
+        }
+        let Some(message) = connector.next_message()? else { break };
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            result = sender.send(message) => { result?; }
+        }
+        sent += 1;
+    }
+    tracing::debug!(source = connector.source_id(), sent, "connector finished");
+    Ok(sent)
+}

@@ -1,0 +1,2 @@
+//! Simulated instruments: plausible data with known ground truth, for the demo and tests.
+pub mod spectrometer;

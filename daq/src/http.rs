@@ -1,0 +1,101 @@
+//! The HTTP face of a running server: `POST /sql`, `GET /metrics`, `GET /health`.
+//!
+//! Data scientists and tools that do not speak ZeroMQ query here. `POST /sql` takes the SQL
+//! text as the body and answers JSON (default), CSV or Arrow IPC, chosen by `?format=` or the
+//! `Accept` header; a refused or failing query answers 400 with `{"error": ...}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::metrics::Metrics;
+use crate::query::output::Format;
+use crate::query::QueryEngine;
+use crate::write_buffer::WriteBuffer;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The SQL engine.
+    pub query: QueryEngine,
+    /// Ingest metrics.
+    pub metrics: Arc<Metrics>,
+    /// Buffer (for buffered/persisted row counts).
+    pub buffer: Arc<WriteBuffer>,
+}
+
+/// The routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/sql", post(sql))
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlParams {
+    format: Option<String>,
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn choose_format(params: &SqlParams, headers: &HeaderMap) -> Result<Format, String> {
+    if let Some(name) = &params.format {
+        return Format::parse(name).ok_or_else(|| format!("unknown format {name:?}: use json, csv or arrow"));
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    Ok(if accept.contains("arrow") {
+        Format::Arrow
+    } else if accept.contains("text/csv") {
+        Format::Csv
+    } else {
+        Format::Json
+    })
+}
+
+async fn sql(State(state): State<HttpState>, Query(params): Query<SqlParams>, headers: HeaderMap, body: Bytes) -> Response {
+    let format = match choose_format(&params, &headers) {
+        Ok(format) => format,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body must be UTF-8 SQL text".into());
+    };
+    let result = match state.query.execute(text).await {
+        Ok(result) => result,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
+    };
+    match result.render(format) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let snapshot = state.metrics.snapshot();
+    let buffer = state.buffer.stats();
+    let mut value = serde_json::to_value(&snapshot).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("messages_processed".into(), state.metrics.processed().into());
+        object.insert(
+            "buffer".into(),
+            serde_json::json!({
+                "open_rows": buffer.open_rows,
+                "open_bytes": buffer.open_bytes,
+                "persisting_rows": buffer.persisting_rows,
+                "persisted_rows": buffer.persisted_rows,
+                "persisted_files": buffer.persisted_files,
+            }),
+        );
+    }
+    Json(value).into_response()
+}

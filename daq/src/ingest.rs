@@ -1,0 +1,290 @@
+//! The ingest pipeline: decode, commit to the WAL, make queryable, acknowledge.
+//!
+//! It runs on one dedicated thread (WAL writes and fsync block) and takes messages in groups:
+//! everything waiting, up to `max_group_messages`, is decoded, written to the WAL with one
+//! fsync, inserted into the write buffer, and only then acknowledged. A bad frame becomes an
+//! `ingest_errors` row in the same group; it never stops the loop or delays good frames. The
+//! pipeline also decides when to snapshot the buffer for the persister, because the WAL
+//! rotation and the snapshot must happen between the same two groups.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, BinaryArray, BooleanArray, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::UInt64Type;
+use arrow::record_batch::RecordBatch;
+use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
+use flowdaq_connectors::transport::{Inbound, ReplyTo};
+use flowdaq_schemas::Table;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::wal::Wal;
+use crate::write_buffer::{Snapshot, WriteBuffer};
+
+/// Bytes of a rejected message kept in `ingest_errors.first_bytes`.
+const FIRST_BYTES_KEPT: usize = 256;
+
+/// An acknowledgement to send back through the ROUTER socket.
+pub type Ack = (ReplyTo, serde_json::Value);
+
+/// The pipeline's state; see the module doc.
+pub struct Pipeline {
+    config: Arc<ServerConfig>,
+    limits: DecodeLimits,
+    wal: Wal,
+    buffer: Arc<WriteBuffer>,
+    metrics: Arc<Metrics>,
+    snapshots: std::sync::mpsc::Sender<Arc<Snapshot>>,
+    acks: mpsc::UnboundedSender<Ack>,
+    seen_calibrations: HashSet<(String, u64)>,
+}
+
+/// One rejected message, on its way to `ingest_errors`.
+struct Rejection {
+    arrival_time_ns: i64,
+    transport: &'static str,
+    source: Option<String>,
+    stream: Option<&'static str>,
+    seq: Option<u64>,
+    reason: String,
+    raw_size_bytes: u64,
+    frame_count: u32,
+    first_bytes: Vec<u8>,
+}
+
+impl Pipeline {
+    /// A pipeline writing to `wal` and `buffer`.
+    pub fn new(
+        config: Arc<ServerConfig>,
+        wal: Wal,
+        buffer: Arc<WriteBuffer>,
+        metrics: Arc<Metrics>,
+        snapshots: std::sync::mpsc::Sender<Arc<Snapshot>>,
+        acks: mpsc::UnboundedSender<Ack>,
+        seen_calibrations: HashSet<(String, u64)>,
+    ) -> Pipeline {
+        let limits = DecodeLimits {
+            max_message_bytes: config.ingest.max_message_bytes,
+            reject_non_finite_intensities: config.ingest.reject_non_finite_intensities,
+        };
+        Pipeline { config, limits, wal, buffer, metrics, snapshots, acks, seen_calibrations }
+    }
+
+    /// Runs until `inbound` is closed and drained, then snapshots what is left.
+    pub fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, runtime: tokio::runtime::Handle) {
+        let tick = self.config.buffer.flush_interval().min(Duration::from_millis(500));
+        let max_group = self.config.ingest.max_group_messages;
+        loop {
+            let first = runtime.block_on(async { tokio::time::timeout(tick, inbound.recv()).await });
+            let first = match first {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(_elapsed) => {
+                    self.maybe_snapshot(false);
+                    continue;
+                }
+            };
+            let mut group = Vec::with_capacity(max_group.min(64));
+            group.push(first);
+            while group.len() < max_group {
+                match inbound.try_recv() {
+                    Ok(message) => group.push(message),
+                    Err(_) => break,
+                }
+            }
+            self.process_group(group);
+            self.maybe_snapshot(false);
+        }
+        self.maybe_snapshot(true);
+    }
+
+    fn maybe_snapshot(&mut self, force: bool) {
+        let (open_bytes, age) = self.buffer.open_load();
+        let due = open_bytes >= self.config.buffer.flush_bytes
+            || age.is_some_and(|a| a >= self.config.buffer.flush_interval())
+            || (force && age.is_some());
+        if !due {
+            return;
+        }
+        match self.wal.rotate() {
+            Ok(through) => {
+                if let Some(snapshot) = self.buffer.take_snapshot(through) {
+                    if self.snapshots.send(snapshot).is_err() {
+                        tracing::error!("persister has stopped; rows stay in the WAL");
+                    }
+                }
+            }
+            Err(err) => tracing::error!(%err, "WAL rotation failed; persisting later"),
+        }
+    }
+
+    fn process_group(&mut self, group: Vec<Inbound>) {
+        let mut batches: Vec<(Table, RecordBatch)> = Vec::new();
+        let mut rejections: Vec<Rejection> = Vec::new();
+        let mut replies: Vec<Option<(ReplyTo, serde_json::Value)>> = Vec::with_capacity(group.len());
+        let mut rows = 0u64;
+        for message in &group {
+            let ctx = DecodeContext {
+                arrival_time_ns: message.arrival_time_ns,
+                default_run_id: &self.config.default_run_id,
+                limits: &self.limits,
+            };
+            let size = message.size_bytes();
+            let decoded = decode_message(&message.frames, &ctx).and_then(|decoded| {
+                self.check_source(&decoded.header.source).map(|()| decoded).map_err(|e| (Some(decoded.header), e))
+            });
+            let reply = match decoded {
+                Ok(decoded) => {
+                    let header = &decoded.header;
+                    let primary_rows = decoded.primary_rows() as u64;
+                    self.metrics.accepted(&header.source, message.transport.name(), header.seq, primary_rows, size);
+                    let store_raw = self.config.sources.get(&header.source).is_none_or(|s| s.store_raw);
+                    for (index, (table, batch)) in decoded.batches.into_iter().enumerate() {
+                        if index == 0 && !store_raw {
+                            continue;
+                        }
+                        let batch = match table {
+                            Table::SpectralCalibrations => self.new_calibrations(batch),
+                            _ => Some(batch),
+                        };
+                        if let Some(batch) = batch {
+                            rows += batch.num_rows() as u64;
+                            batches.push((table, batch));
+                        }
+                    }
+                    json!({"ack": decoded.header.seq, "source": decoded.header.source})
+                }
+                Err((header, err)) => {
+                    let reason = err.to_string();
+                    let source = header.as_ref().map(|h| h.source.clone());
+                    self.metrics.rejected(source.as_deref(), size);
+                    tracing::debug!(?source, %reason, "rejected message");
+                    let seq = header.as_ref().map(|h| h.seq);
+                    rejections.push(Rejection {
+                        arrival_time_ns: message.arrival_time_ns,
+                        transport: message.transport.name(),
+                        source: source.clone(),
+                        stream: header.as_ref().map(|h| h.stream.name()),
+                        seq,
+                        reason: reason.clone(),
+                        raw_size_bytes: size,
+                        frame_count: message.frames.len() as u32,
+                        first_bytes: first_bytes(&message.frames),
+                    });
+                    json!({"nack": seq, "source": source, "error": reason})
+                }
+            };
+            replies.push(message.reply_to.clone().map(|to| (to, reply)));
+        }
+        if !rejections.is_empty() {
+            match rejection_batch(&rejections) {
+                Ok(batch) => batches.push((Table::IngestErrors, batch)),
+                Err(err) => tracing::error!(%err, "cannot build ingest_errors rows"),
+            }
+        }
+        if let Err(err) = self.wal.append(&batches) {
+            tracing::error!(%err, "WAL append failed; group not acknowledged");
+            self.metrics.wal_failed(group.len() as u64);
+            for (to, _) in replies.into_iter().flatten() {
+                let _ = self.acks.send((to, json!({"nack": null, "error": format!("not durable: {err}")})));
+            }
+            return;
+        }
+        let durable: Vec<Duration> = group.iter().map(|m| m.received_at.elapsed()).collect();
+        self.buffer.insert(&batches);
+        let queryable: Vec<Duration> = group.iter().map(|m| m.received_at.elapsed()).collect();
+        for reply in replies.into_iter().flatten() {
+            let _ = self.acks.send(reply);
+        }
+        self.metrics.committed(rows, &durable, &queryable);
+    }
+
+    fn check_source(&self, source: &str) -> Result<(), flowdaq_connectors::decode::DecodeError> {
+        if self.config.ingest.allow_unknown_sources || self.config.sources.contains_key(source) {
+            Ok(())
+        } else {
+            Err(flowdaq_connectors::decode::DecodeError::payload(format!(
+                "unknown source {source:?}: not listed under [sources] and allow_unknown_sources = false"
+            )))
+        }
+    }
+
+    /// Keeps only calibration rows not stored before, so each axis is stored once per source.
+    fn new_calibrations(&mut self, batch: RecordBatch) -> Option<RecordBatch> {
+        let sources = batch.column_by_name("source")?.as_string::<i32>().clone();
+        let ids = batch.column_by_name("calibration_id")?.as_primitive::<UInt64Type>().clone();
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|row| Some(self.seen_calibrations.insert((sources.value(row).to_string(), ids.value(row)))))
+            .collect();
+        if keep.true_count() == 0 {
+            return None;
+        }
+        arrow::compute::filter_record_batch(&batch, &keep).ok()
+    }
+}
+
+fn first_bytes(frames: &[bytes::Bytes]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FIRST_BYTES_KEPT);
+    for frame in frames {
+        let room = FIRST_BYTES_KEPT - out.len();
+        out.extend_from_slice(&frame[..frame.len().min(room)]);
+        if out.len() == FIRST_BYTES_KEPT {
+            break;
+        }
+    }
+    out
+}
+
+fn rejection_batch(rejections: &[Rejection]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values(rejections.iter().map(|r| r.arrival_time_ns))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(rejections.iter().map(|r| r.transport))),
+        Arc::new(StringArray::from_iter(rejections.iter().map(|r| r.source.as_deref()))),
+        Arc::new(StringArray::from_iter(rejections.iter().map(|r| r.stream))),
+        Arc::new(UInt64Array::from_iter(rejections.iter().map(|r| r.seq))),
+        Arc::new(StringArray::from_iter_values(rejections.iter().map(|r| r.reason.as_str()))),
+        Arc::new(UInt64Array::from_iter_values(rejections.iter().map(|r| r.raw_size_bytes))),
+        Arc::new(UInt32Array::from_iter_values(rejections.iter().map(|r| r.frame_count))),
+        Arc::new(BinaryArray::from_iter_values(rejections.iter().map(|r| r.first_bytes.as_slice()))),
+    ];
+    RecordBatch::try_new(Table::IngestErrors.schema(), columns)
+}
+
+/// Reads `(source, calibration_id)` pairs already stored, so a restart does not store an axis
+/// twice. `batches` are buffered calibration rows; `files` their Parquet files.
+pub fn known_calibrations(batches: &[RecordBatch], files: &[std::path::PathBuf]) -> HashSet<(String, u64)> {
+    let mut known = HashSet::new();
+    let mut add = |batch: &RecordBatch| {
+        let (Some(sources), Some(ids)) = (batch.column_by_name("source"), batch.column_by_name("calibration_id")) else {
+            return;
+        };
+        let (Some(sources), Some(ids)) = (sources.as_string_opt::<i32>(), ids.as_primitive_opt::<UInt64Type>()) else {
+            return;
+        };
+        for row in 0..batch.num_rows() {
+            if sources.is_valid(row) {
+                known.insert((sources.value(row).to_string(), ids.value(row)));
+            }
+        }
+    };
+    batches.iter().for_each(&mut add);
+    for path in files {
+        let reader = std::fs::File::open(path)
+            .map_err(parquet::errors::ParquetError::from)
+            .and_then(parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new)
+            .and_then(|b| b.build());
+        match reader {
+            Ok(reader) => reader.flatten().for_each(|b| add(&b)),
+            Err(err) => tracing::warn!(path = %path.display(), %err, "cannot read calibrations"),
+        }
+    }
+    known
+}

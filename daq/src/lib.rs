@@ -1,0 +1,23 @@
+//! flowdaq-daq: the server. Data flows through these modules in this order:
+//!
+//! - [`config`]: typed configuration with embedded defaults.
+//! - `flowdaq_connectors::transport` receives frames; [`ingest`] decodes them, commits each
+//!   group to the [`wal`], inserts it into the [`write_buffer`] and acknowledges it.
+//! - [`persister`] writes buffer snapshots to Parquet and records them in the [`catalog`].
+//! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`] exposes it.
+//! - [`metrics`] counts everything, including sequence gaps; [`server`] wires it all up.
+
+pub mod catalog;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod paths;
+pub mod persister;
+pub mod query;
+pub mod server;
+pub mod wal;
+pub mod write_buffer;
+
+pub use config::ServerConfig;
+pub use server::{start, RunningServer, ServerError};

@@ -1,0 +1,216 @@
+//! Counters and latency histograms of the ingest path, per source and overall.
+//!
+//! Sequence numbers, not sockets, are what reveal loss: every source's `seq` is tracked here,
+//! and a jump forward counts the missing messages as a gap. The metrics are served as JSON by
+//! `GET /metrics` and read by the demo's progress line and the load generator.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Per-source counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SourceStats {
+    /// Transport the source was last seen on.
+    pub transport: String,
+    /// Accepted messages.
+    pub messages: u64,
+    /// Rows those messages carried (spectra, photons, trace chunks).
+    pub rows: u64,
+    /// Bytes received in accepted messages.
+    pub bytes: u64,
+    /// Rejected messages attributed to this source.
+    pub rejected: u64,
+    /// Highest `seq` seen.
+    pub last_seq: Option<u64>,
+    /// Messages missing according to `seq` (sum of the gap sizes).
+    pub missing_messages: u64,
+    /// Number of distinct gaps.
+    pub gaps: u64,
+    /// Messages whose `seq` was not above the last one (restart, duplicate, reordering).
+    pub seq_regressions: u64,
+}
+
+/// Latency summary in microseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// Maximum, µs.
+    pub max_us: u64,
+}
+
+/// A point-in-time copy of every metric.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Messages received (accepted + rejected).
+    pub messages_received: u64,
+    /// Messages rejected into `ingest_errors`.
+    pub messages_rejected: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// WAL group commits.
+    pub wal_groups: u64,
+    /// WAL appends that failed (their messages were not acknowledged).
+    pub wal_errors: u64,
+    /// Rows made durable and queryable.
+    pub rows_ingested: u64,
+    /// Receipt to durable in the WAL.
+    pub receipt_to_durable: LatencySummary,
+    /// Receipt to visible to SQL.
+    pub receipt_to_queryable: LatencySummary,
+    /// Per source id.
+    pub sources: BTreeMap<String, SourceStats>,
+}
+
+struct State {
+    snapshot: MetricsSnapshot,
+    durable_us: Histogram<u64>,
+    queryable_us: Histogram<u64>,
+}
+
+/// Shared metrics; updated once per group commit, so one mutex is cheap enough.
+pub struct Metrics {
+    state: Mutex<State>,
+    /// Messages fully processed (committed or failed), for waiters.
+    processed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // Constant, valid bounds: 1 µs to 60 s at 3 significant digits.
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Metrics {
+            state: Mutex::new(State { snapshot: MetricsSnapshot::default(), durable_us: histogram(), queryable_us: histogram() }),
+            processed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an accepted message and checks its `seq` for gaps.
+    pub fn accepted(&self, source: &str, transport: &str, seq: u64, rows: u64, bytes: u64) {
+        let mut state = self.lock();
+        let snapshot = &mut state.snapshot;
+        snapshot.messages_received += 1;
+        snapshot.bytes_received += bytes;
+        let stats = snapshot.sources.entry(source.to_string()).or_default();
+        if stats.transport != transport {
+            stats.transport = transport.to_string();
+        }
+        stats.messages += 1;
+        stats.rows += rows;
+        stats.bytes += bytes;
+        match stats.last_seq {
+            None => stats.last_seq = Some(seq),
+            Some(last) if seq > last => {
+                let missing = seq - last - 1;
+                if missing > 0 {
+                    stats.missing_messages += missing;
+                    stats.gaps += 1;
+                    tracing::warn!(source, last, seq, missing, "sequence gap: messages lost");
+                }
+                stats.last_seq = Some(seq);
+            }
+            Some(_) => stats.seq_regressions += 1,
+        }
+    }
+
+    /// Records a rejected message.
+    pub fn rejected(&self, source: Option<&str>, bytes: u64) {
+        let mut state = self.lock();
+        state.snapshot.messages_received += 1;
+        state.snapshot.messages_rejected += 1;
+        state.snapshot.bytes_received += bytes;
+        if let Some(source) = source {
+            state.snapshot.sources.entry(source.to_string()).or_default().rejected += 1;
+        }
+    }
+
+    /// Records a group commit: rows made durable and each message's latencies.
+    pub fn committed(&self, rows: u64, durable: &[Duration], queryable: &[Duration]) {
+        self.processed.send_modify(|n| *n += durable.len() as u64);
+        let mut state = self.lock();
+        state.snapshot.wal_groups += 1;
+        state.snapshot.rows_ingested += rows;
+        for d in durable {
+            let _ = state.durable_us.record((d.as_micros() as u64).clamp(1, 60_000_000));
+        }
+        for d in queryable {
+            let _ = state.queryable_us.record((d.as_micros() as u64).clamp(1, 60_000_000));
+        }
+    }
+
+    /// Records a failed WAL append of a group of `messages`.
+    pub fn wal_failed(&self, messages: u64) {
+        self.lock().snapshot.wal_errors += 1;
+        self.processed.send_modify(|n| *n += messages);
+    }
+
+    /// Waits until at least `messages` messages have been processed (durable and queryable,
+    /// or failed) since start, or `timeout` passes. Returns whether the count was reached.
+    pub async fn wait_processed(&self, messages: u64, timeout: Duration) -> bool {
+        let mut receiver = self.processed.subscribe();
+        tokio::time::timeout(timeout, receiver.wait_for(|n| *n >= messages)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Messages processed so far.
+    pub fn processed(&self) -> u64 {
+        *self.processed.borrow()
+    }
+
+    /// Clears the latency histograms (the load generator measures one phase at a time).
+    pub fn reset_latencies(&self) {
+        let mut state = self.lock();
+        state.durable_us.reset();
+        state.queryable_us.reset();
+    }
+
+    /// A copy of every metric.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let state = self.lock();
+        let mut snapshot = state.snapshot.clone();
+        snapshot.receipt_to_durable = summary(&state.durable_us);
+        snapshot.receipt_to_queryable = summary(&state.queryable_us);
+        snapshot
+    }
+}
+
+fn summary(h: &Histogram<u64>) -> LatencySummary {
+    LatencySummary {
+        count: h.len(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        max_us: h.max(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_count_the_missing_messages() {
+        let metrics = Metrics::default();
+        for seq in [0, 1, 2, 5, 6, 10] {
+            metrics.accepted("pub-1", "sub", seq, 1, 10);
+        }
+        metrics.accepted("pub-1", "sub", 3, 1, 10);
+        let stats = &metrics.snapshot().sources["pub-1"];
+        assert_eq!(stats.missing_messages, 2 + 3);
+        assert_eq!(stats.gaps, 2);
+        assert_eq!(stats.seq_regressions, 1);
+        assert_eq!(stats.last_seq, Some(10));
+    }
+}

@@ -1,0 +1,230 @@
+//! Assembling and running a server: recovery, sockets, pipeline, persister, SQL, HTTP.
+//!
+//! [`start`] recovers the data directory (catalog, stray files, WAL replay) before it opens a
+//! single socket, so nothing acknowledged before a crash is missing when senders reconnect.
+//! It returns a [`RunningServer`] whose endpoints tests connect to (ports may be 0 in the
+//! configuration) and whose [`RunningServer::shutdown`] drains every queue and persists.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use flowdaq_connectors::transport::{self, BindConfig, BoundEndpoints};
+use flowdaq_schemas::Table;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::ServerConfig;
+use crate::ingest::{known_calibrations, Pipeline};
+use crate::metrics::Metrics;
+use crate::paths::DataPaths;
+use crate::persister::{self, Persister};
+use crate::query::{QueryEngine, QueryError};
+use crate::wal::{self, Wal, WalError};
+use crate::write_buffer::WriteBuffer;
+
+/// Start-up and shutdown failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Data directory problem.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Catalog could not be loaded.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// WAL could not be replayed or opened.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A socket could not bind.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    /// The SQL engine could not be built.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The HTTP listener could not bind.
+    #[error("http listen {address}: {source}")]
+    Http {
+        /// The address.
+        address: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A worker thread could not start or ended abnormally.
+    #[error("worker thread: {0}")]
+    Thread(String),
+}
+
+/// The state of a data directory after recovery, shared by the server and `flowdaq sql`.
+pub struct Recovered {
+    /// Paths of the data directory.
+    pub paths: DataPaths,
+    /// Buffer holding the catalog and the replayed rows.
+    pub buffer: Arc<WriteBuffer>,
+    /// Rows replayed from the WAL.
+    pub replayed_rows: usize,
+}
+
+/// Loads catalog and WAL of `data_dir`. With `repair`, stray files and persisted WAL segments
+/// are deleted (the server does this); without, nothing on disk changes (`flowdaq sql` on a
+/// directory a server may be writing).
+///
+/// # Errors
+/// [`ServerError`] if the catalog or WAL cannot be read.
+pub fn recover(data_dir: &std::path::Path, repair: bool) -> Result<Recovered, ServerError> {
+    let paths = DataPaths::new(data_dir);
+    if repair {
+        std::fs::create_dir_all(paths.root())
+            .map_err(|source| ServerError::DataDir { path: paths.root().display().to_string(), source })?;
+    }
+    let catalog = Catalog::load(&paths.catalog_file())?;
+    if repair {
+        let strays = persister::remove_strays(&paths, &catalog.files);
+        if strays > 0 {
+            tracing::warn!(strays, "removed files left by an interrupted persist");
+        }
+        wal::remove_segments_through(&paths.wal_dir(), catalog.wal_persisted_through)?;
+    }
+    let replay = wal::replay(&paths.wal_dir(), catalog.wal_persisted_through)?;
+    let buffer = Arc::new(WriteBuffer::new(catalog, paths.clone()));
+    let replayed_rows = replay.batches.iter().map(|(_, b)| b.num_rows()).sum();
+    buffer.insert(&replay.batches);
+    if replayed_rows > 0 {
+        tracing::info!(replayed_rows, torn = replay.torn_segments.len(), "replayed the WAL");
+    }
+    Ok(Recovered { paths, buffer, replayed_rows })
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// The ZeroMQ endpoints bound (ports resolved).
+    pub endpoints: BoundEndpoints,
+    /// The HTTP address bound, if HTTP is enabled.
+    pub http_addr: Option<SocketAddr>,
+    /// Ingest metrics.
+    pub metrics: Arc<Metrics>,
+    /// The write buffer (rows and catalog).
+    pub buffer: Arc<WriteBuffer>,
+    /// The SQL engine.
+    pub query: QueryEngine,
+    /// Rows recovered from the WAL at start-up.
+    pub replayed_rows: usize,
+    shutdown: watch::Sender<bool>,
+    transport_tasks: Vec<JoinHandle<()>>,
+    pipeline: std::thread::JoinHandle<()>,
+    persister: std::thread::JoinHandle<()>,
+    ack_task: JoinHandle<()>,
+    http_task: Option<JoinHandle<()>>,
+}
+
+/// Recovers the data directory and starts every part of the server.
+///
+/// # Errors
+/// [`ServerError`] for anything that prevents a correct start.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let config = Arc::new(config);
+    let recovered = recover(&config.data_dir, true)?;
+    let Recovered { paths, buffer, replayed_rows } = recovered;
+    let wal = Wal::open(&paths.wal_dir(), config.wal.fsync)?;
+    let calibrations = buffer.chunks(Table::SpectralCalibrations);
+    let calibration_files: Vec<_> = calibrations.files.iter().map(|f| paths.resolve(&f.path)).collect();
+    let seen = known_calibrations(&calibrations.batches, &calibration_files);
+
+    let metrics = Arc::new(Metrics::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (inbound_tx, inbound_rx) = mpsc::channel(config.ingest.queue_capacity_messages);
+    let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+
+    let endpoint = |s: &String| if s.is_empty() { None } else { Some(s.clone()) };
+    let bind = BindConfig {
+        pull: endpoint(&config.ingest.pull),
+        sub: endpoint(&config.ingest.sub),
+        router: endpoint(&config.ingest.router),
+        max_queued_bytes: config.ingest.max_queued_bytes,
+    };
+    let transport = transport::bind(&bind, inbound_tx, shutdown_rx.clone()).await?;
+    let mut acker = transport.acker.clone();
+    let ack_task = tokio::spawn(async move {
+        while let Some((to, body)) = ack_rx.recv().await {
+            acker.send(&to, &body).await;
+        }
+    });
+
+    let persister = Persister::new(paths.clone(), config.parquet.clone(), buffer.clone());
+    let persister = persister::spawn(persister, snapshot_rx).map_err(|e| ServerError::Thread(e.to_string()))?;
+    let pipeline = Pipeline::new(config.clone(), wal, buffer.clone(), metrics.clone(), snapshot_tx, ack_tx, seen);
+    let runtime = tokio::runtime::Handle::current();
+    let pipeline = std::thread::Builder::new()
+        .name("flowdaq-ingest".into())
+        .spawn(move || pipeline.run(inbound_rx, runtime))
+        .map_err(|e| ServerError::Thread(e.to_string()))?;
+
+    let query = QueryEngine::new(buffer.clone(), &paths)?;
+    let (http_addr, http_task) = if config.http.listen.is_empty() {
+        (None, None)
+    } else {
+        let address = config.http.listen.clone();
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|source| ServerError::Http { address: address.clone(), source })?;
+        let local = listener.local_addr().map_err(|source| ServerError::Http { address, source })?;
+        let state = crate::http::HttpState { query: query.clone(), metrics: metrics.clone(), buffer: buffer.clone() };
+        let mut stop = shutdown_rx.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, crate::http::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "http server failed");
+            }
+        });
+        (Some(local), Some(task))
+    };
+    tracing::info!(endpoints = ?transport.endpoints, ?http_addr, data_dir = %paths.root().display(), "flowdaq server started");
+    Ok(RunningServer {
+        endpoints: transport.endpoints,
+        http_addr,
+        metrics,
+        buffer,
+        query,
+        replayed_rows,
+        shutdown: shutdown_tx,
+        transport_tasks: transport.tasks,
+        pipeline,
+        persister,
+        ack_task,
+        http_task,
+    })
+}
+
+impl RunningServer {
+    /// Stops receiving, drains the pipeline, persists everything buffered, and stops.
+    ///
+    /// # Errors
+    /// [`ServerError::Thread`] if a worker thread panicked.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        for task in self.transport_tasks {
+            let _ = task.await;
+        }
+        let join = |handle: std::thread::JoinHandle<()>| async move {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|e| ServerError::Thread(e.to_string()))?
+                .map_err(|_| ServerError::Thread("a worker thread panicked".into()))
+        };
+        join(self.pipeline).await?;
+        join(self.persister).await?;
+        let _ = self.ack_task.await;
+        if let Some(task) = self.http_task {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! Arrow schemas of the tables flowdaq writes, one function per table.
+//!
+//! Column names carry their units (`arrival_time_ns`, `integration_time_ms`). Each schema
+//! carries its version in its metadata under [`SCHEMA_VERSION_KEY`]; the persister copies it
+//! into every Parquet file so a reader can tell which layout it is looking at. A schema change
+//! that is not purely additive must bump the version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Metadata key under which every table schema (and every Parquet file) records its version.
+pub const SCHEMA_VERSION_KEY: &str = "flowdaq.schema_version";
+
+/// Every table flowdaq stores. The name is the SQL table name and the directory name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// One row per spectrum (PL, absorbance, or the raw sample/dark/reference spectra).
+    Spectra,
+    /// One row per wavelength calibration of a source: the axis stored once, not per spectrum.
+    SpectralCalibrations,
+    /// One row per photon (or marker) event of a TCSPC source.
+    Photons,
+    /// One row per chunk of a phase-sensor pair's two voltage traces.
+    PhaseTraces,
+    /// One row per rejected frame, kept aside for inspection.
+    IngestErrors,
+}
+
+impl Table {
+    /// All tables, in a stable order.
+    pub const ALL: [Table; 5] = [
+        Table::Spectra,
+        Table::SpectralCalibrations,
+        Table::Photons,
+        Table::PhaseTraces,
+        Table::IngestErrors,
+    ];
+
+    /// The SQL and directory name of the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Spectra => "spectra",
+            Table::SpectralCalibrations => "spectral_calibrations",
+            Table::Photons => "photons",
+            Table::PhaseTraces => "phase_traces",
+            Table::IngestErrors => "ingest_errors",
+        }
+    }
+
+    /// Looks a table up by its SQL name.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The version of this table's layout; stored in schema and Parquet metadata.
+    pub fn schema_version(self) -> u32 {
+        1
+    }
+
+    /// The Arrow schema of the table.
+    pub fn schema(self) -> SchemaRef {
+        let fields = match self {
+            Table::Spectra => spectra_fields(),
+            Table::SpectralCalibrations => calibration_fields(),
+            Table::Photons => photon_fields(),
+            Table::PhaseTraces => phase_trace_fields(),
+            Table::IngestErrors => ingest_error_fields(),
+        };
+        let metadata = HashMap::from([(
+            SCHEMA_VERSION_KEY.to_string(),
+            format!("{}/{}", self.name(), self.schema_version()),
+        )]);
+        Arc::new(Schema::new_with_metadata(fields, metadata))
+    }
+}
+
+/// The timestamp type of every time column: nanoseconds since the Unix epoch, UTC.
+pub fn timestamp_ns() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// Columns that every stream table starts with: where and when a message came from.
+fn provenance_fields() -> Vec<Field> {
+    vec![
+        Field::new("arrival_time_ns", timestamp_ns(), false),
+        Field::new("instrument_time_ns", timestamp_ns(), true),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("condition_id", DataType::Utf8, true),
+        Field::new("seq", DataType::UInt64, false),
+    ]
+}
+
+/// The list type of spectral intensities.
+pub fn intensity_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float32, false)))
+}
+
+/// The list type of a wavelength axis.
+pub fn axis_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float64, false)))
+}
+
+fn spectra_fields() -> Vec<Field> {
+    let mut fields = provenance_fields();
+    fields.extend([
+        Field::new("spectrum_index", DataType::UInt32, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("probe_position_mm", DataType::Float64, true),
+        Field::new("integration_time_ms", DataType::Float64, false),
+        Field::new("calibration_id", DataType::UInt64, false),
+        Field::new("intensity_counts", intensity_list_type(), false),
+    ]);
+    fields
+}
+
+fn calibration_fields() -> Vec<Field> {
+    vec![
+        Field::new("arrival_time_ns", timestamp_ns(), false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("calibration_id", DataType::UInt64, false),
+        Field::new("pixel_count", DataType::UInt32, false),
+        Field::new("wavelength_nm", axis_list_type(), false),
+    ]
+}
+
+fn photon_fields() -> Vec<Field> {
+    let mut fields = provenance_fields();
+    fields.extend([
+        Field::new("macro_time_ps", DataType::Int64, false),
+        Field::new("micro_time_ps", DataType::Int32, false),
+        Field::new("channel", DataType::UInt8, false),
+        Field::new("marker_flags", DataType::UInt8, false),
+    ]);
+    fields
+}
+
+fn phase_trace_fields() -> Vec<Field> {
+    let mut fields = provenance_fields();
+    fields.extend([
+        Field::new("first_sample_time_ns", timestamp_ns(), false),
+        Field::new("sample_rate_hz", DataType::Float64, false),
+        Field::new("sample_count", DataType::UInt32, false),
+        Field::new(
+            "sensor_a_volts",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            false,
+        ),
+        Field::new(
+            "sensor_b_volts",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            false,
+        ),
+    ]);
+    fields
+}
+
+fn ingest_error_fields() -> Vec<Field> {
+    vec![
+        Field::new("arrival_time_ns", timestamp_ns(), false),
+        Field::new("transport", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("stream", DataType::Utf8, true),
+        Field::new("seq", DataType::UInt64, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw_size_bytes", DataType::UInt64, false),
+        Field::new("frame_count", DataType::UInt32, false),
+        Field::new("first_bytes", DataType::Binary, false),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_a_unique_name_and_a_version() {
+        let mut names: Vec<_> = Table::ALL.iter().map(|t| t.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Table::ALL.len());
+        for table in Table::ALL {
+            assert_eq!(Table::from_name(table.name()), Some(table));
+            let schema = table.schema();
+            assert_eq!(
+                schema.metadata().get(SCHEMA_VERSION_KEY).map(String::as_str),
+                Some(format!("{}/1", table.name()).as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn time_columns_are_utc_nanoseconds() {
+        for table in Table::ALL {
+            let schema = table.schema();
+            let field = schema.field_with_name("arrival_time_ns").expect("arrival column");
+            assert_eq!(field.data_type(), &timestamp_ns());
+        }
+    }
+}

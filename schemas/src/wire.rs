@@ -1,0 +1,303 @@
+//! Wire protocol v1: the JSON header frame and the array descriptors that follow it.
+//!
+//! A message is a ZeroMQ multipart message: one JSON header frame, then one payload frame per
+//! declared array (little-endian, C order), or a single Arrow IPC stream frame. The full
+//! specification, written for vendors implementing a sender in any language, is
+//! `docs/wire-protocol.md`; this module is its executable form and must never accept a header
+//! that page does not describe.
+
+use serde::{Deserialize, Serialize};
+
+/// The only protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Why a header could not be accepted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WireError {
+    /// The header frame is not valid JSON or does not match the header schema.
+    #[error("bad header JSON: {0}")]
+    BadJson(String),
+    /// The header names a protocol version this build does not speak.
+    #[error("unsupported protocol version {found} (this server speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion {
+        /// The version the sender declared.
+        found: u32,
+    },
+    /// The dtype string is not one of the supported little-endian numeric types.
+    #[error("unsupported dtype {0:?}: use a little-endian numeric dtype such as \"<f4\"")]
+    BadDtype(String),
+    /// The header is well-formed JSON but breaks a rule of the protocol.
+    #[error("invalid header: {0}")]
+    Invalid(String),
+}
+
+/// The kind of stream a message belongs to; decides which table its rows land in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// Spectrometer spectra (PL, absorbance, sample, dark, reference).
+    Spectra,
+    /// TCSPC photon events (already decoded: macro time, micro time, channel).
+    Photons,
+    /// Phase-sensor pair voltage traces.
+    PhaseTraces,
+}
+
+impl StreamKind {
+    /// The wire name of the stream kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Spectra => "spectra",
+            StreamKind::Photons => "photons",
+            StreamKind::PhaseTraces => "phase_traces",
+        }
+    }
+}
+
+/// How the payload frames are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// One frame per entry of `arrays`, raw little-endian numbers in C order.
+    #[default]
+    Arrays,
+    /// A single frame holding an Arrow IPC stream whose columns are the arrays by name.
+    ArrowIpc,
+}
+
+/// A little-endian numeric element type, spelled as numpy's `dtype.str` (`"<f4"`, `"|u1"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// `<f4`
+    F32,
+    /// `<f8`
+    F64,
+    /// `|u1`
+    U8,
+    /// `<u2`
+    U16,
+    /// `<u4`
+    U32,
+    /// `<u8`
+    U64,
+    /// `|i1`
+    I8,
+    /// `<i2`
+    I16,
+    /// `<i4`
+    I32,
+    /// `<i8`
+    I64,
+}
+
+impl Dtype {
+    /// Parses numpy's `dtype.str` spelling; big-endian and non-numeric types are refused.
+    pub fn parse(text: &str) -> Result<Dtype, WireError> {
+        Ok(match text {
+            "<f4" => Dtype::F32,
+            "<f8" => Dtype::F64,
+            "|u1" | "<u1" => Dtype::U8,
+            "<u2" => Dtype::U16,
+            "<u4" => Dtype::U32,
+            "<u8" => Dtype::U64,
+            "|i1" | "<i1" => Dtype::I8,
+            "<i2" => Dtype::I16,
+            "<i4" => Dtype::I32,
+            "<i8" => Dtype::I64,
+            other => return Err(WireError::BadDtype(other.to_string())),
+        })
+    }
+
+    /// Size of one element in bytes.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            Dtype::U8 | Dtype::I8 => 1,
+            Dtype::U16 | Dtype::I16 => 2,
+            Dtype::F32 | Dtype::U32 | Dtype::I32 => 4,
+            Dtype::F64 | Dtype::U64 | Dtype::I64 => 8,
+        }
+    }
+
+    /// numpy's spelling of the dtype.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "<f4",
+            Dtype::F64 => "<f8",
+            Dtype::U8 => "|u1",
+            Dtype::U16 => "<u2",
+            Dtype::U32 => "<u4",
+            Dtype::U64 => "<u8",
+            Dtype::I8 => "|i1",
+            Dtype::I16 => "<i2",
+            Dtype::I32 => "<i4",
+            Dtype::I64 => "<i8",
+        }
+    }
+}
+
+impl Serialize for Dtype {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dtype {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Dtype::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Declares one payload frame: its name, element type and shape (C order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrayDesc {
+    /// The array's name; each stream kind documents the names it expects.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape, C order. A spectra message may carry `[n_spectra, n_pixels]` intensities.
+    pub shape: Vec<u64>,
+}
+
+impl ArrayDesc {
+    /// Number of elements, or `None` if the product overflows.
+    pub fn element_count(&self) -> Option<u64> {
+        self.shape.iter().try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
+    }
+
+    /// Number of payload bytes the frame must hold, or `None` on overflow.
+    pub fn byte_len(&self) -> Option<u64> {
+        self.element_count()?.checked_mul(self.dtype.size_bytes() as u64)
+    }
+}
+
+/// The JSON header frame that opens every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    /// Protocol version; must be [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// Stable id of the instrument stream (`"spectrometer-1"`); 1-128 printable characters.
+    pub source: String,
+    /// Which kind of stream the payload is.
+    pub stream: StreamKind,
+    /// Per-source message sequence number, +1 per message; gaps reveal lost messages.
+    pub seq: u64,
+    /// Campaign or run the data belongs to; the server's default run if absent.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// Reaction condition the data was taken under, if the sender knows it.
+    #[serde(default)]
+    pub condition_id: Option<String>,
+    /// The instrument's own timestamp of the (first) measurement, ns since the Unix epoch, UTC.
+    #[serde(default)]
+    pub instrument_time_ns: Option<i64>,
+    /// Payload encoding.
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// One descriptor per payload frame (format `arrays`); empty for `arrow_ipc`.
+    #[serde(default)]
+    pub arrays: Vec<ArrayDesc>,
+    /// Stream-specific metadata (see the wire-protocol page for each stream kind).
+    #[serde(default)]
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Header {
+    /// Parses and validates a header frame.
+    ///
+    /// # Errors
+    /// [`WireError`] naming the first rule the frame breaks.
+    pub fn parse(frame: &[u8]) -> Result<Header, WireError> {
+        let header: Header =
+            serde_json::from_slice(frame).map_err(|e| WireError::BadJson(e.to_string()))?;
+        header.validate()?;
+        Ok(header)
+    }
+
+    fn validate(&self) -> Result<(), WireError> {
+        if self.protocol != PROTOCOL_VERSION {
+            return Err(WireError::UnsupportedVersion { found: self.protocol });
+        }
+        check_identifier("source", &self.source)?;
+        if let Some(run_id) = &self.run_id {
+            check_identifier("run_id", run_id)?;
+        }
+        if let Some(condition_id) = &self.condition_id {
+            check_identifier("condition_id", condition_id)?;
+        }
+        match self.format {
+            PayloadFormat::Arrays if self.arrays.is_empty() => Err(WireError::Invalid(
+                "format \"arrays\" needs at least one entry in \"arrays\"".into(),
+            )),
+            PayloadFormat::ArrowIpc if !self.arrays.is_empty() => Err(WireError::Invalid(
+                "format \"arrow_ipc\" takes no \"arrays\" descriptors".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Finds the descriptor and frame position of a named array.
+    pub fn array(&self, name: &str) -> Option<(usize, &ArrayDesc)> {
+        self.arrays.iter().enumerate().find(|(_, a)| a.name == name)
+    }
+}
+
+/// Identifiers end up in file paths and SQL results: keep them short and printable.
+fn check_identifier(what: &str, value: &str) -> Result<(), WireError> {
+    let ok_len = !value.is_empty() && value.len() <= 128;
+    let ok_chars = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok_len && ok_chars && !value.starts_with('.') {
+        Ok(())
+    } else {
+        Err(WireError::Invalid(format!(
+            "{what} {value:?} must be 1-128 characters of A-Z a-z 0-9 - _ . : and not start with '.'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_json(extra: &str) -> String {
+        format!(
+            r#"{{"protocol":1,"source":"spec-1","stream":"spectra","seq":7,
+                "arrays":[{{"name":"intensity_counts","dtype":"<f4","shape":[2,2048]}}]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn parses_a_minimal_header() {
+        let header = Header::parse(header_json("").as_bytes()).expect("valid");
+        assert_eq!(header.seq, 7);
+        assert_eq!(header.stream, StreamKind::Spectra);
+        assert_eq!(header.arrays[0].dtype, Dtype::F32);
+        assert_eq!(header.arrays[0].byte_len(), Some(2 * 2048 * 4));
+    }
+
+    #[test]
+    fn refuses_what_the_protocol_does_not_describe() {
+        let cases = [
+            (header_json(r#","colour":"red""#), "unknown field"),
+            (header_json("").replace("\"protocol\":1", "\"protocol\":2"), "unsupported protocol"),
+            (header_json("").replace("<f4", ">f4"), "unsupported dtype"),
+            (header_json("").replace("spec-1", "../etc"), "source"),
+            (header_json("").replace("spectra", "video"), "unknown variant"),
+            ("{not json".to_string(), "bad header JSON"),
+        ];
+        for (json, expected) in cases {
+            let err = Header::parse(json.as_bytes()).expect_err(&json).to_string();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn shape_products_that_overflow_are_detected() {
+        let desc = ArrayDesc { name: "x".into(), dtype: Dtype::F64, shape: vec![u64::MAX, 2] };
+        assert_eq!(desc.byte_len(), None);
+    }
+}

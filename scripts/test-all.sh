@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of flowdaq on a fresh machine: installs what the tests need (a Python
+# virtualenv with pyzmq, numpy, pyarrow, duckdb, pytest and the numerical reference packages),
+# builds the workspace, runs the Rust tests, then the interop tests in which clients we did not
+# write (pyzmq, pyarrow, duckdb) talk to a real flowdaq server. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowdaq-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+VENV="${FLOWDAQ_VENV:-$HOME/.cache/flowdaq-venv}"
+
+echo "== python virtualenv ($VENV)"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+echo "== cargo build"
+cargo build --workspace --all-targets --locked
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== interop tests (pyzmq, pyarrow, duckdb against a real server)"
+export FLOWDAQ_BIN="$CARGO_TARGET_DIR/debug/flowdaq"
+"$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider

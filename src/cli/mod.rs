@@ -1,0 +1,6 @@
+//! One module per subcommand of the `flowdaq` binary.
+pub mod bench;
+pub mod demo;
+pub mod replay;
+pub mod serve;
+pub mod sql;

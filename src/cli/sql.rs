@@ -1,0 +1,80 @@
+//! `flowdaq sql`: one query against a data directory (Parquet plus unpersisted WAL rows) or
+//! against a running server's `POST /sql`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use flowdaq_daq::query::output::Format;
+use flowdaq_daq::query::QueryEngine;
+
+/// Arguments of `flowdaq sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query (read-only: SELECT, WITH, VALUES, EXPLAIN).
+    pub query: String,
+    /// Data directory to query directly (default ./flowdaq-data).
+    #[arg(long, conflicts_with = "server")]
+    pub data_dir: Option<PathBuf>,
+    /// Base URL of a running server, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Output format: table, json, csv or arrow.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// Runs the query and writes the result to stdout.
+pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    let Some(format) = Format::parse(&args.format) else {
+        bail!("unknown format {:?}: use table, json, csv or arrow", args.format);
+    };
+    let bytes = match &args.server {
+        Some(server) => query_server(server, &args.query, format).await?,
+        None => {
+            let dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./flowdaq-data"));
+            if !dir.exists() {
+                bail!("data directory {} does not exist", dir.display());
+            }
+            let recovered = flowdaq_daq::server::recover(&dir, false)?;
+            let engine = QueryEngine::new(recovered.buffer, &recovered.paths)?;
+            let result = engine.execute(&args.query).await?;
+            result.render(format)?
+        }
+    };
+    std::io::stdout().write_all(&bytes)?;
+    Ok(())
+}
+
+async fn query_server(server: &str, query: &str, format: Format) -> anyhow::Result<Vec<u8>> {
+    let wire_format = if format == Format::Table { "arrow" } else { args_format(format) };
+    let url = format!("{}/sql?format={wire_format}", server.trim_end_matches('/'));
+    let query = query.to_string();
+    let response = tokio::task::spawn_blocking(move || ureq::post(&url).config().http_status_as_error(false).build().send(query))
+        .await?
+        .with_context(|| format!("cannot reach {server}"))?;
+    let status = response.status();
+    let body = response.into_body().read_to_vec()?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{message}");
+    }
+    if format != Format::Table {
+        return Ok(body);
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(flowdaq_daq::query::output::render(&batches, None, Format::Table)?)
+}
+
+fn args_format(format: Format) -> &'static str {
+    match format {
+        Format::Json => "json",
+        Format::Csv => "csv",
+        Format::Arrow | Format::Table => "arrow",
+    }
+}

@@ -1,0 +1,70 @@
+//! The `flowdaq` command: serve, demo, sql, replay and bench.
+//!
+//! This is the edge of the system, so errors are `anyhow` with context and every subcommand
+//! is a thin layer over the library crates. mimalloc is the global allocator: the ingest path
+//! allocates many short-lived buffers per message, which glibc's allocator handles poorly
+//! across threads.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// flowdaq: real-time data acquisition and analytics for self-driving flow-chemistry labs.
+#[derive(Debug, Parser)]
+#[command(name = "flowdaq", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (embedded defaults if no config file).
+    Serve {
+        /// Configuration file (TOML); see docs/configuration.md.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides `data_dir` of the configuration.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Simulated instruments stream into a server over ZeroMQ; then SQL answers questions.
+    Demo(cli::demo::DemoArgs),
+    /// Run one read-only SQL query against a data directory or a running server.
+    Sql(cli::sql::SqlArgs),
+    /// Replay an instrument file through the wire protocol.
+    Replay(cli::replay::ReplayArgs),
+    /// Load generators that measure the server (see docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        bench: cli::bench::BenchCommand,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let quiet_default = matches!(cli.command, Command::Sql(_) | Command::Demo(_) | Command::Bench { .. });
+    init_tracing(quiet_default);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config, data_dir } => cli::serve::run(config, data_dir).await,
+            Command::Demo(args) => cli::demo::run(args).await,
+            Command::Sql(args) => cli::sql::run(args).await,
+            Command::Replay(args) => cli::replay::run(args).await,
+            Command::Bench { bench } => cli::bench::run(bench).await,
+        }
+    })
+}
+
+fn init_tracing(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
