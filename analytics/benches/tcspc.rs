@@ -8,7 +8,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use flowdaq_analytics::tcspc::fit::{FitConfig, FitStatistic, Irf, LifetimeFitter};
 use flowdaq_analytics::tcspc::histogram::{HistogramLayout, MicroTimeHistogram};
 use flowdaq_analytics::tcspc::phasor::{Phasor, PhasorCalculator};
-use flowdaq_analytics::tcspc::records::{decode_into, decode_records, DecoderState, PhotonColumns, RecordType, TimeBase};
+use flowdaq_analytics::tcspc::records::{
+    decode_into, decode_records, DecoderState, PhotonColumns, RecordType, TimeBase,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, Normal};
@@ -42,8 +44,17 @@ fn records(rng: &mut StdRng) -> Vec<u8> {
 fn bench_decode(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(1);
     let bytes = records(&mut rng);
-    let tb = TimeBase { macro_unit_ps: 25_000.0, micro_bin_ps: 16.0 };
-    let layout = HistogramLayout { channels: 2, native_bins: MICRO_BINS, bin_width_native: 1, micro_bin_ps: 16.0, sync_rate_hz: 40e6 };
+    let tb = TimeBase {
+        macro_unit_ps: 25_000.0,
+        micro_bin_ps: 16.0,
+    };
+    let layout = HistogramLayout {
+        channels: 2,
+        native_bins: MICRO_BINS,
+        bin_width_native: 1,
+        micro_bin_ps: 16.0,
+        sync_rate_hz: 40e6,
+    };
     let mut g = c.benchmark_group("tcspc_decode");
     g.throughput(Throughput::Elements(RECORDS as u64));
     g.sample_size(20);
@@ -51,14 +62,27 @@ fn bench_decode(c: &mut Criterion) {
         let mut hist = MicroTimeHistogram::new(layout.clone()).unwrap();
         b.iter(|| {
             hist.clear();
-            decode_into(RecordType::HydraHarpV2T3, &bytes, &mut DecoderState::default(), &mut hist).unwrap()
+            decode_into(
+                RecordType::HydraHarpV2T3,
+                &bytes,
+                &mut DecoderState::default(),
+                &mut hist,
+            )
+            .unwrap()
         })
     });
     g.bench_function("hydraharp_v2_t3_columns", |b| {
         let mut cols = PhotonColumns::with_capacity(RECORDS);
         b.iter(|| {
             cols.clear();
-            decode_records(RecordType::HydraHarpV2T3, tb, &bytes, &mut DecoderState::default(), &mut cols).unwrap()
+            decode_records(
+                RecordType::HydraHarpV2T3,
+                tb,
+                &bytes,
+                &mut DecoderState::default(),
+                &mut cols,
+            )
+            .unwrap()
         })
     });
     g.bench_function("hydraharp_v2_t3_columns_then_histogram", |b| {
@@ -67,7 +91,14 @@ fn bench_decode(c: &mut Criterion) {
         b.iter(|| {
             cols.clear();
             hist.clear();
-            decode_records(RecordType::HydraHarpV2T3, tb, &bytes, &mut DecoderState::default(), &mut cols).unwrap();
+            decode_records(
+                RecordType::HydraHarpV2T3,
+                tb,
+                &bytes,
+                &mut DecoderState::default(),
+                &mut cols,
+            )
+            .unwrap();
             hist.add_photons(&cols).unwrap();
         })
     });
@@ -101,10 +132,21 @@ fn bench_fit(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for (k, taus) in [(1usize, vec![2.5]), (2, vec![0.8, 4.0])] {
         let hists = histograms(&mut rng, &taus, 16);
-        for (name, stat) in [("neyman", FitStatistic::NeymanLeastSquares), ("mle", FitStatistic::PoissonMle)] {
+        for (name, stat) in [
+            ("neyman", FitStatistic::NeymanLeastSquares),
+            ("mle", FitStatistic::PoissonMle),
+        ] {
             let mut config = FitConfig::new(k, stat, 25.0 / 1024.0);
             config.period_ns = Some(25.0);
-            let mut fitter = LifetimeFitter::new(config, Irf::Gaussian { fwhm_ns: 0.15, center_ns: None }, 1024).unwrap();
+            let mut fitter = LifetimeFitter::new(
+                config,
+                Irf::Gaussian {
+                    fwhm_ns: 0.15,
+                    center_ns: None,
+                },
+                1024,
+            )
+            .unwrap();
             let mut i = 0;
             g.bench_function(BenchmarkId::new(format!("{k}exp"), name), |b| {
                 b.iter(|| {

@@ -21,13 +21,19 @@ use flowdaq_analytics::spectral::{pl_features, PeakOptions};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 2 {
-        eprintln!("usage: {} <spectra.f32> [pixels=2048] [batch=1000] [out.f64]", args[0]);
+        eprintln!(
+            "usage: {} <spectra.f32> [pixels=2048] [batch=1000] [out.f64]",
+            args[0]
+        );
         std::process::exit(2);
     }
     let pixels: usize = args.get(2).map_or(2048, |s| s.parse().expect("pixels"));
     let batch: usize = args.get(3).map_or(1000, |s| s.parse().expect("batch"));
     let bytes = std::fs::read(&args[1]).expect("read spectra file");
-    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let n_spectra = values.len() / pixels;
     assert!(n_spectra > 0, "file holds no complete spectrum");
     let values = values[..n_spectra * pixels].to_vec();
@@ -37,8 +43,14 @@ fn main() {
         Arc::new(Float32Array::from(values)),
         None,
     );
-    let axis: Vec<f64> = (0..pixels).map(|i| 300.0 + 600.0 * i as f64 / (pixels - 1) as f64).collect();
-    let opts = PeakOptions { min_prominence: 50.0, min_relative_prominence: 0.0, ..Default::default() };
+    let axis: Vec<f64> = (0..pixels)
+        .map(|i| 300.0 + 600.0 * i as f64 / (pixels - 1) as f64)
+        .collect();
+    let opts = PeakOptions {
+        min_prominence: 50.0,
+        min_relative_prominence: 0.0,
+        ..Default::default()
+    };
 
     let run = || {
         let mut fwhm = Vec::with_capacity(n_spectra);
@@ -48,8 +60,16 @@ fn main() {
             let len = batch.min(n_spectra - start);
             let f = pl_features(&axis, &list.slice(start, len), &opts).expect("pl_features");
             for i in 0..len {
-                fwhm.push(if f.fwhm_nm.is_valid(i) { f.fwhm_nm.value(i) } else { f64::NAN });
-                wl.push(if f.peak_wavelength_nm.is_valid(i) { f.peak_wavelength_nm.value(i) } else { f64::NAN });
+                fwhm.push(if f.fwhm_nm.is_valid(i) {
+                    f.fwhm_nm.value(i)
+                } else {
+                    f64::NAN
+                });
+                wl.push(if f.peak_wavelength_nm.is_valid(i) {
+                    f.peak_wavelength_nm.value(i)
+                } else {
+                    f64::NAN
+                });
             }
             start += len;
         }

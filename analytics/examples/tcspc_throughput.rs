@@ -35,7 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bytes = std::fs::read(&args[1])?;
     let header = PtuHeader::parse(&bytes)?;
     let start = header.header_len_bytes as usize;
-    let records = &bytes[start..start + (header.number_of_records as usize * 4).min(bytes.len() - start)];
+    let records =
+        &bytes[start..start + (header.number_of_records as usize * 4).min(bytes.len() - start)];
     let n_records = records.len() / 4;
     // Histogram sized as an acquisition would be: 4 channels, one sync period of micro time.
     let layout = HistogramLayout {
@@ -43,23 +44,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         native_bins: (header.bins_per_period() + 1).min(1 << 16),
         bin_width_native: 1,
         micro_bin_ps: header.resolution_s * 1e12,
-        sync_rate_hz: header.sync_rate_hz.unwrap_or(1e9 / (header.global_resolution_s * 1e9)),
+        sync_rate_hz: header
+            .sync_rate_hz
+            .unwrap_or(1e9 / (header.global_resolution_s * 1e9)),
     };
     let mut hist = MicroTimeHistogram::new(layout.clone())?;
     let fused = time_per_call(1.0, || {
         hist.clear();
-        decode_into(header.record_type, records, &mut DecoderState::default(), &mut hist).expect("decode");
+        decode_into(
+            header.record_type,
+            records,
+            &mut DecoderState::default(),
+            &mut hist,
+        )
+        .expect("decode");
     });
-    println!("decode_histogram_fused_records_per_s {:.6e}", n_records as f64 / fused);
+    println!(
+        "decode_histogram_fused_records_per_s {:.6e}",
+        n_records as f64 / fused
+    );
     let mut cols = PhotonColumns::with_capacity(n_records);
     let tb = header.time_base();
     let columns = time_per_call(1.0, || {
         cols.clear();
         hist.clear();
-        decode_records(header.record_type, tb, records, &mut DecoderState::default(), &mut cols).expect("decode");
+        decode_records(
+            header.record_type,
+            tb,
+            records,
+            &mut DecoderState::default(),
+            &mut cols,
+        )
+        .expect("decode");
         hist.add_photons(&cols).expect("histogram");
     });
-    println!("decode_columns_histogram_records_per_s {:.6e}", n_records as f64 / columns);
+    println!(
+        "decode_columns_histogram_records_per_s {:.6e}",
+        n_records as f64 / columns
+    );
 
     // Fits and phasors of the given histograms.
     let text = std::fs::read_to_string(&args[2])?;
@@ -67,13 +89,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut groups: Vec<Group> = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (bw, period, fwhm, k): (f64, f64, f64, usize) = (f[0].parse()?, f[1].parse()?, f[2].parse()?, f[3].parse()?);
-        let stat = if f[4] == "neyman" { FitStatistic::NeymanLeastSquares } else { FitStatistic::PoissonMle };
+        let (bw, period, fwhm, k): (f64, f64, f64, usize) =
+            (f[0].parse()?, f[1].parse()?, f[2].parse()?, f[3].parse()?);
+        let stat = if f[4] == "neyman" {
+            FitStatistic::NeymanLeastSquares
+        } else {
+            FitStatistic::PoissonMle
+        };
         let y: Vec<f64> = f[5..].iter().map(|v| v.parse()).collect::<Result<_, _>>()?;
         let mut config = FitConfig::new(k, stat, bw);
         config.period_ns = Some(period);
         let key = format!("fit_{k}exp_{}", f[4]);
-        let irf = Irf::Gaussian { fwhm_ns: fwhm, center_ns: None };
+        let irf = Irf::Gaussian {
+            fwhm_ns: fwhm,
+            center_ns: None,
+        };
         match groups.iter_mut().find(|(name, _)| *name == key) {
             Some((_, v)) => v.push((config, irf, y)),
             None => groups.push((key, vec![(config, irf, y)])),
@@ -90,7 +120,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             i += 1;
         });
         println!("{name}_fits_per_s {:.6e}", 1.0 / per_fit);
-        println!("{name}_converged_fraction {:.4}", converged as f64 / (i + 1) as f64);
+        println!(
+            "{name}_converged_fraction {:.4}",
+            converged as f64 / (i + 1) as f64
+        );
         let taus: Vec<String> = items
             .iter()
             .map(|(_, _, y)| {
@@ -100,12 +133,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         println!("{name}_tau0_ns {}", taus.join(" "));
     }
-    let all: Vec<&Vec<f64>> = groups.iter().flat_map(|(_, v)| v.iter().map(|(_, _, y)| y)).collect();
+    let all: Vec<&Vec<f64>> = groups
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|(_, _, y)| y))
+        .collect();
     let mut calc = PhasorCalculator::new(all[0].len(), 3)?;
     let mut out = [Phasor::default(); 3];
     let mut i = 0;
     let per = time_per_call(1.0, || {
-        calc.phasors(all[i % all.len()], 0.0, &mut out).expect("phasor");
+        calc.phasors(all[i % all.len()], 0.0, &mut out)
+            .expect("phasor");
         i += 1;
     });
     println!("phasor_histograms_per_s {:.6e}", 1.0 / per);

@@ -4,12 +4,12 @@
 
 mod spectral_common;
 
+use arrow_array::Array;
 use flowdaq_analytics::spectral::baseline::{AslsParams, Baseline};
 use flowdaq_analytics::spectral::{
-    find_peaks, nm_to_ev, peak_width, pl_features, PeakOptions, PeakScratch, Preprocessing, QualityFlags,
-    WavelengthAxis, HC_EV_NM,
+    find_peaks, nm_to_ev, peak_width, pl_features, PeakOptions, PeakScratch, Preprocessing,
+    QualityFlags, WavelengthAxis, HC_EV_NM,
 };
-use arrow_array::Array;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -74,8 +74,14 @@ fn synth(case: &Case, x: &[f64], rng: &mut StdRng) -> Vec<f32> {
     let normal = Normal::new(0.0, case.noise.max(1e-300)).unwrap();
     x.iter()
         .map(|&w| {
-            let noise = if case.noise > 0.0 { normal.sample(rng) } else { 0.0 };
-            (case.offset + case.slope_per_nm * (w - 400.0) + case.amplitude * profile(case.shape, w, case.center, case.fwhm)
+            let noise = if case.noise > 0.0 {
+                normal.sample(rng)
+            } else {
+                0.0
+            };
+            (case.offset
+                + case.slope_per_nm * (w - 400.0)
+                + case.amplitude * profile(case.shape, w, case.center, case.fwhm)
                 + noise) as f32
         })
         .collect()
@@ -119,25 +125,54 @@ fn clean_lines_on_an_offset() {
         for kind in AXES {
             let x = axis(kind);
             for (center, fwhm) in [(517.3, 22.0), (640.9, 35.5), (455.1, 12.0)] {
-                let case = Case { shape, center, fwhm, amplitude: 1000.0, offset: 150.0, slope_per_nm: 0.0, noise: 0.0 };
+                let case = Case {
+                    shape,
+                    center,
+                    fwhm,
+                    amplitude: 1000.0,
+                    offset: 150.0,
+                    slope_per_nm: 0.0,
+                    noise: 0.0,
+                };
                 let y = synth(&case, &x, &mut StdRng::seed_from_u64(0));
                 let f = pl_features(&x, &list_f32(&[y]), &PeakOptions::default()).unwrap();
                 let label = format!("{shape:?} {kind:?} {center} {fwhm}");
                 assert_eq!(f.quality_flags.value(0), 0, "{label}");
                 let (l, r, base) = scipy_definition_crossings(shape, center, fwhm, &x);
                 let (want_nm, want_ev) = (r - l, nm_to_ev(l) - nm_to_ev(r));
-                assert!((f.peak_wavelength_nm.value(0) - center).abs() < 0.02, "{label}: {}", f.peak_wavelength_nm.value(0));
-                assert!((f.fwhm_nm.value(0) - want_nm).abs() < 1e-3 * want_nm, "{label}: fwhm {} vs {want_nm}", f.fwhm_nm.value(0));
-                assert!((f.fwhm_ev.value(0) - want_ev).abs() < 1e-3 * want_ev, "{label}: fwhm_ev {} vs {want_ev}", f.fwhm_ev.value(0));
+                assert!(
+                    (f.peak_wavelength_nm.value(0) - center).abs() < 0.02,
+                    "{label}: {}",
+                    f.peak_wavelength_nm.value(0)
+                );
+                assert!(
+                    (f.fwhm_nm.value(0) - want_nm).abs() < 1e-3 * want_nm,
+                    "{label}: fwhm {} vs {want_nm}",
+                    f.fwhm_nm.value(0)
+                );
+                assert!(
+                    (f.fwhm_ev.value(0) - want_ev).abs() < 1e-3 * want_ev,
+                    "{label}: fwhm_ev {} vs {want_ev}",
+                    f.fwhm_ev.value(0)
+                );
                 if let Shape::Gauss = shape {
                     assert!((f.fwhm_nm.value(0) - fwhm).abs() < 1e-3 * fwhm, "{label}");
                     let ev = true_fwhm_ev(center, fwhm);
                     assert!((f.fwhm_ev.value(0) - ev).abs() < 1e-3 * ev, "{label}");
                 }
-                assert_eq!(f.peak_energy_ev.value(0), HC_EV_NM / f.peak_wavelength_nm.value(0));
-                assert!((f.peak_height_counts.value(0) - 1150.0).abs() < 1.0, "{label}");
+                assert_eq!(
+                    f.peak_energy_ev.value(0),
+                    HC_EV_NM / f.peak_wavelength_nm.value(0)
+                );
+                assert!(
+                    (f.peak_height_counts.value(0) - 1150.0).abs() < 1.0,
+                    "{label}"
+                );
                 let prom = 1000.0 * (1.0 - base);
-                assert!((f.peak_prominence_counts.value(0) - prom).abs() < 1.0, "{label}: prominence");
+                assert!(
+                    (f.peak_prominence_counts.value(0) - prom).abs() < 1.0,
+                    "{label}: prominence"
+                );
             }
         }
     }
@@ -152,10 +187,17 @@ fn noisy_lines_on_sloped_baselines() {
     // of the FWHM. FWHM (nm and eV) against the true values: 1.5 % for Gauss and Voigt with the
     // edge line and Gauss with AsLS; AsLS absorbs part of the slowly decaying wings of Voigt
     // (3 %) and Lorentz (5 %) lines, which narrows them: that is the method, not the kernel.
-    let linear = Preprocessing { savgol: Some((31, 3)), baseline: Baseline::LinearEdge { edge_pixels: 100 } };
+    let linear = Preprocessing {
+        savgol: Some((31, 3)),
+        baseline: Baseline::LinearEdge { edge_pixels: 100 },
+    };
     let asls = Preprocessing {
         savgol: Some((31, 3)),
-        baseline: Baseline::Asls(AslsParams { lambda: 1e8, p: 0.002, ..Default::default() }),
+        baseline: Baseline::Asls(AslsParams {
+            lambda: 1e8,
+            p: 0.002,
+            ..Default::default()
+        }),
     };
     for shape in SHAPES {
         for kind in AXES {
@@ -165,23 +207,41 @@ fn noisy_lines_on_sloped_baselines() {
                     continue;
                 }
                 let x = axis(kind);
-                let case =
-                    Case { shape, center: 580.0, fwhm: 28.0, amplitude: 2000.0, offset: 300.0, slope_per_nm: 0.5, noise: 20.0 };
+                let case = Case {
+                    shape,
+                    center: 580.0,
+                    fwhm: 28.0,
+                    amplitude: 2000.0,
+                    offset: 300.0,
+                    slope_per_nm: 0.5,
+                    noise: 20.0,
+                };
                 let mut rng = StdRng::seed_from_u64(42);
                 let rows: Vec<Vec<f32>> = (0..5).map(|_| synth(&case, &x, &mut rng)).collect();
-                let opts = PeakOptions { preprocessing: pre, min_relative_prominence: 0.2, ..Default::default() };
+                let opts = PeakOptions {
+                    preprocessing: pre,
+                    min_relative_prominence: 0.2,
+                    ..Default::default()
+                };
                 let f = pl_features(&x, &list_f32(&rows), &opts).unwrap();
                 let ev = true_fwhm_ev(case.center, case.fwhm);
                 for r in 0..rows.len() {
                     let label = format!("{shape:?} {kind:?} {pre_name} seed-row {r}");
-                    let (pos, fw, fe) = (f.peak_wavelength_nm.value(r), f.fwhm_nm.value(r), f.fwhm_ev.value(r));
+                    let (pos, fw, fe) = (
+                        f.peak_wavelength_nm.value(r),
+                        f.fwhm_nm.value(r),
+                        f.fwhm_ev.value(r),
+                    );
                     let tol = match (shape, pre_name) {
                         (Shape::Lorentz, _) => 0.05,
                         (Shape::Voigt(_), "asls") => 0.03,
                         _ => 0.015,
                     };
                     assert!((pos - case.center).abs() < 0.6, "{label}: position {pos}");
-                    assert!((fw - case.fwhm).abs() < tol * case.fwhm, "{label}: fwhm {fw}");
+                    assert!(
+                        (fw - case.fwhm).abs() < tol * case.fwhm,
+                        "{label}: fwhm {fw}"
+                    );
                     assert!((fe - ev).abs() < tol * ev, "{label}: fwhm_ev {fe} vs {ev}");
                     assert_eq!(f.peak_count.value(r), 1, "{label}");
                 }
@@ -196,9 +256,22 @@ fn energy_width_is_the_energy_difference_of_the_nm_crossings() {
     // fwhm_ev must be |E(l_left) - E(l_right)|, not hc * dl / l^2.
     for kind in AXES {
         let x = axis(kind);
-        let case = Case { shape: Shape::Gauss, center: 480.0, fwhm: 80.0, amplitude: 1000.0, offset: 0.0, slope_per_nm: 0.0, noise: 0.0 };
+        let case = Case {
+            shape: Shape::Gauss,
+            center: 480.0,
+            fwhm: 80.0,
+            amplitude: 1000.0,
+            offset: 0.0,
+            slope_per_nm: 0.0,
+            noise: 0.0,
+        };
         let y = synth(&case, &x, &mut StdRng::seed_from_u64(0));
-        let f = pl_features(&x, &list_f32(std::slice::from_ref(&y)), &PeakOptions::default()).unwrap();
+        let f = pl_features(
+            &x,
+            &list_f32(std::slice::from_ref(&y)),
+            &PeakOptions::default(),
+        )
+        .unwrap();
         let mut s = PeakScratch::new();
         let peak = find_peaks(&y, 50.0, &mut s).unwrap()[0];
         let w = peak_width(&y, &peak, 0.5).unwrap();
@@ -216,7 +289,15 @@ fn energy_width_is_the_energy_difference_of_the_nm_crossings() {
 fn descending_axis_mirrors_ascending() {
     let xa = axis(Axis::Uniform);
     let xd = axis(Axis::Descending);
-    let case = Case { shape: Shape::Voigt(0.3), center: 600.0, fwhm: 25.0, amplitude: 500.0, offset: 20.0, slope_per_nm: 0.0, noise: 0.0 };
+    let case = Case {
+        shape: Shape::Voigt(0.3),
+        center: 600.0,
+        fwhm: 25.0,
+        amplitude: 500.0,
+        offset: 20.0,
+        slope_per_nm: 0.0,
+        noise: 0.0,
+    };
     let ya = synth(&case, &xa, &mut StdRng::seed_from_u64(0));
     let yd: Vec<f32> = ya.iter().rev().copied().collect();
     let fa = pl_features(&xa, &list_f32(&[ya]), &PeakOptions::default()).unwrap();
@@ -227,10 +308,19 @@ fn descending_axis_mirrors_ascending() {
         (&fa.peak_wavelength_nm, &fd.peak_wavelength_nm, 1e-9),
         (&fa.fwhm_nm, &fd.fwhm_nm, 1e-9),
         (&fa.fwhm_ev, &fd.fwhm_ev, 1e-9),
-        (&fa.integrated_intensity_counts_nm, &fd.integrated_intensity_counts_nm, 1e-6),
+        (
+            &fa.integrated_intensity_counts_nm,
+            &fd.integrated_intensity_counts_nm,
+            1e-6,
+        ),
         (&fa.iqr_nm, &fd.iqr_nm, 1e-6),
     ] {
-        assert!((a.value(0) - d.value(0)).abs() < tol * a.value(0).abs(), "{} vs {}", a.value(0), d.value(0));
+        assert!(
+            (a.value(0) - d.value(0)).abs() < tol * a.value(0).abs(),
+            "{} vs {}",
+            a.value(0),
+            d.value(0)
+        );
     }
 }
 
@@ -242,50 +332,106 @@ fn integral_iqr_and_secondary_peaks() {
     let fwhm = sigma * 2.0 * (2.0 * std::f64::consts::LN_2).sqrt();
     let y: Vec<f32> = x
         .iter()
-        .map(|&w| (amp * profile(Shape::Gauss, w, 520.0, fwhm) + 0.3 * amp * profile(Shape::Gauss, w, 460.0, fwhm)) as f32)
+        .map(|&w| {
+            (amp * profile(Shape::Gauss, w, 520.0, fwhm)
+                + 0.3 * amp * profile(Shape::Gauss, w, 460.0, fwhm)) as f32
+        })
         .collect();
     let f = pl_features(&x, &list_f32(&[y]), &PeakOptions::default()).unwrap();
     assert!((f.peak_wavelength_nm.value(0) - 520.0).abs() < 0.02);
     assert_eq!(f.peak_count.value(0), 2);
     let total = 1.3 * amp * sigma * (2.0 * std::f64::consts::PI).sqrt();
     let got = f.integrated_intensity_counts_nm.value(0);
-    assert!((got - total).abs() < 1e-3 * total, "integral {got} vs {total}");
+    assert!(
+        (got - total).abs() < 1e-3 * total,
+        "integral {got} vs {total}"
+    );
     let sec = f.secondary_peaks.value(0);
-    let sec = sec.as_any().downcast_ref::<arrow_array::StructArray>().unwrap();
+    let sec = sec
+        .as_any()
+        .downcast_ref::<arrow_array::StructArray>()
+        .unwrap();
     assert_eq!(sec.len(), 1);
-    let col = |name: &str| sec.column_by_name(name).unwrap().as_any().downcast_ref::<arrow_array::Float64Array>().unwrap().value(0);
+    let col = |name: &str| {
+        sec.column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap()
+            .value(0)
+    };
     assert!((col("wavelength_nm") - 460.0).abs() < 0.05);
     // Its prominence is measured from the saddle between the two lines (right base).
     let saddle = (0..=6000)
         .map(|k| 460.0 + 0.01 * k as f64)
-        .map(|w| amp * profile(Shape::Gauss, w, 520.0, fwhm) + 0.3 * amp * profile(Shape::Gauss, w, 460.0, fwhm))
+        .map(|w| {
+            amp * profile(Shape::Gauss, w, 520.0, fwhm)
+                + 0.3 * amp * profile(Shape::Gauss, w, 460.0, fwhm)
+        })
         .fold(f64::INFINITY, f64::min);
-    assert!((col("prominence_counts") - (300.0 - saddle)).abs() < 0.5, "{} vs {}", col("prominence_counts"), 300.0 - saddle);
+    assert!(
+        (col("prominence_counts") - (300.0 - saddle)).abs() < 0.5,
+        "{} vs {}",
+        col("prominence_counts"),
+        300.0 - saddle
+    );
     assert_eq!(col("energy_ev"), nm_to_ev(col("wavelength_nm")));
 
     // IQR of one Gaussian is 2 * 0.6745 sigma.
-    let y1: Vec<f32> = x.iter().map(|&w| (amp * profile(Shape::Gauss, w, 600.0, fwhm)) as f32).collect();
+    let y1: Vec<f32> = x
+        .iter()
+        .map(|&w| (amp * profile(Shape::Gauss, w, 600.0, fwhm)) as f32)
+        .collect();
     let f1 = pl_features(&x, &list_f32(&[y1]), &PeakOptions::default()).unwrap();
     let iqr = 2.0 * 0.674_489_75 * sigma;
-    assert!((f1.iqr_nm.value(0) - iqr).abs() < 0.01 * iqr, "iqr {} vs {iqr}", f1.iqr_nm.value(0));
+    assert!(
+        (f1.iqr_nm.value(0) - iqr).abs() < 0.01 * iqr,
+        "iqr {} vs {iqr}",
+        f1.iqr_nm.value(0)
+    );
     assert_eq!(f1.secondary_peaks.value(0).len(), 0);
 }
 
 #[test]
 fn saturation_and_edge_flags() {
     let x = axis(Axis::Uniform);
-    let case = Case { shape: Shape::Gauss, center: 600.0, fwhm: 20.0, amplitude: 70_000.0, offset: 100.0, slope_per_nm: 0.0, noise: 0.0 };
-    let y: Vec<f32> = synth(&case, &x, &mut StdRng::seed_from_u64(0)).iter().map(|v| v.min(65_535.0)).collect();
-    let opts = PeakOptions { saturation_level: Some(65_535.0), ..Default::default() };
+    let case = Case {
+        shape: Shape::Gauss,
+        center: 600.0,
+        fwhm: 20.0,
+        amplitude: 70_000.0,
+        offset: 100.0,
+        slope_per_nm: 0.0,
+        noise: 0.0,
+    };
+    let y: Vec<f32> = synth(&case, &x, &mut StdRng::seed_from_u64(0))
+        .iter()
+        .map(|v| v.min(65_535.0))
+        .collect();
+    let opts = PeakOptions {
+        saturation_level: Some(65_535.0),
+        ..Default::default()
+    };
     let f = pl_features(&x, &list_f32(&[y]), &opts).unwrap();
     let flags = QualityFlags(f.quality_flags.value(0));
     assert!(flags.contains(QualityFlags::SATURATED), "{flags}");
-    assert!(!f.peak_wavelength_nm.is_null(0), "a saturated row keeps its values");
+    assert!(
+        !f.peak_wavelength_nm.is_null(0),
+        "a saturated row keeps its values"
+    );
     // Clipped plateau: scipy takes the plateau midpoint, which is the true centre here.
     assert!((f.peak_wavelength_nm.value(0) - 600.0).abs() < 0.2);
 
     // Emission rising out of the range at the red end.
-    let case = Case { shape: Shape::Gauss, center: 930.0, fwhm: 30.0, amplitude: 1000.0, offset: 10.0, slope_per_nm: 0.0, noise: 0.0 };
+    let case = Case {
+        shape: Shape::Gauss,
+        center: 930.0,
+        fwhm: 30.0,
+        amplitude: 1000.0,
+        offset: 10.0,
+        slope_per_nm: 0.0,
+        noise: 0.0,
+    };
     let mut y = synth(&case, &x, &mut StdRng::seed_from_u64(0));
     // plus a small real line inside the range
     for (v, &w) in y.iter_mut().zip(&x) {

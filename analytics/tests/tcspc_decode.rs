@@ -7,7 +7,8 @@ mod reference;
 use flowdaq_analytics::tcspc::histogram::{HistogramLayout, MicroTimeHistogram};
 use flowdaq_analytics::tcspc::ptu::{PtuHeader, PtuRecordReader};
 use flowdaq_analytics::tcspc::records::{
-    decode_into, decode_records, DecodeCounts, DecoderState, PhotonColumns, RecordType, T2_SYNC_CHANNEL,
+    decode_into, decode_records, DecodeCounts, DecoderState, PhotonColumns, RecordType,
+    T2_SYNC_CHANNEL,
 };
 
 /// What ../shared/data/README.md states for the two files (ptufile's decode).
@@ -47,21 +48,38 @@ fn decode_whole(bytes: &[u8]) -> (PtuHeader, PhotonColumns, DecodeCounts) {
     let records = &bytes[header.header_len_bytes as usize..];
     let records = &records[..(header.number_of_records as usize * 4).min(records.len())];
     let mut out = PhotonColumns::default();
-    let counts = decode_records(header.record_type, header.time_base(), records, &mut DecoderState::default(), &mut out).expect("decode");
+    let counts = decode_records(
+        header.record_type,
+        header.time_base(),
+        records,
+        &mut DecoderState::default(),
+        &mut out,
+    )
+    .expect("decode");
     (header, out, counts)
 }
 
 #[test]
 fn real_files_match_readme_and_ptufile() {
-    let Some(dir) = reference::shared_tcspc_dir() else { return };
-    let refs = reference::parse(&std::fs::read_to_string(reference::data_dir().join("ptu_reference.txt")).unwrap());
+    let Some(dir) = reference::shared_tcspc_dir() else {
+        return;
+    };
+    let refs = reference::parse(
+        &std::fs::read_to_string(reference::data_dir().join("ptu_reference.txt")).unwrap(),
+    );
     for readme in &README {
         let bytes = std::fs::read(dir.join(readme.file)).unwrap();
-        let r = refs.iter().find(|c| c.name == readme.file).expect("reference case");
+        let r = refs
+            .iter()
+            .find(|c| c.name == readme.file)
+            .expect("reference case");
         let (header, cols, counts) = decode_whole(&bytes);
 
         // Header facts.
-        assert_eq!(u64::from(header.record_type.code()), r.i64("record_type") as u64);
+        assert_eq!(
+            u64::from(header.record_type.code()),
+            r.i64("record_type") as u64
+        );
         assert_eq!(header.number_of_records, readme.records);
         assert_eq!(header.header_len_bytes, r.i64("header_len") as u64);
         assert_eq!(header.sync_rate_hz, Some(r.f64("sync_rate_hz")));
@@ -70,27 +88,61 @@ fn real_files_match_readme_and_ptufile() {
 
         // Counts: README and ptufile.
         assert_eq!(counts.records, readme.records);
-        let ours: Vec<u64> = counts.photons_per_channel[..readme.photons_per_channel.len()].to_vec();
+        let ours: Vec<u64> =
+            counts.photons_per_channel[..readme.photons_per_channel.len()].to_vec();
         assert_eq!(ours, readme.photons_per_channel, "{}", readme.file);
-        assert_eq!(ours, r.i64s("photons_per_channel").iter().map(|&v| v as u64).collect::<Vec<_>>());
-        assert_eq!(counts.photons, readme.photons_per_channel.iter().sum::<u64>());
+        assert_eq!(
+            ours,
+            r.i64s("photons_per_channel")
+                .iter()
+                .map(|&v| v as u64)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            counts.photons,
+            readme.photons_per_channel.iter().sum::<u64>()
+        );
         for &(pattern, n) in readme.markers {
-            assert_eq!(counts.markers_per_pattern[pattern], n, "{} marker {pattern}", readme.file);
+            assert_eq!(
+                counts.markers_per_pattern[pattern], n,
+                "{} marker {pattern}",
+                readme.file
+            );
         }
-        assert_eq!(counts.markers_per_pattern.to_vec(), r.i64s("markers_per_pattern").iter().map(|&v| v as u64).collect::<Vec<_>>());
+        assert_eq!(
+            counts.markers_per_pattern.to_vec(),
+            r.i64s("markers_per_pattern")
+                .iter()
+                .map(|&v| v as u64)
+                .collect::<Vec<_>>()
+        );
         assert_eq!(counts.overflows, readme.overflows);
         assert_eq!(counts.overflows, r.i64("overflows") as u64);
         assert_eq!(counts.invalid, 0);
-        assert_eq!(counts.photons + counts.markers + counts.overflows, counts.records);
+        assert_eq!(
+            counts.photons + counts.markers + counts.overflows,
+            counts.records
+        );
 
         // Absolute times: first and last photon.
-        let photon_rows: Vec<usize> = (0..cols.len()).filter(|&i| cols.marker_flags[i] == 0).collect();
+        let photon_rows: Vec<usize> = (0..cols.len())
+            .filter(|&i| cols.marker_flags[i] == 0)
+            .collect();
         let (first, last) = (photon_rows[0], *photon_rows.last().unwrap());
-        assert_eq!(cols.macro_time_sync[first] as i64, r.i64("first_photon_time"));
+        assert_eq!(
+            cols.macro_time_sync[first] as i64,
+            r.i64("first_photon_time")
+        );
         assert_eq!(cols.macro_time_sync[last] as i64, r.i64("last_photon_time"));
-        assert_eq!(i64::from(cols.micro_time_bins[last]), r.i64("last_photon_dtime"));
+        assert_eq!(
+            i64::from(cols.micro_time_bins[last]),
+            r.i64("last_photon_dtime")
+        );
         let period_ps = header.global_resolution_s * 1e12;
-        assert_eq!(cols.macro_time_ps[last], (cols.macro_time_sync[last] as f64 * period_ps).round() as i64);
+        assert_eq!(
+            cols.macro_time_ps[last],
+            (cols.macro_time_sync[last] as f64 * period_ps).round() as i64
+        );
 
         // Full micro-time histograms per channel, over the whole 15-bit range.
         let channels = readme.photons_per_channel.len();
@@ -108,8 +160,19 @@ fn real_files_match_readme_and_ptufile() {
             let want = r.i64s(&format!("histogram_{ch}"));
             assert_eq!(want.len(), readme.micro_bins);
             let got = hist.counts(ch);
-            assert!(got[readme.micro_bins..].iter().all(|&c| c == 0), "counts past the last bin");
-            assert_eq!(got[..readme.micro_bins].iter().map(|&c| i64::from(c)).collect::<Vec<_>>(), want, "{} ch {ch}", readme.file);
+            assert!(
+                got[readme.micro_bins..].iter().all(|&c| c == 0),
+                "counts past the last bin"
+            );
+            assert_eq!(
+                got[..readme.micro_bins]
+                    .iter()
+                    .map(|&c| i64::from(c))
+                    .collect::<Vec<_>>(),
+                want,
+                "{} ch {ch}",
+                readme.file
+            );
             for (t, &c) in total.iter_mut().zip(got) {
                 *t += u64::from(c);
             }
@@ -121,7 +184,13 @@ fn real_files_match_readme_and_ptufile() {
         // The fused decode-and-histogram path gives the same histogram.
         let mut fused = MicroTimeHistogram::new(layout).unwrap();
         let records = &bytes[header.header_len_bytes as usize..];
-        decode_into(header.record_type, records, &mut DecoderState::default(), &mut fused).unwrap();
+        decode_into(
+            header.record_type,
+            records,
+            &mut DecoderState::default(),
+            &mut fused,
+        )
+        .unwrap();
         assert_eq!(fused, hist);
 
         // Streaming in odd-sized chunks gives the same columns as one call.
@@ -140,7 +209,11 @@ fn real_files_match_readme_and_ptufile() {
         // photons and markers it reports is ours.
         if r.has("tttrlib_events") {
             let events = r.i64("tttrlib_events") as u64;
-            assert_eq!(events, counts.photons + counts.markers, "tttrlib drops only overflow records");
+            assert_eq!(
+                events,
+                counts.photons + counts.markers,
+                "tttrlib drops only overflow records"
+            );
             if readme.file.starts_with("hydraharp") {
                 assert_eq!(r.i64("tttrlib_photons") as u64, counts.photons);
             } else {
@@ -168,7 +241,9 @@ fn every_record_type_matches_ptufile_on_spec_built_records() {
             continue;
         }
         let bytes = std::fs::read(&path).unwrap();
-        let expected = reference::parse(&std::fs::read_to_string(path.with_extension("expected.txt")).unwrap());
+        let expected = reference::parse(
+            &std::fs::read_to_string(path.with_extension("expected.txt")).unwrap(),
+        );
         let e = &expected[0];
         let mut reader = PtuRecordReader::new(&bytes[..], 64).unwrap();
         let rt = reader.header().record_type;
@@ -179,22 +254,43 @@ fn every_record_type_matches_ptufile_on_spec_built_records() {
         while let Some(c) = reader.decode_next_chunk(&mut cols).unwrap() {
             counts.merge(&c);
         }
-        let (time, dtime, channel, marker) = (e.i64s("time"), e.i64s("dtime"), e.i64s("channel"), e.i64s("marker"));
+        let (time, dtime, channel, marker) = (
+            e.i64s("time"),
+            e.i64s("dtime"),
+            e.i64s("channel"),
+            e.i64s("marker"),
+        );
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         assert_eq!(counts.overflows as i64, e.i64("overflows"), "{name}");
         assert_eq!(counts.invalid, 0, "{name}");
         assert_eq!(cols.len(), time.len(), "{name}");
         for i in 0..time.len() {
             assert_eq!(cols.macro_time_sync[i] as i64, time[i], "{name} row {i}");
-            assert_eq!(cols.macro_time_ps[i], (time[i] as f64 * tb.macro_unit_ps).round() as i64, "{name} row {i}");
+            assert_eq!(
+                cols.macro_time_ps[i],
+                (time[i] as f64 * tb.macro_unit_ps).round() as i64,
+                "{name} row {i}"
+            );
             if marker[i] > 0 {
-                assert_eq!((i64::from(cols.marker_flags[i]), cols.channel[i]), (marker[i], 0), "{name} row {i}");
+                assert_eq!(
+                    (i64::from(cols.marker_flags[i]), cols.channel[i]),
+                    (marker[i], 0),
+                    "{name} row {i}"
+                );
             } else if !rt.is_t3() && rt != RecordType::PicoHarpT2 && channel[i] == 0 {
                 // ptufile reports HydraHarp-family T2 sync records as channel 0.
                 assert_eq!(cols.channel[i], T2_SYNC_CHANNEL, "{name} row {i}");
             } else {
-                assert_eq!((i64::from(cols.channel[i]), cols.marker_flags[i]), (channel[i], 0), "{name} row {i}");
-                assert_eq!(i64::from(cols.micro_time_bins[i]), dtime[i], "{name} row {i}");
+                assert_eq!(
+                    (i64::from(cols.channel[i]), cols.marker_flags[i]),
+                    (channel[i], 0),
+                    "{name} row {i}"
+                );
+                assert_eq!(
+                    i64::from(cols.micro_time_bins[i]),
+                    dtime[i],
+                    "{name} row {i}"
+                );
             }
         }
         seen.push(rt);
@@ -211,5 +307,12 @@ fn ptu_batches_become_arrow() {
     let (_, cols, counts) = decode_whole(&bytes);
     let batch = cols.into_record_batch().unwrap();
     assert_eq!(batch.num_rows() as u64, counts.photons + counts.markers);
-    assert_eq!(batch.schema().field_with_name("micro_time_ps").unwrap().data_type(), &arrow_schema::DataType::Int32);
+    assert_eq!(
+        batch
+            .schema()
+            .field_with_name("micro_time_ps")
+            .unwrap()
+            .data_type(),
+        &arrow_schema::DataType::Int32
+    );
 }

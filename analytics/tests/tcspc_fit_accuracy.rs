@@ -41,7 +41,14 @@ impl Scenario {
     }
 
     fn with_period(tau_ns: f64, period_ns: f64, fwhm_ns: f64) -> Self {
-        Scenario { taus_ns: vec![tau_ns], fractions: vec![1.0], period_ns, fwhm_ns, center_ns: 0.1 * period_ns, background: 0.02 }
+        Scenario {
+            taus_ns: vec![tau_ns],
+            fractions: vec![1.0],
+            period_ns,
+            fwhm_ns,
+            center_ns: 0.1 * period_ns,
+            background: 0.02,
+        }
     }
 
     fn bin_ns(&self) -> f64 {
@@ -53,7 +60,11 @@ impl Scenario {
         let total = Poisson::new(counts).unwrap().sample(rng) as u64;
         let sigma = self.fwhm_ns / 2.354_820_045_030_949;
         let normal = Normal::new(self.center_ns, sigma).unwrap();
-        let exps: Vec<Exp<f64>> = self.taus_ns.iter().map(|t| Exp::new(1.0 / t).unwrap()).collect();
+        let exps: Vec<Exp<f64>> = self
+            .taus_ns
+            .iter()
+            .map(|t| Exp::new(1.0 / t).unwrap())
+            .collect();
         let bw = self.bin_ns();
         for _ in 0..total {
             let t = if rng.random::<f64>() < self.background {
@@ -77,7 +88,15 @@ impl Scenario {
     fn fitter(&self, statistic: FitStatistic) -> LifetimeFitter {
         let mut config = FitConfig::new(self.taus_ns.len(), statistic, self.bin_ns());
         config.period_ns = Some(self.period_ns);
-        LifetimeFitter::new(config, Irf::Gaussian { fwhm_ns: self.fwhm_ns, center_ns: None }, BINS).unwrap()
+        LifetimeFitter::new(
+            config,
+            Irf::Gaussian {
+                fwhm_ns: self.fwhm_ns,
+                center_ns: None,
+            },
+            BINS,
+        )
+        .unwrap()
     }
 }
 
@@ -102,8 +121,8 @@ fn run(s: &Scenario, counts: f64, reps: usize, stats: &[FitStatistic], seed: u64
         for (f, fitter) in fitters.iter_mut().enumerate() {
             let fit = fitter.fit(&hist).expect("fit runs");
             if fit.converged {
-                for i in 0..k {
-                    taus[f][i].push(fit.tau_ns[i]);
+                for (i, per_component) in taus[f].iter_mut().enumerate() {
+                    per_component.push(fit.tau_ns[i]);
                 }
             }
         }
@@ -119,7 +138,12 @@ fn run(s: &Scenario, counts: f64, reps: usize, stats: &[FitStatistic], seed: u64
                 bias.push(mean / s.taus_ns[i] - 1.0);
                 spread.push(var.sqrt() / s.taus_ns[i]);
             }
-            Outcome { bias, spread, converged, reps }
+            Outcome {
+                bias,
+                spread,
+                converged,
+                reps,
+            }
         })
         .collect()
 }
@@ -132,18 +156,38 @@ fn mono_exponential_bias_within_bounds() {
         let low = &run(&s, 1e3, 200, &[FitStatistic::PoissonMle], 100 + i as u64)[0];
         println!("tau {tau} ns, 1e3 counts, MLE: {low:?}");
         assert!(low.converged * 100 >= low.reps * 98, "tau {tau}: {low:?}");
-        assert!(low.bias[0].abs() < 0.02, "tau {tau} ns at 1e3 counts: bias {:.4}", low.bias[0]);
+        assert!(
+            low.bias[0].abs() < 0.02,
+            "tau {tau} ns at 1e3 counts: bias {:.4}",
+            low.bias[0]
+        );
         let high = &run(&s, 1e5, 20, &[FitStatistic::PoissonMle], 200 + i as u64)[0];
         println!("tau {tau} ns, 1e5 counts, MLE: {high:?}");
         assert_eq!(high.converged, high.reps);
-        assert!(high.bias[0].abs() < 0.01 && high.spread[0] < 0.01, "tau {tau} ns at 1e5 counts: {high:?}");
+        assert!(
+            high.bias[0].abs() < 0.01 && high.spread[0] < 0.01,
+            "tau {tau} ns at 1e5 counts: {high:?}"
+        );
     }
 }
 
 #[test]
 fn bi_exponential_recovers_both_lifetimes_at_high_counts() {
-    let s = Scenario { taus_ns: vec![1.0, 5.0], fractions: vec![0.5, 0.5], period_ns: 50.0, fwhm_ns: 0.15, center_ns: 5.0, background: 0.01 };
-    for o in run(&s, 1e6, 5, &[FitStatistic::PoissonMle, FitStatistic::NeymanLeastSquares], 7) {
+    let s = Scenario {
+        taus_ns: vec![1.0, 5.0],
+        fractions: vec![0.5, 0.5],
+        period_ns: 50.0,
+        fwhm_ns: 0.15,
+        center_ns: 5.0,
+        background: 0.01,
+    };
+    for o in run(
+        &s,
+        1e6,
+        5,
+        &[FitStatistic::PoissonMle, FitStatistic::NeymanLeastSquares],
+        7,
+    ) {
         println!("bi-exponential 1e6: {o:?}");
         assert_eq!(o.converged, o.reps);
         assert!(o.bias.iter().all(|b| b.abs() < 0.02), "{o:?}");
@@ -159,11 +203,17 @@ fn write_accuracy_table() {
     md.push_str("# TCSPC lifetime fit accuracy\n\n");
     md.push_str("Bias (mean fitted / true - 1) and spread (standard deviation / true) of fitted lifetimes on\n");
     md.push_str("simulated decays, by `analytics/tests/tcspc_fit_accuracy.rs`:\n\n");
-    md.push_str("    cargo test -p flowdaq-analytics --release --test tcspc_fit_accuracy -- --ignored\n\n");
+    md.push_str(
+        "    cargo test -p flowdaq-analytics --release --test tcspc_fit_accuracy -- --ignored\n\n",
+    );
     md.push_str("Each histogram: 1024 bins over one sync period; photons drawn one by one (Gaussian IRF +\n");
-    md.push_str("exponential delay, folded over the period so earlier pulses leave their tails) plus 2 %\n");
+    md.push_str(
+        "exponential delay, folded over the period so earlier pulses leave their tails) plus 2 %\n",
+    );
     md.push_str("(bi-exponential: 1 %) uniform background; total count Poisson. The fitter is told only the IRF\n");
-    md.push_str("FWHM and the period: IRF position, background and amplitudes are free, starting values\n");
+    md.push_str(
+        "FWHM and the period: IRF position, background and amplitudes are free, starting values\n",
+    );
     md.push_str("automatic. MLE = Poisson maximum likelihood, Neyman = least squares with weights 1/max(y,1).\n");
     md.push_str("Asserted in the normal test run (`mono_exponential_bias_within_bounds`): MLE |bias| < 2 % at\n");
     md.push_str("1e3 counts, |bias| < 1 % and spread < 1 % at 1e5 counts, for tau = 0.5, 5, 20, 50 ns at the\n");
@@ -175,7 +225,10 @@ fn write_accuracy_table() {
     let mut seed = 1000;
     // The last row is a deliberately poor choice: 50 ns at a 100 ns period (10 MHz), where the
     // decay falls only to e^-2 before the next pulse and lifetime and background trade off.
-    let mut scenarios: Vec<Scenario> = [0.5, 2.0, 5.0, 20.0, 50.0].into_iter().map(Scenario::mono).collect();
+    let mut scenarios: Vec<Scenario> = [0.5, 2.0, 5.0, 20.0, 50.0]
+        .into_iter()
+        .map(Scenario::mono)
+        .collect();
     scenarios.push(Scenario::with_period(50.0, 100.0, 0.2));
     for s in scenarios {
         let tau = s.taus_ns[0];
@@ -199,7 +252,14 @@ fn write_accuracy_table() {
     md.push_str("\n## Bi-exponential (tau 1 ns and 5 ns, half the photons each, period 50 ns, IRF 0.15 ns)\n\n");
     md.push_str("| counts | reps | MLE bias tau1 / tau2 | MLE spread tau1 / tau2 | Neyman bias tau1 / tau2 | Neyman spread tau1 / tau2 | converged (MLE / Neyman) |\n");
     md.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
-    let s = Scenario { taus_ns: vec![1.0, 5.0], fractions: vec![0.5, 0.5], period_ns: 50.0, fwhm_ns: 0.15, center_ns: 5.0, background: 0.01 };
+    let s = Scenario {
+        taus_ns: vec![1.0, 5.0],
+        fractions: vec![0.5, 0.5],
+        period_ns: 50.0,
+        fwhm_ns: 0.15,
+        center_ns: 5.0,
+        background: 0.01,
+    };
     for (c, reps) in [(1e4, 200), (1e5, 100), (1e6, 30)] {
         seed += 1;
         let o = run(&s, c, reps, &stats, seed);
@@ -221,7 +281,8 @@ fn write_accuracy_table() {
     md.push_str("\nReading: the spread is the precision of one measurement; the bias is what averaging cannot\n");
     md.push_str("remove. Neyman weighting underestimates low-count bins and biases lifetimes at low counts;\n");
     md.push_str("use maximum likelihood below ~1e5 counts.\n");
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/tcspc-fit-accuracy.md");
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/tcspc-fit-accuracy.md");
     std::fs::write(&path, md).unwrap();
     println!("wrote {}", path.display());
 }

@@ -136,7 +136,10 @@ impl Pipeline {
             };
             let size = message.size_bytes();
             let decoded = decode_message(&message.frames, &ctx).and_then(|decoded| {
-                self.check_source(&decoded.header.source).map(|()| decoded).map_err(|e| (Some(decoded.header), e))
+                match self.check_source(&decoded.header.source) {
+                    Ok(()) => Ok(decoded),
+                    Err(e) => Err((Some(decoded.header), e)),
+                }
             });
             let reply = match decoded {
                 Ok(decoded) => {

@@ -108,7 +108,7 @@ impl Persister {
         let level = ZstdLevel::try_new(self.config.zstd_level)?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_size(row_group_rows)
+            .set_max_row_group_row_count(Some(row_group_rows))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 SCHEMA_VERSION_KEY.to_string(),
                 format!("{}/{}", table.name(), table.schema_version()),

@@ -14,7 +14,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::axis::{nm_to_ev, WavelengthAxis};
 use super::flags::QualityFlags;
 use super::input::{Pixels, SpectraView};
-use super::output::{dispatch, BatchKernel, F64Col, U32Col};
+use super::output::{dispatch, prefetch, BatchKernel, F64Col, U32Col};
 use super::peaks::{find_peaks_summarized, PeakScratch, Sample};
 use super::preprocess::{Pipeline, Preprocessing};
 use super::size::MaterialConstants;
@@ -105,7 +105,10 @@ impl AbsorbanceOptions {
         }
         if let Some(bl) = self.beer_lambert {
             if !(bl.epsilon_l_per_mol_cm.is_finite() && bl.epsilon_l_per_mol_cm > 0.0) {
-                return bad("beer_lambert.epsilon_l_per_mol_cm", "must be finite and > 0");
+                return bad(
+                    "beer_lambert.epsilon_l_per_mol_cm",
+                    "must be finite and > 0",
+                );
             }
             if !(bl.path_length_cm.is_finite() && bl.path_length_cm > 0.0) {
                 return bad("beer_lambert.path_length_cm", "must be finite and > 0");
@@ -157,8 +160,10 @@ impl AbsorbanceFeatures {
 
     /// The Arrow schema of [`Self::into_record_batch`].
     pub fn schema() -> SchemaRef {
-        let mut fields: Vec<Field> =
-            Self::COLUMNS[..8].iter().map(|&n| Field::new(n, DataType::Float64, true)).collect();
+        let mut fields: Vec<Field> = Self::COLUMNS[..8]
+            .iter()
+            .map(|&n| Field::new(n, DataType::Float64, true))
+            .collect();
         fields.push(Field::new(Self::COLUMNS[8], DataType::UInt32, true));
         Arc::new(Schema::new(fields))
     }
@@ -234,14 +239,25 @@ pub fn absorbance_features(
     let axis = full.slice(window.clone());
     let locate = |what: &'static str, nm: Option<f64>| -> Result<Option<f64>, SpectralError> {
         nm.map(|nm| {
-            axis.pixel_of(nm).ok_or(SpectralError::OutsideAxis { what, nm, min: axis.min_nm(), max: axis.max_nm() })
+            axis.pixel_of(nm).ok_or(SpectralError::OutsideAxis {
+                what,
+                nm,
+                min: axis.min_nm(),
+                max: axis.max_nm(),
+            })
         })
         .transpose()
     };
     let excitation_px = locate("excitation_nm", opts.excitation_nm)?;
-    let beer_px = locate("beer_lambert.wavelength_nm", opts.beer_lambert.and_then(|b| b.wavelength_nm))?;
-    let pipeline =
-        if opts.preprocessing.is_identity() { None } else { Some(Pipeline::new(&opts.preprocessing, axis.len())?) };
+    let beer_px = locate(
+        "beer_lambert.wavelength_nm",
+        opts.beer_lambert.and_then(|b| b.wavelength_nm),
+    )?;
+    let pipeline = if opts.preprocessing.is_identity() {
+        None
+    } else {
+        Some(Pipeline::new(&opts.preprocessing, axis.len())?)
+    };
     let mut kernel = AbsKernel {
         view: &view,
         window,
@@ -289,14 +305,19 @@ impl BatchKernel for AbsKernel<'_> {
             let r = self.view.range(row);
             let pix = r.start + self.window.start..r.start + self.window.end;
             if self.view.has_null_pixel(pix.clone()) {
-                self.cols.push(Some(QualityFlags::NON_FINITE_PIXELS), &Row::default());
+                self.cols
+                    .push(Some(QualityFlags::NON_FINITE_PIXELS), &Row::default());
                 continue;
             }
             let y = &pixels[pix];
+            if row + 1 < self.view.len() {
+                prefetch(&pixels[self.view.range(row + 1)]);
+            }
             let (flags, row_out) = match self.pipeline.as_mut() {
                 None => self.analyze(y, &mut scratch),
                 Some(pipe) => {
-                    if y.iter().any(|v| !v.to_f64().is_finite()) {
+                    scratch.summary.compute(y, None);
+                    if !scratch.summary.finite {
                         (QualityFlags::NON_FINITE_PIXELS, Row::default())
                     } else if let Err(e) = pipe.run(self.axis.as_slice(), y, &mut work) {
                         self.error.get_or_insert(e);
@@ -339,14 +360,21 @@ impl AbsKernel<'_> {
     fn analyze<T: Sample>(&self, y: &[T], sc: &mut PeakScratch<T>) -> (QualityFlags, Row) {
         let o = self.opts;
         let n = y.len();
-        let PeakScratch { summary: s, work, peaks } = sc;
+        let PeakScratch {
+            summary: s,
+            work,
+            peaks,
+        } = sc;
         s.compute(y, None);
         if !s.finite {
             return (QualityFlags::NON_FINITE_PIXELS, Row::default());
         }
         let mut flags = QualityFlags::OK;
         let (gmin, gmax) = (s.gmin.to_f64(), s.gmax.to_f64());
-        let mut row = Row { max: Some(gmax), ..Row::default() };
+        let mut row = Row {
+            max: Some(gmax),
+            ..Row::default()
+        };
         if o.max_reliable_absorbance.is_some_and(|m| gmax > m) {
             flags.insert(QualityFlags::SATURATED);
         }
@@ -362,7 +390,11 @@ impl AbsKernel<'_> {
         } else {
             find_peaks_summarized(y, o.min_exciton_prominence, s, work, peaks);
             // Longest wavelength = last pixel on an ascending axis, first on a descending one.
-            let exciton = if self.axis.is_descending() { peaks.first() } else { peaks.last() };
+            let exciton = if self.axis.is_descending() {
+                peaks.first()
+            } else {
+                peaks.last()
+            };
             match exciton {
                 None => flags.insert(QualityFlags::NO_PEAK),
                 Some(pk) => {
@@ -373,7 +405,10 @@ impl AbsKernel<'_> {
                     row.wavelength = Some(nm);
                     row.absorbance = Some(pk.height);
                     row.prominence = Some(pk.prominence);
-                    row.diameter = o.material.and_then(|m| m.brus_radius_nm(nm_to_ev(nm))).map(|r| 2.0 * r);
+                    row.diameter = o
+                        .material
+                        .and_then(|m| m.brus_radius_nm(nm_to_ev(nm)))
+                        .map(|r| 2.0 * r);
                 }
             }
         }
@@ -395,7 +430,10 @@ struct AbsColumns {
 
 impl AbsColumns {
     fn new(n: usize) -> Self {
-        Self { cols: std::array::from_fn(|_| F64Col::with_capacity(n)), flags: U32Col::with_capacity(n) }
+        Self {
+            cols: std::array::from_fn(|_| F64Col::with_capacity(n)),
+            flags: U32Col::with_capacity(n),
+        }
     }
 
     #[inline]

@@ -180,7 +180,10 @@ impl<'a> WavelengthAxis<'a> {
 
     /// The sub-axis of a pixel range (which must be non-empty and within the axis).
     pub fn slice(&self, range: Range<usize>) -> WavelengthAxis<'a> {
-        WavelengthAxis { nm: &self.nm[range], descending: self.descending }
+        WavelengthAxis {
+            nm: &self.nm[range],
+            descending: self.descending,
+        }
     }
 
     /// Fills `out` with the trapezoid half-steps `0.5 * |x[i+1] - x[i]|` (last entry 0), so that

@@ -40,7 +40,12 @@ pub struct AslsParams {
 
 impl Default for AslsParams {
     fn default() -> Self {
-        Self { lambda: 1e6, p: 0.01, max_iter: 50, tol: 1e-3 }
+        Self {
+            lambda: 1e6,
+            p: 0.01,
+            max_iter: 50,
+            tol: 1e-3,
+        }
     }
 }
 
@@ -53,17 +58,27 @@ impl Baseline {
     pub fn validate(&self) -> Result<(), SpectralError> {
         match *self {
             Baseline::None => Ok(()),
-            Baseline::LinearEdge { edge_pixels: 0 } => {
-                Err(SpectralError::InvalidOption { name: "baseline.edge_pixels", reason: "must be >= 1" })
-            }
+            Baseline::LinearEdge { edge_pixels: 0 } => Err(SpectralError::InvalidOption {
+                name: "baseline.edge_pixels",
+                reason: "must be >= 1",
+            }),
             Baseline::LinearEdge { .. } => Ok(()),
             Baseline::Asls(a) => {
                 if !(a.lambda.is_finite() && a.lambda > 0.0) {
-                    Err(SpectralError::InvalidOption { name: "asls.lambda", reason: "must be finite and > 0" })
+                    Err(SpectralError::InvalidOption {
+                        name: "asls.lambda",
+                        reason: "must be finite and > 0",
+                    })
                 } else if !(a.p > 0.0 && a.p < 1.0) {
-                    Err(SpectralError::InvalidOption { name: "asls.p", reason: "must lie in (0, 1)" })
+                    Err(SpectralError::InvalidOption {
+                        name: "asls.p",
+                        reason: "must lie in (0, 1)",
+                    })
                 } else if !(a.tol.is_finite() && a.tol >= 0.0) {
-                    Err(SpectralError::InvalidOption { name: "asls.tol", reason: "must be finite and >= 0" })
+                    Err(SpectralError::InvalidOption {
+                        name: "asls.tol",
+                        reason: "must be finite and >= 0",
+                    })
                 } else {
                     Ok(())
                 }
@@ -95,15 +110,24 @@ pub fn linear_edge_baseline<T: Sample>(
 ) -> Result<(), SpectralError> {
     let n = y.len();
     if n == 0 || axis_nm.len() != n || out.len() != n {
-        return Err(SpectralError::InputLength { what: "linear baseline input", expected: axis_nm.len(), actual: n });
+        return Err(SpectralError::InputLength {
+            what: "linear baseline input",
+            expected: axis_nm.len(),
+            actual: n,
+        });
     }
     if edge_pixels == 0 {
-        return Err(SpectralError::InvalidOption { name: "baseline.edge_pixels", reason: "must be >= 1" });
+        return Err(SpectralError::InvalidOption {
+            name: "baseline.edge_pixels",
+            reason: "must be >= 1",
+        });
     }
     let k = edge_pixels.min(n.div_ceil(2)).max(1);
     let mean = |r: std::ops::Range<usize>| {
         let len = r.len() as f64;
-        let (sx, sy) = r.fold((0.0, 0.0), |(sx, sy), i| (sx + axis_nm[i], sy + y[i].to_f64()));
+        let (sx, sy) = r.fold((0.0, 0.0), |(sx, sy), i| {
+            (sx + axis_nm[i], sy + y[i].to_f64())
+        });
         (sx / len, sy / len)
     };
     let (xl, yl) = mean(0..k);
@@ -178,7 +202,11 @@ impl AslsSolver {
     pub fn fit<T: Sample>(&mut self, y: &[T], out: &mut [f64]) -> Result<usize, SpectralError> {
         let n = self.len();
         if y.len() != n || out.len() != n {
-            return Err(SpectralError::InputLength { what: "asls input", expected: n, actual: y.len() });
+            return Err(SpectralError::InputLength {
+                what: "asls input",
+                expected: n,
+                actual: y.len(),
+            });
         }
         for (v, &x) in self.yv.iter_mut().zip(y) {
             *v = x.to_f64();
@@ -210,9 +238,17 @@ impl AslsSolver {
         let (d, l1, l2, w) = (&mut self.d, &mut self.l1, &mut self.l2, &self.w);
         for i in 0..n {
             let a_ii = w[i] + self.pen0[i];
-            let li2 = if i >= 2 { self.pen2[i - 2] / d[i - 2] } else { 0.0 };
+            let li2 = if i >= 2 {
+                self.pen2[i - 2] / d[i - 2]
+            } else {
+                0.0
+            };
             let li1 = if i >= 1 {
-                let corr = if i >= 2 { li2 * l1[i - 1] * d[i - 2] } else { 0.0 };
+                let corr = if i >= 2 {
+                    li2 * l1[i - 1] * d[i - 2]
+                } else {
+                    0.0
+                };
                 (self.pen1[i - 1] - corr) / d[i - 1]
             } else {
                 0.0
@@ -292,8 +328,18 @@ mod tests {
     #[test]
     fn banded_solve_matches_dense() {
         for n in [1usize, 2, 3, 4, 5, 17, 60] {
-            let y: Vec<f64> = (0..n).map(|i| (i as f64 * 0.7).sin() * 3.0 + i as f64).collect();
-            let mut s = AslsSolver::new(n, AslsParams { lambda: 50.0, max_iter: 0, ..Default::default() }).unwrap();
+            let y: Vec<f64> = (0..n)
+                .map(|i| (i as f64 * 0.7).sin() * 3.0 + i as f64)
+                .collect();
+            let mut s = AslsSolver::new(
+                n,
+                AslsParams {
+                    lambda: 50.0,
+                    max_iter: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             let mut z = vec![0.0; n];
             s.fit(&y, &mut z).unwrap();
             let want = dense_solve(&vec![1.0; n], &y, 50.0);
@@ -310,7 +356,15 @@ mod tests {
         let y: Vec<f64> = (0..n)
             .map(|i| bg(i) + 500.0 * (-0.5 * ((i as f64 - 250.0) / 8.0).powi(2)).exp())
             .collect();
-        let mut s = AslsSolver::new(n, AslsParams { lambda: 1e5, p: 0.001, ..Default::default() }).unwrap();
+        let mut s = AslsSolver::new(
+            n,
+            AslsParams {
+                lambda: 1e5,
+                p: 0.001,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut z = vec![0.0; n];
         let solves = s.fit(&y, &mut z).unwrap();
         assert!(solves > 1 && solves <= 51);
@@ -324,9 +378,30 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(AslsSolver::new(10, AslsParams { p: 1.0, ..Default::default() }).is_err());
-        assert!(AslsSolver::new(10, AslsParams { lambda: 0.0, ..Default::default() }).is_err());
-        assert!(AslsSolver::new(10, AslsParams { tol: f64::NAN, ..Default::default() }).is_err());
+        assert!(AslsSolver::new(
+            10,
+            AslsParams {
+                p: 1.0,
+                ..Default::default()
+            }
+        )
+        .is_err());
+        assert!(AslsSolver::new(
+            10,
+            AslsParams {
+                lambda: 0.0,
+                ..Default::default()
+            }
+        )
+        .is_err());
+        assert!(AslsSolver::new(
+            10,
+            AslsParams {
+                tol: f64::NAN,
+                ..Default::default()
+            }
+        )
+        .is_err());
         assert!(Baseline::LinearEdge { edge_pixels: 0 }.validate().is_err());
         let mut s = AslsSolver::new(10, AslsParams::default()).unwrap();
         assert!(s.fit(&[0.0f32; 9], &mut [0.0; 10]).is_err());

@@ -8,7 +8,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, ListArray, RecordBatch, StructArray, UInt32Array};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, ListArray, RecordBatch, StructArray, UInt32Array,
+};
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 
@@ -16,10 +18,10 @@ use super::axis::{nm_to_ev, WavelengthAxis};
 use super::flags::QualityFlags;
 use super::input::{Pixels, SpectraView};
 use super::integrate::quantile_pixel;
-use super::output::{dispatch, offsets_i32, BatchKernel, F64Col, U32Col};
+use super::output::{dispatch, offsets_i32, prefetch, BatchKernel, F64Col, U32Col};
 use super::peaks::{find_peaks_summarized, Peak, PeakScratch, Sample};
-use super::scan::Weights;
 use super::preprocess::{Pipeline, Preprocessing};
+use super::scan::Weights;
 use super::width::{parabolic_vertex, width_summarized};
 use super::SpectralError;
 
@@ -77,7 +79,10 @@ impl PeakOptions {
             return bad("min_relative_prominence", "must lie in [0, 1]");
         }
         if self.min_prominence == 0.0 && self.min_relative_prominence == 0.0 {
-            return bad("min_prominence", "one of the prominence thresholds must be positive");
+            return bad(
+                "min_prominence",
+                "one of the prominence thresholds must be positive",
+            );
         }
         if self.saturation_level.is_some_and(|s| !s.is_finite()) {
             return bad("saturation_level", "must be finite");
@@ -238,7 +243,11 @@ impl PlFeatures {
 /// let batch = f.into_record_batch().unwrap();
 /// assert_eq!(batch.num_rows(), 2);
 /// ```
-pub fn pl_features(axis_nm: &[f64], intensities: &dyn Array, opts: &PeakOptions) -> Result<PlFeatures, SpectralError> {
+pub fn pl_features(
+    axis_nm: &[f64],
+    intensities: &dyn Array,
+    opts: &PeakOptions,
+) -> Result<PlFeatures, SpectralError> {
     let full = WavelengthAxis::new(axis_nm)?;
     opts.validate()?;
     let view = SpectraView::new(intensities)?;
@@ -248,12 +257,20 @@ pub fn pl_features(axis_nm: &[f64], intensities: &dyn Array, opts: &PeakOptions)
     let mut h = Vec::new();
     axis.half_steps(&mut h);
     let w = Weights::from_half_steps(&h);
-    let pipeline =
-        if opts.preprocessing.is_identity() { None } else { Some(Pipeline::new(&opts.preprocessing, axis.len())?) };
+    let pipeline = if opts.preprocessing.is_identity() {
+        None
+    } else {
+        Some(Pipeline::new(&opts.preprocessing, axis.len())?)
+    };
     let mut kernel = PlKernel {
         view: &view,
         window,
-        ctx: Ctx { axis, h: &h, w: &w, opts },
+        ctx: Ctx {
+            axis,
+            h: &h,
+            w: &w,
+            opts,
+        },
         pipeline,
         cols: PlColumns::new(view.len()),
         error: None,
@@ -304,26 +321,33 @@ impl BatchKernel for PlKernel<'_> {
                 continue;
             }
             let y = &pixels[pix];
+            // The next spectrum streams in from memory while this one is analysed in cache.
+            if row + 1 < self.view.len() {
+                prefetch(&pixels[self.view.range(row + 1)]);
+            }
             match self.pipeline.as_mut() {
                 None => analyze(y, None, &mut scratch, &mut order, &self.ctx, &mut self.cols),
                 Some(pipe) => {
-                    let mut raw_max = f64::NEG_INFINITY;
-                    let mut finite = true;
-                    for &v in y {
-                        let v = v.to_f64();
-                        finite &= v.is_finite();
-                        raw_max = raw_max.max(v);
-                    }
-                    if !finite {
+                    // Saturation and finiteness are judged on the raw pixels (vectorised pass).
+                    scratch.summary.compute(y, None);
+                    if !scratch.summary.finite {
                         self.cols.push_unusable(QualityFlags::NON_FINITE_PIXELS);
                         continue;
                     }
+                    let raw_max = scratch.summary.gmax.to_f64();
                     if let Err(e) = pipe.run(self.ctx.axis.as_slice(), y, &mut work) {
                         self.error.get_or_insert(e);
                         self.cols.push_null();
                         continue;
                     }
-                    analyze(&work, Some(raw_max), &mut scratch64, &mut order, &self.ctx, &mut self.cols);
+                    analyze(
+                        &work,
+                        Some(raw_max),
+                        &mut scratch64,
+                        &mut order,
+                        &self.ctx,
+                        &mut self.cols,
+                    );
                 }
             }
         }
@@ -350,7 +374,11 @@ fn analyze<T: Sample>(
     cols: &mut PlColumns,
 ) {
     let n = y.len();
-    let PeakScratch { summary: s, work, peaks } = sc;
+    let PeakScratch {
+        summary: s,
+        work,
+        peaks,
+    } = sc;
     s.compute(y, Some(ctx.w));
     if !s.finite {
         cols.push_unusable(QualityFlags::NON_FINITE_PIXELS);
@@ -358,7 +386,11 @@ fn analyze<T: Sample>(
     }
     let mut flags = QualityFlags::OK;
     let (gmin, gmax) = (s.gmin.to_f64(), s.gmax.to_f64());
-    if ctx.opts.saturation_level.is_some_and(|level| raw_max.unwrap_or(gmax) >= level) {
+    if ctx
+        .opts
+        .saturation_level
+        .is_some_and(|level| raw_max.unwrap_or(gmax) >= level)
+    {
         flags.insert(QualityFlags::SATURATED);
     }
     let integral = (n >= 2).then_some(s.integral);
@@ -374,7 +406,10 @@ fn analyze<T: Sample>(
     if y[0].to_f64() == gmax || y[n - 1].to_f64() == gmax {
         flags.insert(QualityFlags::PEAK_AT_EDGE);
     }
-    let p = ctx.opts.min_prominence.max(ctx.opts.min_relative_prominence * range);
+    let p = ctx
+        .opts
+        .min_prominence
+        .max(ctx.opts.min_relative_prominence * range);
     find_peaks_summarized(y, p, s, work, peaks);
     if peaks.is_empty() {
         flags.insert(QualityFlags::NO_PEAK);
@@ -404,7 +439,12 @@ fn analyze<T: Sample>(
     };
     order.clear();
     order.extend((0..peaks.len()).filter(|&k| k != main_k));
-    order.sort_unstable_by(|&a, &b| peaks[b].prominence.total_cmp(&peaks[a].prominence).then(a.cmp(&b)));
+    order.sort_unstable_by(|&a, &b| {
+        peaks[b]
+            .prominence
+            .total_cmp(&peaks[a].prominence)
+            .then(a.cmp(&b))
+    });
     for &k in order.iter().take(ctx.opts.max_secondary_peaks) {
         cols.push_secondary(y, &peaks[k], &ctx.axis);
     }
@@ -457,7 +497,14 @@ impl PlColumns {
     }
 
     #[inline]
-    fn push_row(&mut self, flags: QualityFlags, main: Option<MainPeak>, integral: Option<f64>, iqr: Option<f64>, count: Option<u32>) {
+    fn push_row(
+        &mut self,
+        flags: QualityFlags,
+        main: Option<MainPeak>,
+        integral: Option<f64>,
+        iqr: Option<f64>,
+        count: Option<u32>,
+    ) {
         self.push_any(Some(flags), main, integral, iqr, count);
     }
 
@@ -471,7 +518,8 @@ impl PlColumns {
         count: Option<u32>,
     ) {
         self.wavelength.push(main.as_ref().map(|m| m.wavelength_nm));
-        self.energy.push(main.as_ref().map(|m| nm_to_ev(m.wavelength_nm)));
+        self.energy
+            .push(main.as_ref().map(|m| nm_to_ev(m.wavelength_nm)));
         self.fwhm_nm.push(main.as_ref().map(|m| m.fwhm_nm));
         self.fwhm_ev.push(main.as_ref().map(|m| m.fwhm_ev));
         self.height.push(main.as_ref().map(|m| m.height));
@@ -504,7 +552,12 @@ impl PlColumns {
         ];
         let structs = StructArray::try_new(fields.clone(), children, None)?;
         let item = Arc::new(Field::new_list_field(DataType::Struct(fields), true));
-        let secondary_peaks = ListArray::try_new(item, offsets_i32(self.sec_offsets)?, Arc::new(structs), nulls.cloned())?;
+        let secondary_peaks = ListArray::try_new(
+            item,
+            offsets_i32(self.sec_offsets)?,
+            Arc::new(structs),
+            nulls.cloned(),
+        )?;
         Ok(PlFeatures {
             peak_wavelength_nm: self.wavelength.finish(),
             peak_energy_ev: self.energy.finish(),

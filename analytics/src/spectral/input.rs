@@ -37,11 +37,20 @@ pub(crate) struct SpectraView<'a> {
     len: usize,
 }
 
-fn pixels_of<'a>(child: &'a ArrayRef, outer: &DataType) -> Result<(Pixels<'a>, Option<&'a NullBuffer>), SpectralError> {
+fn pixels_of<'a>(
+    child: &'a ArrayRef,
+    outer: &DataType,
+) -> Result<(Pixels<'a>, Option<&'a NullBuffer>), SpectralError> {
     let nulls = child.nulls().filter(|n| n.null_count() > 0);
     match child.data_type() {
-        DataType::Float32 => Ok((Pixels::F32(child.as_primitive::<Float32Type>().values()), nulls)),
-        DataType::Float64 => Ok((Pixels::F64(child.as_primitive::<Float64Type>().values()), nulls)),
+        DataType::Float32 => Ok((
+            Pixels::F32(child.as_primitive::<Float32Type>().values()),
+            nulls,
+        )),
+        DataType::Float64 => Ok((
+            Pixels::F64(child.as_primitive::<Float64Type>().values()),
+            nulls,
+        )),
         _ => Err(SpectralError::UnsupportedType(outer.clone())),
     }
 }
@@ -71,7 +80,13 @@ impl<'a> SpectraView<'a> {
             }
             _ => return Err(SpectralError::UnsupportedType(dt.clone())),
         };
-        Ok(Self { pixels, offsets, nulls: array.nulls(), pixel_nulls, len: array.len() })
+        Ok(Self {
+            pixels,
+            offsets,
+            nulls: array.nulls(),
+            pixel_nulls,
+            len: array.len(),
+        })
     }
 
     /// Number of spectra.
@@ -126,7 +141,11 @@ impl<'a> SpectraView<'a> {
             }
             let actual = self.range(row).len();
             if actual != expected {
-                return Err(SpectralError::LengthMismatch { row, expected, actual });
+                return Err(SpectralError::LengthMismatch {
+                    row,
+                    expected,
+                    actual,
+                });
             }
         }
         Ok(())

@@ -7,9 +7,9 @@
 
 use super::axis::WavelengthAxis;
 use super::peaks::Sample;
-use super::scan::{Summary, CHUNK};
 #[cfg(test)]
 use super::scan::Weights;
+use super::scan::{Summary, CHUNK};
 use super::SpectralError;
 
 #[inline(always)]
@@ -24,7 +24,11 @@ fn pos<T: Sample>(x: T) -> f64 {
 
 fn check_len(axis: &WavelengthAxis<'_>, n: usize) -> Result<(), SpectralError> {
     if axis.len() != n {
-        return Err(SpectralError::InputLength { what: "spectrum", expected: axis.len(), actual: n });
+        return Err(SpectralError::InputLength {
+            what: "spectrum",
+            expected: axis.len(),
+            actual: n,
+        });
     }
     Ok(())
 }
@@ -42,7 +46,9 @@ fn check_len(axis: &WavelengthAxis<'_>, n: usize) -> Result<(), SpectralError> {
 pub fn trapezoid<T: Sample>(axis: &WavelengthAxis<'_>, y: &[T]) -> Result<f64, SpectralError> {
     check_len(axis, y.len())?;
     let x = axis.as_slice();
-    Ok((1..y.len()).map(|i| 0.5 * (x[i] - x[i - 1]).abs() * (y[i].to_f64() + y[i - 1].to_f64())).sum())
+    Ok((1..y.len())
+        .map(|i| 0.5 * (x[i] - x[i - 1]).abs() * (y[i].to_f64() + y[i - 1].to_f64()))
+        .sum())
 }
 
 /// Wavelength (nm) below which a fraction `q` of the positive emission lies (cumulative
@@ -59,7 +65,10 @@ pub fn emission_quantile_nm<T: Sample>(
 ) -> Result<Option<f64>, SpectralError> {
     check_len(axis, y.len())?;
     if !(0.0..=1.0).contains(&q) {
-        return Err(SpectralError::InvalidOption { name: "q", reason: "must lie in [0, 1]" });
+        return Err(SpectralError::InvalidOption {
+            name: "q",
+            reason: "must lie in [0, 1]",
+        });
     }
     let x = axis.as_slice();
     let seg = |i: usize| 0.5 * (x[i + 1] - x[i]).abs() * (pos(y[i]) + pos(y[i + 1]));
@@ -68,7 +77,11 @@ pub fn emission_quantile_nm<T: Sample>(
         return Ok(None);
     }
     // Cumulate from the short-wavelength end, whichever way the pixels run.
-    let target = if axis.is_descending() { (1.0 - q) * total } else { q * total };
+    let target = if axis.is_descending() {
+        (1.0 - q) * total
+    } else {
+        q * total
+    };
     let mut cum = 0.0;
     for i in 0..y.len() - 1 {
         let s = seg(i);
@@ -106,9 +119,17 @@ pub(crate) fn quantile_pixel<T: Sample>(y: &[T], h: &[f64], s: &Summary<T>, q: f
         let end = (start + CHUNK).min(n);
         let wend = wcum + wc;
         // cumulative integral at pixel `end`: sum(w*y+) before it plus the half segment into it
-        let c_end = if end < n { wend + h[end - 1] * pos(y[end]) } else { wend };
+        let c_end = if end < n {
+            wend + h[end - 1] * pos(y[end])
+        } else {
+            wend
+        };
         if c_end >= target {
-            let mut cum = if start > 0 { wcum + h[start - 1] * pos(y[start]) } else { 0.0 };
+            let mut cum = if start > 0 {
+                wcum + h[start - 1] * pos(y[start])
+            } else {
+                0.0
+            };
             for i in start..n - 1 {
                 let seg = h[i] * (pos(y[i]) + pos(y[i + 1]));
                 if seg > 0.0 && cum + seg >= target {
@@ -145,7 +166,16 @@ mod tests {
         // A box of 5 from 420 to 460 nm on a 1 nm grid: with the trapezoid's half-pixel ramps
         // the total is 2.5 + 200 + 2.5, so the quartiles sit at 429.75 and 450.25 nm.
         let x: Vec<f64> = (0..=100).map(|i| 400.0 + i as f64).collect();
-        let y: Vec<f64> = x.iter().map(|&w| if (420.0..=460.0).contains(&w) { 5.0 } else { 0.0 }).collect();
+        let y: Vec<f64> = x
+            .iter()
+            .map(|&w| {
+                if (420.0..=460.0).contains(&w) {
+                    5.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let axis = WavelengthAxis::new(&x).unwrap();
         let q1 = emission_quantile_nm(&axis, &y, 0.25).unwrap().unwrap();
         assert!((q1 - 429.75).abs() < 1e-9, "{q1}");
@@ -163,8 +193,12 @@ mod tests {
     fn summary_path_matches_direct_path() {
         // Non-uniform axis, negative pixels, lengths around chunk boundaries.
         for n in [2usize, 3, 31, 32, 33, 64, 65, 1000] {
-            let x: Vec<f64> = (0..n).map(|i| 300.0 + i as f64 + 1e-3 * (i * i) as f64).collect();
-            let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 10.0 + 2.0).collect();
+            let x: Vec<f64> = (0..n)
+                .map(|i| 300.0 + i as f64 + 1e-3 * (i * i) as f64)
+                .collect();
+            let y: Vec<f32> = (0..n)
+                .map(|i| (i as f32 * 0.37).sin() * 10.0 + 2.0)
+                .collect();
             let axis = WavelengthAxis::new(&x).unwrap();
             let mut h = Vec::new();
             axis.half_steps(&mut h);
@@ -180,12 +214,18 @@ mod tests {
                 }
                 let direct = trapezoid(&axis, &y).unwrap();
                 let tol = if portable { 1e-9 } else { 1e-6 };
-                assert!((s.integral - direct).abs() <= tol * direct.abs().max(1.0), "n={n} portable={portable}");
+                assert!(
+                    (s.integral - direct).abs() <= tol * direct.abs().max(1.0),
+                    "n={n} portable={portable}"
+                );
                 for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
                     let want = emission_quantile_nm(&axis, &y, q).unwrap().unwrap();
                     let got = axis.nm_at(quantile_pixel(&y, &h, &s, q).unwrap());
                     let tol = if portable { 1e-9 } else { 1e-4 };
-                    assert!((got - want).abs() < tol, "n={n} q={q} portable={portable}: {got} {want}");
+                    assert!(
+                        (got - want).abs() < tol,
+                        "n={n} q={q} portable={portable}: {got} {want}"
+                    );
                 }
             }
         }

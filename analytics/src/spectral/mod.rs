@@ -7,14 +7,14 @@
 //! get [`QualityFlags`] and nulls, bad calls get a [`SpectralError`].
 //!
 //! - [`axis`]: the validated wavelength axis (ascending or descending, non-uniform), nm <-> eV.
-//! - [`preprocess`]: dark subtraction and absorbance `A = -log10((S - D) / (R - D))`.
+//! - [`mod@preprocess`]: dark subtraction and absorbance `A = -log10((S - D) / (R - D))`.
 //! - [`smoothing`]: Savitzky-Golay smoothing (scipy `savgol_filter(mode="interp")`).
 //! - [`baseline`]: linear edge baseline and asymmetric least squares (pybaselines `asls`).
 //! - [`peaks`]: local maxima with prominence, exactly as `scipy.signal.find_peaks`/`peak_prominences`.
 //! - [`width`]: widths at a relative height (scipy `peak_widths`) and sub-pixel peak position.
 //! - [`integrate`]: trapezoid integral and emission quantiles (interquartile range).
 //! - [`features`]: the PL entry point [`pl_features`] and its output schema.
-//! - [`absorbance`]: the absorbance entry point [`absorbance_features`] (band edge, OD, size).
+//! - [`mod@absorbance`]: the absorbance entry point [`absorbance_features`] (band edge, OD, size).
 //! - [`plqy`]: relative photoluminescence quantum yield against a reference dye.
 //! - [`size`]: effective-mass (Brus) size from the band-edge energy, material constants.
 //! - [`flags`]: the quality bitmask.
@@ -30,9 +30,9 @@ pub mod features;
 pub mod flags;
 mod input;
 pub mod integrate;
+mod output;
 pub mod peaks;
 pub mod plqy;
-mod output;
 pub mod preprocess;
 mod scan;
 #[cfg(target_arch = "x86_64")]

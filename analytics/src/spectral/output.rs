@@ -3,7 +3,8 @@
 //! Columns are preallocated to the number of spectra and filled row by row (values plus a
 //! validity bitmap), then handed to Arrow without copying. The dispatch compiles a batch loop a
 //! second time with AVX2 enabled and picks it at run time, so the default x86-64 build still
-//! gets wide SIMD in the per-pixel passes; results are identical (no FMA contraction in Rust).
+//! gets wide SIMD in the per-pixel passes. Peak decisions are exact comparisons and identical on
+//! both paths; integrals may differ in the last bits (f32 partial sums in the AVX2 pass).
 
 use std::sync::Arc;
 
@@ -22,7 +23,10 @@ pub(crate) struct F64Col {
 
 impl F64Col {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { values: Vec::with_capacity(n), valid: NullBufferBuilder::new(n) }
+        Self {
+            values: Vec::with_capacity(n),
+            valid: NullBufferBuilder::new(n),
+        }
     }
 
     #[inline]
@@ -52,7 +56,10 @@ pub(crate) struct U32Col {
 
 impl U32Col {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { values: Vec::with_capacity(n), valid: NullBufferBuilder::new(n) }
+        Self {
+            values: Vec::with_capacity(n),
+            valid: NullBufferBuilder::new(n),
+        }
     }
 
     #[inline]
@@ -78,7 +85,12 @@ pub(crate) fn list_f32(
     nulls: Option<NullBuffer>,
 ) -> Result<ListArray, SpectralError> {
     let offsets = offsets_i32(offsets)?;
-    Ok(ListArray::try_new(spectrum_field(), offsets, Arc::new(Float32Array::from(values)), nulls)?)
+    Ok(ListArray::try_new(
+        spectrum_field(),
+        offsets,
+        Arc::new(Float32Array::from(values)),
+        nulls,
+    )?)
 }
 
 /// Converts running `i64` offsets to Arrow's `i32` list offsets, refusing overflow.
@@ -87,7 +99,13 @@ pub(crate) fn offsets_i32(offsets: Vec<i64>) -> Result<OffsetBuffer<i32>, Spectr
     if last > i32::MAX as i64 {
         return Err(SpectralError::TooLarge(last as usize));
     }
-    Ok(OffsetBuffer::new(offsets.into_iter().map(|o| o as i32).collect::<Vec<_>>().into()))
+    Ok(OffsetBuffer::new(
+        offsets
+            .into_iter()
+            .map(|o| o as i32)
+            .collect::<Vec<_>>()
+            .into(),
+    ))
 }
 
 /// A per-spectrum kernel run over a batch whose pixels have type `T`.
@@ -113,4 +131,23 @@ pub(crate) fn dispatch<K: BatchKernel, T: Sample>(kernel: &mut K, pixels: &[T]) 
 #[target_feature(enable = "avx2")]
 unsafe fn run_avx2<K: BatchKernel, T: Sample>(kernel: &mut K, pixels: &[T]) {
     kernel.run(pixels);
+}
+
+/// Hints the CPU to pull `data` into cache (no effect on results; a no-op off x86-64).
+#[inline(always)]
+pub(crate) fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr().cast::<i8>();
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: prefetching is a hint: any address is allowed, and `base + off` lies
+            // inside `data` anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(base.add(off))
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }

@@ -6,7 +6,7 @@
 //! pass: a hysteresis scan over chunk summaries proposes candidates, each is then measured
 //! exactly. Never quadratic: many candidates switch to a linear monotonic-stack computation.
 
-use super::scan::{Summary, CHUNK};
+use super::scan::{Summary, CHUNK, SUPER};
 use super::SpectralError;
 
 pub use super::scan::Sample;
@@ -40,7 +40,11 @@ pub struct PeakScratch<T> {
 impl<T: Sample> PeakScratch<T> {
     /// Empty scratch buffers.
     pub fn new() -> Self {
-        Self { summary: Summary::default(), work: PeakWork::default(), peaks: Vec::new() }
+        Self {
+            summary: Summary::default(),
+            work: PeakWork::default(),
+            peaks: Vec::new(),
+        }
     }
 }
 
@@ -87,7 +91,13 @@ pub fn find_peaks<'s, T: Sample>(
     if !scratch.summary.finite {
         return Err(SpectralError::NonFiniteValues);
     }
-    find_peaks_summarized(y, min_prominence, &scratch.summary, &mut scratch.work, &mut scratch.peaks);
+    find_peaks_summarized(
+        y,
+        min_prominence,
+        &scratch.summary,
+        &mut scratch.work,
+        &mut scratch.peaks,
+    );
     Ok(&scratch.peaks)
 }
 
@@ -125,7 +135,13 @@ pub(crate) fn find_peaks_summarized<T: Sample>(
         let base = if lmin > rmin { lmin } else { rmin };
         let prominence = v - base.to_f64();
         if p <= prominence {
-            out.push(Peak { index: i, height: v, prominence, left_base: lbase, right_base: rbase });
+            out.push(Peak {
+                index: i,
+                height: v,
+                prominence,
+                left_base: lbase,
+                right_base: rbase,
+            });
         }
     }
 }
@@ -134,54 +150,143 @@ pub(crate) fn find_peaks_summarized<T: Sample>(
 /// and later fell by `p` below the running maximum. Every peak with prominence >= `p` lies in
 /// one, and equals its maximum (the proof is in the test module's doc).
 #[inline(always)]
-fn hysteresis_segments<T: Sample>(y: &[T], s: &Summary<T>, p: f64, out: &mut Vec<(usize, usize, T)>) {
+fn hysteresis_segments<T: Sample>(
+    y: &[T],
+    s: &Summary<T>,
+    p: f64,
+    out: &mut Vec<(usize, usize, T)>,
+) {
     out.clear();
     let n = y.len();
-    let mut rising = false;
-    let mut lo = y[0];
-    let mut hi = y[0];
-    let mut start = 0;
-    for c in 0..s.min.len() {
-        let (cmin, cmax) = (s.min[c], s.max[c]);
-        // Skip the chunk if no sample in it can change the mode: then only the running extreme
-        // moves, to the chunk's extreme. Exact: a - x is monotonic in x under rounding.
-        if rising {
-            let top = if cmax > hi { cmax } else { hi };
-            if !(top.to_f64() - cmin.to_f64() >= p) {
-                hi = top;
-                continue;
-            }
-        } else {
-            let bottom = if cmin < lo { cmin } else { lo };
-            if !(cmax.to_f64() - bottom.to_f64() >= p) {
-                lo = bottom;
+    let mut st = Hysteresis {
+        rising: false,
+        lo: y[0],
+        hi: y[0],
+        start: 0,
+    };
+    let chunks = s.min.len();
+    let mut next = 0;
+    while next < chunks {
+        let c = next;
+        next += 1;
+        // Baseline stretches: skip 8 chunks at once with the same exact test.
+        if c.is_multiple_of(SUPER) && st.skip(s.smin[c / SUPER], s.smax[c / SUPER], p) {
+            next = (c + SUPER).min(chunks);
+            continue;
+        }
+        if st.skip(s.min[c], s.max[c], p) {
+            continue;
+        }
+        // Something may happen in this chunk. A flank usually runs one way: try that first,
+        // then look at it in blocks of 8 with both tests, and step through what remains.
+        let (cs, end) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+        if end - cs == CHUNK && cs > 0 {
+            let (mn, mx, up, down) = T::block_stats(y, cs, end);
+            if st.skip_one_way(mn, mx, up, down, p) {
                 continue;
             }
         }
-        let end = ((c + 1) * CHUNK).min(n);
-        for (k, &x) in y.iter().enumerate().take(end).skip(c * CHUNK) {
-            if rising {
-                if x > hi {
-                    hi = x;
-                } else if hi.to_f64() - x.to_f64() >= p {
-                    out.push((start, k, hi));
-                    rising = false;
-                    lo = x;
+        let mut k = cs;
+        while k < end {
+            let e = (k + SUB).min(end);
+            let skipped = if e - k == SUB && k > 0 {
+                let (mn, mx, up, down) = T::block_stats(y, k, e);
+                st.skip(mn, mx, p) || st.skip_one_way(mn, mx, up, down, p)
+            } else {
+                false
+            };
+            if !skipped {
+                for (j, &x) in y[k..e].iter().enumerate() {
+                    st.step(x, k + j, p, out);
                 }
-            } else if x < lo {
-                lo = x;
-            } else if x.to_f64() - lo.to_f64() >= p {
-                rising = true;
-                hi = x;
-                start = k;
             }
+            k = e;
+        }
+    }
+}
+
+/// Pixels per block inside an eventful chunk.
+const SUB: usize = 8;
+
+/// State of the hysteresis scan.
+struct Hysteresis<T> {
+    rising: bool,
+    lo: T,
+    hi: T,
+    start: usize,
+}
+
+impl<T: Sample> Hysteresis<T> {
+    /// True (and the running extreme updated) if no sample with values in `[min, max]` can
+    /// switch the mode; then only the running extreme moves. Exact: `a - x` is monotonic in `x`
+    /// under rounding.
+    #[inline(always)]
+    fn skip(&mut self, min: T, max: T, p: f64) -> bool {
+        if self.rising {
+            let top = if max > self.hi { max } else { self.hi };
+            if !(top.to_f64() - min.to_f64() >= p) {
+                self.hi = top;
+                return true;
+            }
+        } else {
+            let bottom = if min < self.lo { min } else { self.lo };
+            if !(max.to_f64() - bottom.to_f64() >= p) {
+                self.lo = bottom;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Test for steep flanks, where a block spans more than `p` but runs one way. Rising, a
+    /// fall of the running maximum to a sample is either from the maximum before the block
+    /// (at most `hi - min`) or from a sample inside it (at most the sum of the block's
+    /// successive decrements, `down`); falling, the mirror with `up`. The sums come with a
+    /// relative margin far above their rounding error, so a skip is always exact.
+    #[inline(always)]
+    fn skip_one_way(&mut self, min: T, max: T, up: f64, down: f64, p: f64) -> bool {
+        let limit = p * (1.0 - 1e-5);
+        if self.rising {
+            if self.hi.to_f64() - min.to_f64() < limit && down < limit {
+                self.hi = if max > self.hi { max } else { self.hi };
+                return true;
+            }
+        } else if max.to_f64() - self.lo.to_f64() < limit && up < limit {
+            self.lo = if min < self.lo { min } else { self.lo };
+            return true;
+        }
+        false
+    }
+
+    /// One sample of the scan; closes a segment `(start, k, max)` on a fall of `p`.
+    #[inline(always)]
+    fn step(&mut self, x: T, k: usize, p: f64, out: &mut Vec<(usize, usize, T)>) {
+        if self.rising {
+            if x > self.hi {
+                self.hi = x;
+            } else if self.hi.to_f64() - x.to_f64() >= p {
+                out.push((self.start, k, self.hi));
+                self.rising = false;
+                self.lo = x;
+            }
+        } else if x < self.lo {
+            self.lo = x;
+        } else if x.to_f64() - self.lo.to_f64() >= p {
+            self.rising = true;
+            self.hi = x;
+            self.start = k;
         }
     }
 }
 
 /// scipy local maxima (plateau midpoints) that equal their segment's maximum.
 #[inline(always)]
-fn candidates<T: Sample>(y: &[T], s: &Summary<T>, segments: &[(usize, usize, T)], out: &mut Vec<usize>) {
+fn candidates<T: Sample>(
+    y: &[T],
+    s: &Summary<T>,
+    segments: &[(usize, usize, T)],
+    out: &mut Vec<usize>,
+) {
     out.clear();
     let n = y.len();
     for &(start, end, hv) in segments {
@@ -238,12 +343,27 @@ fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
         }
     }
     let mut c = ci;
+    let mut best_super = None;
     while c > 0 {
+        if c.is_multiple_of(SUPER) {
+            // chunks c - SUPER .. c form a whole super-chunk left of the peak's chunk
+            let sc = c / SUPER - 1;
+            if s.smax[sc] <= v {
+                if s.smin[sc] < best {
+                    best = s.smin[sc];
+                    best_super = Some(sc);
+                    best_chunk = None;
+                }
+                c -= SUPER;
+                continue;
+            }
+        }
         c -= 1;
         if s.max[c] <= v {
             if s.min[c] < best {
                 best = s.min[c];
                 best_chunk = Some(c);
+                best_super = None;
             }
             continue;
         }
@@ -258,9 +378,16 @@ fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
                 best = x;
                 base = k;
                 best_chunk = None;
+                best_super = None;
             }
         }
         break;
+    }
+    if let Some(sc) = best_super {
+        // the chunk of that super-chunk nearest the peak holding the minimum
+        best_chunk = (sc * SUPER..(sc + 1) * SUPER)
+            .rev()
+            .find(|&c| s.min[c] == best);
     }
     if let Some(c) = best_chunk {
         let mut k = (c + 1) * CHUNK;
@@ -293,15 +420,37 @@ fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
             base = k;
         }
     }
-    for c in ci + 1..s.max.len() {
+    let chunks = s.max.len();
+    let mut best_super = None;
+    let mut c = ci + 1;
+    while c < chunks {
+        if c.is_multiple_of(SUPER) {
+            let sc = c / SUPER;
+            if s.smax[sc] <= v {
+                if s.smin[sc] < best {
+                    best = s.smin[sc];
+                    best_super = Some(sc);
+                    best_chunk = None;
+                }
+                c = (c + SUPER).min(chunks);
+                continue;
+            }
+        }
         if s.max[c] <= v {
             if s.min[c] < best {
                 best = s.min[c];
                 best_chunk = Some(c);
+                best_super = None;
             }
+            c += 1;
             continue;
         }
-        for (k, &x) in y.iter().enumerate().take(((c + 1) * CHUNK).min(n)).skip(c * CHUNK) {
+        for (k, &x) in y
+            .iter()
+            .enumerate()
+            .take(((c + 1) * CHUNK).min(n))
+            .skip(c * CHUNK)
+        {
             if !(x <= v) {
                 break;
             }
@@ -309,13 +458,20 @@ fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
                 best = x;
                 base = k;
                 best_chunk = None;
+                best_super = None;
             }
         }
         break;
     }
+    if let Some(sc) = best_super {
+        best_chunk = (sc * SUPER..((sc + 1) * SUPER).min(chunks)).find(|&c| s.min[c] == best);
+    }
     if let Some(c) = best_chunk {
         let from = c * CHUNK;
-        if let Some(off) = y[from..((c + 1) * CHUNK).min(n)].iter().position(|&x| x == best) {
+        if let Some(off) = y[from..((c + 1) * CHUNK).min(n)]
+            .iter()
+            .position(|&x| x == best)
+        {
             base = from + off;
         }
     }
@@ -457,8 +613,16 @@ mod tests {
         let got = find_peaks(y, p, scratch).unwrap().to_vec();
         if got != want {
             let n = y.len();
-            let small = if n <= 40 { format!("{y:?}") } else { String::from("(long)") };
-            panic!("p={p} n={n} y={small}\n got={:?}\nwant={:?}", &got[..got.len().min(6)], &want[..want.len().min(6)]);
+            let small = if n <= 40 {
+                format!("{y:?}")
+            } else {
+                String::from("(long)")
+            };
+            panic!(
+                "p={p} n={n} y={small}\n got={:?}\nwant={:?}",
+                &got[..got.len().min(6)],
+                &want[..want.len().min(6)]
+            );
         }
         // The f64 path must agree as well.
         let mut s64 = PeakScratch::<f64>::new();
@@ -509,12 +673,17 @@ mod tests {
             let y: Vec<f32> = (0..n)
                 .map(|i| {
                     let t = (i as f64 - c) / w;
-                    (1000.0 * (-0.5 * t * t).exp() + 50.0 * (0.01 * i as f64).sin()
+                    (1000.0 * (-0.5 * t * t).exp()
+                        + 50.0 * (0.01 * i as f64).sin()
                         + rng.random_range(-5.0..5.0)) as f32
                 })
                 .collect();
-            for p in [1e-3, 3.0, 20.0, 200.0, 999.0] {
-                check(&y, p, &mut scratch);
+            // Several magnitudes exercise the rounding margins of the block tests.
+            for scale in [1e-6f32, 1.0, 3.0e5] {
+                let ys: Vec<f32> = y.iter().map(|v| v * scale).collect();
+                for p in [1e-3, 3.0, 20.0, 200.0, 999.0] {
+                    check(&ys, p * scale as f64, &mut scratch);
+                }
             }
         }
     }
@@ -526,7 +695,11 @@ mod tests {
         let y: Vec<f32> = (0..n)
             .map(|i| {
                 let d = (i as i64 - 2000).unsigned_abs() as f32;
-                if i % 2 == 0 { 10_000.0 - d } else { 0.0 }
+                if i % 2 == 0 {
+                    10_000.0 - d
+                } else {
+                    0.0
+                }
             })
             .collect();
         let mut scratch = PeakScratch::new();

@@ -36,12 +36,18 @@ impl PlqyReference {
         let checks = [
             ("reference.quantum_yield", self.quantum_yield),
             ("reference.integrated_pl", self.integrated_pl),
-            ("reference.absorbance_at_excitation", self.absorbance_at_excitation),
+            (
+                "reference.absorbance_at_excitation",
+                self.absorbance_at_excitation,
+            ),
             ("reference.refractive_index", self.refractive_index),
         ];
         for (name, v) in checks {
             if !(v.is_finite() && v > 0.0) {
-                return Err(SpectralError::InvalidOption { name, reason: "must be finite and > 0" });
+                return Err(SpectralError::InvalidOption {
+                    name,
+                    reason: "must be finite and > 0",
+                });
             }
         }
         Ok(())
@@ -57,7 +63,12 @@ pub fn absorbed_fraction(a: f64) -> f64 {
 /// Relative quantum yield of one measurement; `None` if the sample absorbs nothing (`A <= 0`)
 /// or an input is not finite.
 #[inline]
-pub fn relative_plqy_value(integrated_pl: f64, absorbance_at_excitation: f64, refractive_index: f64, r: &PlqyReference) -> Option<f64> {
+pub fn relative_plqy_value(
+    integrated_pl: f64,
+    absorbance_at_excitation: f64,
+    refractive_index: f64,
+    r: &PlqyReference,
+) -> Option<f64> {
     if !(absorbance_at_excitation > 0.0) {
         return None;
     }
@@ -97,7 +108,10 @@ pub fn relative_plqy(
 ) -> Result<Float64Array, SpectralError> {
     reference.validate()?;
     if !(refractive_index.is_finite() && refractive_index > 0.0) {
-        return Err(SpectralError::InvalidOption { name: "refractive_index", reason: "must be finite and > 0" });
+        return Err(SpectralError::InvalidOption {
+            name: "refractive_index",
+            reason: "must be finite and > 0",
+        });
     }
     if integrated_pl.len() != absorbance_at_excitation.len() {
         return Err(SpectralError::InputLength {
@@ -111,7 +125,12 @@ pub fn relative_plqy(
         let v = if integrated_pl.is_null(i) || absorbance_at_excitation.is_null(i) {
             None
         } else {
-            relative_plqy_value(integrated_pl.value(i), absorbance_at_excitation.value(i), refractive_index, reference)
+            relative_plqy_value(
+                integrated_pl.value(i),
+                absorbance_at_excitation.value(i),
+                refractive_index,
+                reference,
+            )
         };
         out.push(v);
     }
@@ -124,7 +143,12 @@ mod tests {
 
     #[test]
     fn formula() {
-        let r = PlqyReference { quantum_yield: 0.9, integrated_pl: 2.0, absorbance_at_excitation: 0.1, refractive_index: 1.33 };
+        let r = PlqyReference {
+            quantum_yield: 0.9,
+            integrated_pl: 2.0,
+            absorbance_at_excitation: 0.1,
+            refractive_index: 1.33,
+        };
         let q = relative_plqy_value(3.0, 0.2, 1.5, &r).unwrap();
         let f = |a: f64| 1.0 - 10f64.powf(-a);
         let want = 0.9 * (3.0 / 2.0) * (f(0.1) / f(0.2)) * (1.5f64 * 1.5 / (1.33 * 1.33));
@@ -144,12 +168,20 @@ mod tests {
 
     #[test]
     fn errors() {
-        let r = PlqyReference { quantum_yield: 0.9, integrated_pl: 2.0, absorbance_at_excitation: 0.1, refractive_index: 1.33 };
+        let r = PlqyReference {
+            quantum_yield: 0.9,
+            integrated_pl: 2.0,
+            absorbance_at_excitation: 0.1,
+            refractive_index: 1.33,
+        };
         let a = Float64Array::from(vec![1.0, 2.0]);
         let b = Float64Array::from(vec![0.1]);
         assert!(relative_plqy(&a, &b, 1.4, &r).is_err());
         assert!(relative_plqy(&a, &a, 0.0, &r).is_err());
-        let bad = PlqyReference { integrated_pl: 0.0, ..r };
+        let bad = PlqyReference {
+            integrated_pl: 0.0,
+            ..r
+        };
         assert!(relative_plqy(&a, &a, 1.4, &bad).is_err());
     }
 }

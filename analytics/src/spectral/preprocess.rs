@@ -63,11 +63,22 @@ impl Pipeline {
             Baseline::Asls(a) => Some(AslsSolver::new(n, a)?),
             _ => None,
         };
-        Ok(Self { savgol, baseline: p.baseline, asls, tmp: vec![0.0; n], base: vec![0.0; n] })
+        Ok(Self {
+            savgol,
+            baseline: p.baseline,
+            asls,
+            tmp: vec![0.0; n],
+            base: vec![0.0; n],
+        })
     }
 
     /// Runs the pipeline on `y` (length `n`, wavelengths `axis_nm`) into `out`.
-    pub(crate) fn run<T: Sample>(&mut self, axis_nm: &[f64], y: &[T], out: &mut Vec<f64>) -> Result<(), SpectralError> {
+    pub(crate) fn run<T: Sample>(
+        &mut self,
+        axis_nm: &[f64],
+        y: &[T],
+        out: &mut Vec<f64>,
+    ) -> Result<(), SpectralError> {
         out.clear();
         out.resize(y.len(), 0.0);
         match &self.savgol {
@@ -77,7 +88,9 @@ impl Pipeline {
         let base = &mut self.base;
         match self.baseline {
             Baseline::None => return Ok(()),
-            Baseline::LinearEdge { edge_pixels } => linear_edge_baseline(axis_nm, out, edge_pixels, base)?,
+            Baseline::LinearEdge { edge_pixels } => {
+                linear_edge_baseline(axis_nm, out, edge_pixels, base)?
+            }
             Baseline::Asls(_) => {
                 self.tmp.copy_from_slice(out);
                 if let Some(solver) = self.asls.as_mut() {
@@ -97,25 +110,40 @@ fn pixel(p: Pixels<'_>, i: usize) -> f64 {
     }
 }
 
-/// Applies `f(row pixel values, pixel index) -> f32` to each valid row of length `n`.
+/// Applies `f(pixel value, pixel index) -> f32` to each valid row of length `n`, walking the
+/// offsets over the flat child; null pixels become NaN.
 fn map_rows(
     spectra: &dyn Array,
     n: usize,
-    mut f: impl FnMut(f64, usize) -> f32,
+    f: impl Fn(f64, usize) -> f32 + Copy,
 ) -> Result<ListArray, SpectralError> {
     let view = SpectraView::new(spectra)?;
     view.check_lengths(n)?;
     let valid_rows = (0..view.len()).filter(|&r| !view.is_null(r)).count();
-    let mut values = Vec::with_capacity(valid_rows * n);
+    let mut values: Vec<f32> = Vec::with_capacity(valid_rows * n);
     let mut offsets = Vec::with_capacity(view.len() + 1);
     offsets.push(0i64);
     for row in 0..view.len() {
         if !view.is_null(row) {
             let r = view.range(row);
-            let nulls = view.has_null_pixel(r.clone());
-            for (k, i) in r.enumerate() {
-                let v = if nulls && view.has_null_pixel(i..i + 1) { f32::NAN } else { f(pixel(view.pixels, i), k) };
-                values.push(v);
+            let start = values.len();
+            match view.pixels {
+                Pixels::F32(v) => values.extend(
+                    v[r.clone()]
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &x)| f(x as f64, k)),
+                ),
+                Pixels::F64(v) => {
+                    values.extend(v[r.clone()].iter().enumerate().map(|(k, &x)| f(x, k)))
+                }
+            }
+            if view.has_null_pixel(r.clone()) {
+                for (k, i) in r.enumerate() {
+                    if view.has_null_pixel(i..i + 1) {
+                        values[start + k] = f32::NAN;
+                    }
+                }
             }
         }
         offsets.push(values.len() as i64);
@@ -160,14 +188,31 @@ pub fn dark_subtract(spectra: &dyn Array, dark: &[f64]) -> Result<ListArray, Spe
 /// let v = v.as_primitive::<Float32Type>().values();
 /// assert!((v[0] - 1.0).abs() < 1e-6 && v[1].is_nan());
 /// ```
-pub fn absorbance(sample: &dyn Array, dark: &[f64], reference: &[f64]) -> Result<ListArray, SpectralError> {
+pub fn absorbance(
+    sample: &dyn Array,
+    dark: &[f64],
+    reference: &[f64],
+) -> Result<ListArray, SpectralError> {
     if dark.len() != reference.len() {
-        return Err(SpectralError::InputLength { what: "reference", expected: dark.len(), actual: reference.len() });
+        return Err(SpectralError::InputLength {
+            what: "reference",
+            expected: dark.len(),
+            actual: reference.len(),
+        });
     }
+    // Per-pixel reference light, computed once for the batch; the log is taken in f32 (the
+    // output precision), which is several times faster than f64.
+    let light: Vec<f64> = reference.iter().zip(dark).map(|(r, d)| r - d).collect();
     map_rows(sample, dark.len(), |s, k| {
-        let (num, den) = (s - dark[k], reference[k] - dark[k]);
+        let (num, den) = (s - dark[k], light[k]);
         if num > 0.0 && den > 0.0 {
-            (-(num / den).log10()) as f32
+            let t = num / den;
+            // below f32's normal range (A > 38) fall back to f64 rather than return infinity
+            if t > 1e-30 {
+                -(t as f32).log10()
+            } else {
+                -(t.log10()) as f32
+            }
         } else {
             f32::NAN
         }
@@ -179,7 +224,11 @@ pub fn absorbance(sample: &dyn Array, dark: &[f64], reference: &[f64]) -> Result
 ///
 /// # Errors
 /// Axis errors (see [`WavelengthAxis::new`]), invalid options, or length mismatches.
-pub fn preprocess(axis_nm: &[f64], spectra: &dyn Array, p: &Preprocessing) -> Result<ListArray, SpectralError> {
+pub fn preprocess(
+    axis_nm: &[f64],
+    spectra: &dyn Array,
+    p: &Preprocessing,
+) -> Result<ListArray, SpectralError> {
     let axis = WavelengthAxis::new(axis_nm)?;
     let mut pipe = Pipeline::new(p, axis.len())?;
     let view = SpectraView::new(spectra)?;
@@ -194,7 +243,11 @@ pub fn preprocess(axis_nm: &[f64], spectra: &dyn Array, p: &Preprocessing) -> Re
             let r = view.range(row);
             let has_null = view.has_null_pixel(r.clone());
             for (k, i) in r.enumerate() {
-                row_in[k] = if has_null && view.has_null_pixel(i..i + 1) { f64::NAN } else { pixel(view.pixels, i) };
+                row_in[k] = if has_null && view.has_null_pixel(i..i + 1) {
+                    f64::NAN
+                } else {
+                    pixel(view.pixels, i)
+                };
             }
             pipe.run(axis_nm, &row_in, &mut row_out)?;
             values.extend(row_out.iter().map(|&v| v as f32));

@@ -1,15 +1,18 @@
 //! The one vectorised pass over a spectrum's pixels that everything else leans on.
 //!
-//! It records, per chunk of [`CHUNK`] pixels, the minimum, the maximum and the trapezoid
-//! weighted sums of the signal and of its positive part. Peak search, prominence walks and the
-//! quantile search then skip whole chunks by looking at these summaries and touch pixels one
-//! by one only where something happens (a peak flank), which keeps a 2048-pixel spectrum at
-//! about one pass over memory. Written with fixed-width lane arrays so LLVM emits SIMD.
+//! It records, per chunk of [`CHUNK`] pixels (and per run of [`SUPER`] chunks), the minimum and
+//! maximum, plus the trapezoid weighted sum of the positive part per chunk and the integrals.
+//! Peak search, prominence and width walks and the quantile search skip whole chunks by these
+//! summaries and touch pixels one by one only where something happens (a peak flank), which
+//! keeps a 2048-pixel spectrum at about one pass over memory. Float32 input takes the AVX2 pass
+//! in `simd.rs` when the CPU has it; the portable pass uses fixed-width lane arrays.
 
 use std::ops::{Add, Mul, Sub};
 
 /// Pixels per chunk summary.
 pub(crate) const CHUNK: usize = 32;
+/// Chunks per super-chunk (256 pixels): a second, coarser level of min/max for long skips.
+pub(crate) const SUPER: usize = 8;
 const LANES: usize = 8;
 
 /// A pixel value type the kernels accept: `f32` (raw spectra) or `f64` (processed spectra).
@@ -17,7 +20,15 @@ const LANES: usize = 8;
 /// Comparisons are done in the native type (exactly like scipy, which only compares and
 /// subtracts), arithmetic in `f64`.
 pub trait Sample:
-    Copy + PartialOrd + Default + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Send + Sync + 'static
+    Copy
+    + PartialOrd
+    + Default
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Send
+    + Sync
+    + 'static
 {
     /// Zero of the type.
     const ZERO: Self;
@@ -29,6 +40,35 @@ pub trait Sample:
         let _ = y;
         None
     }
+
+    /// Minimum, maximum, and the sums of successive increases and decreases of `y[start..end]`
+    /// (the first difference taken from `y[start - 1]`). Requires `1 <= start < end <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn block_stats(y: &[Self], start: usize, end: usize) -> (Self, Self, f64, f64) {
+        block_stats_portable(y, start, end)
+    }
+}
+
+/// Portable [`Sample::block_stats`] (differences and sums in f64).
+#[inline(always)]
+fn block_stats_portable<T: Sample>(y: &[T], start: usize, end: usize) -> (T, T, f64, f64) {
+    let (mut mn, mut mx) = (y[start], y[start]);
+    let (mut up, mut down) = (0.0f64, 0.0f64);
+    let mut prev = y[start - 1].to_f64();
+    for &x in &y[start..end] {
+        mn = min_t(x, mn);
+        mx = max_t(x, mx);
+        let v = x.to_f64();
+        let d = v - prev;
+        if d > 0.0 {
+            up += d;
+        } else {
+            down -= d;
+        }
+        prev = v;
+    }
+    (mn, mx, up, down)
 }
 
 impl Sample for f32 {
@@ -40,6 +80,20 @@ impl Sample for f32 {
     #[inline(always)]
     fn as_f32(y: &[Self]) -> Option<&[f32]> {
         Some(y)
+    }
+
+    #[inline(always)]
+    fn block_stats(y: &[Self], start: usize, end: usize) -> (Self, Self, f64, f64) {
+        #[cfg(target_arch = "x86_64")]
+        if (end - start).is_multiple_of(8)
+            && start >= 1
+            && end <= y.len()
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            // SAFETY: AVX2 checked; 1 <= start, whole 8-lane groups up to end <= len.
+            return unsafe { super::simd::block_stats_f32(y, start, end) };
+        }
+        block_stats_portable(y, start, end)
     }
 }
 
@@ -79,7 +133,9 @@ pub(crate) struct Weights {
 
 impl Weights {
     pub(crate) fn from_half_steps(h: &[f64]) -> Self {
-        let w64: Vec<f64> = (0..h.len()).map(|i| h[i] + if i > 0 { h[i - 1] } else { 0.0 }).collect();
+        let w64: Vec<f64> = (0..h.len())
+            .map(|i| h[i] + if i > 0 { h[i - 1] } else { 0.0 })
+            .collect();
         let w32 = w64.iter().map(|&v| v as f32).collect();
         Self { w64, w32 }
     }
@@ -102,6 +158,9 @@ pub(crate) struct Summary<T> {
     pub(crate) integral_pos: f64,
     /// False if any pixel is NaN or infinite.
     pub(crate) finite: bool,
+    /// Minimum and maximum of each run of [`SUPER`] chunks (the last run may be shorter).
+    pub(crate) smin: Vec<T>,
+    pub(crate) smax: Vec<T>,
 }
 
 impl<T: Sample> Summary<T> {
@@ -116,21 +175,48 @@ impl<T: Sample> Summary<T> {
         self.integral = 0.0;
         self.integral_pos = 0.0;
         #[cfg(target_arch = "x86_64")]
-        if let (Some(y32), Some(s32)) = (T::as_f32(y), (self as &mut dyn std::any::Any).downcast_mut::<Summary<f32>>()) {
+        if let (Some(y32), Some(s32)) = (
+            T::as_f32(y),
+            (self as &mut dyn std::any::Any).downcast_mut::<Summary<f32>>(),
+        ) {
             if !y32.is_empty() && std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 checked above; the weights are as long as the axis, hence as `y`.
                 let t = unsafe {
-                    super::simd::summarize_f32(y32, weights.map(|w| &w.w32[..]), &mut s32.min, &mut s32.max, &mut s32.wpos)
+                    super::simd::summarize_f32(
+                        y32,
+                        weights.map(|w| &w.w32[..]),
+                        &mut s32.min,
+                        &mut s32.max,
+                        &mut s32.wpos,
+                    )
                 };
                 s32.gmin = t.gmin;
                 s32.gmax = t.gmax;
                 s32.integral = t.integral;
                 s32.integral_pos = t.integral_pos;
                 s32.finite = t.finite;
+                s32.summarize_supers();
                 return;
             }
         }
         self.compute_portable(y, weights.map(|w| &w.w64[..]));
+        self.summarize_supers();
+    }
+
+    /// Fills the super-chunk minima and maxima from the chunk ones.
+    #[inline(always)]
+    fn summarize_supers(&mut self) {
+        self.smin.clear();
+        self.smax.clear();
+        for (mins, maxs) in self.min.chunks(SUPER).zip(self.max.chunks(SUPER)) {
+            let (mut mn, mut mx) = (mins[0], maxs[0]);
+            for (&a, &b) in mins.iter().zip(maxs) {
+                mn = min_t(a, mn);
+                mx = max_t(b, mx);
+            }
+            self.smin.push(mn);
+            self.smax.push(mx);
+        }
     }
 
     /// The portable pass (any CPU, any `T`).
@@ -231,4 +317,3 @@ fn reduce_max<T: Sample>(v: [T; LANES]) -> T {
     }
     m
 }
-

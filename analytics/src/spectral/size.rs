@@ -59,7 +59,10 @@ impl MaterialConstants {
         ];
         for (name, v) in checks {
             if !(v.is_finite() && v > 0.0) {
-                return Err(SpectralError::InvalidOption { name, reason: "must be finite and > 0" });
+                return Err(SpectralError::InvalidOption {
+                    name,
+                    reason: "must be finite and > 0",
+                });
             }
         }
         Ok(())
@@ -140,6 +143,11 @@ mod tests {
             last = e;
         }
         assert!(m.brus_radius_nm(f64::NAN).is_none());
-        assert!(MaterialConstants { hole_mass: 0.0, ..m }.validate().is_err());
+        assert!(MaterialConstants {
+            hole_mass: 0.0,
+            ..m
+        }
+        .validate()
+        .is_err());
     }
 }

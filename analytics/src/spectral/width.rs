@@ -37,14 +37,19 @@ pub struct PeakWidth {
 /// // half height 2.0 is crossed a third of the way from 1.0 to 4.0 on each side
 /// assert!((w.left_ip - 4.0 / 3.0).abs() < 1e-12 && (w.right_ip - 8.0 / 3.0).abs() < 1e-12);
 /// ```
-pub fn peak_width<T: Sample>(y: &[T], peak: &Peak, rel_height: f64) -> Result<PeakWidth, SpectralError> {
+pub fn peak_width<T: Sample>(
+    y: &[T],
+    peak: &Peak,
+    rel_height: f64,
+) -> Result<PeakWidth, SpectralError> {
     if !(rel_height.is_finite() && rel_height >= 0.0) {
         return Err(SpectralError::InvalidOption {
             name: "rel_height",
             reason: "must be finite and >= 0",
         });
     }
-    if !(peak.left_base <= peak.index && peak.index <= peak.right_base && peak.right_base < y.len()) {
+    if !(peak.left_base <= peak.index && peak.index <= peak.right_base && peak.right_base < y.len())
+    {
         return Err(SpectralError::InvalidOption {
             name: "peak",
             reason: "bases must satisfy left_base <= index <= right_base < len",
@@ -61,14 +66,24 @@ pub(crate) fn width_unchecked<T: Sample>(y: &[T], peak: &Peak, rel_height: f64) 
 
 /// [`width_unchecked`] skipping whole chunks that lie above the reference height.
 #[inline(always)]
-pub(crate) fn width_summarized<T: Sample>(y: &[T], s: &Summary<T>, peak: &Peak, rel_height: f64) -> PeakWidth {
+pub(crate) fn width_summarized<T: Sample>(
+    y: &[T],
+    s: &Summary<T>,
+    peak: &Peak,
+    rel_height: f64,
+) -> PeakWidth {
     width_walk(y, Some(s), peak, rel_height)
 }
 
 /// scipy's `_peak_widths` for one peak. With chunk summaries, a chunk whose minimum is above
 /// the reference height is crossed in one step: the scalar walk would not stop inside it.
 #[inline(always)]
-fn width_walk<T: Sample>(y: &[T], s: Option<&Summary<T>>, peak: &Peak, rel_height: f64) -> PeakWidth {
+fn width_walk<T: Sample>(
+    y: &[T],
+    s: Option<&Summary<T>>,
+    peak: &Peak,
+    rel_height: f64,
+) -> PeakWidth {
     let x = |i: usize| y[i].to_f64();
     let height = x(peak.index) - peak.prominence * rel_height;
     let above = |c: usize| s.is_some_and(|s| s.min[c].to_f64() > height);
@@ -89,7 +104,7 @@ fn width_walk<T: Sample>(y: &[T], s: Option<&Summary<T>>, peak: &Peak, rel_heigh
     let mut i = peak.index;
     while i < peak.right_base && height < x(i) {
         i += 1;
-        while i % CHUNK == 0 && i + CHUNK - 1 < peak.right_base && above(i / CHUNK) {
+        while i.is_multiple_of(CHUNK) && i + CHUNK - 1 < peak.right_base && above(i / CHUNK) {
             i += CHUNK;
         }
     }
@@ -97,7 +112,12 @@ fn width_walk<T: Sample>(y: &[T], s: Option<&Summary<T>>, peak: &Peak, rel_heigh
     if x(i) < height {
         right_ip -= (height - x(i)) / (x(i - 1) - x(i));
     }
-    PeakWidth { width: right_ip - left_ip, width_height: height, left_ip, right_ip }
+    PeakWidth {
+        width: right_ip - left_ip,
+        width_height: height,
+        left_ip,
+        right_ip,
+    }
 }
 
 /// Sub-pixel position of the maximum at pixel `i`: vertex of the parabola through
@@ -132,11 +152,16 @@ mod tests {
     #[test]
     fn triangle_half_max() {
         // Triangle of height 10 on zero: crossings at exactly +-2.5 pixels around the apex.
-        let y: Vec<f64> = (0..21).map(|i| (10.0 - 2.0 * (i as f64 - 10.0).abs()).max(0.0)).collect();
+        let y: Vec<f64> = (0..21)
+            .map(|i| (10.0 - 2.0 * (i as f64 - 10.0).abs()).max(0.0))
+            .collect();
         let mut s = PeakScratch::new();
         let p = find_peaks(&y, 1.0, &mut s).unwrap()[0];
         let w = peak_width(&y, &p, 0.5).unwrap();
-        assert_eq!((w.left_ip, w.right_ip, w.width, w.width_height), (7.5, 12.5, 5.0, 5.0));
+        assert_eq!(
+            (w.left_ip, w.right_ip, w.width, w.width_height),
+            (7.5, 12.5, 5.0, 5.0)
+        );
         let w = peak_width(&y, &p, 1.0).unwrap();
         assert_eq!((w.left_ip, w.right_ip), (5.0, 15.0));
         let w0 = peak_width(&y, &p, 0.0).unwrap();
@@ -147,7 +172,13 @@ mod tests {
     fn uses_the_higher_base_like_scipy() {
         // Peak on a step: the right base (5) is the higher one, so prominence 5, half height 7.5.
         let y = [0.0f64, 0.0, 10.0, 5.0, 5.0, 5.0, 6.0];
-        let p = Peak { index: 2, height: 10.0, prominence: 5.0, left_base: 0, right_base: 5 };
+        let p = Peak {
+            index: 2,
+            height: 10.0,
+            prominence: 5.0,
+            left_base: 0,
+            right_base: 5,
+        };
         let w = peak_width(&y, &p, 0.5).unwrap();
         assert_eq!(w.width_height, 7.5);
         assert_eq!(w.left_ip, 1.75);
@@ -157,7 +188,13 @@ mod tests {
     #[test]
     fn rejects_invalid_input() {
         let y = [0.0f32, 1.0, 0.0];
-        let p = Peak { index: 1, height: 1.0, prominence: 1.0, left_base: 0, right_base: 3 };
+        let p = Peak {
+            index: 1,
+            height: 1.0,
+            prominence: 1.0,
+            left_base: 0,
+            right_base: 3,
+        };
         assert!(peak_width(&y, &p, 0.5).is_err());
         let p = Peak { right_base: 2, ..p };
         assert!(peak_width(&y, &p, -0.1).is_err());
@@ -177,12 +214,18 @@ mod tests {
             let w = rng.random_range(1.0..200.0);
             let c = rng.random_range(0.0..n as f64);
             let y: Vec<f32> = (0..n)
-                .map(|i| (500.0 * (-0.5 * ((i as f64 - c) / w).powi(2)).exp() + rng.random_range(0.0..20.0)) as f32)
+                .map(|i| {
+                    (500.0 * (-0.5 * ((i as f64 - c) / w).powi(2)).exp()
+                        + rng.random_range(0.0..20.0)) as f32
+                })
                 .collect();
             let peaks = find_peaks(&y, 10.0, &mut sc).unwrap().to_vec();
             for p in &peaks {
                 for rel in [0.1, 0.5, 0.9, 1.0] {
-                    assert_eq!(width_summarized(&y, &sc.summary, p, rel), width_unchecked(&y, p, rel));
+                    assert_eq!(
+                        width_summarized(&y, &sc.summary, p, rel),
+                        width_unchecked(&y, p, rel)
+                    );
                     checked += 1;
                 }
             }

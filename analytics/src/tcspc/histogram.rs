@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, UInt32Builder};
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array, UInt8Array};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array, UInt8Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::records::{EventSink, PhotonColumns, MAX_CHANNELS};
@@ -52,19 +54,34 @@ impl HistogramLayout {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TcspcError::InvalidArgument(m));
         if self.channels == 0 || self.channels > MAX_CHANNELS {
-            return bad(format!("channels {} must be in 1..={MAX_CHANNELS}", self.channels));
+            return bad(format!(
+                "channels {} must be in 1..={MAX_CHANNELS}",
+                self.channels
+            ));
         }
         if self.native_bins == 0 || self.native_bins > 1 << 16 {
-            return bad(format!("native_bins {} must be in 1..=65536", self.native_bins));
+            return bad(format!(
+                "native_bins {} must be in 1..=65536",
+                self.native_bins
+            ));
         }
         if self.bin_width_native == 0 || self.bin_width_native > self.native_bins {
-            return bad(format!("bin_width_native {} must be in 1..=native_bins", self.bin_width_native));
+            return bad(format!(
+                "bin_width_native {} must be in 1..=native_bins",
+                self.bin_width_native
+            ));
         }
         if !(self.micro_bin_ps.is_finite() && self.micro_bin_ps > 0.0) {
-            return bad(format!("micro_bin_ps {} must be finite and > 0", self.micro_bin_ps));
+            return bad(format!(
+                "micro_bin_ps {} must be finite and > 0",
+                self.micro_bin_ps
+            ));
         }
         if !(self.sync_rate_hz.is_finite() && self.sync_rate_hz > 0.0) {
-            return bad(format!("sync_rate_hz {} must be finite and > 0", self.sync_rate_hz));
+            return bad(format!(
+                "sync_rate_hz {} must be finite and > 0",
+                self.sync_rate_hz
+            ));
         }
         Ok(())
     }
@@ -94,10 +111,21 @@ impl MicroTimeHistogram {
     /// range, or a non-positive resolution or sync rate.
     pub fn new(layout: HistogramLayout) -> Result<Self> {
         layout.validate()?;
-        let lut = (0..layout.native_bins).map(|b| (b / layout.bin_width_native) as u32).collect();
+        let lut = (0..layout.native_bins)
+            .map(|b| (b / layout.bin_width_native) as u32)
+            .collect();
         let counts = vec![0; layout.channels * layout.bins()];
         let photons = vec![0; layout.channels];
-        Ok(MicroTimeHistogram { bins: layout.bins(), layout, lut, counts, photons, out_of_range: 0, first_sync: None, last_sync: 0 })
+        Ok(MicroTimeHistogram {
+            bins: layout.bins(),
+            layout,
+            lut,
+            counts,
+            photons,
+            out_of_range: 0,
+            first_sync: None,
+            last_sync: 0,
+        })
     }
 
     /// The layout.
@@ -188,7 +216,13 @@ impl MicroTimeHistogram {
     ///
     /// # Errors
     /// [`TcspcError::LengthMismatch`] if the slices differ in length.
-    pub fn add_columns(&mut self, macro_time_sync: &[u64], micro_time_bins: &[u16], channel: &[u8], marker_flags: &[u8]) -> Result<()> {
+    pub fn add_columns(
+        &mut self,
+        macro_time_sync: &[u64],
+        micro_time_bins: &[u16],
+        channel: &[u8],
+        marker_flags: &[u8],
+    ) -> Result<()> {
         let n = macro_time_sync.len();
         if micro_time_bins.len() != n || channel.len() != n || marker_flags.len() != n {
             return Err(TcspcError::LengthMismatch(format!(
@@ -211,7 +245,12 @@ impl MicroTimeHistogram {
     /// # Errors
     /// [`TcspcError::LengthMismatch`] if the columns were edited to different lengths.
     pub fn add_photons(&mut self, photons: &PhotonColumns) -> Result<()> {
-        self.add_columns(&photons.macro_time_sync, &photons.micro_time_bins, &photons.channel, &photons.marker_flags)
+        self.add_columns(
+            &photons.macro_time_sync,
+            &photons.micro_time_bins,
+            &photons.channel,
+            &photons.marker_flags,
+        )
     }
 
     /// Photon rate of one channel in counts per second over [`Self::observed_duration_s`].
@@ -226,7 +265,9 @@ impl MicroTimeHistogram {
 
     /// True when a channel's rate over `duration_s` exceeds [`PILE_UP_FRACTION`] of the sync rate.
     pub fn pile_up(&self, channel: usize, duration_s: f64) -> bool {
-        duration_s > 0.0 && self.photons(channel) as f64 / duration_s > PILE_UP_FRACTION * self.layout.sync_rate_hz
+        duration_s > 0.0
+            && self.photons(channel) as f64 / duration_s
+                > PILE_UP_FRACTION * self.layout.sync_rate_hz
     }
 }
 
@@ -285,10 +326,20 @@ impl HistogramWindower {
     /// # Errors
     /// As [`MicroTimeHistogram::new`]; [`TcspcError::InvalidArgument`] for a zero window.
     pub fn new(layout: HistogramLayout, window: HistogramWindow) -> Result<Self> {
-        if matches!(window, HistogramWindow::Photons(0) | HistogramWindow::Syncs(0)) {
-            return Err(TcspcError::InvalidArgument("window length must be > 0".into()));
+        if matches!(
+            window,
+            HistogramWindow::Photons(0) | HistogramWindow::Syncs(0)
+        ) {
+            return Err(TcspcError::InvalidArgument(
+                "window length must be > 0".into(),
+            ));
         }
-        Ok(HistogramWindower { window, current: MicroTimeHistogram::new(layout)?, start_sync: None, photons_in_window: 0 })
+        Ok(HistogramWindower {
+            window,
+            current: MicroTimeHistogram::new(layout)?,
+            start_sync: None,
+            photons_in_window: 0,
+        })
     }
 
     fn close(&mut self, end_sync: u64, out: &mut Vec<WindowedHistogram>) {
@@ -318,7 +369,12 @@ impl HistogramWindower {
     ) -> Result<()> {
         let n = macro_time_sync.len();
         if micro_time_bins.len() != n || channel.len() != n || marker_flags.len() != n {
-            return Err(TcspcError::LengthMismatch(format!("macro {n}, micro {}, channel {}, markers {}", micro_time_bins.len(), channel.len(), marker_flags.len())));
+            return Err(TcspcError::LengthMismatch(format!(
+                "macro {n}, micro {}, channel {}, markers {}",
+                micro_time_bins.len(),
+                channel.len(),
+                marker_flags.len()
+            )));
         }
         for i in 0..n {
             if marker_flags[i] != 0 {
@@ -357,8 +413,18 @@ impl HistogramWindower {
     ///
     /// # Errors
     /// As [`Self::push_columns`].
-    pub fn push(&mut self, photons: &PhotonColumns, out: &mut Vec<WindowedHistogram>) -> Result<()> {
-        self.push_columns(&photons.macro_time_sync, &photons.micro_time_bins, &photons.channel, &photons.marker_flags, out)
+    pub fn push(
+        &mut self,
+        photons: &PhotonColumns,
+        out: &mut Vec<WindowedHistogram>,
+    ) -> Result<()> {
+        self.push_columns(
+            &photons.macro_time_sync,
+            &photons.micro_time_bins,
+            &photons.channel,
+            &photons.marker_flags,
+            out,
+        )
     }
 
     /// Closes the open window (end of stream), if it holds photons. A sync window ends at its
@@ -367,7 +433,9 @@ impl HistogramWindower {
         if let Some(s) = self.start_sync {
             let end = match self.window {
                 HistogramWindow::Syncs(w) => s + w,
-                HistogramWindow::Photons(_) => self.current.sync_span().map_or(s + 1, |(_, l)| l + 1),
+                HistogramWindow::Photons(_) => {
+                    self.current.sync_span().map_or(s + 1, |(_, l)| l + 1)
+                }
             };
             self.close(end, out);
         }
@@ -386,7 +454,11 @@ pub fn histogram_schema() -> SchemaRef {
         Field::new("sync_rate_hz", DataType::Float64, false),
         Field::new("pile_up", DataType::Boolean, false),
         Field::new("bin_width_ps", DataType::Float64, false),
-        Field::new("counts", DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))), false),
+        Field::new(
+            "counts",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+            false,
+        ),
     ]))
 }
 
@@ -418,7 +490,11 @@ pub fn histograms_to_record_batch(windows: &[WindowedHistogram]) -> Result<Recor
             end.push((w.window_end_sync as f64 * period_ps).round() as i64);
             channel.push(ch as u8);
             photons.push(w.histogram.photons(ch));
-            rate.push(if duration > 0.0 { w.histogram.photons(ch) as f64 / duration } else { 0.0 });
+            rate.push(if duration > 0.0 {
+                w.histogram.photons(ch) as f64 / duration
+            } else {
+                0.0
+            });
             sync.push(layout.sync_rate_hz);
             pile.push(w.histogram.pile_up(ch, duration));
             width.push(layout.bin_width_ps());

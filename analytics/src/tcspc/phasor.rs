@@ -58,7 +58,11 @@ impl Phasor {
 /// The phasor of a mono-exponential decay of `tau_ns` at harmonic `n` of `sync_rate_hz`.
 pub fn semicircle_phasor(tau_ns: f64, harmonic: usize, sync_rate_hz: f64) -> Phasor {
     let wt = 2.0 * std::f64::consts::PI * harmonic as f64 * sync_rate_hz * 1e-9 * tau_ns;
-    Phasor { harmonic, g: 1.0 / (1.0 + wt * wt), s: wt / (1.0 + wt * wt) }
+    Phasor {
+        harmonic,
+        g: 1.0 / (1.0 + wt * wt),
+        s: wt / (1.0 + wt * wt),
+    }
 }
 
 /// Computes phasors of histograms over one sync period with a planned FFT and reused buffers.
@@ -72,7 +76,10 @@ pub struct PhasorCalculator {
 
 impl std::fmt::Debug for PhasorCalculator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PhasorCalculator").field("bins_per_period", &self.bins_per_period).field("harmonics", &self.harmonics).finish()
+        f.debug_struct("PhasorCalculator")
+            .field("bins_per_period", &self.bins_per_period)
+            .field("harmonics", &self.harmonics)
+            .finish()
     }
 }
 
@@ -90,7 +97,13 @@ impl PhasorCalculator {
         }
         let fft = FftPlanner::new().plan_fft_forward(bins_per_period);
         let scratch = vec![Complex::default(); fft.get_inplace_scratch_len()];
-        Ok(PhasorCalculator { bins_per_period, harmonics, fft, buffer: vec![Complex::default(); bins_per_period], scratch })
+        Ok(PhasorCalculator {
+            bins_per_period,
+            harmonics,
+            fft,
+            buffer: vec![Complex::default(); bins_per_period],
+            scratch,
+        })
     }
 
     /// Number of harmonics computed.
@@ -118,9 +131,18 @@ impl PhasorCalculator {
     /// assert_eq!((out[0].g, out[0].s), (1.0, 0.0)); // a delta at t = 0 is the reference point
     /// # Ok::<(), flowdaq_analytics::tcspc::TcspcError>(())
     /// ```
-    pub fn phasors(&mut self, histogram: &[f64], background_per_bin: f64, out: &mut [Phasor]) -> Result<f64> {
+    pub fn phasors(
+        &mut self,
+        histogram: &[f64],
+        background_per_bin: f64,
+        out: &mut [Phasor],
+    ) -> Result<f64> {
         if out.len() != self.harmonics {
-            return Err(TcspcError::LengthMismatch(format!("{} outputs for {} harmonics", out.len(), self.harmonics)));
+            return Err(TcspcError::LengthMismatch(format!(
+                "{} outputs for {} harmonics",
+                out.len(),
+                self.harmonics
+            )));
         }
         self.buffer.iter_mut().for_each(|c| *c = Complex::default());
         let p = self.bins_per_period;
@@ -129,11 +151,16 @@ impl PhasorCalculator {
                 b.re += v - background_per_bin;
             }
         }
-        self.fft.process_with_scratch(&mut self.buffer, &mut self.scratch);
+        self.fft
+            .process_with_scratch(&mut self.buffer, &mut self.scratch);
         let total = self.buffer[0].re;
         for (h, o) in out.iter_mut().enumerate() {
             let c = self.buffer[h + 1];
-            *o = Phasor { harmonic: h + 1, g: c.re / total, s: -c.im / total };
+            *o = Phasor {
+                harmonic: h + 1,
+                g: c.re / total,
+                s: -c.im / total,
+            };
         }
         Ok(total)
     }
@@ -141,7 +168,11 @@ impl PhasorCalculator {
 
 impl Default for Phasor {
     fn default() -> Self {
-        Phasor { harmonic: 1, g: 0.0, s: 0.0 }
+        Phasor {
+            harmonic: 1,
+            g: 0.0,
+            s: 0.0,
+        }
     }
 }
 
@@ -173,10 +204,21 @@ mod tests {
             let c = d[h].calibrated(&r[h]);
             // Sampling a continuous exponential at bin starts: the discrete-time phasor.
             let x = (-dt / tau_ns).exp();
-            let z = Complex::new(1.0 - x, 0.0) / (Complex::new(1.0, 0.0) - x * Complex::from_polar(1.0, 2.0 * std::f64::consts::PI * (h + 1) as f64 / bins as f64));
-            assert!((c.g - z.re).abs() < 1e-12 && (c.s - z.im).abs() < 1e-12, "{c:?} vs {z}");
+            let z = Complex::new(1.0 - x, 0.0)
+                / (Complex::new(1.0, 0.0)
+                    - x * Complex::from_polar(
+                        1.0,
+                        2.0 * std::f64::consts::PI * (h + 1) as f64 / bins as f64,
+                    ));
+            assert!(
+                (c.g - z.re).abs() < 1e-12 && (c.s - z.im).abs() < 1e-12,
+                "{c:?} vs {z}"
+            );
             let (tp, tm) = semicircle_phasor(tau_ns, h + 1, sync_hz).lifetimes_ns(sync_hz);
-            assert!((tp - tau_ns).abs() < 1e-12 && (tm - tau_ns).abs() < 1e-12, "{tp} {tm}");
+            assert!(
+                (tp - tau_ns).abs() < 1e-12 && (tm - tau_ns).abs() < 1e-12,
+                "{tp} {tm}"
+            );
         }
     }
 
@@ -185,7 +227,9 @@ mod tests {
         let mut calc = PhasorCalculator::new(4, 1).unwrap();
         let mut out = [Phasor::default()];
         // 8 bins folded onto 4: [1,0,0,0] + [1,0,0,0]; background 0.5 removed from every bin.
-        let total = calc.phasors(&[1.5, 0.5, 0.5, 0.5, 1.5, 0.5, 0.5, 0.5], 0.5, &mut out).unwrap();
+        let total = calc
+            .phasors(&[1.5, 0.5, 0.5, 0.5, 1.5, 0.5, 0.5, 0.5], 0.5, &mut out)
+            .unwrap();
         assert_eq!(total, 2.0);
         assert!((out[0].g - 1.0).abs() < 1e-15 && out[0].s.abs() < 1e-15);
         assert!(calc.phasors(&[1.0], 0.0, &mut []).is_err());

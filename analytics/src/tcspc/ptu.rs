@@ -7,7 +7,10 @@
 
 use std::io::Read;
 
-use super::records::{decode_records, DecodeCounts, DecoderState, PhotonColumns, RecordType, TimeBase, PQ_RECORD_BYTES};
+use super::records::{
+    decode_records, DecodeCounts, DecoderState, PhotonColumns, RecordType, TimeBase,
+    PQ_RECORD_BYTES,
+};
 use super::{Result, TcspcError};
 
 /// Magic of a PTU (TTTR) file.
@@ -57,7 +60,11 @@ pub struct HeaderLimits {
 impl Default for HeaderLimits {
     /// 100,000 tags, 16 MiB per value, 64 MiB per header: far above any instrument's header.
     fn default() -> Self {
-        HeaderLimits { max_tags: 100_000, max_value_bytes: 16 << 20, max_header_bytes: 64 << 20 }
+        HeaderLimits {
+            max_tags: 100_000,
+            max_value_bytes: 16 << 20,
+            max_header_bytes: 64 << 20,
+        }
     }
 }
 
@@ -152,7 +159,11 @@ pub struct PqHeader {
 impl PqHeader {
     /// The last tag with this name and index (-1 for scalars).
     pub fn get(&self, name: &str, index: i32) -> Option<&TagValue> {
-        self.tags.iter().rev().find(|t| t.name == name && t.index == index).map(|t| &t.value)
+        self.tags
+            .iter()
+            .rev()
+            .find(|t| t.name == name && t.index == index)
+            .map(|t| &t.value)
     }
 
     /// A scalar tag, or element 0 of an array tag.
@@ -176,11 +187,19 @@ impl PqHeader {
     /// [`TcspcError::BadMagic`], [`TcspcError::Truncated`] if the reader ends inside the header,
     /// [`TcspcError::InvalidHeader`] for unknown tag types or values beyond `limits`,
     /// [`TcspcError::Io`] if the reader fails.
-    pub fn read<R: Read>(reader: &mut R, expected_magic: &[u8; 8], kind: &'static str, limits: &HeaderLimits) -> Result<Self> {
+    pub fn read<R: Read>(
+        reader: &mut R,
+        expected_magic: &[u8; 8],
+        kind: &'static str,
+        limits: &HeaderLimits,
+    ) -> Result<Self> {
         let mut magic = [0u8; 8];
         read_exact_or(reader, &mut magic, "file magic")?;
         if &magic != expected_magic {
-            return Err(TcspcError::BadMagic { expected: kind, found: latin1(&magic).trim_end_matches('\0').to_string() });
+            return Err(TcspcError::BadMagic {
+                expected: kind,
+                found: latin1(&magic).trim_end_matches('\0').to_string(),
+            });
         }
         let mut version = [0u8; 8];
         read_exact_or(reader, &mut version, "format version")?;
@@ -192,7 +211,10 @@ impl PqHeader {
         };
         loop {
             if header.tags.len() >= limits.max_tags {
-                return Err(TcspcError::InvalidHeader(format!("more than {} tags without Header_End", limits.max_tags)));
+                return Err(TcspcError::InvalidHeader(format!(
+                    "more than {} tags without Header_End",
+                    limits.max_tags
+                )));
             }
             let mut entry = [0u8; TAG_BYTES];
             read_exact_or(reader, &mut entry, "tag entry")?;
@@ -201,7 +223,10 @@ impl PqHeader {
             let name = name.split('\0').next().unwrap_or("").to_string();
             let index = i32::from_le_bytes([entry[32], entry[33], entry[34], entry[35]]);
             let typ = u32::from_le_bytes([entry[36], entry[37], entry[38], entry[39]]);
-            let raw = [entry[40], entry[41], entry[42], entry[43], entry[44], entry[45], entry[46], entry[47]];
+            let raw = [
+                entry[40], entry[41], entry[42], entry[43], entry[44], entry[45], entry[46],
+                entry[47],
+            ];
             let int = i64::from_le_bytes(raw);
             let value = match typ {
                 tag_type::EMPTY8 => TagValue::Empty,
@@ -211,24 +236,41 @@ impl PqHeader {
                 tag_type::COLOR8 => TagValue::Color(int as u64),
                 tag_type::FLOAT8 => TagValue::Float(f64::from_le_bytes(raw)),
                 tag_type::T_DATE_TIME => TagValue::DateTimeDays(f64::from_le_bytes(raw)),
-                tag_type::FLOAT8_ARRAY | tag_type::ANSI_STRING | tag_type::WIDE_STRING | tag_type::BINARY_BLOB => {
+                tag_type::FLOAT8_ARRAY
+                | tag_type::ANSI_STRING
+                | tag_type::WIDE_STRING
+                | tag_type::BINARY_BLOB => {
                     let len = check_value_len(&name, int, &header, limits)?;
                     let bytes = read_value(reader, len, &name)?;
                     header.header_len_bytes += len;
                     match typ {
                         tag_type::FLOAT8_ARRAY => TagValue::FloatArray(
-                            bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+                            bytes
+                                .chunks_exact(8)
+                                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                                .collect(),
                         ),
-                        tag_type::ANSI_STRING => TagValue::AnsiString(latin1(&bytes).trim_end_matches('\0').to_string()),
+                        tag_type::ANSI_STRING => {
+                            TagValue::AnsiString(latin1(&bytes).trim_end_matches('\0').to_string())
+                        }
                         tag_type::WIDE_STRING => {
-                            let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-                            TagValue::WideString(String::from_utf16_lossy(&units).trim_end_matches('\0').to_string())
+                            let units: Vec<u16> = bytes
+                                .chunks_exact(2)
+                                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                                .collect();
+                            TagValue::WideString(
+                                String::from_utf16_lossy(&units)
+                                    .trim_end_matches('\0')
+                                    .to_string(),
+                            )
                         }
                         _ => TagValue::Blob(bytes),
                     }
                 }
                 other => {
-                    return Err(TcspcError::InvalidHeader(format!("tag {name:?} has unknown type {other:#010x}")));
+                    return Err(TcspcError::InvalidHeader(format!(
+                        "tag {name:?} has unknown type {other:#010x}"
+                    )));
                 }
             };
             if name == "Header_End" {
@@ -245,12 +287,19 @@ fn latin1(bytes: &[u8]) -> String {
 
 fn read_exact_or<R: Read>(reader: &mut R, buf: &mut [u8], what: &str) -> Result<()> {
     reader.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => TcspcError::Truncated(format!("input ends inside the {what}")),
+        std::io::ErrorKind::UnexpectedEof => {
+            TcspcError::Truncated(format!("input ends inside the {what}"))
+        }
         _ => TcspcError::Io(e),
     })
 }
 
-fn check_value_len(name: &str, declared: i64, header: &PqHeader, limits: &HeaderLimits) -> Result<u64> {
+fn check_value_len(
+    name: &str,
+    declared: i64,
+    header: &PqHeader,
+    limits: &HeaderLimits,
+) -> Result<u64> {
     if declared < 0 || declared as u64 > limits.max_value_bytes {
         return Err(TcspcError::InvalidHeader(format!(
             "tag {name:?} declares a value of {declared} bytes (limit {})",
@@ -259,7 +308,10 @@ fn check_value_len(name: &str, declared: i64, header: &PqHeader, limits: &Header
     }
     let len = declared as u64;
     if header.header_len_bytes + len > limits.max_header_bytes {
-        return Err(TcspcError::InvalidHeader(format!("header longer than {} bytes", limits.max_header_bytes)));
+        return Err(TcspcError::InvalidHeader(format!(
+            "header longer than {} bytes",
+            limits.max_header_bytes
+        )));
     }
     Ok(len)
 }
@@ -270,7 +322,9 @@ fn read_value<R: Read>(reader: &mut R, len: u64, name: &str) -> Result<Vec<u8>> 
     let mut bytes = Vec::new();
     reader.take(len).read_to_end(&mut bytes)?;
     if (bytes.len() as u64) < len {
-        return Err(TcspcError::Truncated(format!("input ends inside the value of tag {name:?}")));
+        return Err(TcspcError::Truncated(format!(
+            "input ends inside the value of tag {name:?}"
+        )));
     }
     Ok(bytes)
 }
@@ -322,11 +376,17 @@ impl PtuHeader {
         let record_type = RecordType::from_code(code)?;
         if let Some(bits) = tags.int("TTResultFormat_BitsPerRecord") {
             if bits != 32 && bits != 0 {
-                return Err(TcspcError::InvalidHeader(format!("{bits}-bit records are not PicoQuant TTTR records")));
+                return Err(TcspcError::InvalidHeader(format!(
+                    "{bits}-bit records are not PicoQuant TTTR records"
+                )));
             }
         }
         let number_of_records = match tags.int("TTResult_NumberOfRecords").unwrap_or(0) {
-            n if n < 0 => return Err(TcspcError::InvalidHeader(format!("TTResult_NumberOfRecords is {n}"))),
+            n if n < 0 => {
+                return Err(TcspcError::InvalidHeader(format!(
+                    "TTResult_NumberOfRecords is {n}"
+                )))
+            }
             n => n as u64,
         };
         let positive = |name: &str, v: Option<f64>| -> Result<f64> {
@@ -336,17 +396,24 @@ impl PtuHeader {
                 None => Err(TcspcError::InvalidHeader(format!("no {name} tag"))),
             }
         };
-        let global_resolution_s = positive("MeasDesc_GlobalResolution", tags.float("MeasDesc_GlobalResolution"))?;
+        let global_resolution_s = positive(
+            "MeasDesc_GlobalResolution",
+            tags.float("MeasDesc_GlobalResolution"),
+        )?;
         let resolution_s = match tags.float("MeasDesc_Resolution") {
             None => {
                 if record_type.is_t3() {
-                    return Err(TcspcError::InvalidHeader("T3 file without MeasDesc_Resolution".into()));
+                    return Err(TcspcError::InvalidHeader(
+                        "T3 file without MeasDesc_Resolution".into(),
+                    ));
                 }
                 0.0
             }
             v => positive("MeasDesc_Resolution", v)?,
         };
-        let sync_rate_hz = tags.float("TTResult_SyncRate").filter(|r| r.is_finite() && *r > 0.0);
+        let sync_rate_hz = tags
+            .float("TTResult_SyncRate")
+            .filter(|r| r.is_finite() && *r > 0.0);
         Ok(PtuHeader {
             record_type,
             number_of_records,
@@ -361,7 +428,10 @@ impl PtuHeader {
 
     /// The ps conversions for [`decode_records`].
     pub fn time_base(&self) -> TimeBase {
-        TimeBase { macro_unit_ps: self.global_resolution_s * 1e12, micro_bin_ps: self.resolution_s * 1e12 }
+        TimeBase {
+            macro_unit_ps: self.global_resolution_s * 1e12,
+            micro_bin_ps: self.resolution_s * 1e12,
+        }
     }
 
     /// Number of native micro-time bins in one sync period (T3), at least 1.
@@ -398,7 +468,9 @@ impl<R: Read> PtuRecordReader<R> {
     /// 2^24.
     pub fn new(mut reader: R, chunk_records: usize) -> Result<Self> {
         if chunk_records == 0 || chunk_records > 1 << 24 {
-            return Err(TcspcError::InvalidArgument(format!("chunk_records {chunk_records} must be in 1..=2^24")));
+            return Err(TcspcError::InvalidArgument(format!(
+                "chunk_records {chunk_records} must be in 1..=2^24"
+            )));
         }
         let header = PtuHeader::read(&mut reader, &HeaderLimits::default())?;
         Ok(PtuRecordReader {
@@ -434,7 +506,8 @@ impl<R: Read> PtuRecordReader<R> {
         let want_records = if declared == 0 {
             self.buffer.len() / PQ_RECORD_BYTES
         } else {
-            (declared - self.records_read).min((self.buffer.len() / PQ_RECORD_BYTES) as u64) as usize
+            (declared - self.records_read).min((self.buffer.len() / PQ_RECORD_BYTES) as u64)
+                as usize
         };
         if want_records == 0 {
             self.done = true;
@@ -528,11 +601,15 @@ pub fn parse_phu(bytes: &[u8], limits: &HeaderLimits) -> Result<PhuFile> {
         .int("HistoResult_NumberOfCurves")
         .ok_or_else(|| TcspcError::InvalidHeader("no HistoResult_NumberOfCurves tag".into()))?;
     if n < 0 || n as usize > header.tags.len() {
-        return Err(TcspcError::InvalidHeader(format!("HistoResult_NumberOfCurves is {n}")));
+        return Err(TcspcError::InvalidHeader(format!(
+            "HistoResult_NumberOfCurves is {n}"
+        )));
     }
     if let Some(bits) = header.int("HistoResult_BitsPerBin") {
         if bits != 32 {
-            return Err(TcspcError::InvalidHeader(format!("{bits}-bit histogram bins are not supported")));
+            return Err(TcspcError::InvalidHeader(format!(
+                "{bits}-bit histogram bins are not supported"
+            )));
         }
     }
     let default_res = header.float("MeasDesc_Resolution").unwrap_or(0.0);
@@ -542,28 +619,44 @@ pub fn parse_phu(bytes: &[u8], limits: &HeaderLimits) -> Result<PhuFile> {
         let offset = header
             .get("HistResDscr_DataOffset", idx)
             .and_then(TagValue::as_i64)
-            .ok_or_else(|| TcspcError::InvalidHeader(format!("curve {i} has no HistResDscr_DataOffset")))?;
+            .ok_or_else(|| {
+                TcspcError::InvalidHeader(format!("curve {i} has no HistResDscr_DataOffset"))
+            })?;
         let bins = header
             .get("HistResDscr_HistogramBins", idx)
             .and_then(TagValue::as_i64)
-            .ok_or_else(|| TcspcError::InvalidHeader(format!("curve {i} has no HistResDscr_HistogramBins")))?;
+            .ok_or_else(|| {
+                TcspcError::InvalidHeader(format!("curve {i} has no HistResDscr_HistogramBins"))
+            })?;
         if offset < 0 || bins < 0 {
-            return Err(TcspcError::InvalidHeader(format!("curve {i} has offset {offset} and {bins} bins")));
+            return Err(TcspcError::InvalidHeader(format!(
+                "curve {i} has offset {offset} and {bins} bins"
+            )));
         }
         let start = offset as u64;
-        let end = (bins as u64).checked_mul(4).and_then(|b| b.checked_add(start));
+        let end = (bins as u64)
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(start));
         let (start, end) = match end {
             Some(end) if end <= bytes.len() as u64 => (start as usize, end as usize),
-            _ => {
-                return Err(TcspcError::Truncated(format!(
-                    "curve {i} ({bins} bins at offset {offset}) lies past the end of the {}-byte file",
-                    bytes.len()
-                )))
-            }
+            _ => return Err(TcspcError::Truncated(format!(
+                "curve {i} ({bins} bins at offset {offset}) lies past the end of the {}-byte file",
+                bytes.len()
+            ))),
         };
-        let counts = bytes[start..end].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let resolution_s = header.get("HistResDscr_MDescResolution", idx).and_then(TagValue::as_f64).unwrap_or(default_res);
-        curves.push(PhuCurve { index: i, resolution_s, counts });
+        let counts = bytes[start..end]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let resolution_s = header
+            .get("HistResDscr_MDescResolution", idx)
+            .and_then(TagValue::as_f64)
+            .unwrap_or(default_res);
+        curves.push(PhuCurve {
+            index: i,
+            resolution_s,
+            counts,
+        });
     }
     Ok(PhuFile { header, curves })
 }

@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, UInt16Array, UInt64Array, UInt8Array};
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, UInt16Array, UInt64Array, UInt8Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::{Result, TcspcError};
@@ -57,9 +59,13 @@ enum Layout {
     PicoHarpT2,
     PicoHarpT3,
     /// HydraHarp-family T2; `v1` overflows always count one wrap of 33,552,000 units.
-    HydraT2 { v1: bool },
+    HydraT2 {
+        v1: bool,
+    },
     /// HydraHarp-family T3; `v1` overflows always count one wrap of 1024 syncs.
-    HydraT3 { v1: bool },
+    HydraT3 {
+        v1: bool,
+    },
 }
 
 impl RecordType {
@@ -236,10 +242,18 @@ impl DecodeCounts {
         self.overflows += other.overflows;
         self.syncs += other.syncs;
         self.invalid += other.invalid;
-        for (a, b) in self.photons_per_channel.iter_mut().zip(other.photons_per_channel) {
+        for (a, b) in self
+            .photons_per_channel
+            .iter_mut()
+            .zip(other.photons_per_channel)
+        {
             *a += b;
         }
-        for (a, b) in self.markers_per_pattern.iter_mut().zip(other.markers_per_pattern) {
+        for (a, b) in self
+            .markers_per_pattern
+            .iter_mut()
+            .zip(other.markers_per_pattern)
+        {
             *a += b;
         }
     }
@@ -274,9 +288,15 @@ pub fn decode_into<S: EventSink>(
     sink: &mut S,
 ) -> Result<DecodeCounts> {
     if !bytes.len().is_multiple_of(PQ_RECORD_BYTES) {
-        return Err(TcspcError::PartialRecord { len: bytes.len(), record_bytes: PQ_RECORD_BYTES });
+        return Err(TcspcError::PartialRecord {
+            len: bytes.len(),
+            record_bytes: PQ_RECORD_BYTES,
+        });
     }
-    let mut counts = DecodeCounts { records: (bytes.len() / PQ_RECORD_BYTES) as u64, ..Default::default() };
+    let mut counts = DecodeCounts {
+        records: (bytes.len() / PQ_RECORD_BYTES) as u64,
+        ..Default::default()
+    };
     match record_type.layout() {
         Layout::PicoHarpT3 => decode_picoharp_t3(bytes, state, sink, &mut counts),
         Layout::PicoHarpT2 => decode_picoharp_t2(bytes, state, sink, &mut counts),
@@ -290,12 +310,19 @@ pub fn decode_into<S: EventSink>(
 
 #[inline(always)]
 fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    bytes.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+    bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
 }
 
 /// PicoHarp T3: bits 0-15 sync count, 16-27 micro time, 28-31 channel (1-4 photons, 15 special:
 /// the low 4 micro-time bits are marker bits, 0 meaning an overflow of 65,536 syncs).
-fn decode_picoharp_t3<S: EventSink>(bytes: &[u8], state: &mut DecoderState, sink: &mut S, c: &mut DecodeCounts) {
+fn decode_picoharp_t3<S: EventSink>(
+    bytes: &[u8],
+    state: &mut DecoderState,
+    sink: &mut S,
+    c: &mut DecodeCounts,
+) {
     const WRAP: u64 = 65_536;
     let mut ofl = state.overflow_offset;
     for r in words(bytes) {
@@ -324,7 +351,12 @@ fn decode_picoharp_t3<S: EventSink>(bytes: &[u8], state: &mut DecoderState, sink
 
 /// PicoHarp T2: bits 0-27 time tag (4 ps units), 28-31 channel (0-4 photons, 15 special: the
 /// low 4 time bits are marker bits, 0 meaning an overflow of 210,698,240 units).
-fn decode_picoharp_t2<S: EventSink>(bytes: &[u8], state: &mut DecoderState, sink: &mut S, c: &mut DecodeCounts) {
+fn decode_picoharp_t2<S: EventSink>(
+    bytes: &[u8],
+    state: &mut DecoderState,
+    sink: &mut S,
+    c: &mut DecodeCounts,
+) {
     const WRAP: u64 = 210_698_240;
     let mut ofl = state.overflow_offset;
     for r in words(bytes) {
@@ -353,7 +385,13 @@ fn decode_picoharp_t2<S: EventSink>(bytes: &[u8], state: &mut DecoderState, sink
 /// HydraHarp-family T3: bits 0-9 sync count, 10-24 micro time, 25-30 channel, 31 special.
 /// Special channel 63 is an overflow (v2: the sync field counts the wraps, 0 meaning one),
 /// special channels 1-15 are markers.
-fn decode_hydra_t3<S: EventSink>(bytes: &[u8], v1: bool, state: &mut DecoderState, sink: &mut S, c: &mut DecodeCounts) {
+fn decode_hydra_t3<S: EventSink>(
+    bytes: &[u8],
+    v1: bool,
+    state: &mut DecoderState,
+    sink: &mut S,
+    c: &mut DecodeCounts,
+) {
     const WRAP: u64 = 1024;
     let mut ofl = state.overflow_offset;
     for r in words(bytes) {
@@ -379,7 +417,13 @@ fn decode_hydra_t3<S: EventSink>(bytes: &[u8], v1: bool, state: &mut DecoderStat
 /// HydraHarp-family T2: bits 0-24 time tag, 25-30 channel, 31 special. Special channel 63 is an
 /// overflow (v1: 33,552,000 units; v2: 2^25 units times the tag field, 0 meaning one), special
 /// channel 0 a sync, special channels 1-15 markers.
-fn decode_hydra_t2<S: EventSink>(bytes: &[u8], v1: bool, state: &mut DecoderState, sink: &mut S, c: &mut DecodeCounts) {
+fn decode_hydra_t2<S: EventSink>(
+    bytes: &[u8],
+    v1: bool,
+    state: &mut DecoderState,
+    sink: &mut S,
+    c: &mut DecodeCounts,
+) {
     let mut ofl = state.overflow_offset;
     for r in words(bytes) {
         let tag = u64::from(r & 0x01FF_FFFF);
@@ -388,7 +432,11 @@ fn decode_hydra_t2<S: EventSink>(bytes: &[u8], v1: bool, state: &mut DecoderStat
             sink.photon(ofl + tag, 0, chan as u8);
             c.photons_per_channel[chan as usize] += 1;
         } else if chan == 0x3F {
-            ofl += if v1 { 33_552_000 } else { (1u64 << 25) * if tag == 0 { 1 } else { tag } };
+            ofl += if v1 {
+                33_552_000
+            } else {
+                (1u64 << 25) * if tag == 0 { 1 } else { tag }
+            };
             c.overflows += 1;
         } else if chan == 0 {
             sink.sync(ofl + tag);
@@ -464,7 +512,15 @@ impl PhotonColumns {
     }
 
     #[inline(always)]
-    fn push(&mut self, macro_sync: u64, macro_ps: i64, micro_bins: u16, micro_ps: i32, channel: u8, marker: u8) {
+    fn push(
+        &mut self,
+        macro_sync: u64,
+        macro_ps: i64,
+        micro_bins: u16,
+        micro_ps: i32,
+        channel: u8,
+        marker: u8,
+    ) {
         self.macro_time_sync.push(macro_sync);
         self.macro_time_ps.push(macro_ps);
         self.micro_time_bins.push(micro_bins);
@@ -531,7 +587,8 @@ impl EventSink for ColumnSink<'_> {
     fn photon(&mut self, macro_time: u64, micro_time_bins: u16, channel: u8) {
         let macro_ps = round_i64(macro_time as f64 * self.macro_unit_ps);
         let micro_ps = round_i64(f64::from(micro_time_bins) * self.micro_bin_ps) as i32;
-        self.out.push(macro_time, macro_ps, micro_time_bins, micro_ps, channel, 0);
+        self.out
+            .push(macro_time, macro_ps, micro_time_bins, micro_ps, channel, 0);
     }
 
     #[inline(always)]
@@ -543,7 +600,8 @@ impl EventSink for ColumnSink<'_> {
     #[inline(always)]
     fn sync(&mut self, macro_time: u64) {
         let macro_ps = round_i64(macro_time as f64 * self.macro_unit_ps);
-        self.out.push(macro_time, macro_ps, 0, 0, T2_SYNC_CHANNEL, 0);
+        self.out
+            .push(macro_time, macro_ps, 0, 0, T2_SYNC_CHANNEL, 0);
     }
 }
 
@@ -575,10 +633,17 @@ pub fn decode_records(
 ) -> Result<DecodeCounts> {
     time_base.validate()?;
     if !bytes.len().is_multiple_of(PQ_RECORD_BYTES) {
-        return Err(TcspcError::PartialRecord { len: bytes.len(), record_bytes: PQ_RECORD_BYTES });
+        return Err(TcspcError::PartialRecord {
+            len: bytes.len(),
+            record_bytes: PQ_RECORD_BYTES,
+        });
     }
     out.reserve(bytes.len() / PQ_RECORD_BYTES);
-    let mut sink = ColumnSink { out, macro_unit_ps: time_base.macro_unit_ps, micro_bin_ps: time_base.micro_bin_ps };
+    let mut sink = ColumnSink {
+        out,
+        macro_unit_ps: time_base.macro_unit_ps,
+        micro_bin_ps: time_base.micro_bin_ps,
+    };
     decode_into(record_type, bytes, state, &mut sink)
 }
 
@@ -631,22 +696,33 @@ fn role_table(config: &TimeTagConfig) -> Result<[Role; 256]> {
         if (-128..=127).contains(&ch) {
             Ok((ch + 128) as usize)
         } else {
-            Err(TcspcError::InvalidArgument(format!("time-tag channel {ch} is outside -128..=127")))
+            Err(TcspcError::InvalidArgument(format!(
+                "time-tag channel {ch} is outside -128..=127"
+            )))
         }
     };
     if config.detector_channels.len() > MAX_CHANNELS {
-        return Err(TcspcError::InvalidArgument(format!("at most {MAX_CHANNELS} detector channels")));
+        return Err(TcspcError::InvalidArgument(format!(
+            "at most {MAX_CHANNELS} detector channels"
+        )));
     }
     if config.marker_channels.len() > 8 {
-        return Err(TcspcError::InvalidArgument("at most 8 marker channels".into()));
+        return Err(TcspcError::InvalidArgument(
+            "at most 8 marker channels".into(),
+        ));
     }
     if config.micro_bin_ps <= 0 {
-        return Err(TcspcError::InvalidArgument(format!("micro_bin_ps {} must be > 0", config.micro_bin_ps)));
+        return Err(TcspcError::InvalidArgument(format!(
+            "micro_bin_ps {} must be > 0",
+            config.micro_bin_ps
+        )));
     }
     let mut assign = |ch: i32, role: Role| -> Result<()> {
         let s = slot(ch)?;
         if table[s] != Role::Ignored {
-            return Err(TcspcError::InvalidArgument(format!("time-tag channel {ch} has two roles")));
+            return Err(TcspcError::InvalidArgument(format!(
+                "time-tag channel {ch} has two roles"
+            )));
         }
         table[s] = role;
         Ok(())
@@ -676,7 +752,11 @@ struct TagDecoder<'a> {
 impl TagDecoder<'_> {
     #[inline(always)]
     fn tag(&mut self, channel: i32, time_ps: i64) {
-        let role = if (-128..=127).contains(&channel) { self.table[(channel + 128) as usize] } else { Role::Ignored };
+        let role = if (-128..=127).contains(&channel) {
+            self.table[(channel + 128) as usize]
+        } else {
+            Role::Ignored
+        };
         match role {
             Role::Ignored => self.counts.invalid += 1,
             Role::Sync => {
@@ -691,7 +771,8 @@ impl TagDecoder<'_> {
                     let delay = time_ps.saturating_sub(sync_ps).max(0);
                     let bins = (delay / self.micro_bin_ps).min(i64::from(u16::MAX)) as u16;
                     let micro_ps = delay.min(i64::from(i32::MAX)) as i32;
-                    self.out.push(self.state.sync_count - 1, sync_ps, bins, micro_ps, ch, 0);
+                    self.out
+                        .push(self.state.sync_count - 1, sync_ps, bins, micro_ps, ch, 0);
                 } else {
                     self.counts.invalid += 1;
                     return;
@@ -738,7 +819,10 @@ pub fn decode_time_tags(
         micro_bin_ps: config.micro_bin_ps,
         state,
         out,
-        counts: DecodeCounts { records: channels.len() as u64, ..Default::default() },
+        counts: DecodeCounts {
+            records: channels.len() as u64,
+            ..Default::default()
+        },
     };
     for (&ch, &t) in channels.iter().zip(times_ps) {
         dec.tag(ch, t);
@@ -765,7 +849,10 @@ pub fn decode_swabian_tags(
     out: &mut PhotonColumns,
 ) -> Result<DecodeCounts> {
     if !bytes.len().is_multiple_of(SWABIAN_TAG_BYTES) {
-        return Err(TcspcError::PartialRecord { len: bytes.len(), record_bytes: SWABIAN_TAG_BYTES });
+        return Err(TcspcError::PartialRecord {
+            len: bytes.len(),
+            record_bytes: SWABIAN_TAG_BYTES,
+        });
     }
     let table = role_table(config)?;
     let n = bytes.len() / SWABIAN_TAG_BYTES;
@@ -776,7 +863,10 @@ pub fn decode_swabian_tags(
         micro_bin_ps: config.micro_bin_ps,
         state,
         out,
-        counts: DecodeCounts { records: n as u64, ..Default::default() },
+        counts: DecodeCounts {
+            records: n as u64,
+            ..Default::default()
+        },
     };
     for t in bytes.chunks_exact(SWABIAN_TAG_BYTES) {
         let kind = t[0];

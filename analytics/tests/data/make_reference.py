@@ -79,6 +79,8 @@ def synthetic():
         rng.normal(0, 2.0, n)
     ) * (gauss(700.0, 15.0) < 0.6)
     out["noise_only"] = 200.0 + rng.normal(0, 10.0, n)
+    # Few counts per pixel: many equal values, so plateaus and tied bases against real scipy.
+    out["counts_low"] = rng.poisson(2.0 + 6.0 * gauss(512.0, 40.0) + 3.0 * gauss(200.0, 10.0)).astype(np.float64)
     return axis, {k: v.astype(np.float32).astype(np.float64) for k, v in out.items()}
 
 
@@ -97,7 +99,9 @@ def main():
             f.write(name + "," + ",".join(fmt(v) for v in y) + "\n")
 
     cases, peaks_rows, pl_rows = [], [], []
-    sets = [(name, y, axis, PROMINENCES) for name, y in spectra.items()]
+    # counts_low gets thresholds of a few counts so that both the walk path (few candidates)
+    # and the stack path (many) meet tied values.
+    sets = [(name, y, axis, [1.0, 3.0, 6.0, 8.0] if name == "counts_low" else PROMINENCES) for name, y in spectra.items()]
     sets.append(("scope", scope_y, scope_x, [5.0, 50.0]))
     for name, y, x, proms in sets:
         for p in proms:

@@ -11,13 +11,19 @@ use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field};
 
 pub fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("data")
+        .join(name)
 }
 
 /// Lines of a CSV file split on commas.
 pub fn csv(name: &str) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(data_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split(',').map(str::to_owned).collect()).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
 }
 
 pub fn f(s: &str) -> f64 {
@@ -27,7 +33,10 @@ pub fn f(s: &str) -> f64 {
 /// The named row of `reference_spectra.csv` as f64 values.
 pub fn reference_row(name: &str) -> Vec<f64> {
     let rows = csv("reference_spectra.csv");
-    let row = rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("no spectrum {name}"));
+    let row = rows
+        .iter()
+        .find(|r| r[0] == name)
+        .unwrap_or_else(|| panic!("no spectrum {name}"));
     row[1..].iter().map(|s| f(s)).collect()
 }
 
@@ -73,17 +82,22 @@ pub fn read_jasco() -> (Vec<f64>, Vec<f64>) {
 }
 
 pub fn list_f32(rows: &[Vec<f32>]) -> ListArray {
-    ListArray::from_iter_primitive::<Float32Type, _, _>(rows.iter().map(|r| Some(r.iter().map(|&v| Some(v)))))
+    ListArray::from_iter_primitive::<Float32Type, _, _>(
+        rows.iter().map(|r| Some(r.iter().map(|&v| Some(v)))),
+    )
 }
 
 pub fn list_f64(rows: &[Vec<f64>]) -> ListArray {
-    ListArray::from_iter_primitive::<Float64Type, _, _>(rows.iter().map(|r| Some(r.iter().map(|&v| Some(v)))))
+    ListArray::from_iter_primitive::<Float64Type, _, _>(
+        rows.iter().map(|r| Some(r.iter().map(|&v| Some(v)))),
+    )
 }
 
 pub fn list_opt_f32(rows: &[Option<Vec<f32>>]) -> ListArray {
-    ListArray::from_iter_primitive::<Float32Type, _, _>(
-        rows.iter().map(|r| r.as_ref().map(|r| r.iter().map(|&v| Some(v)).collect::<Vec<_>>())),
-    )
+    ListArray::from_iter_primitive::<Float32Type, _, _>(rows.iter().map(|r| {
+        r.as_ref()
+            .map(|r| r.iter().map(|&v| Some(v)).collect::<Vec<_>>())
+    }))
 }
 
 /// A list array of `rows` spectra of `n` pixels over one flat buffer (cheap for big batches).

@@ -4,7 +4,6 @@
 //! batches and returns DataFusion's own Parquet source and memory source, unioned. No custom
 //! `ExecutionPlan`, so DataFusion upgrades do not break it.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -48,10 +47,6 @@ impl FlowdaqTable {
 
 #[async_trait]
 impl TableProvider for FlowdaqTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

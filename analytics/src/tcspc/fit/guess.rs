@@ -121,14 +121,19 @@ pub(crate) fn phasor_lifetimes(y: &[f64], irf: &[f64], b: f64, period: f64) -> O
     }
     let tau_phase = s / (g * w);
     let m2 = g * g + s * s;
-    let tau_mod = if m2 < 1.0 { (1.0 / m2 - 1.0).sqrt() / w } else { tau_phase };
+    let tau_mod = if m2 < 1.0 {
+        (1.0 / m2 - 1.0).sqrt() / w
+    } else {
+        tau_phase
+    };
     Some((tau_phase, tau_mod))
 }
 
 /// Solves the small symmetric system `a x = b` by Gaussian elimination with partial pivoting.
 pub(crate) fn solve_small(a: &mut [f64], b: &mut [f64], n: usize) -> Option<()> {
     for col in 0..n {
-        let piv = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
+        let piv =
+            (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
         if a[piv * n + col].abs() < 1e-300 {
             return None;
         }
@@ -220,9 +225,17 @@ pub(crate) fn best_combination(
                 a[i * m + j] = gram[si * cols + sj];
             }
         }
-        if solve_small(&mut a, &mut rhs, m).is_some() && rhs[..components].iter().all(|&v| v > 0.0) && (!free_b || rhs[components] >= 0.0) {
+        if solve_small(&mut a, &mut rhs, m).is_some()
+            && rhs[..components].iter().all(|&v| v > 0.0)
+            && (!free_b || rhs[components] >= 0.0)
+        {
             // chi2 = yy - 2 x.p + x.G.x = yy - x.p at the normal-equation solution.
-            let chi2 = yy - sel.iter().zip(&rhs).map(|(&s, &x)| x * proj[s]).sum::<f64>();
+            let chi2 = yy
+                - sel
+                    .iter()
+                    .zip(&rhs)
+                    .map(|(&s, &x)| x * proj[s])
+                    .sum::<f64>();
             if best.as_ref().is_none_or(|(c, _, _)| chi2 < *c) {
                 best = Some((chi2, idx.clone(), rhs.clone()));
             }
@@ -252,5 +265,7 @@ pub(crate) fn best_combination(
 /// Log-spaced lifetime candidates between `lo` and `hi` bins.
 pub(crate) fn log_grid(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     let (lo, hi) = (lo.max(TAU_MIN_BINS), hi.max(lo * 1.0001));
-    (0..count).map(|i| lo * (hi / lo).powf(i as f64 / (count - 1).max(1) as f64)).collect()
+    (0..count)
+        .map(|i| lo * (hi / lo).powf(i as f64 / (count - 1).max(1) as f64))
+        .collect()
 }

@@ -155,7 +155,8 @@ impl Layout {
         self.free_b.then_some(2 * self.n)
     }
     fn shift(&self) -> Option<usize> {
-        self.free_shift.then_some(2 * self.n + usize::from(self.free_b))
+        self.free_shift
+            .then_some(2 * self.n + usize::from(self.free_b))
     }
 }
 
@@ -185,6 +186,9 @@ struct Work {
     dconv_tau: Vec<Vec<f64>>,
     dconv_shift: Vec<Vec<f64>>,
     model: Vec<f64>,
+    /// Residuals and d residual / d model over the fit range, at the current parameters.
+    resid: Vec<f64>,
+    drdm: Vec<f64>,
     /// Sub-bin grid buffers (`n_bins * oversample`), used when the IRF is oversampled.
     fine_irf: Vec<f64>,
     fine_dirf: Vec<f64>,
@@ -202,10 +206,16 @@ impl LifetimeFitter {
     pub fn new(config: FitConfig, irf: Irf, n_bins: usize) -> Result<Self> {
         let bad = |m: String| Err(TcspcError::InvalidArgument(m));
         if !(1..=3).contains(&config.components) {
-            return bad(format!("components {} must be 1, 2 or 3", config.components));
+            return bad(format!(
+                "components {} must be 1, 2 or 3",
+                config.components
+            ));
         }
         if !(config.bin_width_ns.is_finite() && config.bin_width_ns > 0.0) {
-            return bad(format!("bin_width_ns {} must be finite and > 0", config.bin_width_ns));
+            return bad(format!(
+                "bin_width_ns {} must be finite and > 0",
+                config.bin_width_ns
+            ));
         }
         if let Some(p) = config.period_ns {
             if !(p.is_finite() && p > 0.0) {
@@ -220,14 +230,24 @@ impl LifetimeFitter {
             return bad(format!("fit range {range:?} outside 0..{n_bins}"));
         }
         if range.1 - range.0 < 2 * (2 * config.components + 2) {
-            return bad(format!("{} bins are too few for {} components", range.1 - range.0, config.components));
+            return bad(format!(
+                "{} bins are too few for {} components",
+                range.1 - range.0,
+                config.components
+            ));
         }
         let shape = match irf {
             Irf::Measured(v) => {
                 if v.len() != n_bins {
-                    return bad(format!("measured IRF has {} bins, the histograms {n_bins}", v.len()));
+                    return bad(format!(
+                        "measured IRF has {} bins, the histograms {n_bins}",
+                        v.len()
+                    ));
                 }
-                let clean: Vec<f64> = v.iter().map(|x| if x.is_finite() { x.max(0.0) } else { 0.0 }).collect();
+                let clean: Vec<f64> = v
+                    .iter()
+                    .map(|x| if x.is_finite() { x.max(0.0) } else { 0.0 })
+                    .collect();
                 let sum: f64 = clean.iter().sum();
                 if sum <= 0.0 {
                     return bad("measured IRF has no positive counts".into());
@@ -242,18 +262,31 @@ impl LifetimeFitter {
                 if !center.is_finite() {
                     return bad("IRF centre must be finite".into());
                 }
-                IrfShape::Gaussian { sigma: fwhm_ns / GAUSSIAN_FWHM_PER_SIGMA / config.bin_width_ns, center: center / config.bin_width_ns }
+                IrfShape::Gaussian {
+                    sigma: fwhm_ns / GAUSSIAN_FWHM_PER_SIGMA / config.bin_width_ns,
+                    center: center / config.bin_width_ns,
+                }
             }
         };
         let n = config.components;
         let (oversample, fine_irf) = match shape {
             IrfShape::Gaussian { sigma, center } => {
                 let s = oversample_factor(sigma);
-                (s, IrfShape::Gaussian { sigma: sigma * s as f64, center: center * s as f64 })
+                (
+                    s,
+                    IrfShape::Gaussian {
+                        sigma: sigma * s as f64,
+                        center: center * s as f64,
+                    },
+                )
             }
             IrfShape::Measured(_) => (1, shape.clone()),
         };
-        let fine = if oversample > 1 { n_bins * oversample } else { 0 };
+        let fine = if oversample > 1 {
+            n_bins * oversample
+        } else {
+            0
+        };
         let work = Work {
             irf: vec![0.0; n_bins],
             dirf: vec![0.0; n_bins],
@@ -261,6 +294,8 @@ impl LifetimeFitter {
             dconv_tau: vec![vec![0.0; n_bins]; n],
             dconv_shift: vec![vec![0.0; n_bins]; n],
             model: vec![0.0; n_bins],
+            resid: vec![0.0; range.1 - range.0],
+            drdm: vec![0.0; range.1 - range.0],
             fine_irf: vec![0.0; fine],
             fine_dirf: vec![0.0; fine],
             fine_a: vec![0.0; fine],
@@ -307,7 +342,9 @@ impl LifetimeFitter {
         // per histogram-wide average bin.
         let total: f64 = y[self.range.0..self.range.1].iter().sum();
         let fit_bins = (self.range.1 - self.range.0) as f64;
-        let window = (2.0 * width + 1.0).max(8.0 * fit_bins / total.max(1.0)).ceil() as usize;
+        let window = (2.0 * width + 1.0)
+            .max(8.0 * fit_bins / total.max(1.0))
+            .ceil() as usize;
         let rise = guess::rising_step(y, self.range, window);
         let b = match self.config.background {
             Parameter::Fixed(v) => v,
@@ -320,7 +357,8 @@ impl LifetimeFitter {
         self.irf.eval(shift, &mut self.work.irf, None);
         let period = self.period_bins.map(|p| p.max(self.n_bins as f64));
         let span = period.unwrap_or(self.n_bins as f64);
-        let (tau_phase, tau_mod) = guess::phasor_lifetimes(y, &self.work.irf, b, span).unwrap_or((span / 8.0, span / 8.0));
+        let (tau_phase, tau_mod) =
+            guess::phasor_lifetimes(y, &self.work.irf, b, span).unwrap_or((span / 8.0, span / 8.0));
         let clamp = |t: f64| t.clamp(0.3_f64.max(TAU_MIN_BINS), 50.0 * span);
         let (tau_phase, tau_mod) = (clamp(tau_phase), clamp(tau_mod.max(tau_phase)));
         let fixed_b = match self.config.background {
@@ -336,17 +374,30 @@ impl LifetimeFitter {
         let solved = guess::best_combination(y, &irf, self.range, period, n, &candidates, fixed_b);
         self.work.irf = irf;
         match solved {
-            Some((tau, amplitude, background)) => guess::Guess { tau, amplitude, background, shift },
+            Some((tau, amplitude, background)) => guess::Guess {
+                tau,
+                amplitude,
+                background,
+                shift,
+            },
             None => {
                 // No positive linear solution: fall back to spread lifetimes sharing the peak.
-                let peak = y[self.range.0..self.range.1].iter().cloned().fold(0.0, f64::max);
+                let peak = y[self.range.0..self.range.1]
+                    .iter()
+                    .cloned()
+                    .fold(0.0, f64::max);
                 let tau: Vec<f64> = match n {
                     1 => vec![tau_phase],
                     2 => vec![tau_phase * 0.4, tau_mod * 1.5],
                     _ => vec![tau_phase * 0.25, tau_phase, tau_mod * 2.0],
                 };
                 let amplitude = vec![(peak - b).max(1.0) / n as f64; n];
-                guess::Guess { tau, amplitude, background: b, shift }
+                guess::Guess {
+                    tau,
+                    amplitude,
+                    background: b,
+                    shift,
+                }
             }
         }
     }
@@ -359,10 +410,16 @@ impl LifetimeFitter {
     /// counts. A fit that runs but does not converge is returned with `converged: false`.
     pub fn fit(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
         if histogram.len() != self.n_bins {
-            return Err(TcspcError::InvalidArgument(format!("histogram has {} bins, fitter expects {}", histogram.len(), self.n_bins)));
+            return Err(TcspcError::InvalidArgument(format!(
+                "histogram has {} bins, fitter expects {}",
+                histogram.len(),
+                self.n_bins
+            )));
         }
         if let Some(bad) = histogram.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
-            return Err(TcspcError::Fit(format!("count {bad} is negative or not finite")));
+            return Err(TcspcError::Fit(format!(
+                "count {bad} is negative or not finite"
+            )));
         }
         let total: f64 = histogram[self.range.0..self.range.1].iter().sum();
         if total <= 0.0 {
@@ -416,7 +473,11 @@ impl LifetimeFitter {
         let (mut problem, report) = lm.minimize(problem);
         let x = problem.x.clone();
         problem.set_params(&x);
-        let result = problem.summarise(&report.termination, report.number_of_evaluations, self.config.bin_width_ns);
+        let result = problem.summarise(
+            &report.termination,
+            report.number_of_evaluations,
+            self.config.bin_width_ns,
+        );
         self.work = problem.work;
         Ok(result)
     }
@@ -476,6 +537,44 @@ fn bin_down(fine: &[f64], s: usize, scale: f64, out: &mut [f64]) {
     }
 }
 
+/// Residual and its derivative with respect to the model, for bin value `y` and model `m`.
+#[inline]
+fn residual(statistic: FitStatistic, y: f64, m: f64) -> (f64, f64) {
+    match statistic {
+        FitStatistic::NeymanLeastSquares => {
+            let inv = 1.0 / y.max(1.0).sqrt();
+            ((y - m) * inv, -inv)
+        }
+        FitStatistic::PoissonMle => {
+            if m <= MODEL_FLOOR {
+                // The likelihood needs m > 0: evaluate at the floor, with no gradient.
+                let m = MODEL_FLOOR;
+                let dev = if y > 0.0 {
+                    2.0 * (m - y + y * (y / m).ln())
+                } else {
+                    2.0 * m
+                };
+                let root = dev.max(0.0).sqrt();
+                return (if y >= m { root } else { -root }, 0.0);
+            }
+            if y <= 0.0 {
+                let r = (2.0 * m).sqrt();
+                return (-r, -1.0 / r);
+            }
+            let d = (m - y) / y;
+            let dev = (2.0 * y * (d - d.ln_1p())).max(0.0);
+            let root = dev.sqrt();
+            let r = if y >= m { root } else { -root };
+            let drdm = if d.abs() < 1e-7 || root == 0.0 {
+                -(y.sqrt()) / m
+            } else {
+                -(m - y).abs() / (m * root)
+            };
+            (r, drdm)
+        }
+    }
+}
+
 /// Floor of the model for the likelihood (which needs m > 0).
 const MODEL_FLOOR: f64 = 1e-10;
 /// Largest `ln tau` evaluated (tau of e^25 bins is effectively a constant).
@@ -483,7 +582,9 @@ const LN_TAU_MAX: f64 = 25.0;
 
 impl Problem<'_> {
     fn tau(&self, i: usize) -> f64 {
-        self.x[self.layout.n + i].clamp(TAU_MIN_BINS.ln(), LN_TAU_MAX).exp()
+        self.x[self.layout.n + i]
+            .clamp(TAU_MIN_BINS.ln(), LN_TAU_MAX)
+            .exp()
     }
     fn background(&self) -> f64 {
         self.layout.b().map_or(self.fixed_b, |i| self.x[i])
@@ -491,40 +592,18 @@ impl Problem<'_> {
     fn shift(&self) -> f64 {
         // A shift beyond the histogram makes the model zero; keep it finite and bounded.
         let lim = self.y.len() as f64;
-        self.layout.shift().map_or(self.fixed_shift, |i| self.x[i]).clamp(-lim, lim)
+        self.layout
+            .shift()
+            .map_or(self.fixed_shift, |i| self.x[i])
+            .clamp(-lim, lim)
     }
 
-    /// Residual and its derivative with respect to the model, for bin value `y` and model `m`.
-    #[inline]
-    fn residual(&self, y: f64, m: f64) -> (f64, f64) {
-        match self.statistic {
-            FitStatistic::NeymanLeastSquares => {
-                let inv = 1.0 / y.max(1.0).sqrt();
-                ((y - m) * inv, -inv)
-            }
-            FitStatistic::PoissonMle => {
-                if m <= MODEL_FLOOR {
-                    // The likelihood needs m > 0: evaluate at the floor, with no gradient.
-                    let m = MODEL_FLOOR;
-                    let dev = if y > 0.0 { 2.0 * (m - y + y * (y / m).ln()) } else { 2.0 * m };
-                    let root = dev.max(0.0).sqrt();
-                    return (if y >= m { root } else { -root }, 0.0);
-                }
-                if y <= 0.0 {
-                    let r = (2.0 * m).sqrt();
-                    return (-r, -1.0 / r);
-                }
-                let d = (m - y) / y;
-                let dev = (2.0 * y * (d - d.ln_1p())).max(0.0);
-                let root = dev.sqrt();
-                let r = if y >= m { root } else { -root };
-                let drdm = if d.abs() < 1e-7 || root == 0.0 { -(y.sqrt()) / m } else { -(m - y).abs() / (m * root) };
-                (r, drdm)
-            }
-        }
-    }
-
-    fn summarise(&self, termination: &TerminationReason, evaluations: usize, bw: f64) -> LifetimeFit {
+    fn summarise(
+        &self,
+        termination: &TerminationReason,
+        evaluations: usize,
+        bw: f64,
+    ) -> LifetimeFit {
         let n = self.layout.n;
         let p = self.layout.len();
         let (start, end) = self.range;
@@ -536,7 +615,11 @@ impl Problem<'_> {
             let (y, m) = (self.y[k], self.work.model[k].max(MODEL_FLOOR));
             chi2 += (y - m) * (y - m) / y.max(1.0);
             pearson += (y - m) * (y - m) / m;
-            deviance += if y > 0.0 { 2.0 * (m - y + y * (y / m).ln()) } else { 2.0 * m };
+            deviance += if y > 0.0 {
+                2.0 * (m - y + y * (y / m).ln())
+            } else {
+                2.0 * m
+            };
         }
         let reduced = match self.statistic {
             FitStatistic::NeymanLeastSquares => chi2,
@@ -547,9 +630,18 @@ impl Problem<'_> {
             Some(j) => {
                 let jtj = j.transpose() * &j;
                 match jtj.clone().cholesky() {
-                    Some(ch) => ch.inverse().diagonal().iter().map(|v| v.max(0.0).sqrt()).collect(),
+                    Some(ch) => ch
+                        .inverse()
+                        .diagonal()
+                        .iter()
+                        .map(|v| v.max(0.0).sqrt())
+                        .collect(),
                     None => match jtj.try_inverse() {
-                        Some(inv) => inv.diagonal().iter().map(|v| if *v >= 0.0 { v.sqrt() } else { f64::NAN }).collect(),
+                        Some(inv) => inv
+                            .diagonal()
+                            .iter()
+                            .map(|v| if *v >= 0.0 { v.sqrt() } else { f64::NAN })
+                            .collect(),
                         None => vec![f64::NAN; p],
                     },
                 }
@@ -594,12 +686,16 @@ impl Problem<'_> {
         }
         fit.tau_amplitude_weighted_ns = sat / sa;
         fit.tau_intensity_weighted_ns = satt / sat;
-        let ok_termination = termination.was_successful() || matches!(termination, TerminationReason::NoImprovementPossible(_));
+        let ok_termination = termination.was_successful()
+            || matches!(termination, TerminationReason::NoImprovementPossible(_));
         let in_bounds = (0..n).all(|i| {
             let l = self.x[n + i];
             l.is_finite() && l > TAU_MIN_BINS.ln() && l < LN_TAU_MAX
         });
-        fit.converged = ok_termination && in_bounds && self.x.iter().all(|v| v.is_finite()) && reduced.is_finite();
+        fit.converged = ok_termination
+            && in_bounds
+            && self.x.iter().all(|v| v.is_finite())
+            && reduced.is_finite();
         fit
     }
 }
@@ -620,9 +716,16 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
         let s = self.oversample;
         w.model.iter_mut().for_each(|m| *m = b);
         if s == 1 {
-            self.irf.eval(shift, &mut w.irf, want_shift.then_some(&mut w.dirf[..]));
+            self.irf
+                .eval(shift, &mut w.irf, want_shift.then_some(&mut w.dirf[..]));
             for (i, &tau) in taus.iter().enumerate().take(n) {
-                exp_conv(&w.irf, tau, self.period, &mut w.conv[i], Some(&mut w.dconv_tau[i]));
+                exp_conv(
+                    &w.irf,
+                    tau,
+                    self.period,
+                    &mut w.conv[i],
+                    Some(&mut w.dconv_tau[i]),
+                );
                 if want_shift {
                     exp_conv(&w.dirf, tau, self.period, &mut w.dconv_shift[i], None);
                 }
@@ -631,10 +734,20 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
             // Sub-bin grid: times scale by s; a bin is the mean of its s sub-bins (amplitudes
             // stay counts per bin), d/dtau and d/dshift pick up a factor s from the time scale.
             let sf = s as f64;
-            self.fine_irf.eval(shift * sf, &mut w.fine_irf, want_shift.then_some(&mut w.fine_dirf[..]));
+            self.fine_irf.eval(
+                shift * sf,
+                &mut w.fine_irf,
+                want_shift.then_some(&mut w.fine_dirf[..]),
+            );
             let period = self.period.map(|p| p * sf);
             for (i, &tau) in taus.iter().enumerate().take(n) {
-                exp_conv(&w.fine_irf, tau * sf, period, &mut w.fine_a, Some(&mut w.fine_b));
+                exp_conv(
+                    &w.fine_irf,
+                    tau * sf,
+                    period,
+                    &mut w.fine_a,
+                    Some(&mut w.fine_b),
+                );
                 bin_down(&w.fine_a, s, 1.0 / sf, &mut w.conv[i]);
                 bin_down(&w.fine_b, s, 1.0, &mut w.dconv_tau[i]);
                 if want_shift {
@@ -649,6 +762,12 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
                 *m += a * c;
             }
         }
+        let (start, end) = self.range;
+        for k in start..end {
+            let (r, d) = residual(self.statistic, self.y[k], self.work.model[k]);
+            self.work.resid[k - start] = r;
+            self.work.drdm[k - start] = d;
+        }
     }
 
     fn params(&self) -> DVector<f64> {
@@ -656,8 +775,7 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
     }
 
     fn residuals(&self) -> Option<DVector<f64>> {
-        let (start, end) = self.range;
-        Some(DVector::from_iterator(end - start, (start..end).map(|k| self.residual(self.y[k], self.work.model[k]).0)))
+        Some(DVector::from_column_slice(&self.work.resid))
     }
 
     fn jacobian(&self) -> Option<DMatrix<f64>> {
@@ -665,14 +783,18 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
         let rows = end - start;
         let n = self.layout.n;
         let mut jac = DMatrix::zeros(rows, self.layout.len());
-        let drdm: Vec<f64> = (start..end).map(|k| self.residual(self.y[k], self.work.model[k]).1).collect();
         let w = &self.work;
+        let drdm = &w.drdm;
         for i in 0..n {
             let tau = self.tau(i);
             let a = self.x[i];
             // Derivative with respect to ln tau is tau * d/dtau; zero where tau is clamped.
             let l = self.x[n + i];
-            let scale = if l > TAU_MIN_BINS.ln() && l < LN_TAU_MAX { a * tau } else { 0.0 };
+            let scale = if l > TAU_MIN_BINS.ln() && l < LN_TAU_MAX {
+                a * tau
+            } else {
+                0.0
+            };
             for (r, k) in (start..end).enumerate() {
                 jac[(r, i)] = drdm[r] * w.conv[i][k];
                 jac[(r, n + i)] = drdm[r] * scale * w.dconv_tau[i][k];

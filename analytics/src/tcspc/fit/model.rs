@@ -5,7 +5,7 @@
 //! first-order recursion, O(N) per component with analytic derivatives. An FFT convolution
 //! (O(N log N), and no derivative for free) does not pay for exponentials. All times are in bins.
 
-use super::special::normal_cdf_diff;
+use super::special::{normal_cdf_diff_from_tails, normal_tail};
 
 /// Smallest and largest lifetime the model evaluates, in bins (fits clamp into this range).
 pub(crate) const TAU_MIN_BINS: f64 = 0.02;
@@ -58,21 +58,34 @@ impl IrfShape {
                 }
             }
             IrfShape::Gaussian { sigma, center } => {
+                // One erfc per bin edge over +-9 sigma (the tails beyond are below 1e-18).
                 let c = center + shift;
-                let reach = 12.0 * sigma + 2.0;
+                let reach = 9.0 * sigma + 2.0;
                 let lo = ((c - reach).floor().max(0.0) as usize).min(n);
                 let hi = ((c + reach).ceil().max(0.0) as usize).min(n);
                 irf.iter_mut().for_each(|v| *v = 0.0);
+                let z = |j: usize| (j as f64 - c) / sigma;
+                let mut za = z(lo);
+                let mut ta = normal_tail(za);
                 for (j, v) in irf.iter_mut().enumerate().take(hi).skip(lo) {
-                    let a = (j as f64 - c) / sigma;
-                    *v = normal_cdf_diff(a, a + 1.0 / sigma);
+                    let zb = z(j + 1);
+                    let tb = normal_tail(zb);
+                    *v = normal_cdf_diff_from_tails(za, ta, zb, tb);
+                    (za, ta) = (zb, tb);
                 }
                 if let Some(d) = dirf {
                     d.iter_mut().for_each(|v| *v = 0.0);
-                    let pdf = |z: f64| (-0.5 * z * z).exp() * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+                    let pdf = |z: f64| {
+                        (-0.5 * z * z).exp()
+                            * (0.5
+                                * std::f64::consts::FRAC_2_SQRT_PI
+                                * std::f64::consts::FRAC_1_SQRT_2)
+                    };
+                    let mut pa = pdf(z(lo));
                     for (j, v) in d.iter_mut().enumerate().take(hi).skip(lo) {
-                        let a = (j as f64 - c) / sigma;
-                        *v = -(pdf(a + 1.0 / sigma) - pdf(a)) / sigma;
+                        let pb = pdf(z(j + 1));
+                        *v = -(pb - pa) / sigma;
+                        pa = pb;
                     }
                 }
             }
@@ -85,7 +98,13 @@ impl IrfShape {
 ///
 /// With `period` (bins, at least `irf.len()`), the decay is periodic: every earlier pulse adds
 /// its tail, `sum_m exp(-(t + m T) / tau)`. If `dout` is given it receives `d out / d tau`.
-pub(crate) fn exp_conv(irf: &[f64], tau: f64, period: Option<f64>, out: &mut [f64], dout: Option<&mut [f64]>) {
+pub(crate) fn exp_conv(
+    irf: &[f64],
+    tau: f64,
+    period: Option<f64>,
+    out: &mut [f64],
+    dout: Option<&mut [f64]>,
+) {
     let n = irf.len();
     let tau = tau.max(TAU_MIN_BINS);
     let q = 1.0 / tau;
@@ -190,7 +209,8 @@ mod tests {
                         let x = k as f64 + (xi as f64 + 0.5) * h + shift;
                         let hi = (j as f64 + 1.0).min(x);
                         if hi > j as f64 {
-                            acc += h * tau * ((-(x - hi) / tau).exp() - (-(x - j as f64) / tau).exp());
+                            acc +=
+                                h * tau * ((-(x - hi) / tau).exp() - (-(x - j as f64) / tau).exp());
                         }
                     }
                 }
@@ -208,14 +228,19 @@ mod tests {
             exp_conv(&irf, 3.0, period, &mut out, None);
             let want = brute(&irf, 3.0, period);
             for (g, w) in out.iter().zip(&want) {
-                assert!((g - w).abs() < 1e-6 * w.max(0.01), "{period:?}: {out:?} vs {want:?}");
+                assert!(
+                    (g - w).abs() < 1e-6 * w.max(0.01),
+                    "{period:?}: {out:?} vs {want:?}"
+                );
             }
         }
     }
 
     #[test]
     fn tau_derivative_matches_finite_difference() {
-        let irf: Vec<f64> = (0..64).map(|k| (-((k as f64 - 10.0) / 2.0).powi(2)).exp()).collect();
+        let irf: Vec<f64> = (0..64)
+            .map(|k| (-((k as f64 - 10.0) / 2.0).powi(2)).exp())
+            .collect();
         for period in [None, Some(80.0)] {
             for tau in [0.3, 5.0, 200.0] {
                 let mut out = vec![0.0; 64];
@@ -227,7 +252,11 @@ mod tests {
                 exp_conv(&irf, tau - h, period, &mut dn, None);
                 for k in 0..64 {
                     let fd = (up[k] - dn[k]) / (2.0 * h);
-                    assert!((fd - d[k]).abs() <= 1e-5 * (fd.abs() + 1e-6), "tau {tau} {period:?} k {k}: {fd} vs {}", d[k]);
+                    assert!(
+                        (fd - d[k]).abs() <= 1e-5 * (fd.abs() + 1e-6),
+                        "tau {tau} {period:?} k {k}: {fd} vs {}",
+                        d[k]
+                    );
                 }
             }
         }
@@ -235,7 +264,10 @@ mod tests {
 
     #[test]
     fn gaussian_irf_sums_to_one_and_shift_derivative_is_right() {
-        let shape = IrfShape::Gaussian { sigma: 2.5, center: 30.0 };
+        let shape = IrfShape::Gaussian {
+            sigma: 2.5,
+            center: 30.0,
+        };
         let mut irf = vec![0.0; 100];
         let mut d = vec![0.0; 100];
         shape.eval(0.3, &mut irf, Some(&mut d));

@@ -1,7 +1,15 @@
 use super::*;
 
 /// Noiseless model histogram from the fitter's own model.
-fn model(irf: &IrfShape, taus: &[f64], amps: &[f64], b: f64, shift: f64, period: Option<f64>, n: usize) -> Vec<f64> {
+fn model(
+    irf: &IrfShape,
+    taus: &[f64],
+    amps: &[f64],
+    b: f64,
+    shift: f64,
+    period: Option<f64>,
+    n: usize,
+) -> Vec<f64> {
     let mut i = vec![0.0; n];
     irf.eval(shift, &mut i, None);
     let mut out = vec![b; n];
@@ -18,18 +26,33 @@ fn model(irf: &IrfShape, taus: &[f64], amps: &[f64], b: f64, shift: f64, period:
 #[test]
 fn recovers_exact_parameters_from_noiseless_data() {
     let bw = 0.05;
-    let shape = IrfShape::Gaussian { sigma: 0.1 / bw, center: 0.0 };
+    let shape = IrfShape::Gaussian {
+        sigma: 0.1 / bw,
+        center: 0.0,
+    };
     for stat in [FitStatistic::NeymanLeastSquares, FitStatistic::PoissonMle] {
-        for (taus, amps) in [(vec![3.0 / bw], vec![500.0]), (vec![0.8 / bw, 6.0 / bw], vec![300.0, 200.0])] {
+        for (taus, amps) in [
+            (vec![3.0 / bw], vec![500.0]),
+            (vec![0.8 / bw, 6.0 / bw], vec![300.0, 200.0]),
+        ] {
             let y = model(&shape, &taus, &amps, 3.0, 40.0, Some(400.0), 300);
             let mut cfg = FitConfig::new(taus.len(), stat, bw);
             cfg.period_ns = Some(400.0 * bw);
-            let irf = Irf::Gaussian { fwhm_ns: 0.1 * GAUSSIAN_FWHM_PER_SIGMA, center_ns: None };
+            let irf = Irf::Gaussian {
+                fwhm_ns: 0.1 * GAUSSIAN_FWHM_PER_SIGMA,
+                center_ns: None,
+            };
             let fit = fit_decay(&y, &irf, &cfg).unwrap();
             assert!(fit.converged, "{fit:?}");
             for (i, t) in taus.iter().enumerate() {
-                assert!((fit.tau_ns[i] - t * bw).abs() < 1e-6 * t * bw, "{stat:?} {fit:?}");
-                assert!((fit.amplitude_counts[i] - amps[i]).abs() < 1e-5 * amps[i], "{fit:?}");
+                assert!(
+                    (fit.tau_ns[i] - t * bw).abs() < 1e-6 * t * bw,
+                    "{stat:?} {fit:?}"
+                );
+                assert!(
+                    (fit.amplitude_counts[i] - amps[i]).abs() < 1e-5 * amps[i],
+                    "{fit:?}"
+                );
             }
             assert!((fit.background_counts - 3.0).abs() < 1e-6, "{fit:?}");
             assert!((fit.shift_ns - 40.0 * bw).abs() < 1e-7, "{fit:?}");
@@ -41,27 +64,50 @@ fn recovers_exact_parameters_from_noiseless_data() {
 #[test]
 fn measured_irf_and_fixed_parameters() {
     let bw = 0.02;
-    let base: Vec<f64> = (0..512).map(|k| (-((k as f64 - 50.0) / 4.0).powi(2)).exp()).collect();
+    let base: Vec<f64> = (0..512)
+        .map(|k| (-((k as f64 - 50.0) / 4.0).powi(2)).exp())
+        .collect();
     let shape = IrfShape::Measured(base.iter().map(|v| v / base.iter().sum::<f64>()).collect());
     let y = model(&shape, &[100.0], &[1000.0], 0.0, 12.3, None, 512);
     let mut cfg = FitConfig::new(1, FitStatistic::PoissonMle, bw);
     cfg.background = Parameter::Fixed(0.0);
     let fit = fit_decay(&y, &Irf::Measured(base.clone()), &cfg).unwrap();
-    assert!(fit.converged && (fit.tau_ns[0] - 2.0).abs() < 1e-6 && (fit.shift_ns - 12.3 * bw).abs() < 1e-6, "{fit:?}");
+    assert!(
+        fit.converged
+            && (fit.tau_ns[0] - 2.0).abs() < 1e-6
+            && (fit.shift_ns - 12.3 * bw).abs() < 1e-6,
+        "{fit:?}"
+    );
     assert_eq!(fit.background_stderr_counts, 0.0);
     cfg.shift = Parameter::Fixed(12.3 * bw);
     let fit = fit_decay(&y, &Irf::Measured(base), &cfg).unwrap();
-    assert!(fit.converged && (fit.tau_ns[0] - 2.0).abs() < 1e-6 && fit.shift_stderr_ns == 0.0, "{fit:?}");
+    assert!(
+        fit.converged && (fit.tau_ns[0] - 2.0).abs() < 1e-6 && fit.shift_stderr_ns == 0.0,
+        "{fit:?}"
+    );
 }
 
 #[test]
 fn hostile_inputs_are_errors_not_panics() {
-    let irf = Irf::Gaussian { fwhm_ns: 0.1, center_ns: None };
+    let irf = Irf::Gaussian {
+        fwhm_ns: 0.1,
+        center_ns: None,
+    };
     let cfg = FitConfig::new(1, FitStatistic::PoissonMle, 0.05);
     assert!(fit_decay(&[0.0; 100], &irf, &cfg).is_err());
-    assert!(fit_decay(&[1.0, f64::NAN, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &irf, &cfg).is_err());
+    assert!(fit_decay(
+        &[1.0, f64::NAN, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        &irf,
+        &cfg
+    )
+    .is_err());
     assert!(fit_decay(&[1.0; 3], &irf, &cfg).is_err());
-    assert!(fit_decay(&[1.0; 100], &irf, &FitConfig::new(4, FitStatistic::PoissonMle, 0.05)).is_err());
+    assert!(fit_decay(
+        &[1.0; 100],
+        &irf,
+        &FitConfig::new(4, FitStatistic::PoissonMle, 0.05)
+    )
+    .is_err());
     assert!(fit_decay(&[1.0; 100], &Irf::Measured(vec![0.0; 100]), &cfg).is_err());
     assert!(fit_decay(&[1.0; 100], &Irf::Measured(vec![1.0; 99]), &cfg).is_err());
     // Flat data or a single spike: the fit runs and reports, whatever it converges to.
@@ -69,5 +115,10 @@ fn hostile_inputs_are_errors_not_panics() {
     assert!(flat.tau_ns[0].is_finite() || !flat.converged);
     let mut spike = vec![0.0; 100];
     spike[99] = 1.0;
-    let _ = fit_decay(&spike, &irf, &FitConfig::new(3, FitStatistic::NeymanLeastSquares, 0.05)).unwrap();
+    let _ = fit_decay(
+        &spike,
+        &irf,
+        &FitConfig::new(3, FitStatistic::NeymanLeastSquares, 0.05),
+    )
+    .unwrap();
 }

@@ -51,19 +51,55 @@ fn basic_tags(records: i64) -> Vec<Vec<u8>> {
 #[test]
 fn every_tag_type_parses() {
     let s = b"hello\0\0\0";
-    let w: Vec<u8> = "wide\0".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
-    let arr: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+    let w: Vec<u8> = "wide\0"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let arr: Vec<u8> = [1.5f64, -2.0]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
     let mut tags = basic_tags(0);
     tags.extend([
         tag("Empty", -1, tag_type::EMPTY8, &[0; 8], &[]),
         tag("B", -1, tag_type::BOOL8, &1i64.to_le_bytes(), &[]),
         tag("Bits", -1, tag_type::BIT_SET64, &0xF0i64.to_le_bytes(), &[]),
         tag("Col", -1, tag_type::COLOR8, &0x00FF00i64.to_le_bytes(), &[]),
-        tag("When", -1, tag_type::T_DATE_TIME, &25_569.5f64.to_le_bytes(), &[]),
-        tag("Arr", -1, tag_type::FLOAT8_ARRAY, &(arr.len() as i64).to_le_bytes(), &arr),
-        tag("S", -1, tag_type::ANSI_STRING, &(s.len() as i64).to_le_bytes(), s),
-        tag("W", -1, tag_type::WIDE_STRING, &(w.len() as i64).to_le_bytes(), &w),
-        tag("Blob", 0, tag_type::BINARY_BLOB, &3i64.to_le_bytes(), &[7, 8, 9]),
+        tag(
+            "When",
+            -1,
+            tag_type::T_DATE_TIME,
+            &25_569.5f64.to_le_bytes(),
+            &[],
+        ),
+        tag(
+            "Arr",
+            -1,
+            tag_type::FLOAT8_ARRAY,
+            &(arr.len() as i64).to_le_bytes(),
+            &arr,
+        ),
+        tag(
+            "S",
+            -1,
+            tag_type::ANSI_STRING,
+            &(s.len() as i64).to_le_bytes(),
+            s,
+        ),
+        tag(
+            "W",
+            -1,
+            tag_type::WIDE_STRING,
+            &(w.len() as i64).to_le_bytes(),
+            &w,
+        ),
+        tag(
+            "Blob",
+            0,
+            tag_type::BINARY_BLOB,
+            &3i64.to_le_bytes(),
+            &[7, 8, 9],
+        ),
         tag("Fast_Load_End", -1, tag_type::EMPTY8, &[0; 8], &[]),
     ]);
     let file = ptu(&tags, &[]);
@@ -72,8 +108,14 @@ fn every_tag_type_parses() {
     assert_eq!(t.get("B", -1), Some(&TagValue::Bool(true)));
     assert_eq!(t.get("Bits", -1), Some(&TagValue::BitSet(0xF0)));
     assert_eq!(t.get("Col", -1), Some(&TagValue::Color(0xFF00)));
-    assert_eq!(t.get("When", -1).and_then(TagValue::unix_time_s), Some(43_200.0));
-    assert_eq!(t.get("Arr", -1), Some(&TagValue::FloatArray(vec![1.5, -2.0])));
+    assert_eq!(
+        t.get("When", -1).and_then(TagValue::unix_time_s),
+        Some(43_200.0)
+    );
+    assert_eq!(
+        t.get("Arr", -1),
+        Some(&TagValue::FloatArray(vec![1.5, -2.0]))
+    );
     assert_eq!(t.get("S", -1).and_then(TagValue::as_str), Some("hello"));
     assert_eq!(t.get("W", -1).and_then(TagValue::as_str), Some("wide"));
     assert_eq!(t.scalar("Blob"), Some(&TagValue::Blob(vec![7, 8, 9])));
@@ -122,14 +164,35 @@ fn reader_streams_chunks_and_detects_truncation() {
 
 #[test]
 fn phu_curves_parse_and_bad_offsets_fail() {
-    let mut tags = vec![int("HistoResult_NumberOfCurves", 2), float("MeasDesc_Resolution", 4e-12)];
+    let mut tags = vec![
+        int("HistoResult_NumberOfCurves", 2),
+        float("MeasDesc_Resolution", 4e-12),
+    ];
     let header_len = 16 + (tags.len() + 6 + 1) * 48;
     let curves: [&[u32]; 2] = [&[1, 2, 3], &[4, 5]];
     let mut offset = header_len;
     for (i, c) in curves.iter().enumerate() {
-        tags.push(tag("HistResDscr_DataOffset", i as i32, tag_type::INT8, &(offset as i64).to_le_bytes(), &[]));
-        tags.push(tag("HistResDscr_HistogramBins", i as i32, tag_type::INT8, &(c.len() as i64).to_le_bytes(), &[]));
-        tags.push(tag("HistResDscr_MDescResolution", i as i32, tag_type::FLOAT8, &(8e-12 * (i + 1) as f64).to_le_bytes(), &[]));
+        tags.push(tag(
+            "HistResDscr_DataOffset",
+            i as i32,
+            tag_type::INT8,
+            &(offset as i64).to_le_bytes(),
+            &[],
+        ));
+        tags.push(tag(
+            "HistResDscr_HistogramBins",
+            i as i32,
+            tag_type::INT8,
+            &(c.len() as i64).to_le_bytes(),
+            &[],
+        ));
+        tags.push(tag(
+            "HistResDscr_MDescResolution",
+            i as i32,
+            tag_type::FLOAT8,
+            &(8e-12 * (i + 1) as f64).to_le_bytes(),
+            &[],
+        ));
         offset += 4 * c.len();
     }
     let mut file = PHU_MAGIC.to_vec();
@@ -150,7 +213,13 @@ fn phu_curves_parse_and_bad_offsets_fail() {
     assert_eq!(phu.curves[1].counts, vec![4, 5]);
     assert_eq!(phu.curves[1].resolution_s, 16e-12);
     // Drop the last data byte: the second curve now lies past the end.
-    assert!(matches!(parse_phu(&file[..file.len() - 1], &HeaderLimits::default()), Err(TcspcError::Truncated(_))));
+    assert!(matches!(
+        parse_phu(&file[..file.len() - 1], &HeaderLimits::default()),
+        Err(TcspcError::Truncated(_))
+    ));
     // A PTU magic is not a PHU.
-    assert!(matches!(parse_phu(&ptu(&basic_tags(0), &[]), &HeaderLimits::default()), Err(TcspcError::BadMagic { .. })));
+    assert!(matches!(
+        parse_phu(&ptu(&basic_tags(0), &[]), &HeaderLimits::default()),
+        Err(TcspcError::BadMagic { .. })
+    ));
 }

@@ -24,13 +24,25 @@ impl Case {
         self.items.iter().any(|(k, _)| k == key)
     }
     pub fn f64s(&self, key: &str) -> Vec<f64> {
-        self.get(key).iter().map(|v| v.parse::<f64>().unwrap_or_else(|e| panic!("{key}: {v}: {e}"))).collect()
+        self.get(key)
+            .iter()
+            .map(|v| {
+                v.parse::<f64>()
+                    .unwrap_or_else(|e| panic!("{key}: {v}: {e}"))
+            })
+            .collect()
     }
     pub fn f64(&self, key: &str) -> f64 {
         self.f64s(key)[0]
     }
     pub fn i64s(&self, key: &str) -> Vec<i64> {
-        self.get(key).iter().map(|v| v.parse::<i64>().unwrap_or_else(|e| panic!("{key}: {v}: {e}"))).collect()
+        self.get(key)
+            .iter()
+            .map(|v| {
+                v.parse::<i64>()
+                    .unwrap_or_else(|e| panic!("{key}: {v}: {e}"))
+            })
+            .collect()
     }
     pub fn i64(&self, key: &str) -> i64 {
         self.i64s(key)[0]
@@ -52,7 +64,10 @@ pub fn parse(text: &str) -> Vec<Case> {
         let key = parts.next().unwrap_or_default().to_string();
         let values: Vec<String> = parts.map(str::to_string).collect();
         match key.as_str() {
-            "case" => cases.push(Case { name: values.join(" "), items: Vec::new() }),
+            "case" => cases.push(Case {
+                name: values.join(" "),
+                items: Vec::new(),
+            }),
             "end" => {}
             _ => cases.last_mut().expect("a case").items.push((key, values)),
         }
@@ -72,7 +87,10 @@ pub fn shared_tcspc_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("NOTICE: {} is absent; skipping the real-file checks", dir.display());
+        eprintln!(
+            "NOTICE: {} is absent; skipping the real-file checks",
+            dir.display()
+        );
         None
     }
 }
