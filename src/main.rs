@@ -48,9 +48,14 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let quiet_default = matches!(cli.command, Command::Sql(_) | Command::Demo(_) | Command::Bench { .. });
+    let quiet_default = matches!(
+        cli.command,
+        Command::Sql(_) | Command::Demo(_) | Command::Bench { .. }
+    );
     init_tracing(quiet_default);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { config, data_dir } => cli::serve::run(config, data_dir).await,
@@ -66,5 +71,8 @@ fn init_tracing(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -85,7 +85,8 @@ mod tests {
         let back = serde_json::to_value(&config).expect("serialises");
         let again: ConnectorConfig = serde_json::from_value(back).expect("round trip");
         assert_eq!(config, again);
-        let typo = serde_json::json!({"type": "simulated_spectrometer", "source": "s", "pixles": 3});
+        let typo =
+            serde_json::json!({"type": "simulated_spectrometer", "source": "s", "pixles": 3});
         assert!(serde_json::from_value::<ConnectorConfig>(typo).is_err());
     }
 }

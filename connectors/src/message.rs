@@ -73,7 +73,11 @@ impl OutboundMessage {
 
     /// Appends a frame whose bytes the caller has already laid out (or deliberately broken).
     pub fn raw_array(mut self, name: &str, dtype: Dtype, shape: &[u64], bytes: Vec<u8>) -> Self {
-        self.header.arrays.push(ArrayDesc { name: name.to_string(), dtype, shape: shape.to_vec() });
+        self.header.arrays.push(ArrayDesc {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+        });
         self.payload.push(Bytes::from(bytes));
         self
     }

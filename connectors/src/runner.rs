@@ -46,7 +46,10 @@ impl PushSender {
     pub async fn connect(endpoint: &str) -> Result<PushSender, RunnerError> {
         let mut socket = PushSocket::new();
         socket.connect(endpoint).await?;
-        Ok(PushSender { socket, next_seq: 0 })
+        Ok(PushSender {
+            socket,
+            next_seq: 0,
+        })
     }
 
     /// Stamps the next `seq` on the message and sends it.
@@ -71,11 +74,11 @@ impl PushSender {
 /// [`RunnerError`] if the socket or the connector fails.
 pub async fn run_connector(
     mut connector: Box<dyn Connector>,
-    endpoint: &str,
+    endpoint: String,
     pacing: Pacing,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<u64, RunnerError> {
-    let mut sender = PushSender::connect(endpoint).await?;
+    let mut sender = PushSender::connect(&endpoint).await?;
     let mut ticker = match pacing {
         Pacing::Unpaced => None,
         Pacing::RateHz(rate) => {
@@ -96,7 +99,9 @@ pub async fn run_connector(
                 _ = ticker.tick() => {}
             }
         }
-        let Some(message) = connector.next_message()? else { break };
+        let Some(message) = connector.next_message()? else {
+            break;
+        };
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             result = sender.send(message) => { result?; }

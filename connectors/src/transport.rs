@@ -103,13 +103,17 @@ impl Acker {
     /// Sends one JSON acknowledgement frame to `reply_to`. Failures (peer gone) are logged:
     /// the sender keeps unacknowledged messages and will resend them.
     pub async fn send(&mut self, reply_to: &ReplyTo, body: &serde_json::Value) {
-        let Some(sender) = self.sender.as_mut() else { return };
+        let Some(sender) = self.sender.as_mut() else {
+            return;
+        };
         let mut frames = vec![reply_to.identity.clone()];
         if reply_to.delimited {
             frames.push(Bytes::new());
         }
         frames.push(Bytes::from(body.to_string()));
-        let Ok(message) = ZmqMessage::try_from(frames) else { return };
+        let Ok(message) = ZmqMessage::try_from(frames) else {
+            return;
+        };
         if let Err(err) = sender.send(message).await {
             tracing::debug!(%err, "acknowledgement not delivered");
         }
@@ -161,7 +165,12 @@ pub async fn bind(
         let mut socket = PullSocket::new();
         let bound = socket.bind(endpoint).await.map_err(bind_err(endpoint))?;
         endpoints.pull = Some(bound.to_string());
-        let source = Receiver { kind: TransportKind::Pull, queue: queue.clone(), budget: budget.clone(), max_permits };
+        let source = Receiver {
+            kind: TransportKind::Pull,
+            queue: queue.clone(),
+            budget: budget.clone(),
+            max_permits,
+        };
         tasks.push(tokio::spawn(source.run(socket, shutdown.clone())));
     }
     if let Some(endpoint) = &config.sub {
@@ -169,7 +178,12 @@ pub async fn bind(
         let bound = socket.bind(endpoint).await.map_err(bind_err(endpoint))?;
         socket.subscribe("").await.map_err(bind_err(endpoint))?;
         endpoints.sub = Some(bound.to_string());
-        let source = Receiver { kind: TransportKind::Sub, queue: queue.clone(), budget: budget.clone(), max_permits };
+        let source = Receiver {
+            kind: TransportKind::Sub,
+            queue: queue.clone(),
+            budget: budget.clone(),
+            max_permits,
+        };
         tasks.push(tokio::spawn(source.run(socket, shutdown.clone())));
     }
     if let Some(endpoint) = &config.router {
@@ -178,10 +192,19 @@ pub async fn bind(
         endpoints.router = Some(bound.to_string());
         let (send_half, recv_half) = socket.split();
         acker.sender = Some(send_half);
-        let source = Receiver { kind: TransportKind::Router, queue: queue.clone(), budget: budget.clone(), max_permits };
+        let source = Receiver {
+            kind: TransportKind::Router,
+            queue: queue.clone(),
+            budget: budget.clone(),
+            max_permits,
+        };
         tasks.push(tokio::spawn(source.run(recv_half, shutdown.clone())));
     }
-    Ok(Transport { endpoints, acker, tasks })
+    Ok(Transport {
+        endpoints,
+        acker,
+        tasks,
+    })
 }
 
 /// One socket's receive loop.
@@ -211,12 +234,19 @@ impl Receiver {
             let mut frames = message.into_vec();
             let reply_to = match self.kind {
                 TransportKind::Router => {
-                    let identity = if frames.is_empty() { Bytes::new() } else { frames.remove(0) };
+                    let identity = if frames.is_empty() {
+                        Bytes::new()
+                    } else {
+                        frames.remove(0)
+                    };
                     let delimited = frames.first().is_some_and(|f| f.is_empty());
                     if delimited {
                         frames.remove(0);
                     }
-                    Some(ReplyTo { identity, delimited })
+                    Some(ReplyTo {
+                        identity,
+                        delimited,
+                    })
                 }
                 _ => None,
             };
@@ -229,7 +259,14 @@ impl Receiver {
                     Err(_) => break,
                 },
             };
-            let inbound = Inbound { transport: self.kind, frames, reply_to, arrival_time_ns, received_at, budget };
+            let inbound = Inbound {
+                transport: self.kind,
+                frames,
+                reply_to,
+                arrival_time_ns,
+                received_at,
+                budget,
+            };
             if self.queue.send(inbound).await.is_err() {
                 break;
             }

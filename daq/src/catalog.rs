@@ -72,12 +72,18 @@ impl Catalog {
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
         let display = path.display().to_string();
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| CatalogError::Corrupt { path: display, message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Catalog { version: 1, ..Catalog::default() })
-            }
-            Err(source) => Err(CatalogError::Io { path: display, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
+                path: display,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog {
+                version: 1,
+                ..Catalog::default()
+            }),
+            Err(source) => Err(CatalogError::Io {
+                path: display,
+                source,
+            }),
         }
     }
 
@@ -86,7 +92,10 @@ impl Catalog {
     /// # Errors
     /// [`CatalogError::Io`]; the previous catalog is then still in place.
     pub fn save(&self, path: &Path) -> Result<(), CatalogError> {
-        let io = |source| CatalogError::Io { path: path.display().to_string(), source };
+        let io = |source| CatalogError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let temp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
         {
@@ -97,7 +106,9 @@ impl Catalog {
         }
         std::fs::rename(&temp, path).map_err(io)?;
         if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
         }
         Ok(())
     }
@@ -127,11 +138,19 @@ mod tests {
             run_id: "r".into(),
             date: "2026-11-25".into(),
         };
-        let catalog = Catalog { version: 1, wal_persisted_through: 4, next_file_id: 2, files: vec![file] };
+        let catalog = Catalog {
+            version: 1,
+            wal_persisted_through: 4,
+            next_file_id: 2,
+            files: vec![file],
+        };
         catalog.save(&path).expect("save");
         assert_eq!(Catalog::load(&path).expect("load"), catalog);
         assert!(!path.with_extension("json.tmp").exists());
         std::fs::write(&path, b"{ not json").expect("corrupt");
-        assert!(matches!(Catalog::load(&path), Err(CatalogError::Corrupt { .. })));
+        assert!(matches!(
+            Catalog::load(&path),
+            Err(CatalogError::Corrupt { .. })
+        ));
     }
 }

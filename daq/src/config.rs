@@ -136,7 +136,9 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        WalConfig { fsync: FsyncPolicy::Always }
+        WalConfig {
+            fsync: FsyncPolicy::Always,
+        }
     }
 }
 
@@ -152,7 +154,10 @@ pub struct BufferConfig {
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        BufferConfig { flush_bytes: 128 * 1024 * 1024, flush_interval_ms: 10_000 }
+        BufferConfig {
+            flush_bytes: 128 * 1024 * 1024,
+            flush_interval_ms: 10_000,
+        }
     }
 }
 
@@ -175,7 +180,10 @@ pub struct ParquetConfig {
 
 impl Default for ParquetConfig {
     fn default() -> Self {
-        ParquetConfig { zstd_level: 3, row_group_target_bytes: 64 * 1024 * 1024 }
+        ParquetConfig {
+            zstd_level: 3,
+            row_group_target_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -189,7 +197,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".into() }
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
     }
 }
 
@@ -214,9 +224,14 @@ impl ServerConfig {
     /// # Errors
     /// [`ConfigError::Parse`] with line and reason, or [`ConfigError::Invalid`].
     pub fn from_toml(text: &str, path: &str) -> Result<ServerConfig, ConfigError> {
-        let config: ServerConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })?;
-        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_string(), message })?;
+        let config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -226,8 +241,10 @@ impl ServerConfig {
     /// [`ConfigError`].
     pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: display.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: display.clone(),
+            source,
+        })?;
         ServerConfig::from_toml(&text, &display)
     }
 
@@ -236,19 +253,30 @@ impl ServerConfig {
         if ingest.pull.is_empty() && ingest.sub.is_empty() && ingest.router.is_empty() {
             return Err("ingest: at least one of pull, sub, router must be set".into());
         }
-        for (name, endpoint) in [("pull", &ingest.pull), ("sub", &ingest.sub), ("router", &ingest.router)] {
+        for (name, endpoint) in [
+            ("pull", &ingest.pull),
+            ("sub", &ingest.sub),
+            ("router", &ingest.router),
+        ] {
             if !endpoint.is_empty() && !endpoint.starts_with("tcp://") {
-                return Err(format!("ingest.{name} = {endpoint:?}: only tcp:// endpoints are supported"));
+                return Err(format!(
+                    "ingest.{name} = {endpoint:?}: only tcp:// endpoints are supported"
+                ));
             }
         }
         if ingest.queue_capacity_messages == 0 || ingest.max_group_messages == 0 {
-            return Err("ingest: queue_capacity_messages and max_group_messages must be > 0".into());
+            return Err(
+                "ingest: queue_capacity_messages and max_group_messages must be > 0".into(),
+            );
         }
         if (ingest.max_queued_bytes as u64) < ingest.max_message_bytes {
             return Err("ingest: max_queued_bytes must be >= max_message_bytes".into());
         }
         if !(1..=22).contains(&self.parquet.zstd_level) {
-            return Err(format!("parquet.zstd_level = {}: must be 1-22", self.parquet.zstd_level));
+            return Err(format!(
+                "parquet.zstd_level = {}: must be 1-22",
+                self.parquet.zstd_level
+            ));
         }
         if self.default_run_id.is_empty() {
             return Err("default_run_id must not be empty".into());
@@ -263,7 +291,10 @@ mod tests {
 
     #[test]
     fn empty_file_gives_the_embedded_defaults() {
-        assert_eq!(ServerConfig::from_toml("", "x.toml").expect("valid"), ServerConfig::default());
+        assert_eq!(
+            ServerConfig::from_toml("", "x.toml").expect("valid"),
+            ServerConfig::default()
+        );
     }
 
     #[test]
@@ -277,13 +308,19 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused_with_line_and_reason() {
-        let err = ServerConfig::from_toml("data_dir = \"d\"\n[wal]\nfsink = \"always\"\n", "bad.toml")
-            .expect_err("typo");
+        let err =
+            ServerConfig::from_toml("data_dir = \"d\"\n[wal]\nfsink = \"always\"\n", "bad.toml")
+                .expect_err("typo");
         let text = err.to_string();
-        assert!(text.contains("bad.toml") && text.contains("line 3") && text.contains("fsink"), "{text}");
-        let err = ServerConfig::from_toml("[parquet]\nzstd_level = 40\n", "bad.toml").expect_err("range");
+        assert!(
+            text.contains("bad.toml") && text.contains("line 3") && text.contains("fsink"),
+            "{text}"
+        );
+        let err =
+            ServerConfig::from_toml("[parquet]\nzstd_level = 40\n", "bad.toml").expect_err("range");
         assert!(err.to_string().contains("zstd_level = 40"));
-        let err = ServerConfig::from_toml("[ingest]\npull = \"udp://x\"\n", "bad.toml").expect_err("scheme");
+        let err = ServerConfig::from_toml("[ingest]\npull = \"udp://x\"\n", "bad.toml")
+            .expect_err("scheme");
         assert!(err.to_string().contains("only tcp://"));
     }
 }

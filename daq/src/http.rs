@@ -50,9 +50,13 @@ fn error(status: StatusCode, message: String) -> Response {
 
 fn choose_format(params: &SqlParams, headers: &HeaderMap) -> Result<Format, String> {
     if let Some(name) = &params.format {
-        return Format::parse(name).ok_or_else(|| format!("unknown format {name:?}: use json, csv or arrow"));
+        return Format::parse(name)
+            .ok_or_else(|| format!("unknown format {name:?}: use json, csv or arrow"));
     }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     Ok(if accept.contains("arrow") {
         Format::Arrow
     } else if accept.contains("text/csv") {
@@ -62,13 +66,21 @@ fn choose_format(params: &SqlParams, headers: &HeaderMap) -> Result<Format, Stri
     })
 }
 
-async fn sql(State(state): State<HttpState>, Query(params): Query<SqlParams>, headers: HeaderMap, body: Bytes) -> Response {
+async fn sql(
+    State(state): State<HttpState>,
+    Query(params): Query<SqlParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let format = match choose_format(&params, &headers) {
         Ok(format) => format,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body must be UTF-8 SQL text".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be UTF-8 SQL text".into(),
+        );
     };
     let result = match state.query.execute(text).await {
         Ok(result) => result,
@@ -85,7 +97,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     let buffer = state.buffer.stats();
     let mut value = serde_json::to_value(&snapshot).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {
-        object.insert("messages_processed".into(), state.metrics.processed().into());
+        object.insert(
+            "messages_processed".into(),
+            state.metrics.processed().into(),
+        );
         object.insert(
             "buffer".into(),
             serde_json::json!({

@@ -11,8 +11,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, BinaryArray, BooleanArray, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
 use arrow::array::{Array, AsArray};
+use arrow::array::{
+    ArrayRef, BinaryArray, BooleanArray, StringArray, TimestampNanosecondArray, UInt32Array,
+    UInt64Array,
+};
 use arrow::datatypes::UInt64Type;
 use arrow::record_batch::RecordBatch;
 use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
@@ -72,15 +75,29 @@ impl Pipeline {
             max_message_bytes: config.ingest.max_message_bytes,
             reject_non_finite_intensities: config.ingest.reject_non_finite_intensities,
         };
-        Pipeline { config, limits, wal, buffer, metrics, snapshots, acks, seen_calibrations }
+        Pipeline {
+            config,
+            limits,
+            wal,
+            buffer,
+            metrics,
+            snapshots,
+            acks,
+            seen_calibrations,
+        }
     }
 
     /// Runs until `inbound` is closed and drained, then snapshots what is left.
     pub fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, runtime: tokio::runtime::Handle) {
-        let tick = self.config.buffer.flush_interval().min(Duration::from_millis(500));
+        let tick = self
+            .config
+            .buffer
+            .flush_interval()
+            .min(Duration::from_millis(500));
         let max_group = self.config.ingest.max_group_messages;
         loop {
-            let first = runtime.block_on(async { tokio::time::timeout(tick, inbound.recv()).await });
+            let first =
+                runtime.block_on(async { tokio::time::timeout(tick, inbound.recv()).await });
             let first = match first {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -126,7 +143,8 @@ impl Pipeline {
     fn process_group(&mut self, group: Vec<Inbound>) {
         let mut batches: Vec<(Table, RecordBatch)> = Vec::new();
         let mut rejections: Vec<Rejection> = Vec::new();
-        let mut replies: Vec<Option<(ReplyTo, serde_json::Value)>> = Vec::with_capacity(group.len());
+        let mut replies: Vec<Option<(ReplyTo, serde_json::Value)>> =
+            Vec::with_capacity(group.len());
         let mut rows = 0u64;
         for message in &group {
             let ctx = DecodeContext {
@@ -145,8 +163,18 @@ impl Pipeline {
                 Ok(decoded) => {
                     let header = &decoded.header;
                     let primary_rows = decoded.primary_rows() as u64;
-                    self.metrics.accepted(&header.source, message.transport.name(), header.seq, primary_rows, size);
-                    let store_raw = self.config.sources.get(&header.source).is_none_or(|s| s.store_raw);
+                    self.metrics.accepted(
+                        &header.source,
+                        message.transport.name(),
+                        header.seq,
+                        primary_rows,
+                        size,
+                    );
+                    let store_raw = self
+                        .config
+                        .sources
+                        .get(&header.source)
+                        .is_none_or(|s| s.store_raw);
                     for (index, (table, batch)) in decoded.batches.into_iter().enumerate() {
                         if index == 0 && !store_raw {
                             continue;
@@ -194,7 +222,10 @@ impl Pipeline {
             tracing::error!(%err, "WAL append failed; group not acknowledged");
             self.metrics.wal_failed(group.len() as u64);
             for (to, _) in replies.into_iter().flatten() {
-                let _ = self.acks.send((to, json!({"nack": null, "error": format!("not durable: {err}")})));
+                let _ = self.acks.send((
+                    to,
+                    json!({"nack": null, "error": format!("not durable: {err}")}),
+                ));
             }
             return;
         }
@@ -220,9 +251,17 @@ impl Pipeline {
     /// Keeps only calibration rows not stored before, so each axis is stored once per source.
     fn new_calibrations(&mut self, batch: RecordBatch) -> Option<RecordBatch> {
         let sources = batch.column_by_name("source")?.as_string::<i32>().clone();
-        let ids = batch.column_by_name("calibration_id")?.as_primitive::<UInt64Type>().clone();
+        let ids = batch
+            .column_by_name("calibration_id")?
+            .as_primitive::<UInt64Type>()
+            .clone();
         let keep: BooleanArray = (0..batch.num_rows())
-            .map(|row| Some(self.seen_calibrations.insert((sources.value(row).to_string(), ids.value(row)))))
+            .map(|row| {
+                Some(
+                    self.seen_calibrations
+                        .insert((sources.value(row).to_string(), ids.value(row))),
+                )
+            })
             .collect();
         if keep.true_count() == 0 {
             return None;
@@ -246,30 +285,53 @@ fn first_bytes(frames: &[bytes::Bytes]) -> Vec<u8> {
 fn rejection_batch(rejections: &[Rejection]) -> Result<RecordBatch, arrow::error::ArrowError> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
-            TimestampNanosecondArray::from_iter_values(rejections.iter().map(|r| r.arrival_time_ns))
-                .with_timezone("UTC"),
+            TimestampNanosecondArray::from_iter_values(
+                rejections.iter().map(|r| r.arrival_time_ns),
+            )
+            .with_timezone("UTC"),
         ),
-        Arc::new(StringArray::from_iter_values(rejections.iter().map(|r| r.transport))),
-        Arc::new(StringArray::from_iter(rejections.iter().map(|r| r.source.as_deref()))),
+        Arc::new(StringArray::from_iter_values(
+            rejections.iter().map(|r| r.transport),
+        )),
+        Arc::new(StringArray::from_iter(
+            rejections.iter().map(|r| r.source.as_deref()),
+        )),
         Arc::new(StringArray::from_iter(rejections.iter().map(|r| r.stream))),
         Arc::new(UInt64Array::from_iter(rejections.iter().map(|r| r.seq))),
-        Arc::new(StringArray::from_iter_values(rejections.iter().map(|r| r.reason.as_str()))),
-        Arc::new(UInt64Array::from_iter_values(rejections.iter().map(|r| r.raw_size_bytes))),
-        Arc::new(UInt32Array::from_iter_values(rejections.iter().map(|r| r.frame_count))),
-        Arc::new(BinaryArray::from_iter_values(rejections.iter().map(|r| r.first_bytes.as_slice()))),
+        Arc::new(StringArray::from_iter_values(
+            rejections.iter().map(|r| r.reason.as_str()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rejections.iter().map(|r| r.raw_size_bytes),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rejections.iter().map(|r| r.frame_count),
+        )),
+        Arc::new(BinaryArray::from_iter_values(
+            rejections.iter().map(|r| r.first_bytes.as_slice()),
+        )),
     ];
     RecordBatch::try_new(Table::IngestErrors.schema(), columns)
 }
 
 /// Reads `(source, calibration_id)` pairs already stored, so a restart does not store an axis
 /// twice. `batches` are buffered calibration rows; `files` their Parquet files.
-pub fn known_calibrations(batches: &[RecordBatch], files: &[std::path::PathBuf]) -> HashSet<(String, u64)> {
+pub fn known_calibrations(
+    batches: &[RecordBatch],
+    files: &[std::path::PathBuf],
+) -> HashSet<(String, u64)> {
     let mut known = HashSet::new();
     let mut add = |batch: &RecordBatch| {
-        let (Some(sources), Some(ids)) = (batch.column_by_name("source"), batch.column_by_name("calibration_id")) else {
+        let (Some(sources), Some(ids)) = (
+            batch.column_by_name("source"),
+            batch.column_by_name("calibration_id"),
+        ) else {
             return;
         };
-        let (Some(sources), Some(ids)) = (sources.as_string_opt::<i32>(), ids.as_primitive_opt::<UInt64Type>()) else {
+        let (Some(sources), Some(ids)) = (
+            sources.as_string_opt::<i32>(),
+            ids.as_primitive_opt::<UInt64Type>(),
+        ) else {
             return;
         };
         for row in 0..batch.num_rows() {

@@ -86,9 +86,14 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         // Constant, valid bounds: 1 µs to 60 s at 3 significant digits.
-        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        let histogram =
+            || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
         Metrics {
-            state: Mutex::new(State { snapshot: MetricsSnapshot::default(), durable_us: histogram(), queryable_us: histogram() }),
+            state: Mutex::new(State {
+                snapshot: MetricsSnapshot::default(),
+                durable_us: histogram(),
+                queryable_us: histogram(),
+            }),
             processed: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -134,7 +139,12 @@ impl Metrics {
         state.snapshot.messages_rejected += 1;
         state.snapshot.bytes_received += bytes;
         if let Some(source) = source {
-            state.snapshot.sources.entry(source.to_string()).or_default().rejected += 1;
+            state
+                .snapshot
+                .sources
+                .entry(source.to_string())
+                .or_default()
+                .rejected += 1;
         }
     }
 
@@ -145,10 +155,14 @@ impl Metrics {
         state.snapshot.wal_groups += 1;
         state.snapshot.rows_ingested += rows;
         for d in durable {
-            let _ = state.durable_us.record((d.as_micros() as u64).clamp(1, 60_000_000));
+            let _ = state
+                .durable_us
+                .record((d.as_micros() as u64).clamp(1, 60_000_000));
         }
         for d in queryable {
-            let _ = state.queryable_us.record((d.as_micros() as u64).clamp(1, 60_000_000));
+            let _ = state
+                .queryable_us
+                .record((d.as_micros() as u64).clamp(1, 60_000_000));
         }
     }
 
@@ -162,7 +176,9 @@ impl Metrics {
     /// or failed) since start, or `timeout` passes. Returns whether the count was reached.
     pub async fn wait_processed(&self, messages: u64, timeout: Duration) -> bool {
         let mut receiver = self.processed.subscribe();
-        tokio::time::timeout(timeout, receiver.wait_for(|n| *n >= messages)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, receiver.wait_for(|n| *n >= messages))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Messages processed so far.

@@ -15,7 +15,9 @@ pub struct DataPaths {
 impl DataPaths {
     /// Paths under `root`.
     pub fn new(root: &Path) -> DataPaths {
-        DataPaths { root: root.to_path_buf() }
+        DataPaths {
+            root: root.to_path_buf(),
+        }
     }
 
     /// The data directory itself.

@@ -67,7 +67,11 @@ struct Partition {
 impl Persister {
     /// A persister writing under `paths` and completing into `buffer`.
     pub fn new(paths: DataPaths, config: ParquetConfig, buffer: Arc<WriteBuffer>) -> Persister {
-        Persister { paths, config, buffer }
+        Persister {
+            paths,
+            config,
+            buffer,
+        }
     }
 
     /// Persists one snapshot: files, catalog, then WAL segments.
@@ -86,13 +90,20 @@ impl Persister {
         for (offset, (table, partition)) in partitions.into_iter().enumerate() {
             files.push(self.write_file(table, partition, first_id + offset as u64)?);
         }
-        self.buffer.complete(snapshot.generation, files.clone(), snapshot.wal_through)?;
+        self.buffer
+            .complete(snapshot.generation, files.clone(), snapshot.wal_through)?;
         wal::remove_segments_through(&self.paths.wal_dir(), snapshot.wal_through)?;
         Ok(files)
     }
 
-    fn write_file(&self, table: Table, partition: Partition, file_id: u64) -> Result<CatalogFile, PersistError> {
-        let relative = DataPaths::parquet_relative(table.name(), &partition.date, &partition.run, file_id);
+    fn write_file(
+        &self,
+        table: Table,
+        partition: Partition,
+        file_id: u64,
+    ) -> Result<CatalogFile, PersistError> {
+        let relative =
+            DataPaths::parquet_relative(table.name(), &partition.date, &partition.run, file_id);
         let path = self.paths.resolve(&relative);
         let io = |path: &Path| {
             let path = path.display().to_string();
@@ -102,9 +113,14 @@ impl Persister {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let temp = path.with_extension("parquet.tmp");
         let rows: usize = partition.batches.iter().map(RecordBatch::num_rows).sum();
-        let bytes: usize = partition.batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        let bytes: usize = partition
+            .batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
         let bytes_per_row = (bytes / rows.max(1)).max(1);
-        let row_group_rows = (self.config.row_group_target_bytes / bytes_per_row).clamp(1024, 1 << 20);
+        let row_group_rows =
+            (self.config.row_group_target_bytes / bytes_per_row).clamp(1024, 1 << 20);
         let level = ZstdLevel::try_new(self.config.zstd_level)?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
@@ -148,24 +164,38 @@ impl Persister {
     }
 }
 
-fn arrival_times(batch: &RecordBatch) -> Option<&arrow::array::PrimitiveArray<TimestampNanosecondType>> {
-    batch.column_by_name("arrival_time_ns")?.as_primitive_opt::<TimestampNanosecondType>()
+fn arrival_times(
+    batch: &RecordBatch,
+) -> Option<&arrow::array::PrimitiveArray<TimestampNanosecondType>> {
+    batch
+        .column_by_name("arrival_time_ns")?
+        .as_primitive_opt::<TimestampNanosecondType>()
 }
 
 /// `YYYY-MM-DD` (UTC) of a ns timestamp.
 fn date_of(ns: i64) -> String {
-    DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d").to_string()
+    DateTime::from_timestamp_nanos(ns)
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 /// Splits batches into (date, run) partitions, keeping row order within each.
 fn partition(batches: &[RecordBatch]) -> Result<Vec<Partition>, PersistError> {
     let mut parts: BTreeMap<(String, String), Vec<RecordBatch>> = BTreeMap::new();
     for batch in batches {
-        let Some(times) = arrival_times(batch) else { continue };
+        let Some(times) = arrival_times(batch) else {
+            continue;
+        };
         let runs = batch.column_by_name("run_id").map(|c| c.as_string::<i32>());
         let key_of = |row: usize| {
             let day = times.value(row).div_euclid(86_400_000_000_000);
-            let run = runs.map_or("_none", |r| if r.is_null(row) { "_none" } else { r.value(row) });
+            let run = runs.map_or("_none", |r| {
+                if r.is_null(row) {
+                    "_none"
+                } else {
+                    r.value(row)
+                }
+            });
             (day, run)
         };
         if batch.num_rows() == 0 {
@@ -189,10 +219,16 @@ fn partition(batches: &[RecordBatch]) -> Result<Vec<Partition>, PersistError> {
                 .map(|c| arrow::compute::take(c.as_ref(), &indices, None))
                 .collect::<Result<Vec<_>, _>>()?;
             let taken = RecordBatch::try_new(batch.schema(), columns)?;
-            parts.entry((date_of(day * 86_400_000_000_000), run.to_string())).or_default().push(taken);
+            parts
+                .entry((date_of(day * 86_400_000_000_000), run.to_string()))
+                .or_default()
+                .push(taken);
         }
     }
-    Ok(parts.into_iter().map(|((date, run), batches)| Partition { date, run, batches }).collect())
+    Ok(parts
+        .into_iter()
+        .map(|((date, run), batches)| Partition { date, run, batches })
+        .collect())
 }
 
 /// Runs the persister on its own thread: snapshots in, files out, in order. A failed snapshot
@@ -239,7 +275,9 @@ pub fn remove_strays(paths: &DataPaths, known: &[CatalogFile]) -> usize {
     let mut removed = 0;
     let mut stack = vec![paths.tables_dir()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {

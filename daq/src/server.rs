@@ -78,8 +78,10 @@ pub struct Recovered {
 pub fn recover(data_dir: &std::path::Path, repair: bool) -> Result<Recovered, ServerError> {
     let paths = DataPaths::new(data_dir);
     if repair {
-        std::fs::create_dir_all(paths.root())
-            .map_err(|source| ServerError::DataDir { path: paths.root().display().to_string(), source })?;
+        std::fs::create_dir_all(paths.root()).map_err(|source| ServerError::DataDir {
+            path: paths.root().display().to_string(),
+            source,
+        })?;
     }
     let catalog = Catalog::load(&paths.catalog_file())?;
     if repair {
@@ -94,9 +96,17 @@ pub fn recover(data_dir: &std::path::Path, repair: bool) -> Result<Recovered, Se
     let replayed_rows = replay.batches.iter().map(|(_, b)| b.num_rows()).sum();
     buffer.insert(&replay.batches);
     if replayed_rows > 0 {
-        tracing::info!(replayed_rows, torn = replay.torn_segments.len(), "replayed the WAL");
+        tracing::info!(
+            replayed_rows,
+            torn = replay.torn_segments.len(),
+            "replayed the WAL"
+        );
     }
-    Ok(Recovered { paths, buffer, replayed_rows })
+    Ok(Recovered {
+        paths,
+        buffer,
+        replayed_rows,
+    })
 }
 
 /// A running server.
@@ -128,10 +138,18 @@ pub struct RunningServer {
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
     let recovered = recover(&config.data_dir, true)?;
-    let Recovered { paths, buffer, replayed_rows } = recovered;
+    let Recovered {
+        paths,
+        buffer,
+        replayed_rows,
+    } = recovered;
     let wal = Wal::open(&paths.wal_dir(), config.wal.fsync)?;
     let calibrations = buffer.chunks(Table::SpectralCalibrations);
-    let calibration_files: Vec<_> = calibrations.files.iter().map(|f| paths.resolve(&f.path)).collect();
+    let calibration_files: Vec<_> = calibrations
+        .files
+        .iter()
+        .map(|f| paths.resolve(&f.path))
+        .collect();
     let seen = known_calibrations(&calibrations.batches, &calibration_files);
 
     let metrics = Arc::new(Metrics::default());
@@ -156,8 +174,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
 
     let persister = Persister::new(paths.clone(), config.parquet.clone(), buffer.clone());
-    let persister = persister::spawn(persister, snapshot_rx).map_err(|e| ServerError::Thread(e.to_string()))?;
-    let pipeline = Pipeline::new(config.clone(), wal, buffer.clone(), metrics.clone(), snapshot_tx, ack_tx, seen);
+    let persister =
+        persister::spawn(persister, snapshot_rx).map_err(|e| ServerError::Thread(e.to_string()))?;
+    let pipeline = Pipeline::new(
+        config.clone(),
+        wal,
+        buffer.clone(),
+        metrics.clone(),
+        snapshot_tx,
+        ack_tx,
+        seen,
+    );
     let runtime = tokio::runtime::Handle::current();
     let pipeline = std::thread::Builder::new()
         .name("flowdaq-ingest".into())
@@ -171,15 +198,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let address = config.http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&address)
             .await
-            .map_err(|source| ServerError::Http { address: address.clone(), source })?;
-        let local = listener.local_addr().map_err(|source| ServerError::Http { address, source })?;
-        let state = crate::http::HttpState { query: query.clone(), metrics: metrics.clone(), buffer: buffer.clone() };
+            .map_err(|source| ServerError::Http {
+                address: address.clone(),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Http { address, source })?;
+        let state = crate::http::HttpState {
+            query: query.clone(),
+            metrics: metrics.clone(),
+            buffer: buffer.clone(),
+        };
         let mut stop = shutdown_rx.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, crate::http::router(state))
-                .with_graceful_shutdown(async move {
+            let serve = axum::serve(listener, crate::http::router(state)).with_graceful_shutdown(
+                async move {
                     let _ = stop.wait_for(|s| *s).await;
-                });
+                },
+            );
             if let Err(err) = serve.await {
                 tracing::error!(%err, "http server failed");
             }

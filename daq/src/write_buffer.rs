@@ -30,7 +30,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Total rows.
     pub fn rows(&self) -> usize {
-        self.batches.values().flatten().map(RecordBatch::num_rows).sum()
+        self.batches
+            .values()
+            .flatten()
+            .map(RecordBatch::num_rows)
+            .sum()
     }
 }
 
@@ -78,13 +82,21 @@ pub struct WriteBuffer {
 impl WriteBuffer {
     /// A buffer over an existing catalog.
     pub fn new(catalog: Catalog, paths: DataPaths) -> WriteBuffer {
-        WriteBuffer { state: Mutex::new(State { catalog, ..State::default() }), paths }
+        WriteBuffer {
+            state: Mutex::new(State {
+                catalog,
+                ..State::default()
+            }),
+            paths,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-updated in a way that loses
         // rows (every mutation is a push or a swap), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds durable batches; they are queryable when this returns.
@@ -119,7 +131,11 @@ impl WriteBuffer {
         state.open_since = None;
         let generation = state.next_generation;
         state.next_generation += 1;
-        let snapshot = Arc::new(Snapshot { generation, wal_through, batches });
+        let snapshot = Arc::new(Snapshot {
+            generation,
+            wal_through,
+            batches,
+        });
         state.persisting.push(snapshot.clone());
         Some(snapshot)
     }
@@ -137,7 +153,12 @@ impl WriteBuffer {
     ///
     /// # Errors
     /// [`CatalogError`] if the catalog cannot be saved; the snapshot then stays buffered.
-    pub fn complete(&self, generation: u64, files: Vec<CatalogFile>, wal_through: u64) -> Result<(), CatalogError> {
+    pub fn complete(
+        &self,
+        generation: u64,
+        files: Vec<CatalogFile>,
+        wal_through: u64,
+    ) -> Result<(), CatalogError> {
         let mut state = self.lock();
         let mut next = state.catalog.clone();
         next.files.extend(files);
@@ -189,8 +210,11 @@ mod tests {
     use arrow::array::{ArrayRef, UInt64Array};
 
     fn batch(n: u64) -> RecordBatch {
-        RecordBatch::try_from_iter([("seq", Arc::new(UInt64Array::from_iter_values(0..n)) as ArrayRef)])
-            .expect("batch")
+        RecordBatch::try_from_iter([(
+            "seq",
+            Arc::new(UInt64Array::from_iter_values(0..n)) as ArrayRef,
+        )])
+        .expect("batch")
     }
 
     #[test]
@@ -202,7 +226,14 @@ mod tests {
         let snapshot = buffer.take_snapshot(1).expect("snapshot");
         buffer.insert(&[(Table::Photons, batch(2))]);
         let during = buffer.chunks(Table::Photons);
-        assert_eq!(during.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 5);
+        assert_eq!(
+            during
+                .batches
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            5
+        );
         assert!(during.files.is_empty());
         let file = CatalogFile {
             table: "photons".into(),
@@ -214,11 +245,26 @@ mod tests {
             run_id: "r".into(),
             date: "d".into(),
         };
-        buffer.complete(snapshot.generation, vec![file], 1).expect("complete");
+        buffer
+            .complete(snapshot.generation, vec![file], 1)
+            .expect("complete");
         let after = buffer.chunks(Table::Photons);
         assert_eq!(after.files.len(), 1);
-        assert_eq!(after.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+        assert_eq!(
+            after
+                .batches
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            2
+        );
         assert_eq!(buffer.wal_persisted_through(), 1);
-        assert_eq!(Catalog::load(&dir.path().join("catalog.json")).expect("saved").files.len(), 1);
+        assert_eq!(
+            Catalog::load(&dir.path().join("catalog.json"))
+                .expect("saved")
+                .files
+                .len(),
+            1
+        );
     }
 }

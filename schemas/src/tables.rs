@@ -185,7 +185,10 @@ mod tests {
             assert_eq!(Table::from_name(table.name()), Some(table));
             let schema = table.schema();
             assert_eq!(
-                schema.metadata().get(SCHEMA_VERSION_KEY).map(String::as_str),
+                schema
+                    .metadata()
+                    .get(SCHEMA_VERSION_KEY)
+                    .map(String::as_str),
                 Some(format!("{}/1", table.name()).as_str())
             );
         }
@@ -195,7 +198,9 @@ mod tests {
     fn time_columns_are_utc_nanoseconds() {
         for table in Table::ALL {
             let schema = table.schema();
-            let field = schema.field_with_name("arrival_time_ns").expect("arrival column");
+            let field = schema
+                .field_with_name("arrival_time_ns")
+                .expect("arrival column");
             assert_eq!(field.data_type(), &timestamp_ns());
         }
     }

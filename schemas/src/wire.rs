@@ -163,12 +163,15 @@ pub struct ArrayDesc {
 impl ArrayDesc {
     /// Number of elements, or `None` if the product overflows.
     pub fn element_count(&self) -> Option<u64> {
-        self.shape.iter().try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
     }
 
     /// Number of payload bytes the frame must hold, or `None` on overflow.
     pub fn byte_len(&self) -> Option<u64> {
-        self.element_count()?.checked_mul(self.dtype.size_bytes() as u64)
+        self.element_count()?
+            .checked_mul(self.dtype.size_bytes() as u64)
     }
 }
 
@@ -218,7 +221,9 @@ impl Header {
 
     fn validate(&self) -> Result<(), WireError> {
         if self.protocol != PROTOCOL_VERSION {
-            return Err(WireError::UnsupportedVersion { found: self.protocol });
+            return Err(WireError::UnsupportedVersion {
+                found: self.protocol,
+            });
         }
         check_identifier("source", &self.source)?;
         if let Some(run_id) = &self.run_id {
@@ -283,21 +288,34 @@ mod tests {
     fn refuses_what_the_protocol_does_not_describe() {
         let cases = [
             (header_json(r#","colour":"red""#), "unknown field"),
-            (header_json("").replace("\"protocol\":1", "\"protocol\":2"), "unsupported protocol"),
+            (
+                header_json("").replace("\"protocol\":1", "\"protocol\":2"),
+                "unsupported protocol",
+            ),
             (header_json("").replace("<f4", ">f4"), "unsupported dtype"),
             (header_json("").replace("spec-1", "../etc"), "source"),
-            (header_json("").replace("spectra", "video"), "unknown variant"),
+            (
+                header_json("").replace("spectra", "video"),
+                "unknown variant",
+            ),
             ("{not json".to_string(), "bad header JSON"),
         ];
         for (json, expected) in cases {
             let err = Header::parse(json.as_bytes()).expect_err(&json).to_string();
-            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
         }
     }
 
     #[test]
     fn shape_products_that_overflow_are_detected() {
-        let desc = ArrayDesc { name: "x".into(), dtype: Dtype::F64, shape: vec![u64::MAX, 2] };
+        let desc = ArrayDesc {
+            name: "x".into(),
+            dtype: Dtype::F64,
+            shape: vec![u64::MAX, 2],
+        };
         assert_eq!(desc.byte_len(), None);
     }
 }

@@ -53,24 +53,37 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn spectrum_message(pixels: usize, spectra: usize) -> OutboundMessage {
-    let axis: Vec<f64> = (0..pixels).map(|i| 350.0 + 650.0 * i as f64 / pixels as f64).collect();
-    let counts: Vec<f32> = (0..pixels * spectra).map(|i| 1000.0 + (i % 4096) as f32).collect();
+    let axis: Vec<f64> = (0..pixels)
+        .map(|i| 350.0 + 650.0 * i as f64 / pixels as f64)
+        .collect();
+    let counts: Vec<f32> = (0..pixels * spectra)
+        .map(|i| 1000.0 + (i % 4096) as f32)
+        .collect();
     OutboundMessage::new("bench", StreamKind::Spectra)
         .meta("kind", "pl")
         .meta("integration_time_ms", 1.0)
         .array_f64("wavelength_nm", &[pixels as u64], &axis)
-        .array_f32("intensity_counts", &[spectra as u64, pixels as u64], &counts)
+        .array_f32(
+            "intensity_counts",
+            &[spectra as u64, pixels as u64],
+            &counts,
+        )
 }
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join(format!("flowdaq-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let mut config = ServerConfig { data_dir: data_dir.clone(), ..ServerConfig::default() };
+    let mut config = ServerConfig {
+        data_dir: data_dir.clone(),
+        ..ServerConfig::default()
+    };
     config.ingest.pull = "tcp://127.0.0.1:0".into();
     config.ingest.sub = String::new();
     config.ingest.router = String::new();
     config.http.listen = String::new();
-    let server = flowdaq_daq::start(config).await.context("starting the server")?;
+    let server = flowdaq_daq::start(config)
+        .await
+        .context("starting the server")?;
     let pull = server.endpoints.pull.clone().context("no PULL endpoint")?;
     let message = spectrum_message(args.pixels, args.spectra_per_message);
     let message_bytes: usize = message.frames().iter().map(|f| f.len()).sum();
@@ -97,7 +110,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     for task in tasks {
         sent += task.await??;
     }
-    let all_in = server.metrics.wait_processed(sent, Duration::from_secs(120)).await;
+    let all_in = server
+        .metrics
+        .wait_processed(sent, Duration::from_secs(120))
+        .await;
     let durable_elapsed = begin.elapsed().as_secs_f64();
     anyhow::ensure!(all_in, "server did not process all {sent} messages");
     let spectra = sent as f64 * args.spectra_per_message as f64;
@@ -118,7 +134,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         latency_sent += 1;
     }
     anyhow::ensure!(
-        server.metrics.wait_processed(sent + latency_sent, Duration::from_secs(60)).await,
+        server
+            .metrics
+            .wait_processed(sent + latency_sent, Duration::from_secs(60))
+            .await,
         "server did not process the latency phase"
     );
     let metrics = server.metrics.snapshot();

@@ -37,16 +37,27 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started_ns = flowdaq_connectors::transport::now_ns();
     let run_id = format!("demo-{}", started_ns / 1_000_000_000);
-    let mut config = ServerConfig { data_dir: args.data_dir.clone(), ..ServerConfig::default() };
+    let mut config = ServerConfig {
+        data_dir: args.data_dir.clone(),
+        ..ServerConfig::default()
+    };
     config.ingest.pull = "tcp://127.0.0.1:0".into();
     config.ingest.sub = "tcp://127.0.0.1:0".into();
     config.ingest.router = "tcp://127.0.0.1:0".into();
     config.http.listen = "127.0.0.1:0".into();
     config.buffer.flush_interval_ms = 2_000;
-    let server = flowdaq_daq::start(config).await.context("starting the server")?;
+    let server = flowdaq_daq::start(config)
+        .await
+        .context("starting the server")?;
     let pull = server.endpoints.pull.clone().context("no PULL endpoint")?;
-    println!("flowdaq demo: run {run_id}, data in {}", args.data_dir.display());
-    println!("  server PULL {pull}  HTTP http://{}", server.http_addr.map(|a| a.to_string()).unwrap_or_default());
+    println!(
+        "flowdaq demo: run {run_id}, data in {}",
+        args.data_dir.display()
+    );
+    println!(
+        "  server PULL {pull}  HTTP http://{}",
+        server.http_addr.map(|a| a.to_string()).unwrap_or_default()
+    );
 
     let spectra_per_condition = ((args.rate * args.duration) / 4.0).max(10.0) as usize;
     let spectrometer = ConnectorConfig::SimulatedSpectrometer(SimulatedSpectrometerConfig {
@@ -56,11 +67,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ..SimulatedSpectrometerConfig::default()
     });
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let sender = tokio::spawn(run_connector(spectrometer.build()?, &pull, Pacing::RateHz(args.rate), stop.clone()));
+    let sender = tokio::spawn(run_connector(
+        spectrometer.build()?,
+        pull.clone(),
+        Pacing::RateHz(args.rate),
+        stop.clone(),
+    ));
     let bad_sent = send_malformed_frames(&pull, &run_id).await?;
 
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} {elapsed:>3} {msg}",
+    )?);
     let begin = Instant::now();
     let mut last = (Instant::now(), 0u64);
     while begin.elapsed().as_secs_f64() < args.duration {
@@ -68,7 +86,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let metrics = server.metrics.snapshot();
         let stats = server.buffer.stats();
         let now = Instant::now();
-        let rate = (metrics.messages_received - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+        let rate =
+            (metrics.messages_received - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
         last = (now, metrics.messages_received);
         bar.set_message(format!(
             "messages {:>6} ({rate:>5.0}/s)  rows buffered {:>6}  persisted {:>7} in {} files  rejected {}  p99 durable {} us",
@@ -84,23 +103,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     stop_tx.send(true)?;
     let sent = sender.await??;
     let all = sent + bad_sent;
-    if !server.metrics.wait_processed(all, Duration::from_secs(30)).await {
+    if !server
+        .metrics
+        .wait_processed(all, Duration::from_secs(30))
+        .await
+    {
         anyhow::bail!("server did not process all {all} messages");
     }
-    bar.finish_with_message(format!("{sent} spectra messages and {bad_sent} malformed frames sent"));
+    bar.finish_with_message(format!(
+        "{sent} spectra messages and {bad_sent} malformed frames sent"
+    ));
     let query = server.query.clone();
     server.shutdown().await?;
-    println!("\nAll rows persisted to Parquet under {}/tables. SQL over them:\n", args.data_dir.display());
+    println!(
+        "\nAll rows persisted to Parquet under {}/tables. SQL over them:\n",
+        args.data_dir.display()
+    );
     let recovered = flowdaq_daq::server::recover(&args.data_dir, false)?;
     drop(query);
     let engine = QueryEngine::new(recovered.buffer, &recovered.paths)?;
     for (title, sql) in demo_queries(&run_id, started_ns) {
         println!("-- {title}\n{sql}");
         let result = engine.execute(&sql).await?;
-        print!("{}", String::from_utf8_lossy(&result.render(Format::Table)?));
+        print!(
+            "{}",
+            String::from_utf8_lossy(&result.render(Format::Table)?)
+        );
         println!();
     }
-    println!("Try: flowdaq sql \"SELECT count(*) FROM spectra\" --data-dir {}", args.data_dir.display());
+    println!(
+        "Try: flowdaq sql \"SELECT count(*) FROM spectra\" --data-dir {}",
+        args.data_dir.display()
+    );
     Ok(())
 }
 

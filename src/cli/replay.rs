@@ -39,7 +39,12 @@ pub struct ReplayArgs {
 
 /// Replays the file.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let extension = args.file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let extension = args
+        .file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let connector = match extension.as_str() {
         "csv" | "tsv" | "txt" => ConnectorConfig::CsvSpectra(CsvSpectraConfig {
             path: args.file.clone(),
@@ -53,19 +58,31 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let connector = connector.build()?;
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     if let Some(endpoint) = &args.to {
-        let sent = run_connector(connector, endpoint, Pacing::Unpaced, stop).await?;
+        let sent = run_connector(connector, endpoint.clone(), Pacing::Unpaced, stop).await?;
         println!("sent {sent} messages to {endpoint}");
         return Ok(());
     }
-    let mut config = ServerConfig { data_dir: args.data_dir.clone(), ..ServerConfig::default() };
+    let mut config = ServerConfig {
+        data_dir: args.data_dir.clone(),
+        ..ServerConfig::default()
+    };
     config.ingest.pull = "tcp://127.0.0.1:0".into();
     config.ingest.sub = String::new();
     config.ingest.router = String::new();
     config.http.listen = String::new();
-    let server = flowdaq_daq::start(config).await.context("starting the embedded server")?;
-    let endpoint = server.endpoints.pull.clone().context("embedded server has no PULL endpoint")?;
-    let sent = run_connector(connector, &endpoint, Pacing::Unpaced, stop).await?;
-    let processed = server.metrics.wait_processed(sent, Duration::from_secs(60)).await;
+    let server = flowdaq_daq::start(config)
+        .await
+        .context("starting the embedded server")?;
+    let endpoint = server
+        .endpoints
+        .pull
+        .clone()
+        .context("embedded server has no PULL endpoint")?;
+    let sent = run_connector(connector, endpoint.clone(), Pacing::Unpaced, stop).await?;
+    let processed = server
+        .metrics
+        .wait_processed(sent, Duration::from_secs(60))
+        .await;
     let metrics = server.metrics.snapshot();
     server.shutdown().await?;
     if !processed {

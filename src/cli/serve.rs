@@ -14,7 +14,9 @@ pub async fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::
     if let Some(dir) = data_dir {
         config.data_dir = dir;
     }
-    let server = flowdaq_daq::start(config).await.context("starting the server")?;
+    let server = flowdaq_daq::start(config)
+        .await
+        .context("starting the server")?;
     // One parseable line for scripts and tests that start `flowdaq serve` with port 0.
     let ready = serde_json::json!({
         "event": "ready",

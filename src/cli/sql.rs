@@ -28,12 +28,17 @@ pub struct SqlArgs {
 /// Runs the query and writes the result to stdout.
 pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let Some(format) = Format::parse(&args.format) else {
-        bail!("unknown format {:?}: use table, json, csv or arrow", args.format);
+        bail!(
+            "unknown format {:?}: use table, json, csv or arrow",
+            args.format
+        );
     };
     let bytes = match &args.server {
         Some(server) => query_server(server, &args.query, format).await?,
         None => {
-            let dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./flowdaq-data"));
+            let dir = args
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./flowdaq-data"));
             if !dir.exists() {
                 bail!("data directory {} does not exist", dir.display());
             }
@@ -48,12 +53,22 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
 }
 
 async fn query_server(server: &str, query: &str, format: Format) -> anyhow::Result<Vec<u8>> {
-    let wire_format = if format == Format::Table { "arrow" } else { args_format(format) };
+    let wire_format = if format == Format::Table {
+        "arrow"
+    } else {
+        args_format(format)
+    };
     let url = format!("{}/sql?format={wire_format}", server.trim_end_matches('/'));
     let query = query.to_string();
-    let response = tokio::task::spawn_blocking(move || ureq::post(&url).config().http_status_as_error(false).build().send(query))
-        .await?
-        .with_context(|| format!("cannot reach {server}"))?;
+    let response = tokio::task::spawn_blocking(move || {
+        ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(query)
+    })
+    .await?
+    .with_context(|| format!("cannot reach {server}"))?;
     let status = response.status();
     let body = response.into_body().read_to_vec()?;
     if !status.is_success() {
@@ -68,7 +83,11 @@ async fn query_server(server: &str, query: &str, format: Format) -> anyhow::Resu
     }
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok(flowdaq_daq::query::output::render(&batches, None, Format::Table)?)
+    Ok(flowdaq_daq::query::output::render(
+        &batches,
+        None,
+        Format::Table,
+    )?)
 }
 
 fn args_format(format: Format) -> &'static str {

@@ -639,10 +639,12 @@ pub fn parse_phu(bytes: &[u8], limits: &HeaderLimits) -> Result<PhuFile> {
             .and_then(|b| b.checked_add(start));
         let (start, end) = match end {
             Some(end) if end <= bytes.len() as u64 => (start as usize, end as usize),
-            _ => return Err(TcspcError::Truncated(format!(
+            _ => {
+                return Err(TcspcError::Truncated(format!(
                 "curve {i} ({bins} bins at offset {offset}) lies past the end of the {}-byte file",
                 bytes.len()
-            ))),
+            )))
+            }
         };
         let counts = bytes[start..end]
             .chunks_exact(4)

@@ -26,7 +26,10 @@ impl<'a> PayloadArrays<'a> {
         }
         for (desc, frame) in header.arrays.iter().zip(frames) {
             let expected = desc.byte_len().ok_or_else(|| {
-                DecodeError::payload(format!("array {:?}: shape {:?} overflows", desc.name, desc.shape))
+                DecodeError::payload(format!(
+                    "array {:?}: shape {:?} overflows",
+                    desc.name, desc.shape
+                ))
             })?;
             if frame.len() as u64 != expected {
                 return Err(DecodeError::payload(format!(
@@ -49,7 +52,12 @@ impl<'a> PayloadArrays<'a> {
 
     /// Refuses arrays the stream kind does not define.
     pub fn only(&self, allowed: &[&str]) -> Result<(), DecodeError> {
-        match self.header.arrays.iter().find(|a| !allowed.contains(&a.name.as_str())) {
+        match self
+            .header
+            .arrays
+            .iter()
+            .find(|a| !allowed.contains(&a.name.as_str()))
+        {
             Some(a) => Err(DecodeError::payload(format!(
                 "unknown array {:?} for stream {}; expected {allowed:?}",
                 a.name,

@@ -38,7 +38,12 @@ pub(crate) fn column<'a>(
 
 /// Refuses IPC columns the stream kind does not define.
 pub(crate) fn only_columns(batch: &RecordBatch, allowed: &[&str]) -> Result<(), DecodeError> {
-    match batch.schema().fields().iter().find(|f| !allowed.contains(&f.name().as_str())) {
+    match batch
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| !allowed.contains(&f.name().as_str()))
+    {
         Some(f) => Err(DecodeError::payload(format!(
             "unknown Arrow IPC column {:?}; expected {allowed:?}",
             f.name()
@@ -50,7 +55,9 @@ pub(crate) fn only_columns(batch: &RecordBatch, allowed: &[&str]) -> Result<(), 
 /// Refuses columns with nulls: measurements have no missing values on the wire.
 pub(crate) fn no_nulls(name: &str, array: &dyn arrow_array::Array) -> Result<(), DecodeError> {
     if array.null_count() > 0 {
-        Err(DecodeError::payload(format!("Arrow IPC column {name:?} holds nulls")))
+        Err(DecodeError::payload(format!(
+            "Arrow IPC column {name:?} holds nulls"
+        )))
     } else {
         Ok(())
     }

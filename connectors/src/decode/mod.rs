@@ -28,7 +28,10 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_message_bytes: 64 * 1024 * 1024, reject_non_finite_intensities: true }
+        DecodeLimits {
+            max_message_bytes: 64 * 1024 * 1024,
+            reject_non_finite_intensities: true,
+        }
     }
 }
 
@@ -108,7 +111,10 @@ pub fn decode_message(
     let total: u64 = frames.iter().map(|f| f.len() as u64).sum();
     if total > ctx.limits.max_message_bytes {
         let header = frames.first().and_then(|f| Header::parse(f).ok());
-        let err = DecodeError::Oversized { size: total, limit: ctx.limits.max_message_bytes };
+        let err = DecodeError::Oversized {
+            size: total,
+            limit: ctx.limits.max_message_bytes,
+        };
         return Err((header, err));
     }
     let header_frame = frames.first().ok_or((None, DecodeError::Empty))?;
@@ -158,7 +164,10 @@ pub(crate) struct Provenance<'a> {
 
 impl Provenance<'_> {
     pub fn run_id(&self) -> &str {
-        self.header.run_id.as_deref().unwrap_or(self.ctx.default_run_id)
+        self.header
+            .run_id
+            .as_deref()
+            .unwrap_or(self.ctx.default_run_id)
     }
 
     /// Arrival, instrument time, source, run, condition and seq columns for `rows` rows.
@@ -180,9 +189,18 @@ impl Provenance<'_> {
                     .with_timezone("UTC"),
             ),
             Arc::new(instrument.with_timezone("UTC")),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&self.header.source, rows))),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(self.run_id(), rows))),
-            Arc::new(StringArray::from(vec![self.header.condition_id.as_deref(); rows])),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                &self.header.source,
+                rows,
+            ))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                self.run_id(),
+                rows,
+            ))),
+            Arc::new(StringArray::from(vec![
+                self.header.condition_id.as_deref();
+                rows
+            ])),
             Arc::new(UInt64Array::from_value(self.header.seq, rows)),
         ]
     }
@@ -194,7 +212,9 @@ pub(crate) fn meta_f64(header: &Header, key: &str) -> Result<Option<f64>, Decode
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(value) => match value.as_f64() {
             Some(x) if x.is_finite() => Ok(Some(x)),
-            _ => Err(DecodeError::Values(format!("meta.{key} must be a finite number, got {value}"))),
+            _ => Err(DecodeError::Values(format!(
+                "meta.{key} must be a finite number, got {value}"
+            ))),
         },
     }
 }

@@ -33,7 +33,9 @@ pub(crate) fn from_arrays(
         let (desc, bytes) = arrays.require(name)?;
         expect_dtype(desc, &[Dtype::F32, Dtype::F64])?;
         if desc.shape.len() != 1 {
-            return Err(DecodeError::payload(format!("{name} must be one-dimensional")));
+            return Err(DecodeError::payload(format!(
+                "{name} must be one-dimensional"
+            )));
         }
         traces.push(to_f32(desc.dtype, bytes));
     }
@@ -78,7 +80,10 @@ fn build(
         return Err(DecodeError::payload("message holds no samples"));
     }
     for (name, trace) in ARRAYS.iter().zip([&sensor_a, &sensor_b]) {
-        if let Some(bad) = trace.iter().find(|v| !v.is_finite() || v.abs() > MAX_ABS_VOLTS) {
+        if let Some(bad) = trace
+            .iter()
+            .find(|v| !v.is_finite() || v.abs() > MAX_ABS_VOLTS)
+        {
             return Err(DecodeError::Values(format!(
                 "{name} holds {bad}: samples must be finite and within +-{MAX_ABS_VOLTS} V"
             )));
@@ -94,7 +99,9 @@ fn build(
     let first_sample_ns = match header.meta.get("first_sample_time_ns") {
         None => header.instrument_time_ns.unwrap_or(ctx.arrival_time_ns),
         Some(v) => v.as_i64().ok_or_else(|| {
-            DecodeError::Values(format!("meta.first_sample_time_ns must be an integer, got {v}"))
+            DecodeError::Values(format!(
+                "meta.first_sample_time_ns must be an integer, got {v}"
+            ))
         })?,
     };
     let samples = sensor_a.len();
@@ -108,11 +115,15 @@ fn build(
     };
     let mut columns = Provenance { header, ctx }.columns(1, None);
     columns.extend([
-        Arc::new(TimestampNanosecondArray::from(vec![first_sample_ns]).with_timezone("UTC")) as ArrayRef,
+        Arc::new(TimestampNanosecondArray::from(vec![first_sample_ns]).with_timezone("UTC"))
+            as ArrayRef,
         Arc::new(Float64Array::from(vec![rate])),
         Arc::new(UInt32Array::from(vec![samples as u32])),
         list(sensor_a)?,
         list(sensor_b)?,
     ]);
-    Ok(vec![(Table::PhaseTraces, RecordBatch::try_new(Table::PhaseTraces.schema(), columns)?)])
+    Ok(vec![(
+        Table::PhaseTraces,
+        RecordBatch::try_new(Table::PhaseTraces.schema(), columns)?,
+    )])
 }

@@ -48,7 +48,9 @@ pub(crate) fn from_arrays(
         }
     };
     if macro_desc.shape.len() != 1 {
-        return Err(DecodeError::payload("macro_time_ps must be one-dimensional"));
+        return Err(DecodeError::payload(
+            "macro_time_ps must be one-dimensional",
+        ));
     }
     let micro = one_d("micro_time_ps", Dtype::I32)?
         .ok_or_else(|| DecodeError::payload("missing required array \"micro_time_ps\""))?;
@@ -59,7 +61,9 @@ pub(crate) fn from_arrays(
         macro_time_ps: to_i64(macro_bytes),
         micro_time_ps: to_i32(micro),
         channel: channel.to_vec(),
-        marker_flags: markers.map(<[u8]>::to_vec).unwrap_or_else(|| vec![0; n as usize]),
+        marker_flags: markers
+            .map(<[u8]>::to_vec)
+            .unwrap_or_else(|| vec![0; n as usize]),
     };
     build(header, columns, ctx)
 }
@@ -79,7 +83,10 @@ pub(crate) fn from_ipc(
     let micro_time = typed("micro_time_ps", DataType::Int32)?;
     let channel = typed("channel", DataType::UInt8)?;
     let markers = match batch.column_by_name("marker_flags") {
-        Some(_) => typed("marker_flags", DataType::UInt8)?.as_primitive::<UInt8Type>().values().to_vec(),
+        Some(_) => typed("marker_flags", DataType::UInt8)?
+            .as_primitive::<UInt8Type>()
+            .values()
+            .to_vec(),
         None => vec![0; batch.num_rows()],
     };
     let columns = PhotonColumns {
@@ -102,10 +109,14 @@ fn build(
         return Err(DecodeError::payload("message holds no photons"));
     }
     if let Some(bad) = photons.micro_time_ps.iter().find(|&&t| t < 0) {
-        return Err(DecodeError::Values(format!("micro_time_ps {bad} is negative")));
+        return Err(DecodeError::Values(format!(
+            "micro_time_ps {bad} is negative"
+        )));
     }
     if let Some(bad) = photons.macro_time_ps.iter().find(|&&t| t < 0) {
-        return Err(DecodeError::Values(format!("macro_time_ps {bad} is negative")));
+        return Err(DecodeError::Values(format!(
+            "macro_time_ps {bad} is negative"
+        )));
     }
     let mut columns = Provenance { header, ctx }.columns(rows, None);
     columns.extend([
@@ -114,5 +125,8 @@ fn build(
         Arc::new(UInt8Array::from(photons.channel)),
         Arc::new(UInt8Array::from(photons.marker_flags)),
     ]);
-    Ok(vec![(Table::Photons, RecordBatch::try_new(Table::Photons.schema(), columns)?)])
+    Ok(vec![(
+        Table::Photons,
+        RecordBatch::try_new(Table::Photons.schema(), columns)?,
+    )])
 }

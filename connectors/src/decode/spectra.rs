@@ -30,9 +30,12 @@ const MAX_ABS_POSITION_MM: f64 = 1.0e6;
 pub fn axis_calibration_id(axis_nm: &[f64]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0100_0000_01b3;
-    axis_nm.iter().flat_map(|x| x.to_le_bytes()).fold(OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    })
+    axis_nm
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .fold(OFFSET, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        })
 }
 
 /// Spectra in a stream-independent form, before validation.
@@ -56,7 +59,9 @@ pub(crate) fn from_arrays(
     let (axis_desc, axis_bytes) = arrays.require("wavelength_nm")?;
     expect_dtype(axis_desc, &[Dtype::F64, Dtype::F32])?;
     if axis_desc.shape.len() != 1 {
-        return Err(DecodeError::payload("wavelength_nm must be one-dimensional"));
+        return Err(DecodeError::payload(
+            "wavelength_nm must be one-dimensional",
+        ));
     }
     let pixels = axis_desc.shape[0] as usize;
     let (counts_desc, counts_bytes) = arrays.require("intensity_counts")?;
@@ -105,9 +110,20 @@ pub(crate) fn from_ipc(
     batch: &RecordBatch,
     ctx: &DecodeContext<'_>,
 ) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
-    ipc::only_columns(batch, &["wavelength_nm", "intensity_counts", "instrument_time_ns"])?;
-    let axes_col = cast_list(ipc::column(batch, "wavelength_nm")?, DataType::Float64, "wavelength_nm")?;
-    let counts = cast_list(ipc::column(batch, "intensity_counts")?, DataType::Float32, "intensity_counts")?;
+    ipc::only_columns(
+        batch,
+        &["wavelength_nm", "intensity_counts", "instrument_time_ns"],
+    )?;
+    let axes_col = cast_list(
+        ipc::column(batch, "wavelength_nm")?,
+        DataType::Float64,
+        "wavelength_nm",
+    )?;
+    let counts = cast_list(
+        ipc::column(batch, "intensity_counts")?,
+        DataType::Float32,
+        "intensity_counts",
+    )?;
     let mut axes: Vec<Vec<f64>> = Vec::new();
     let mut ids: Vec<u64> = Vec::new();
     let mut axis_of_row = Vec::with_capacity(axes_col.len());
@@ -140,7 +156,16 @@ pub(crate) fn from_ipc(
             Some(col.as_primitive::<Int64Type>().values().to_vec())
         }
     };
-    build(header, SpectraParts { axes, axis_of_row, intensities: counts, instrument_times_ns }, ctx)
+    build(
+        header,
+        SpectraParts {
+            axes,
+            axis_of_row,
+            intensities: counts,
+            instrument_times_ns,
+        },
+        ctx,
+    )
 }
 
 fn item_field(data_type: DataType) -> Arc<Field> {
@@ -162,7 +187,10 @@ fn check_axis(axis: &[f64]) -> Result<(), DecodeError> {
     if axis.is_empty() {
         return Err(DecodeError::payload("wavelength_nm is empty"));
     }
-    if let Some(bad) = axis.iter().find(|x| !x.is_finite() || **x <= 0.0 || **x > 1.0e6) {
+    if let Some(bad) = axis
+        .iter()
+        .find(|x| !x.is_finite() || **x <= 0.0 || **x > 1.0e6)
+    {
         return Err(DecodeError::Values(format!(
             "wavelength_nm holds {bad}: every wavelength must be finite, > 0 and <= 1e6 nm"
         )));
@@ -172,7 +200,9 @@ fn check_axis(axis: &[f64]) -> Result<(), DecodeError> {
     if increasing || decreasing {
         Ok(())
     } else {
-        Err(DecodeError::Values("wavelength_nm must be strictly monotonic".into()))
+        Err(DecodeError::Values(
+            "wavelength_nm must be strictly monotonic".into(),
+        ))
     }
 }
 
@@ -185,9 +215,15 @@ fn build(
     let kind = match header.meta.get("kind").and_then(|v| v.as_str()) {
         Some(kind) if KINDS.contains(&kind) => kind,
         Some(kind) => {
-            return Err(DecodeError::payload(format!("meta.kind {kind:?} is not one of {KINDS:?}")))
+            return Err(DecodeError::payload(format!(
+                "meta.kind {kind:?} is not one of {KINDS:?}"
+            )))
         }
-        None => return Err(DecodeError::payload(format!("meta.kind is required, one of {KINDS:?}"))),
+        None => {
+            return Err(DecodeError::payload(format!(
+                "meta.kind is required, one of {KINDS:?}"
+            )))
+        }
     };
     let integration_ms = meta_f64(header, "integration_time_ms")?
         .ok_or_else(|| DecodeError::payload("meta.integration_time_ms is required"))?;
@@ -210,7 +246,11 @@ fn build(
         return Err(DecodeError::payload("message holds no spectra"));
     }
     if ctx.limits.reject_non_finite_intensities {
-        let values = parts.intensities.values().as_primitive::<Float32Type>().values();
+        let values = parts
+            .intensities
+            .values()
+            .as_primitive::<Float32Type>()
+            .values();
         let bad = values.iter().filter(|x| !x.is_finite()).count();
         if bad > 0 {
             return Err(DecodeError::Values(format!(
@@ -224,15 +264,22 @@ fn build(
     let mut columns = provenance.columns(rows, parts.instrument_times_ns);
     columns.extend([
         Arc::new(UInt32Array::from_iter_values(0..rows as u32)) as ArrayRef,
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(kind, rows))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            kind, rows,
+        ))),
         Arc::new(Float64Array::from(vec![probe_position_mm; rows])),
         Arc::new(Float64Array::from_value(integration_ms, rows)),
-        Arc::new(UInt64Array::from_iter_values(parts.axis_of_row.iter().map(|&i| ids[i]))),
+        Arc::new(UInt64Array::from_iter_values(
+            parts.axis_of_row.iter().map(|&i| ids[i]),
+        )),
         Arc::new(parts.intensities),
     ]);
     let spectra = RecordBatch::try_new(Table::Spectra.schema(), columns)?;
     let calibrations = calibration_batch(header, ctx, &parts.axes, &ids)?;
-    Ok(vec![(Table::Spectra, spectra), (Table::SpectralCalibrations, calibrations)])
+    Ok(vec![
+        (Table::Spectra, spectra),
+        (Table::SpectralCalibrations, calibrations),
+    ])
 }
 
 fn calibration_batch(
@@ -244,14 +291,29 @@ fn calibration_batch(
     let rows = axes.len();
     let offsets = OffsetBuffer::from_lengths(axes.iter().map(Vec::len));
     let values = Float64Array::from_iter_values(axes.iter().flatten().copied());
-    let axis_list = ListArray::try_new(item_field(DataType::Float64), offsets, Arc::new(values), None)?;
+    let axis_list = ListArray::try_new(
+        item_field(DataType::Float64),
+        offsets,
+        Arc::new(values),
+        None,
+    )?;
     debug_assert_eq!(tables::axis_list_type(), *axis_list.data_type());
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampNanosecondArray::from_value(ctx.arrival_time_ns, rows).with_timezone("UTC")),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&header.source, rows))),
+        Arc::new(
+            TimestampNanosecondArray::from_value(ctx.arrival_time_ns, rows).with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            &header.source,
+            rows,
+        ))),
         Arc::new(UInt64Array::from(ids.to_vec())),
-        Arc::new(UInt32Array::from_iter_values(axes.iter().map(|a| a.len() as u32))),
+        Arc::new(UInt32Array::from_iter_values(
+            axes.iter().map(|a| a.len() as u32),
+        )),
         Arc::new(axis_list),
     ];
-    Ok(RecordBatch::try_new(Table::SpectralCalibrations.schema(), columns)?)
+    Ok(RecordBatch::try_new(
+        Table::SpectralCalibrations.schema(),
+        columns,
+    )?)
 }

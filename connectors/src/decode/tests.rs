@@ -10,7 +10,11 @@ const NOW_NS: i64 = 1_764_000_000_000_000_000;
 
 fn decode(msg: &OutboundMessage) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
     let limits = DecodeLimits::default();
-    let ctx = DecodeContext { arrival_time_ns: NOW_NS, default_run_id: "default", limits: &limits };
+    let ctx = DecodeContext {
+        arrival_time_ns: NOW_NS,
+        default_run_id: "default",
+        limits: &limits,
+    };
     decode_message(&msg.frames(), &ctx)
 }
 
@@ -24,7 +28,11 @@ fn spectrum_msg(spectra: usize, pixels: usize) -> OutboundMessage {
         .meta("kind", "pl")
         .meta("integration_time_ms", 10.0)
         .array_f64("wavelength_nm", &[pixels as u64], &axis(pixels))
-        .array_f32("intensity_counts", &[spectra as u64, pixels as u64], &counts);
+        .array_f32(
+            "intensity_counts",
+            &[spectra as u64, pixels as u64],
+            &counts,
+        );
     msg.header.seq = 41;
     msg
 }
@@ -43,7 +51,10 @@ fn spectra_decode_into_rows_and_one_calibration() {
     let (table, spectra) = &decoded.batches[0];
     assert_eq!(*table, Table::Spectra);
     assert_eq!(spectra.num_rows(), 3);
-    let counts = spectra.column_by_name("intensity_counts").expect("column").as_list::<i32>();
+    let counts = spectra
+        .column_by_name("intensity_counts")
+        .expect("column")
+        .as_list::<i32>();
     let second = counts.value(1);
     let second = second.as_primitive::<Float32Type>();
     assert_eq!(second.len(), 16);
@@ -51,9 +62,15 @@ fn spectra_decode_into_rows_and_one_calibration() {
     let (table, calibration) = &decoded.batches[1];
     assert_eq!(*table, Table::SpectralCalibrations);
     assert_eq!(calibration.num_rows(), 1);
-    let id = calibration.column_by_name("calibration_id").expect("id").as_primitive::<UInt64Type>();
+    let id = calibration
+        .column_by_name("calibration_id")
+        .expect("id")
+        .as_primitive::<UInt64Type>();
     assert_eq!(id.value(0), axis_calibration_id(&axis(16)));
-    let seq = spectra.column_by_name("seq").expect("seq").as_primitive::<UInt64Type>();
+    let seq = spectra
+        .column_by_name("seq")
+        .expect("seq")
+        .as_primitive::<UInt64Type>();
     assert!(seq.values().iter().all(|&s| s == 41));
 }
 
@@ -61,7 +78,10 @@ fn spectra_decode_into_rows_and_one_calibration() {
 fn a_different_axis_gets_a_different_calibration_id() {
     let mut shifted = axis(16);
     shifted[3] += 1e-9;
-    assert_ne!(axis_calibration_id(&axis(16)), axis_calibration_id(&shifted));
+    assert_ne!(
+        axis_calibration_id(&axis(16)),
+        axis_calibration_id(&shifted)
+    );
 }
 
 #[test]
@@ -84,13 +104,19 @@ fn wrong_dtype_is_rejected() {
 #[test]
 fn bad_json_and_unknown_stream_are_rejected() {
     let limits = DecodeLimits::default();
-    let ctx = DecodeContext { arrival_time_ns: NOW_NS, default_run_id: "d", limits: &limits };
+    let ctx = DecodeContext {
+        arrival_time_ns: NOW_NS,
+        default_run_id: "d",
+        limits: &limits,
+    };
     let bad = [Bytes::from_static(b"{\"protocol\": 1, ")];
     let (header, err) = decode_message(&bad, &ctx).expect_err("bad json");
     assert!(header.is_none());
     assert!(err.to_string().starts_with("bad header JSON"));
     let unknown = spectrum_msg(1, 4).frames();
-    let text = String::from_utf8(unknown[0].to_vec()).expect("utf8").replace("\"spectra\"", "\"video\"");
+    let text = String::from_utf8(unknown[0].to_vec())
+        .expect("utf8")
+        .replace("\"spectra\"", "\"video\"");
     let frames = [Bytes::from(text), unknown[1].clone(), unknown[2].clone()];
     let (_, err) = decode_message(&frames, &ctx).expect_err("unknown stream");
     assert!(err.to_string().contains("unknown variant `video`"), "{err}");
@@ -135,8 +161,15 @@ fn absurd_metadata_is_rejected() {
 
 #[test]
 fn oversized_messages_are_rejected_before_decoding() {
-    let limits = DecodeLimits { max_message_bytes: 1000, ..DecodeLimits::default() };
-    let ctx = DecodeContext { arrival_time_ns: NOW_NS, default_run_id: "d", limits: &limits };
+    let limits = DecodeLimits {
+        max_message_bytes: 1000,
+        ..DecodeLimits::default()
+    };
+    let ctx = DecodeContext {
+        arrival_time_ns: NOW_NS,
+        default_run_id: "d",
+        limits: &limits,
+    };
     let frames = spectrum_msg(1, 512).frames();
     let (header, err) = decode_message(&frames, &ctx).expect_err("too big");
     assert_eq!(header.map(|h| h.seq), Some(41));
@@ -167,7 +200,7 @@ fn photons_and_phase_traces_decode() {
 #[test]
 fn arrow_ipc_spectra_match_the_arrays_form() {
     use arrow::ipc::writer::StreamWriter;
-    use arrow_array::{builder::ListBuilder, builder::Float32Builder, builder::Float64Builder};
+    use arrow_array::{builder::Float32Builder, builder::Float64Builder, builder::ListBuilder};
     let mut axes = ListBuilder::new(Float64Builder::new());
     let mut counts = ListBuilder::new(Float32Builder::new());
     for row in 0..2 {
@@ -177,7 +210,10 @@ fn arrow_ipc_spectra_match_the_arrays_form() {
         counts.append(true);
     }
     let batch = RecordBatch::try_from_iter([
-        ("wavelength_nm", Arc::new(axes.finish()) as arrow_array::ArrayRef),
+        (
+            "wavelength_nm",
+            Arc::new(axes.finish()) as arrow_array::ArrayRef,
+        ),
         ("intensity_counts", Arc::new(counts.finish())),
     ])
     .expect("batch");
@@ -194,7 +230,11 @@ fn arrow_ipc_spectra_match_the_arrays_form() {
     msg.payload.push(Bytes::from(buffer));
     let decoded = decode(&msg).expect("ipc");
     assert_eq!(decoded.primary_rows(), 2);
-    assert_eq!(decoded.batches[1].1.num_rows(), 1, "both rows share one calibration");
+    assert_eq!(
+        decoded.batches[1].1.num_rows(),
+        1,
+        "both rows share one calibration"
+    );
 }
 
 use std::sync::Arc;

@@ -70,7 +70,11 @@ pub fn parse_csv_spectra(text: &str, path: &str) -> Result<CsvSpectra, Connector
             .filter(|f| !f.is_empty())
             .collect();
         let numbers: Result<Vec<f64>, _> = fields.iter().map(|f| f.parse::<f64>()).collect();
-        let fail = |reason: String| ConnectorError::Format { path: path.to_string(), line: index + 1, reason };
+        let fail = |reason: String| ConnectorError::Format {
+            path: path.to_string(),
+            line: index + 1,
+            reason,
+        };
         let numbers = match numbers {
             Ok(numbers) => numbers,
             Err(_) if !seen_header && axis_nm.is_empty() => {
@@ -80,12 +84,18 @@ pub fn parse_csv_spectra(text: &str, path: &str) -> Result<CsvSpectra, Connector
             Err(err) => return Err(fail(format!("not a number: {err}"))),
         };
         if numbers.len() < 2 {
-            return Err(fail("need a wavelength and at least one intensity column".into()));
+            return Err(fail(
+                "need a wavelength and at least one intensity column".into(),
+            ));
         }
         if spectra.is_empty() {
             spectra = vec![Vec::new(); numbers.len() - 1];
         } else if numbers.len() - 1 != spectra.len() {
-            return Err(fail(format!("{} columns, expected {}", numbers.len(), spectra.len() + 1)));
+            return Err(fail(format!(
+                "{} columns, expected {}",
+                numbers.len(),
+                spectra.len() + 1
+            )));
         }
         axis_nm.push(numbers[0]);
         for (column, value) in spectra.iter_mut().zip(&numbers[1..]) {
@@ -93,7 +103,11 @@ pub fn parse_csv_spectra(text: &str, path: &str) -> Result<CsvSpectra, Connector
         }
     }
     if axis_nm.is_empty() {
-        return Err(ConnectorError::Format { path: path.to_string(), line: 0, reason: "no data rows".into() });
+        return Err(ConnectorError::Format {
+            path: path.to_string(),
+            line: 0,
+            reason: "no data rows".into(),
+        });
     }
     Ok(CsvSpectra { axis_nm, spectra })
 }
@@ -105,10 +119,16 @@ impl CsvSpectraConfig {
     /// [`ConnectorError`] if the file cannot be read or parsed.
     pub fn build(&self) -> Result<CsvSpectraReplay, ConnectorError> {
         let display = self.path.display().to_string();
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|source| ConnectorError::Io { path: display.clone(), source })?;
+        let text = std::fs::read_to_string(&self.path).map_err(|source| ConnectorError::Io {
+            path: display.clone(),
+            source,
+        })?;
         let parsed = parse_csv_spectra(&text, &display)?;
-        Ok(CsvSpectraReplay { config: self.clone(), parsed, next: 0 })
+        Ok(CsvSpectraReplay {
+            config: self.clone(),
+            parsed,
+            next: 0,
+        })
     }
 }
 
@@ -125,7 +145,9 @@ impl Connector for CsvSpectraReplay {
     }
 
     fn next_message(&mut self) -> Result<Option<OutboundMessage>, ConnectorError> {
-        let Some(spectrum) = self.parsed.spectra.get(self.next) else { return Ok(None) };
+        let Some(spectrum) = self.parsed.spectra.get(self.next) else {
+            return Ok(None);
+        };
         self.next += 1;
         let pixels = self.parsed.axis_nm.len() as u64;
         let counts: Vec<f32> = spectrum.iter().map(|&v| v as f32).collect();
@@ -148,7 +170,10 @@ mod tests {
         let text = "# exported\nwavelength_nm,a,b\n500,1,10\n501;2;20\n502\t3\t30\n";
         let parsed = parse_csv_spectra(text, "t.csv").expect("parses");
         assert_eq!(parsed.axis_nm, vec![500.0, 501.0, 502.0]);
-        assert_eq!(parsed.spectra, vec![vec![1.0, 2.0, 3.0], vec![10.0, 20.0, 30.0]]);
+        assert_eq!(
+            parsed.spectra,
+            vec![vec![1.0, 2.0, 3.0], vec![10.0, 20.0, 30.0]]
+        );
     }
 
     #[test]

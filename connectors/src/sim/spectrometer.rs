@@ -83,18 +83,27 @@ impl SimulatedSpectrometerConfig {
     /// # Errors
     /// [`ConnectorError::Config`] for an empty condition list or a degenerate axis.
     pub fn build(&self) -> Result<SimulatedSpectrometer, ConnectorError> {
-        let bad = |why: &str| Err(ConnectorError::Config(format!("simulated_spectrometer: {why}")));
+        let bad = |why: &str| {
+            Err(ConnectorError::Config(format!(
+                "simulated_spectrometer: {why}"
+            )))
+        };
         if self.peak_energies_ev.is_empty() || self.fwhm_ev.is_empty() {
             return bad("peak_energies_ev and fwhm_ev need at least one value");
         }
-        if self.pixels < 2 || !(self.wavelength_max_nm > self.wavelength_min_nm) || self.wavelength_min_nm <= 0.0 {
+        if self.pixels < 2
+            || !(self.wavelength_max_nm > self.wavelength_min_nm)
+            || self.wavelength_min_nm <= 0.0
+        {
             return bad("needs >= 2 pixels over an increasing, positive wavelength range");
         }
         if self.spectra_per_message == 0 || self.spectra_per_condition == 0 {
             return bad("spectra_per_message and spectra_per_condition must be > 0");
         }
         let step = (self.wavelength_max_nm - self.wavelength_min_nm) / (self.pixels - 1) as f64;
-        let axis_nm = (0..self.pixels).map(|i| self.wavelength_min_nm + step * i as f64).collect();
+        let axis_nm = (0..self.pixels)
+            .map(|i| self.wavelength_min_nm + step * i as f64)
+            .collect();
         Ok(SimulatedSpectrometer {
             config: self.clone(),
             axis_nm,
@@ -136,7 +145,10 @@ impl SimulatedSpectrometer {
     pub fn settled(&self, condition: usize) -> (f64, f64) {
         let energies = &self.config.peak_energies_ev;
         let widths = &self.config.fwhm_ev;
-        (energies[condition % energies.len()], widths[condition % widths.len()])
+        (
+            energies[condition % energies.len()],
+            widths[condition % widths.len()],
+        )
     }
 
     /// Draws the next spectrum into `out` (dark + PL + noise, clipped).
@@ -146,7 +158,8 @@ impl SimulatedSpectrometer {
         self.current_energy_ev += (target_energy - self.current_energy_ev) * relax;
         self.current_fwhm_ev += (target_fwhm - self.current_fwhm_ev) * relax;
         self.spectra_taken += 1;
-        let width_term = 4.0 * std::f64::consts::LN_2 / (self.current_fwhm_ev * self.current_fwhm_ev);
+        let width_term =
+            4.0 * std::f64::consts::LN_2 / (self.current_fwhm_ev * self.current_fwhm_ev);
         let standard = standard_normal();
         for &lambda in &self.axis_nm {
             let energy = HC_EV_NM / lambda;
@@ -188,7 +201,11 @@ impl Connector for SimulatedSpectrometer {
         message.header.instrument_time_ns = Some(crate::transport::now_ns());
         let message = message
             .array_f64("wavelength_nm", &[pixels as u64], &self.axis_nm)
-            .array_f32("intensity_counts", &[spectra as u64, pixels as u64], &counts);
+            .array_f32(
+                "intensity_counts",
+                &[spectra as u64, pixels as u64],
+                &counts,
+            );
         Ok(Some(message))
     }
 }
@@ -199,17 +216,21 @@ mod tests {
 
     #[test]
     fn settled_spectra_peak_at_the_condition_energy() {
-        let config = SimulatedSpectrometerConfig { settle_spectra: 1.0, ..Default::default() };
+        let config = SimulatedSpectrometerConfig {
+            settle_spectra: 1.0,
+            ..Default::default()
+        };
         let mut sim = config.build().expect("builds");
         let mut counts = Vec::new();
         for _ in 0..20 {
             counts.clear();
             sim.next_spectrum(&mut counts);
         }
-        let (argmax, _) = counts
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |best, (i, &c)| if c > best.1 { (i, c) } else { best });
+        let (argmax, _) =
+            counts.iter().enumerate().fold(
+                (0, f32::MIN),
+                |best, (i, &c)| if c > best.1 { (i, c) } else { best },
+            );
         let peak_ev = HC_EV_NM / sim.axis_nm()[argmax];
         assert!((peak_ev - 2.43).abs() < 0.01, "peak at {peak_ev} eV");
         assert_eq!(sim.condition_id(0), "c-000");
@@ -218,9 +239,15 @@ mod tests {
 
     #[test]
     fn bad_configs_are_refused() {
-        let empty = SimulatedSpectrometerConfig { peak_energies_ev: vec![], ..Default::default() };
+        let empty = SimulatedSpectrometerConfig {
+            peak_energies_ev: vec![],
+            ..Default::default()
+        };
         assert!(empty.build().is_err());
-        let flat = SimulatedSpectrometerConfig { wavelength_max_nm: 100.0, ..Default::default() };
+        let flat = SimulatedSpectrometerConfig {
+            wavelength_max_nm: 100.0,
+            ..Default::default()
+        };
         assert!(flat.build().is_err());
     }
 }

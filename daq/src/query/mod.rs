@@ -48,7 +48,10 @@ impl QueryResult {
     ///
     /// # Errors
     /// Arrow's error if a value cannot be rendered.
-    pub fn render(&self, format: output::Format) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
+    pub fn render(
+        &self,
+        format: output::Format,
+    ) -> Result<Vec<u8>, datafusion::arrow::error::ArrowError> {
         output::render(&self.batches, Some(self.schema.clone()), format)
     }
 }
@@ -65,7 +68,9 @@ impl QueryEngine {
     /// # Errors
     /// DataFusion's error if a table cannot be registered.
     pub fn new(buffer: Arc<WriteBuffer>, paths: &DataPaths) -> Result<QueryEngine, QueryError> {
-        let config = SessionConfig::new().with_information_schema(true).with_target_partitions(2);
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(2);
         let context = SessionContext::new_with_config(config);
         for table in Table::ALL {
             let provider = table::FlowdaqTable::new(table, buffer.clone(), paths.clone());
@@ -80,7 +85,10 @@ impl QueryEngine {
     /// [`QueryError`]: refused statement, unknown table or column, execution failure.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         readonly::check(sql)?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let frame = self.context.sql_with_options(sql, options).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;

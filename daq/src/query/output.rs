@@ -43,7 +43,11 @@ impl Format {
 ///
 /// # Errors
 /// Arrow's error if a value cannot be rendered.
-pub fn render(batches: &[RecordBatch], schema: Option<datafusion::arrow::datatypes::SchemaRef>, format: Format) -> Result<Vec<u8>, ArrowError> {
+pub fn render(
+    batches: &[RecordBatch],
+    schema: Option<datafusion::arrow::datatypes::SchemaRef>,
+    format: Format,
+) -> Result<Vec<u8>, ArrowError> {
     let mut out = Vec::new();
     match format {
         Format::Json => {
@@ -65,7 +69,8 @@ pub fn render(batches: &[RecordBatch], schema: Option<datafusion::arrow::datatyp
         Format::Arrow => {
             let schema = batches.first().map(|b| b.schema()).or(schema);
             if let Some(schema) = schema {
-                let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
+                let mut writer =
+                    datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
                 for batch in batches {
                     writer.write(batch)?;
                 }

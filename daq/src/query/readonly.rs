@@ -87,7 +87,10 @@ mod tests {
     fn everything_else_is_refused_by_name() {
         let cases = [
             ("CREATE TABLE t (a INT)", "CREATE TABLE"),
-            ("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'", "CREATE EXTERNAL TABLE"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'",
+                "CREATE EXTERNAL TABLE",
+            ),
             ("INSERT INTO spectra VALUES (1)", "INSERT INTO"),
             ("DELETE FROM spectra", "DELETE FROM"),
             ("UPDATE spectra SET seq = 1", "UPDATE"),
@@ -99,10 +102,15 @@ mod tests {
         ];
         for (sql, keyword) in cases {
             match check(sql) {
-                Err(ReadOnlyError::Forbidden(found)) => assert!(found.starts_with(keyword), "{sql}: {found}"),
+                Err(ReadOnlyError::Forbidden(found)) => {
+                    assert!(found.starts_with(keyword), "{sql}: {found}")
+                }
                 other => panic!("{sql} should be refused, got {other:?}"),
             }
         }
-        assert_eq!(check("SELECT 1; SELECT 2"), Err(ReadOnlyError::StatementCount(2)));
+        assert_eq!(
+            check("SELECT 1; SELECT 2"),
+            Err(ReadOnlyError::StatementCount(2))
+        );
     }
 }

@@ -41,7 +41,12 @@ impl std::fmt::Debug for WriteBuffer {
 impl FlowdaqTable {
     /// The provider for `table`, reading from `buffer` and files under `paths`.
     pub fn new(table: Table, buffer: Arc<WriteBuffer>, paths: DataPaths) -> FlowdaqTable {
-        FlowdaqTable { table, schema: table.schema(), buffer, paths }
+        FlowdaqTable {
+            table,
+            schema: table.schema(),
+            buffer,
+            paths,
+        }
     }
 }
 
@@ -71,7 +76,10 @@ impl TableProvider for FlowdaqTable {
                 .map(|f| {
                     let absolute = self.paths.resolve(&f.path);
                     let absolute = std::path::absolute(&absolute).unwrap_or(absolute);
-                    let location = absolute.to_string_lossy().trim_start_matches('/').to_string();
+                    let location = absolute
+                        .to_string_lossy()
+                        .trim_start_matches('/')
+                        .to_string();
                     PartitionedFile::new(location, f.size_bytes)
                 })
                 .collect();
@@ -84,8 +92,12 @@ impl TableProvider for FlowdaqTable {
             inputs.push(DataSourceExec::from_data_source(config));
         }
         if !chunks.batches.is_empty() || inputs.is_empty() {
-            let memory = MemorySourceConfig::try_new(&[chunks.batches], self.schema.clone(), projection.cloned())?
-                .with_limit(limit);
+            let memory = MemorySourceConfig::try_new(
+                &[chunks.batches],
+                self.schema.clone(),
+                projection.cloned(),
+            )?
+            .with_limit(limit);
             inputs.push(DataSourceExec::from_data_source(memory));
         }
         UnionExec::try_new(inputs)

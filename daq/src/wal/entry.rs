@@ -60,7 +60,10 @@ pub fn encode(table: Table, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()
 /// Decodes the entry at the start of `bytes`; returns it and the bytes it used.
 pub fn decode(bytes: &[u8]) -> Result<(Table, RecordBatch, usize), EntryError> {
     if bytes.len() < HEADER_BYTES {
-        return Err(EntryError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
+        return Err(EntryError::Truncated {
+            needed: HEADER_BYTES,
+            available: bytes.len(),
+        });
     }
     if bytes[0..4] != MAGIC {
         return Err(EntryError::BadMagic);
@@ -69,7 +72,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Table, RecordBatch, usize), EntryError> {
     let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     let end = HEADER_BYTES + payload_len;
     if bytes.len() < end {
-        return Err(EntryError::Truncated { needed: end, available: bytes.len() });
+        return Err(EntryError::Truncated {
+            needed: end,
+            available: bytes.len(),
+        });
     }
     let payload = &bytes[HEADER_BYTES..end];
     if crc32fast::hash(payload) != crc {
@@ -78,7 +84,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Table, RecordBatch, usize), EntryError> {
     let name_len = usize::from(*payload.first().ok_or(EntryError::BadMagic)?);
     let name = payload.get(1..1 + name_len).ok_or(EntryError::BadMagic)?;
     let name = String::from_utf8_lossy(name);
-    let table = Table::from_name(&name).ok_or_else(|| EntryError::UnknownTable(name.to_string()))?;
+    let table =
+        Table::from_name(&name).ok_or_else(|| EntryError::UnknownTable(name.to_string()))?;
     let reader = StreamReader::try_new(std::io::Cursor::new(&payload[1 + name_len..]), None)?;
     let mut batches = reader.collect::<Result<Vec<_>, _>>()?;
     let batch = batches.pop().ok_or(EntryError::BadMagic)?;

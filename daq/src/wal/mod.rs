@@ -36,7 +36,10 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.display().to_string(), source }
+    move |source| WalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// How durable an append is once it returns.
@@ -75,7 +78,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
         let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(id) = name.strip_suffix(".wal").and_then(|stem| stem.parse::<u64>().ok()) {
+        if let Some(id) = name
+            .strip_suffix(".wal")
+            .and_then(|stem| stem.parse::<u64>().ok())
+        {
             ids.push(id);
         }
     }
@@ -92,7 +98,14 @@ impl Wal {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let next = list_segments(dir)?.last().map_or(1, |last| last + 1);
         let file = create_segment(dir, next)?;
-        Ok(Wal { dir: dir.to_path_buf(), fsync, segment_id: next, file, segment_bytes: 0, scratch: Vec::new() })
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            fsync,
+            segment_id: next,
+            file,
+            segment_bytes: 0,
+            scratch: Vec::new(),
+        })
     }
 
     /// Appends a group of batches with one write and, under `fsync = "always"`, one fsync.
@@ -141,14 +154,20 @@ impl Wal {
 
 fn create_segment(dir: &Path, id: u64) -> Result<File, WalError> {
     let path = segment_path(dir, id);
-    let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     sync_dir(dir)?;
     Ok(file)
 }
 
 /// fsyncs a directory so that a created, renamed or removed entry is itself durable.
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// Deletes every segment whose id is `<= through`: their batches are safely in Parquet.

@@ -9,24 +9,41 @@ use flowdaq_schemas::Table;
 use super::*;
 
 fn batch(values: &[u64]) -> RecordBatch {
-    RecordBatch::try_from_iter([("seq", Arc::new(UInt64Array::from(values.to_vec())) as ArrayRef)])
-        .expect("batch")
+    RecordBatch::try_from_iter([(
+        "seq",
+        Arc::new(UInt64Array::from(values.to_vec())) as ArrayRef,
+    )])
+    .expect("batch")
 }
 
 #[test]
 fn appended_batches_replay_in_order_across_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut wal = Wal::open(dir.path(), FsyncPolicy::Always).expect("open");
-    assert_eq!(wal.append(&[(Table::Photons, batch(&[1, 2]))]).expect("append"), Durability::Synced);
+    assert_eq!(
+        wal.append(&[(Table::Photons, batch(&[1, 2]))])
+            .expect("append"),
+        Durability::Synced
+    );
     let closed = wal.rotate().expect("rotate");
-    wal.append(&[(Table::Spectra, batch(&[3])), (Table::IngestErrors, batch(&[4]))]).expect("append");
+    wal.append(&[
+        (Table::Spectra, batch(&[3])),
+        (Table::IngestErrors, batch(&[4])),
+    ])
+    .expect("append");
     let replayed = replay(dir.path(), 0).expect("replay");
     let tables: Vec<Table> = replayed.batches.iter().map(|(t, _)| *t).collect();
-    assert_eq!(tables, [Table::Photons, Table::Spectra, Table::IngestErrors]);
+    assert_eq!(
+        tables,
+        [Table::Photons, Table::Spectra, Table::IngestErrors]
+    );
     assert_eq!(replayed.batches[0].1, batch(&[1, 2]));
     let after_first = replay(dir.path(), closed).expect("replay");
     assert_eq!(after_first.batches.len(), 2);
-    assert_eq!(remove_segments_through(dir.path(), closed).expect("remove"), 1);
+    assert_eq!(
+        remove_segments_through(dir.path(), closed).expect("remove"),
+        1
+    );
     assert_eq!(replay(dir.path(), 0).expect("replay").batches.len(), 2);
 }
 
@@ -34,11 +51,16 @@ fn appended_batches_replay_in_order_across_segments() {
 fn a_torn_tail_is_skipped_and_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut wal = Wal::open(dir.path(), FsyncPolicy::Never).expect("open");
-    wal.append(&[(Table::Photons, batch(&[1]))]).expect("append");
-    wal.append(&[(Table::Photons, batch(&[2]))]).expect("append");
+    wal.append(&[(Table::Photons, batch(&[1]))])
+        .expect("append");
+    wal.append(&[(Table::Photons, batch(&[2]))])
+        .expect("append");
     let path = segment_path(dir.path(), 1);
     let len = std::fs::metadata(&path).expect("meta").len();
-    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
     file.set_len(len - 7).expect("truncate");
     let replayed = replay(dir.path(), 0).expect("replay");
     assert_eq!(replayed.batches.len(), 1);
