@@ -152,7 +152,7 @@ fn demo_queries(run_id: &str, started_ns: i64) -> Vec<(&'static str, String)> {
             format!(
                 "SELECT s.condition_id, count(*) AS spectra, \
                  round(avg(1239.84198 / array_element(c.wavelength_nm, \
-                   array_position(s.intensity_counts, array_max(s.intensity_counts)))), 4) AS mean_peak_energy_ev \
+                   CAST(array_position(s.intensity_counts, array_max(s.intensity_counts)) AS BIGINT))), 4) AS mean_peak_energy_ev \
                  FROM spectra s JOIN spectral_calibrations c \
                    ON s.source = c.source AND s.calibration_id = c.calibration_id \
                  WHERE s.run_id = '{run_id}' GROUP BY s.condition_id ORDER BY s.condition_id"
