@@ -9,15 +9,7 @@ use flowdaq_connectors::ConnectorConfig;
 use flowdaq_daq::ServerConfig;
 
 fn config(dir: &std::path::Path) -> ServerConfig {
-    let mut config = ServerConfig {
-        data_dir: dir.to_path_buf(),
-        ..ServerConfig::default()
-    };
-    config.ingest.pull = "tcp://127.0.0.1:0".into();
-    config.ingest.sub = String::new();
-    config.ingest.router = String::new();
-    config.http.listen = String::new();
-    config
+    ServerConfig::embedded_pull_only(dir)
 }
 
 fn count(result: &flowdaq_daq::query::QueryResult) -> i64 {

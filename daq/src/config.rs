@@ -219,6 +219,20 @@ impl Default for SourceConfig {
 }
 
 impl ServerConfig {
+    /// Defaults for a server run inside another command (replay, bench, tests): data under
+    /// `data_dir`, only a PULL socket on an ephemeral loopback port, no SUB, ROUTER or HTTP.
+    pub fn embedded_pull_only(data_dir: &Path) -> ServerConfig {
+        let mut config = ServerConfig {
+            data_dir: data_dir.to_path_buf(),
+            ..ServerConfig::default()
+        };
+        config.ingest.pull = "tcp://127.0.0.1:0".into();
+        config.ingest.sub = String::new();
+        config.ingest.router = String::new();
+        config.http.listen = String::new();
+        config
+    }
+
     /// Parses configuration text; `path` only names the origin in errors.
     ///
     /// # Errors

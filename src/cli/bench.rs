@@ -73,14 +73,7 @@ fn spectrum_message(pixels: usize, spectra: usize) -> OutboundMessage {
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join(format!("flowdaq-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let mut config = ServerConfig {
-        data_dir: data_dir.clone(),
-        ..ServerConfig::default()
-    };
-    config.ingest.pull = "tcp://127.0.0.1:0".into();
-    config.ingest.sub = String::new();
-    config.ingest.router = String::new();
-    config.http.listen = String::new();
+    let config = ServerConfig::embedded_pull_only(&data_dir);
     let server = flowdaq_daq::start(config)
         .await
         .context("starting the server")?;

@@ -62,14 +62,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         println!("sent {sent} messages to {endpoint}");
         return Ok(());
     }
-    let mut config = ServerConfig {
-        data_dir: args.data_dir.clone(),
-        ..ServerConfig::default()
-    };
-    config.ingest.pull = "tcp://127.0.0.1:0".into();
-    config.ingest.sub = String::new();
-    config.ingest.router = String::new();
-    config.http.listen = String::new();
+    let config = ServerConfig::embedded_pull_only(&args.data_dir);
     let server = flowdaq_daq::start(config)
         .await
         .context("starting the embedded server")?;
