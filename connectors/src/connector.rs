@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::OutboundMessage;
 use crate::replay::csv_spectra::CsvSpectraConfig;
+use crate::replay::spectra_file::SpectraFileConfig;
 use crate::sim::spectrometer::SimulatedSpectrometerConfig;
 
 /// Why a connector could not produce a message.
@@ -59,6 +60,8 @@ pub enum ConnectorConfig {
     SimulatedSpectrometer(SimulatedSpectrometerConfig),
     /// Replay of a CSV file of spectra.
     CsvSpectra(CsvSpectraConfig),
+    /// Replay of a spectrometer's export file (OOIBase32, SpectraSuite/OceanView, JASCO, CSV).
+    SpectraFile(SpectraFileConfig),
 }
 
 impl ConnectorConfig {
@@ -70,6 +73,7 @@ impl ConnectorConfig {
         match self {
             ConnectorConfig::SimulatedSpectrometer(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::CsvSpectra(config) => Ok(Box::new(config.build()?)),
+            ConnectorConfig::SpectraFile(config) => Ok(Box::new(config.build()?)),
         }
     }
 }

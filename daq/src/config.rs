@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// Known sources and per-source options, by source id.
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Features computed from the raw streams as they arrive.
+    pub features: FeaturesConfig,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             parquet: ParquetConfig::default(),
             http: HttpConfig::default(),
             sources: BTreeMap::new(),
+            features: FeaturesConfig::default(),
         }
     }
 }
@@ -218,6 +221,91 @@ impl Default for SourceConfig {
     }
 }
 
+/// Feature extraction in the pipeline.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// PL and absorbance features (`spectral_features`).
+    pub spectral: SpectralFeaturesConfig,
+}
+
+/// Options of the `spectral_features` table; see `docs/configuration.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpectralFeaturesConfig {
+    /// Compute features for `pl` and `absorbance` spectra as they arrive.
+    pub enabled: bool,
+    /// Minimum peak prominence, counts (absolute).
+    pub min_prominence_counts: f64,
+    /// Minimum peak prominence as a fraction of the spectrum's range; the larger threshold wins.
+    pub min_relative_prominence: f64,
+    /// Secondary PL peaks reported besides the main one.
+    pub max_secondary_peaks: usize,
+    /// Detector saturation level, counts; pixels at or above it flag `SATURATED`.
+    pub saturation_level_counts: Option<f64>,
+    /// Analyse only this wavelength range, nm (`[low, high]`).
+    pub window_nm: Option<[f64; 2]>,
+    /// Savitzky-Golay smoothing `[window_px, polyorder]` before feature extraction.
+    pub savgol: Option<[usize; 2]>,
+    /// Baseline removal before feature extraction: `none`, `linear_edge` or `asls`.
+    pub baseline: BaselineChoice,
+    /// Minimum prominence of the first excitonic absorption peak, absorbance units.
+    pub min_exciton_prominence: f64,
+    /// Excitation wavelength, nm: absorbance there is reported and used for PLQY.
+    pub excitation_nm: Option<f64>,
+    /// Optical density above which a spectrum is flagged `INNER_FILTER`.
+    pub inner_filter_od: f64,
+    /// Relative PLQY against a reference; off when absent.
+    pub plqy: Option<PlqyConfig>,
+}
+
+impl Default for SpectralFeaturesConfig {
+    fn default() -> Self {
+        SpectralFeaturesConfig {
+            enabled: true,
+            min_prominence_counts: 0.0,
+            min_relative_prominence: 0.05,
+            max_secondary_peaks: 4,
+            saturation_level_counts: None,
+            window_nm: None,
+            savgol: None,
+            baseline: BaselineChoice::None,
+            min_exciton_prominence: 0.01,
+            excitation_nm: None,
+            inner_filter_od: 0.05,
+            plqy: None,
+        }
+    }
+}
+
+/// Baseline removal applied before feature extraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineChoice {
+    /// None.
+    None,
+    /// Straight line through the mean of the first and last 10 pixels.
+    LinearEdge,
+    /// Asymmetric least squares with pybaselines' defaults (lam 1e6, p 0.01).
+    Asls,
+}
+
+/// The reference of relative PLQY (`docs/configuration.md` gives an example).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlqyConfig {
+    /// Quantum yield of the reference dye (0..1).
+    pub reference_quantum_yield: f64,
+    /// Integrated PL of the reference, counts·nm, same settings as the samples.
+    pub reference_integrated_pl_counts_nm: f64,
+    /// Absorbance of the reference at the excitation wavelength.
+    pub reference_absorbance_at_excitation: f64,
+    /// Refractive index of the reference's solvent.
+    pub reference_refractive_index: f64,
+    /// Refractive index of the sample's solvent (toluene 1.496, hexane 1.375).
+    pub sample_refractive_index: f64,
+}
+
 impl ServerConfig {
     /// Defaults for a server run inside another command (replay, bench, tests): data under
     /// `data_dir`, only a PULL socket on an ephemeral loopback port, no SUB, ROUTER or HTTP.
@@ -295,6 +383,8 @@ impl ServerConfig {
         if self.default_run_id.is_empty() {
             return Err("default_run_id must not be empty".into());
         }
+        crate::features::spectral::SpectralFeatures::new(&self.features.spectral)
+            .map_err(|e| format!("features.spectral: {e}"))?;
         Ok(())
     }
 }

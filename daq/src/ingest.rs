@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
+use crate::features::FeatureExtractors;
 use crate::metrics::Metrics;
 use crate::wal::Wal;
 use crate::write_buffer::{Snapshot, WriteBuffer};
@@ -45,6 +46,7 @@ pub struct Pipeline {
     snapshots: std::sync::mpsc::Sender<Arc<Snapshot>>,
     acks: mpsc::UnboundedSender<Ack>,
     seen_calibrations: HashSet<(String, u64)>,
+    extractors: FeatureExtractors,
 }
 
 /// One rejected message, on its way to `ingest_errors`.
@@ -70,6 +72,7 @@ impl Pipeline {
         snapshots: std::sync::mpsc::Sender<Arc<Snapshot>>,
         acks: mpsc::UnboundedSender<Ack>,
         seen_calibrations: HashSet<(String, u64)>,
+        extractors: FeatureExtractors,
     ) -> Pipeline {
         let limits = DecodeLimits {
             max_message_bytes: config.ingest.max_message_bytes,
@@ -84,6 +87,7 @@ impl Pipeline {
             snapshots,
             acks,
             seen_calibrations,
+            extractors,
         }
     }
 
@@ -175,6 +179,17 @@ impl Pipeline {
                         .sources
                         .get(&header.source)
                         .is_none_or(|s| s.store_raw);
+                    let mut derived = Vec::new();
+                    for (name, err) in self.extractors.extract(&decoded.batches, &mut derived) {
+                        self.metrics.feature_failed(name);
+                        tracing::warn!(
+                            source = %header.source,
+                            seq = header.seq,
+                            extractor = name,
+                            %err,
+                            "features not computed; raw rows kept"
+                        );
+                    }
                     for (index, (table, batch)) in decoded.batches.into_iter().enumerate() {
                         if index == 0 && !store_raw {
                             continue;
@@ -187,6 +202,10 @@ impl Pipeline {
                             rows += batch.num_rows() as u64;
                             batches.push((table, batch));
                         }
+                    }
+                    for (table, batch) in derived {
+                        rows += batch.num_rows() as u64;
+                        batches.push((table, batch));
                     }
                     json!({"ack": decoded.header.seq, "source": decoded.header.source})
                 }

@@ -2,13 +2,15 @@
 //!
 //! - [`config`]: typed configuration with embedded defaults.
 //! - `flowdaq_connectors::transport` receives frames; [`ingest`] decodes them, commits each
-//!   group to the [`wal`], inserts it into the [`write_buffer`] and acknowledges it.
+//!   group to the [`wal`], inserts it into the [`write_buffer`] and acknowledges it; the
+//!   [`features`] extractors add derived rows (e.g. `spectral_features`) to the same group.
 //! - [`persister`] writes buffer snapshots to Parquet and records them in the [`catalog`].
 //! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`] exposes it.
 //! - [`metrics`] counts everything, including sequence gaps; [`server`] wires it all up.
 
 pub mod catalog;
 pub mod config;
+pub mod features;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

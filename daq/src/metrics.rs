@@ -62,6 +62,8 @@ pub struct MetricsSnapshot {
     pub wal_errors: u64,
     /// Rows made durable and queryable.
     pub rows_ingested: u64,
+    /// Messages a feature extractor failed on, by extractor (their raw rows were kept).
+    pub feature_failures: BTreeMap<String, u64>,
     /// Receipt to durable in the WAL.
     pub receipt_to_durable: LatencySummary,
     /// Receipt to visible to SQL.
@@ -164,6 +166,16 @@ impl Metrics {
                 .queryable_us
                 .record((d.as_micros() as u64).clamp(1, 60_000_000));
         }
+    }
+
+    /// Records a message that the extractor `name` could not analyse.
+    pub fn feature_failed(&self, name: &str) {
+        *self
+            .lock()
+            .snapshot
+            .feature_failures
+            .entry(name.to_string())
+            .or_default() += 1;
     }
 
     /// Records a failed WAL append of a group of `messages`.

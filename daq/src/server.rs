@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::ServerConfig;
+use crate::features::FeatureExtractors;
 use crate::ingest::{known_calibrations, Pipeline};
 use crate::metrics::Metrics;
 use crate::paths::DataPaths;
@@ -54,6 +55,9 @@ pub enum ServerError {
         /// The error.
         source: std::io::Error,
     },
+    /// A feature extractor refused its configuration.
+    #[error("features: {0}")]
+    Features(#[from] crate::features::FeatureError),
     /// A worker thread could not start or ended abnormally.
     #[error("worker thread: {0}")]
     Thread(String),
@@ -137,6 +141,7 @@ pub struct RunningServer {
 /// [`ServerError`] for anything that prevents a correct start.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
+    let extractors = FeatureExtractors::new(&config.features)?;
     let recovered = recover(&config.data_dir, true)?;
     let Recovered {
         paths,
@@ -184,6 +189,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         snapshot_tx,
         ack_tx,
         seen,
+        extractors,
     );
     let runtime = tokio::runtime::Handle::current();
     let pipeline = std::thread::Builder::new()

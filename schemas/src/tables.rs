@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Metadata key under which every table schema (and every Parquet file) records its version.
 pub const SCHEMA_VERSION_KEY: &str = "flowdaq.schema_version";
@@ -26,16 +26,19 @@ pub enum Table {
     PhaseTraces,
     /// One row per rejected frame, kept aside for inspection.
     IngestErrors,
+    /// One row per PL or absorbance spectrum: the features extracted from it as it arrived.
+    SpectralFeatures,
 }
 
 impl Table {
     /// All tables, in a stable order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Spectra,
         Table::SpectralCalibrations,
         Table::Photons,
         Table::PhaseTraces,
         Table::IngestErrors,
+        Table::SpectralFeatures,
     ];
 
     /// The SQL and directory name of the table.
@@ -46,6 +49,7 @@ impl Table {
             Table::Photons => "photons",
             Table::PhaseTraces => "phase_traces",
             Table::IngestErrors => "ingest_errors",
+            Table::SpectralFeatures => "spectral_features",
         }
     }
 
@@ -67,6 +71,7 @@ impl Table {
             Table::Photons => photon_fields(),
             Table::PhaseTraces => phase_trace_fields(),
             Table::IngestErrors => ingest_error_fields(),
+            Table::SpectralFeatures => spectral_feature_fields(),
         };
         let metadata = HashMap::from([(
             SCHEMA_VERSION_KEY.to_string(),
@@ -103,13 +108,22 @@ pub fn axis_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Float64, false)))
 }
 
-fn spectra_fields() -> Vec<Field> {
+/// Provenance plus what identifies and describes one spectrum; shared by `spectra` and
+/// `spectral_features` so the two join on `(source, seq, spectrum_index)`.
+fn spectrum_fields() -> Vec<Field> {
     let mut fields = provenance_fields();
     fields.extend([
         Field::new("spectrum_index", DataType::UInt32, false),
         Field::new("kind", DataType::Utf8, false),
         Field::new("probe_position_mm", DataType::Float64, true),
         Field::new("integration_time_ms", DataType::Float64, false),
+    ]);
+    fields
+}
+
+fn spectra_fields() -> Vec<Field> {
+    let mut fields = spectrum_fields();
+    fields.extend([
         Field::new("calibration_id", DataType::UInt64, false),
         Field::new("intensity_counts", intensity_list_type(), false),
     ]);
@@ -153,6 +167,68 @@ fn phase_trace_fields() -> Vec<Field> {
             DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
             false,
         ),
+    ]);
+    fields
+}
+
+/// Fields of one entry of `spectral_features.secondary_peaks`.
+pub fn secondary_peak_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("wavelength_nm", DataType::Float64, false),
+        Field::new("energy_ev", DataType::Float64, false),
+        Field::new("height_counts", DataType::Float64, false),
+        Field::new("prominence_counts", DataType::Float64, false),
+    ])
+}
+
+/// PL feature columns of `spectral_features` (null on absorbance rows).
+pub const PL_FEATURE_COLUMNS: [&str; 8] = [
+    "peak_wavelength_nm",
+    "peak_energy_ev",
+    "fwhm_nm",
+    "fwhm_ev",
+    "peak_height_counts",
+    "peak_prominence_counts",
+    "integrated_intensity_counts_nm",
+    "iqr_nm",
+];
+
+/// Absorbance feature columns of `spectral_features` (null on PL rows).
+pub const ABSORBANCE_FEATURE_COLUMNS: [&str; 8] = [
+    "exciton_wavelength_nm",
+    "exciton_energy_ev",
+    "exciton_absorbance",
+    "exciton_prominence",
+    "absorbance_at_excitation",
+    "max_absorbance",
+    "concentration_mol_per_l",
+    "brus_diameter_nm",
+];
+
+/// One row per analysed spectrum. It repeats the spectrum's provenance and key (`source`,
+/// `seq`, `spectrum_index`) so it joins to `spectra`, and it is written even when the raw
+/// spectrum is not stored (`store_raw = false`).
+fn spectral_feature_fields() -> Vec<Field> {
+    let mut fields = spectrum_fields();
+    fields.extend(
+        PL_FEATURE_COLUMNS
+            .iter()
+            .map(|name| Field::new(*name, DataType::Float64, true)),
+    );
+    let secondary = Field::new_list_field(DataType::Struct(secondary_peak_fields()), true);
+    fields.extend([
+        Field::new("peak_count", DataType::UInt32, true),
+        Field::new("secondary_peaks", DataType::List(Arc::new(secondary)), true),
+    ]);
+    fields.extend(
+        ABSORBANCE_FEATURE_COLUMNS
+            .iter()
+            .map(|name| Field::new(*name, DataType::Float64, true)),
+    );
+    fields.extend([
+        Field::new("plqy", DataType::Float64, true),
+        Field::new("quality_flags", DataType::UInt32, false),
+        Field::new("quality_flag_names", DataType::Utf8, false),
     ]);
     fields
 }

@@ -3,11 +3,15 @@
 //! A server starts on ephemeral loopback ports, simulated instruments stream to it over real
 //! ZeroMQ sockets while a progress line shows rates, a few deliberately malformed frames show
 //! the error path, everything is persisted to Parquet, and SQL answers questions about the run.
+//! The progress line shows the newest spectrum's peak energy and width, read with SQL from the
+//! `spectral_features` rows the pipeline computed as the spectra arrived.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Float64Type;
 use clap::Args;
 use flowdaq_connectors::message::OutboundMessage;
 use flowdaq_connectors::runner::{run_connector, Pacing, PushSender};
@@ -79,26 +83,44 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     bar.set_style(ProgressStyle::with_template(
         "{spinner} {elapsed:>3} {msg}",
     )?);
+    // Without a terminal the spinner is hidden: print the same line once a second instead.
+    let plain = bar.is_hidden();
     let begin = Instant::now();
     let mut last = (Instant::now(), 0u64);
+    let mut ticks = 0u64;
+    let mut latest = String::from("waiting for the first spectrum");
     while begin.elapsed().as_secs_f64() < args.duration {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        ticks += 1;
+        if ticks % 2 == 0 {
+            // SQL over rows still in the write buffer: features are queryable on arrival.
+            if let Some(line) = latest_features(&server.query, &run_id).await {
+                latest = line;
+            }
+        }
         let metrics = server.metrics.snapshot();
         let stats = server.buffer.stats();
         let now = Instant::now();
         let rate =
             (metrics.messages_received - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
         last = (now, metrics.messages_received);
-        bar.set_message(format!(
-            "messages {:>6} ({rate:>5.0}/s)  rows buffered {:>6}  persisted {:>7} in {} files  rejected {}  p99 durable {} us",
+        let line = format!(
+            "messages {:>6} ({rate:>4.0}/s)  buffered {:>5}  persisted {:>6} rows in {} files  rejected {}  p99 durable {} us  | {latest}",
             metrics.messages_received,
             stats.open_rows + stats.persisting_rows,
             stats.persisted_rows,
             stats.persisted_files,
             metrics.messages_rejected,
             metrics.receipt_to_durable.p99_us,
-        ));
-        bar.tick();
+        );
+        if plain {
+            if ticks % 4 == 0 {
+                println!("{:>5.1}s {line}", begin.elapsed().as_secs_f64());
+            }
+        } else {
+            bar.set_message(line);
+            bar.tick();
+        }
     }
     stop_tx.send(true)?;
     let sent = sender.await??;
@@ -138,6 +160,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The newest PL spectrum's features, from SQL, as `condition c2: peak 2.465 eV, FWHM 88 meV`.
+async fn latest_features(query: &QueryEngine, run_id: &str) -> Option<String> {
+    let sql = format!(
+        "SELECT condition_id, peak_energy_ev, fwhm_ev FROM spectral_features \
+         WHERE run_id = '{run_id}' AND kind = 'pl' AND peak_energy_ev IS NOT NULL \
+         ORDER BY arrival_time_ns DESC LIMIT 1"
+    );
+    let result = query.execute(&sql).await.ok()?;
+    let batch = result.batches.iter().find(|b| b.num_rows() > 0)?;
+    let condition = batch.column(0).as_string_opt::<i32>()?;
+    let energy = batch.column(1).as_primitive_opt::<Float64Type>()?;
+    let fwhm = batch.column(2).as_primitive_opt::<Float64Type>()?;
+    let condition = if condition.is_null(0) {
+        "-"
+    } else {
+        condition.value(0)
+    };
+    Some(format!(
+        "condition {condition}: peak {:.3} eV, FWHM {:.0} meV",
+        energy.value(0),
+        1000.0 * fwhm.value(0)
+    ))
+}
+
 fn demo_queries(run_id: &str, started_ns: i64) -> Vec<(&'static str, String)> {
     vec![
         (
@@ -148,7 +194,18 @@ fn demo_queries(run_id: &str, started_ns: i64) -> Vec<(&'static str, String)> {
             ),
         ),
         (
-            "Per condition: brightest pixel's energy (SQL on raw spectra joined to their calibration)",
+            "Per condition: PL features extracted as the spectra arrived (spectral_features)",
+            format!(
+                "SELECT condition_id, count(*) AS spectra, \
+                 round(avg(peak_energy_ev), 4) AS peak_energy_ev, round(stddev(peak_energy_ev), 4) AS sd_ev, \
+                 round(avg(fwhm_ev) * 1000, 1) AS fwhm_mev, round(avg(peak_wavelength_nm), 2) AS peak_nm, \
+                 sum(CASE WHEN quality_flags <> 0 THEN 1 ELSE 0 END) AS flagged \
+                 FROM spectral_features WHERE run_id = '{run_id}' AND kind = 'pl' \
+                 GROUP BY condition_id ORDER BY condition_id"
+            ),
+        ),
+        (
+            "Cross-check in plain SQL: brightest pixel's energy (raw spectra joined to their calibration)",
             format!(
                 "SELECT s.condition_id, count(*) AS spectra, \
                  round(avg(1239.84198 / array_element(c.wavelength_nm, \

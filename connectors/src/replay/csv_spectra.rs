@@ -2,8 +2,12 @@
 //! column one spectrum.
 //!
 //! Delimiters may be commas, semicolons, tabs or runs of spaces; lines starting with `#` and a
-//! single non-numeric header row are skipped. Each spectrum column becomes one wire message, so
-//! a replayed file travels exactly the path of a live stream.
+//! single non-numeric header row are skipped. The wavelength column must be strictly
+//! ascending or strictly descending (the server refuses anything else). Each spectrum column
+//! becomes one wire message, so a replayed file travels exactly the path of a live stream.
+//!
+//! This is also the fallback format of [`super::SpectraFileReplay`]: a file no other format
+//! claims is read as CSV.
 
 use std::path::PathBuf;
 
@@ -11,7 +15,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::connector::{Connector, ConnectorError};
 use crate::message::OutboundMessage;
-use flowdaq_schemas::StreamKind;
+
+use super::text::{check_axis, numbered_lines};
+use super::{spectrum_message, FormatSpec, SpectraFileFormat, SpectrumFile};
+
+pub(crate) const SPEC: FormatSpec = FormatSpec {
+    format: SpectraFileFormat::Csv,
+    name: "CSV",
+    extensions: &["csv", "tsv"],
+    // The fallback: claims nothing by content, so the specific formats are tried first.
+    sniff: |_| false,
+    parse: parse_csv_spectra,
+};
 
 /// Configuration of a CSV spectra replay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,24 +58,17 @@ fn default_integration_ms() -> f64 {
     1.0
 }
 
-/// A parsed CSV file: the axis and its spectra.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CsvSpectra {
-    /// Wavelength axis, nm.
-    pub axis_nm: Vec<f64>,
-    /// One vector of intensities per spectrum column.
-    pub spectra: Vec<Vec<f64>>,
-}
-
-/// Parses CSV text (see the module doc for the accepted layout).
+/// Parses CSV text (see the module doc for the accepted layout). The file states no kind,
+/// integration time or instrument time.
 ///
 /// # Errors
 /// [`ConnectorError::Format`] with the line number of the first malformed line.
-pub fn parse_csv_spectra(text: &str, path: &str) -> Result<CsvSpectra, ConnectorError> {
+pub fn parse_csv_spectra(text: &str, path: &str) -> Result<SpectrumFile, ConnectorError> {
     let mut axis_nm = Vec::new();
+    let mut axis_lines = Vec::new();
     let mut spectra: Vec<Vec<f64>> = Vec::new();
     let mut seen_header = false;
-    for (index, line) in text.lines().enumerate() {
+    for (line_no, line) in numbered_lines(text) {
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
@@ -72,7 +80,7 @@ pub fn parse_csv_spectra(text: &str, path: &str) -> Result<CsvSpectra, Connector
         let numbers: Result<Vec<f64>, _> = fields.iter().map(|f| f.parse::<f64>()).collect();
         let fail = |reason: String| ConnectorError::Format {
             path: path.to_string(),
-            line: index + 1,
+            line: line_no,
             reason,
         };
         let numbers = match numbers {
@@ -98,6 +106,7 @@ pub fn parse_csv_spectra(text: &str, path: &str) -> Result<CsvSpectra, Connector
             )));
         }
         axis_nm.push(numbers[0]);
+        axis_lines.push(line_no);
         for (column, value) in spectra.iter_mut().zip(&numbers[1..]) {
             column.push(*value);
         }
@@ -109,7 +118,16 @@ pub fn parse_csv_spectra(text: &str, path: &str) -> Result<CsvSpectra, Connector
             reason: "no data rows".into(),
         });
     }
-    Ok(CsvSpectra { axis_nm, spectra })
+    check_axis(path, &axis_nm, &axis_lines)?;
+    Ok(SpectrumFile {
+        format: SpectraFileFormat::Csv,
+        axis_nm,
+        spectra,
+        kind_hint: None,
+        integration_time_ms: None,
+        instrument_time_ns: None,
+        meta: serde_json::Map::new(),
+    })
 }
 
 impl CsvSpectraConfig {
@@ -135,7 +153,7 @@ impl CsvSpectraConfig {
 /// A CSV file being replayed, one spectrum per message.
 pub struct CsvSpectraReplay {
     config: CsvSpectraConfig,
-    parsed: CsvSpectra,
+    parsed: SpectrumFile,
     next: usize,
 }
 
@@ -149,15 +167,15 @@ impl Connector for CsvSpectraReplay {
             return Ok(None);
         };
         self.next += 1;
-        let pixels = self.parsed.axis_nm.len() as u64;
-        let counts: Vec<f32> = spectrum.iter().map(|&v| v as f32).collect();
-        let mut message = OutboundMessage::new(&self.config.source, StreamKind::Spectra)
-            .meta("kind", self.config.kind.as_str())
-            .meta("integration_time_ms", self.config.integration_time_ms)
-            .array_f64("wavelength_nm", &[pixels], &self.parsed.axis_nm)
-            .array_f32("intensity_counts", &[pixels], &counts);
-        message.header.run_id = self.config.run_id.clone();
-        Ok(Some(message))
+        Ok(Some(spectrum_message(
+            &self.config.source,
+            self.config.run_id.as_deref(),
+            &self.config.kind,
+            self.config.integration_time_ms,
+            None,
+            &self.parsed.axis_nm,
+            spectrum,
+        )))
     }
 }
 
@@ -182,5 +200,20 @@ mod tests {
         assert_eq!(err.to_string(), "r.csv:2: 2 columns, expected 3");
         let err = parse_csv_spectra("500,1\n501,x\n", "r.csv").expect_err("text");
         assert!(err.to_string().starts_with("r.csv:2: not a number"));
+    }
+
+    #[test]
+    fn refuses_an_axis_the_server_would_refuse() {
+        let err = parse_csv_spectra("500,1\n502,1\n501,1\n", "m.csv").expect_err("order");
+        assert!(err
+            .to_string()
+            .starts_with("m.csv:3: wavelength 501 nm follows 502 nm"));
+        let err = parse_csv_spectra("500,1\nNaN,1\n", "m.csv").expect_err("nan");
+        assert!(
+            err.to_string().starts_with("m.csv:2: wavelength NaN"),
+            "{err}"
+        );
+        let file = parse_csv_spectra("502,1\n501,2\n", "d.csv").expect("descending");
+        assert_eq!(file.axis_nm, vec![502.0, 501.0]);
     }
 }

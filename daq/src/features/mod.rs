@@ -1,0 +1,83 @@
+//! Feature extraction inside the ingest pipeline: raw rows in, derived rows out.
+//!
+//! Extractors run on each decoded message before its group is written to the WAL, so the
+//! derived rows ride in the same group commit as the raw rows they come from: a crash never
+//! leaves one without the other, recovery replays both without recomputing, and features are
+//! queryable the moment their spectrum is. An extractor that fails on a message logs and counts
+//! the failure; the raw rows are stored regardless, because good data must never be lost to a
+//! bad feature. A new kind of feature is one file implementing [`Extractor`] and one line in
+//! [`FeatureExtractors::new`].
+
+pub mod spectral;
+
+use arrow::record_batch::RecordBatch;
+use flowdaq_schemas::Table;
+
+use crate::config::FeaturesConfig;
+
+/// Why an extractor produced nothing for a message.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    /// The analytics kernel refused its input or options.
+    #[error(transparent)]
+    Spectral(#[from] flowdaq_analytics::spectral::SpectralError),
+    /// Arrow refused to assemble the output (a bug: the schemas disagree).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The message lacks rows the extractor needs (e.g. the axis of its spectra).
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// One kind of derived rows, computed message by message.
+pub trait Extractor: Send {
+    /// Short name used in logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Derived rows for one decoded message (`message` holds every table's rows of it, raw
+    /// rows first, before any filtering by `store_raw`). Returns nothing if the message has
+    /// nothing this extractor reads.
+    ///
+    /// # Errors
+    /// [`FeatureError`] if the rows cannot be analysed; the caller stores the raw rows anyway.
+    fn extract(
+        &mut self,
+        message: &[(Table, RecordBatch)],
+    ) -> Result<Vec<(Table, RecordBatch)>, FeatureError>;
+}
+
+/// Every configured extractor, in the order they run.
+pub struct FeatureExtractors {
+    extractors: Vec<Box<dyn Extractor>>,
+}
+
+impl FeatureExtractors {
+    /// The extractors `config` enables.
+    ///
+    /// # Errors
+    /// [`FeatureError`] for options an analytics kernel refuses.
+    pub fn new(config: &FeaturesConfig) -> Result<FeatureExtractors, FeatureError> {
+        let mut extractors: Vec<Box<dyn Extractor>> = Vec::new();
+        if config.spectral.enabled {
+            extractors.push(Box::new(spectral::SpectralFeatures::new(&config.spectral)?));
+        }
+        Ok(FeatureExtractors { extractors })
+    }
+
+    /// Runs every extractor on `message`, appending derived rows to `out`. Failures are
+    /// returned as `(extractor name, error)` for the caller to log and count.
+    pub fn extract(
+        &mut self,
+        message: &[(Table, RecordBatch)],
+        out: &mut Vec<(Table, RecordBatch)>,
+    ) -> Vec<(&'static str, FeatureError)> {
+        let mut failures = Vec::new();
+        for extractor in &mut self.extractors {
+            match extractor.extract(message) {
+                Ok(rows) => out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0)),
+                Err(err) => failures.push((extractor.name(), err)),
+            }
+        }
+        failures
+    }
+}
