@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flowdaq-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 VENV="${FLOWDAQ_VENV:-$HOME/.cache/flowdaq-venv}"
+export FLOWDAQ_PYTHON="$VENV/bin/python"   # numerical reference tests call it
 
 echo "== python virtualenv ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then

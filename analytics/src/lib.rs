@@ -7,6 +7,9 @@
 //!
 //! - [`spectral`]: PL and absorption spectra (peak, FWHM in nm and eV, absorbance, PLQY, size).
 //! - [`tcspc`]: photon time tags (record decoding, histograms, lifetime fits, phasors).
+//! - [`flow`]: phase-sensor traces (interfaces, velocity, segments, residence time, Re/Ca/We/Bo/Pe).
 
+mod bitmask;
+pub mod flow;
 pub mod spectral;
 pub mod tcspc;

@@ -30,7 +30,7 @@ import zmq
 PIXELS = 2048
 
 
-def frames(pixels):
+def frames(pixels, spectra=1):
     header = {
         "protocol": 1,
         "source": "bench-0",
@@ -39,20 +39,20 @@ def frames(pixels):
         "format": "arrays",
         "arrays": [
             {"name": "wavelength_nm", "dtype": "f64", "shape": [pixels]},
-            {"name": "intensity_counts", "dtype": "f32", "shape": [1, pixels]},
+            {"name": "intensity_counts", "dtype": "f32", "shape": [spectra, pixels]},
         ],
         "meta": {"kind": "pl", "integration_time_ms": 1.0},
     }
     axis = (350.0 + 650.0 * np.arange(pixels) / pixels).astype("<f8")
-    counts = (1000.0 + (np.arange(pixels) % 4096)).astype("<f4")
+    counts = (1000.0 + (np.arange(pixels * spectra) % 4096)).astype("<f4")
     return [json.dumps(header).encode(), axis.tobytes(), counts.tobytes()]
 
 
-def push_worker(endpoint, seconds, pixels, result):
+def push_worker(endpoint, seconds, pixels, spectra, result):
     context = zmq.Context()
     socket = context.socket(zmq.PUSH)
     socket.connect(endpoint)
-    message = frames(pixels)
+    message = frames(pixels, spectra)
     sent = 0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -64,16 +64,16 @@ def push_worker(endpoint, seconds, pixels, result):
     context.term()
 
 
-def raw_zmq(seconds, pixels):
+def raw_zmq(seconds, pixels, spectra):
     context = zmq.Context()
     pull = context.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     result = mp.Queue()
     worker = mp.Process(
-        target=push_worker, args=(f"tcp://127.0.0.1:{port}", seconds, pixels, result)
+        target=push_worker, args=(f"tcp://127.0.0.1:{port}", seconds, pixels, spectra, result)
     )
     received = 0
-    message_bytes = sum(len(f) for f in frames(pixels))
+    message_bytes = sum(len(f) for f in frames(pixels, spectra))
     worker.start()
     first = None
     while True:
@@ -93,14 +93,18 @@ def raw_zmq(seconds, pixels):
     return {
         "messages": received,
         "message_bytes": message_bytes,
-        "spectra_per_s": rate,
+        "messages_per_s": rate,
+        "spectra_per_s": rate * spectra,
         "mb_per_s": rate * message_bytes / 1e6,
     }
 
 
-def flowdaq(binary, seconds, pixels):
+def flowdaq(binary, seconds, pixels, spectra):
     out = subprocess.run(
-        [binary, "bench", "ingest", "--json", "--seconds", str(seconds), "--pixels", str(pixels)],
+        [
+            binary, "bench", "ingest", "--json", "--seconds", str(seconds),
+            "--pixels", str(pixels), "--spectra-per-message", str(spectra),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -112,6 +116,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pixels", type=int, default=PIXELS)
+    parser.add_argument("--spectra-per-message", type=int, default=1)
     target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/flowdaq-target"))
     parser.add_argument("--flowdaq", default=str(Path(target) / "release/flowdaq"))
     args = parser.parse_args()
@@ -119,17 +124,22 @@ def main():
         sys.exit(f"{args.flowdaq} not found: build it with `cargo build --release`")
 
     print(f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, {os.cpu_count()} cores")
-    raw = raw_zmq(args.seconds, args.pixels)
+    spectra = args.spectra_per_message
+    print(f"{args.pixels} pixels, {spectra} spectra per message")
+    raw = raw_zmq(args.seconds, args.pixels, spectra)
     print(
-        f"raw pyzmq PUSH->PULL : {raw['spectra_per_s']:>10.0f} msg/s "
+        f"raw pyzmq PUSH->PULL : {raw['spectra_per_s']:>10.0f} spectra/s "
         f"{raw['mb_per_s']:>8.1f} MB/s ({raw['message_bytes']} B/message)"
     )
-    ours = flowdaq(args.flowdaq, args.seconds, args.pixels)
+    ours = flowdaq(args.flowdaq, args.seconds, args.pixels, spectra)
     print(
         f"flowdaq into WAL     : {ours['throughput_spectra_per_s']:>10.0f} spectra/s "
         f"{ours['throughput_mb_per_s']:>8.1f} MB/s ({ours['message_bytes']} B/message)"
     )
-    print(f"flowdaq into Parquet : {ours['into_parquet_spectra_per_s']:>10.0f} spectra/s")
+    print(
+        f"flowdaq into Parquet : {ours['sustained_into_parquet_spectra_per_s']:>10.0f} spectra/s "
+        f"(until the persister drained: {ours['phase1_persist_drain_seconds']:.2f} s after the senders stopped)"
+    )
     print(
         f"latency at {ours['latency_rate_spectra_per_s']:.0f} spectra/s: receipt->durable "
         f"p50 {ours['receipt_to_durable_p50_us']} us p99 {ours['receipt_to_durable_p99_us']} us; "
@@ -137,7 +147,7 @@ def main():
         f"p99 {ours['receipt_to_queryable_p99_us']} us"
     )
     print(
-        f"ratio flowdaq/raw zmq (messages/s): "
+        f"ratio flowdaq into WAL / raw zmq (spectra/s): "
         f"{ours['throughput_spectra_per_s'] / raw['spectra_per_s']:.2f}"
     )
     print(json.dumps({"raw_zmq": raw, "flowdaq": ours}))

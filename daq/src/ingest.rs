@@ -237,6 +237,7 @@ impl Pipeline {
                 Err(err) => tracing::error!(%err, "cannot build ingest_errors rows"),
             }
         }
+        let batches = coalesce_by_table(batches);
         if let Err(err) = self.wal.append(&batches) {
             tracing::error!(%err, "WAL append failed; group not acknowledged");
             self.metrics.wal_failed(group.len() as u64);
@@ -287,6 +288,35 @@ impl Pipeline {
         }
         arrow::compute::filter_record_batch(&batch, &keep).ok()
     }
+}
+
+/// One batch per table for the whole group (in first-seen table order), so the WAL, the write
+/// buffer and the Parquet writer handle a few large batches instead of one small batch per
+/// message. A table whose batches cannot be concatenated (which would be a schema bug) keeps
+/// them as they are.
+fn coalesce_by_table(batches: Vec<(Table, RecordBatch)>) -> Vec<(Table, RecordBatch)> {
+    let mut by_table: Vec<(Table, Vec<RecordBatch>)> = Vec::new();
+    for (table, batch) in batches {
+        match by_table.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, list)) => list.push(batch),
+            None => by_table.push((table, vec![batch])),
+        }
+    }
+    let mut out = Vec::with_capacity(by_table.len());
+    for (table, list) in by_table {
+        if list.len() == 1 {
+            out.extend(list.into_iter().map(|b| (table, b)));
+            continue;
+        }
+        match arrow::compute::concat_batches(&list[0].schema(), &list) {
+            Ok(batch) => out.push((table, batch)),
+            Err(err) => {
+                tracing::error!(%err, table = table.name(), "cannot coalesce a group's batches");
+                out.extend(list.into_iter().map(|b| (table, b)));
+            }
+        }
+    }
+    out
 }
 
 fn first_bytes(frames: &[bytes::Bytes]) -> Vec<u8> {
@@ -371,4 +401,49 @@ pub fn known_calibrations(
         }
     }
     known
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(seqs: &[u64]) -> RecordBatch {
+        let rejections: Vec<Rejection> = seqs
+            .iter()
+            .map(|&seq| Rejection {
+                arrival_time_ns: 1,
+                transport: "pull",
+                source: Some("s".into()),
+                stream: None,
+                seq: Some(seq),
+                reason: "r".into(),
+                raw_size_bytes: 1,
+                frame_count: 1,
+                first_bytes: vec![1],
+            })
+            .collect();
+        rejection_batch(&rejections).expect("batch")
+    }
+
+    #[test]
+    fn a_group_becomes_one_batch_per_table_in_order() {
+        let photons = RecordBatch::new_empty(Table::Photons.schema());
+        let batches = vec![
+            (Table::IngestErrors, errors(&[1, 2])),
+            (Table::Photons, photons.clone()),
+            (Table::IngestErrors, errors(&[3])),
+        ];
+        let out = coalesce_by_table(batches);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, Table::IngestErrors);
+        assert_eq!(out[1].0, Table::Photons);
+        let seqs = out[0]
+            .1
+            .column_by_name("seq")
+            .expect("seq")
+            .as_primitive::<UInt64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(seqs, vec![1, 2, 3]);
+    }
 }

@@ -4,8 +4,6 @@
 //! stream never stalls on one bad exposure and the optimizer can filter on the flags. The bit
 //! values are part of the stored schema: never renumber them, only add new bits.
 
-use std::fmt;
-
 /// Bitmask of per-spectrum quality problems (the `quality_flags` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct QualityFlags(pub u32);
@@ -39,57 +37,9 @@ impl QualityFlags {
         (Self::NEGATIVE_ABSORBANCE, "NEGATIVE_ABSORBANCE"),
         (Self::INNER_FILTER, "INNER_FILTER"),
     ];
-
-    /// True if every bit of `other` is set.
-    #[inline]
-    pub fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Sets the bits of `other`.
-    #[inline]
-    pub fn insert(&mut self, other: Self) {
-        self.0 |= other.0;
-    }
-
-    /// True if no bit is set.
-    #[inline]
-    pub fn is_ok(self) -> bool {
-        self.0 == 0
-    }
-
-    /// Names of the set bits, in bit order.
-    pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMES
-            .into_iter()
-            .filter(move |(f, _)| self.contains(*f))
-            .map(|(_, n)| n)
-    }
 }
 
-impl std::ops::BitOr for QualityFlags {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        Self(self.0 | rhs.0)
-    }
-}
-
-impl fmt::Display for QualityFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_ok() {
-            return f.write_str("OK");
-        }
-        let mut first = true;
-        for name in self.names() {
-            if !first {
-                f.write_str("|")?;
-            }
-            f.write_str(name)?;
-            first = false;
-        }
-        Ok(())
-    }
-}
+crate::bitmask::impl_flag_bitmask!(QualityFlags);
 
 #[cfg(test)]
 mod tests {

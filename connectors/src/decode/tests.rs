@@ -238,3 +238,37 @@ fn arrow_ipc_spectra_match_the_arrays_form() {
 }
 
 use std::sync::Arc;
+
+#[test]
+fn calibration_id_is_fnv1a_of_the_axis_bytes_whether_remembered_or_not() {
+    // Independent FNV-1a 64 over the little-endian bytes.
+    let reference = |axis: &[f64]| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for value in axis {
+            for byte in value.to_le_bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash
+    };
+    let axes: Vec<Vec<f64>> = (0..12)
+        .map(|shift| {
+            (0..64)
+                .map(|i| 400.0 + i as f64 + 0.5 * shift as f64)
+                .collect()
+        })
+        .collect();
+    // Twice over more axes than are remembered: first computed, then evicted or recalled.
+    for _ in 0..2 {
+        for axis in &axes {
+            assert_eq!(axis_calibration_id(axis), reference(axis));
+            assert_eq!(axis_calibration_id(axis), reference(axis), "recalled");
+        }
+    }
+    // -0.0 and 0.0 compare equal as floats but are different bytes, so different ids.
+    assert_ne!(
+        axis_calibration_id(&[1.0, -0.0]),
+        axis_calibration_id(&[1.0, 0.0])
+    );
+}
