@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::OutboundMessage;
 use crate::replay::csv_spectra::CsvSpectraConfig;
 use crate::replay::spectra_file::SpectraFileConfig;
+use crate::sim::phase_sensor::SimulatedPhaseSensorConfig;
 use crate::sim::spectrometer::SimulatedSpectrometerConfig;
 
 /// Why a connector could not produce a message.
@@ -58,6 +59,8 @@ pub trait Connector: Send {
 pub enum ConnectorConfig {
     /// Simulated CsPbBr3 PL spectrometer.
     SimulatedSpectrometer(SimulatedSpectrometerConfig),
+    /// Simulated optical phase-sensor pair on a segmented-flow tube.
+    SimulatedPhaseSensor(SimulatedPhaseSensorConfig),
     /// Replay of a CSV file of spectra.
     CsvSpectra(CsvSpectraConfig),
     /// Replay of a spectrometer's export file (OOIBase32, SpectraSuite/OceanView, JASCO, CSV).
@@ -72,6 +75,7 @@ impl ConnectorConfig {
     pub fn build(&self) -> Result<Box<dyn Connector>, ConnectorError> {
         match self {
             ConnectorConfig::SimulatedSpectrometer(config) => Ok(Box::new(config.build()?)),
+            ConnectorConfig::SimulatedPhaseSensor(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::CsvSpectra(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::SpectraFile(config) => Ok(Box::new(config.build()?)),
         }

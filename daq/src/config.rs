@@ -227,6 +227,106 @@ impl Default for SourceConfig {
 pub struct FeaturesConfig {
     /// PL and absorbance features (`spectral_features`).
     pub spectral: SpectralFeaturesConfig,
+    /// Phase-sensor features (`flow_features`, `flow_segments`) and reaction times.
+    pub flow: FlowFeaturesConfig,
+}
+
+/// Options of the phase-sensor features; see `docs/configuration.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowFeaturesConfig {
+    /// Analyse the `phase_traces` of the configured pairs as they arrive.
+    pub enabled: bool,
+    /// Length of an analysed window, s (windows do not overlap).
+    pub window_s: f64,
+    /// Plausible velocity range, mm/s: bounds the lags searched between the two sensors.
+    pub velocity_range_mm_per_s: [f64; 2],
+    /// Where the reagents meet, mm along the tube: reaction time counts from here.
+    pub mixing_point_mm: f64,
+    /// The pair (source id) whose velocity gives the spectra their reaction time; default: the
+    /// first pair in name order.
+    pub velocity_source: Option<String>,
+    /// Sensor pairs, by the source id they send `phase_traces` under.
+    pub pairs: BTreeMap<String, SensorPairConfig>,
+    /// Fluid properties for the flow-regime numbers (Re, Ca, We, Bo, Pe, Da); off when absent.
+    pub fluid: Option<FluidConfig>,
+}
+
+impl Default for FlowFeaturesConfig {
+    fn default() -> Self {
+        FlowFeaturesConfig {
+            enabled: true,
+            window_s: 2.0,
+            velocity_range_mm_per_s: [1.0, 500.0],
+            mixing_point_mm: 0.0,
+            velocity_source: None,
+            pairs: BTreeMap::new(),
+            fluid: None,
+        }
+    }
+}
+
+/// One phase-sensor pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorPairConfig {
+    /// Distance between the two sensors, mm (sensor A upstream).
+    pub spacing_mm: f64,
+    /// Position of sensor A along the tube, mm.
+    #[serde(default)]
+    pub position_mm: Option<f64>,
+    /// Whether plugs read `high` or `low` on the sensors.
+    #[serde(default = "default_polarity")]
+    pub plug_polarity: PolarityChoice,
+}
+
+fn default_polarity() -> PolarityChoice {
+    PolarityChoice::High
+}
+
+/// Which voltage level the plugs give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolarityChoice {
+    /// Plugs read higher than the carrier.
+    High,
+    /// Plugs read lower than the carrier.
+    Low,
+}
+
+/// Fluid properties (SI units, as in `domain.md` section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluidConfig {
+    /// Plug (reacting liquid) density, kg/m³.
+    pub plug_density_kg_per_m3: f64,
+    /// Plug viscosity, Pa·s.
+    pub plug_viscosity_pa_s: f64,
+    /// Carrier density, kg/m³.
+    pub carrier_density_kg_per_m3: f64,
+    /// Carrier viscosity, Pa·s.
+    pub carrier_viscosity_pa_s: f64,
+    /// `carrier` (oil in PTFE) or `plug` (gas carrier) wets the wall.
+    pub wetting_phase: WettingChoice,
+    /// Interfacial tension, N/m.
+    pub surface_tension_n_per_m: f64,
+    /// Diffusivity of the reacting species, m²/s.
+    pub diffusivity_m2_per_s: f64,
+    /// Tube inner diameter, m.
+    pub channel_inner_diameter_m: f64,
+    /// Characteristic reaction time for the Damköhler number, s.
+    #[serde(default)]
+    pub reaction_time_s: Option<f64>,
+}
+
+/// Which phase wets the wall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WettingChoice {
+    /// The plugs.
+    Plug,
+    /// The carrier.
+    Carrier,
 }
 
 /// Options of the `spectral_features` table; see `docs/configuration.md`.
@@ -383,8 +483,10 @@ impl ServerConfig {
         if self.default_run_id.is_empty() {
             return Err("default_run_id must not be empty".into());
         }
-        crate::features::spectral::SpectralFeatures::new(&self.features.spectral)
+        crate::features::spectral::SpectralFeatures::new(&self.features.spectral, None)
             .map_err(|e| format!("features.spectral: {e}"))?;
+        crate::features::flow::FlowExtractor::new(&self.features.flow, Default::default())
+            .map_err(|e| format!("features.flow: {e}"))?;
         Ok(())
     }
 }

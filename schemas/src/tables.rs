@@ -28,17 +28,23 @@ pub enum Table {
     IngestErrors,
     /// One row per PL or absorbance spectrum: the features extracted from it as it arrived.
     SpectralFeatures,
+    /// One row per analysed window of a phase-sensor pair: velocity, segments, flow numbers.
+    FlowFeatures,
+    /// One row per plug or carrier segment seen at a phase-sensor pair.
+    FlowSegments,
 }
 
 impl Table {
     /// All tables, in a stable order.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 8] = [
         Table::Spectra,
         Table::SpectralCalibrations,
         Table::Photons,
         Table::PhaseTraces,
         Table::IngestErrors,
         Table::SpectralFeatures,
+        Table::FlowFeatures,
+        Table::FlowSegments,
     ];
 
     /// The SQL and directory name of the table.
@@ -50,6 +56,8 @@ impl Table {
             Table::PhaseTraces => "phase_traces",
             Table::IngestErrors => "ingest_errors",
             Table::SpectralFeatures => "spectral_features",
+            Table::FlowFeatures => "flow_features",
+            Table::FlowSegments => "flow_segments",
         }
     }
 
@@ -72,6 +80,8 @@ impl Table {
             Table::PhaseTraces => phase_trace_fields(),
             Table::IngestErrors => ingest_error_fields(),
             Table::SpectralFeatures => spectral_feature_fields(),
+            Table::FlowFeatures => flow_feature_fields(),
+            Table::FlowSegments => flow_segment_fields(),
         };
         let metadata = HashMap::from([(
             SCHEMA_VERSION_KEY.to_string(),
@@ -227,10 +237,88 @@ fn spectral_feature_fields() -> Vec<Field> {
     );
     fields.extend([
         Field::new("plqy", DataType::Float64, true),
+        Field::new("velocity_mm_per_s", DataType::Float64, true),
+        Field::new("reaction_time_s", DataType::Float64, true),
         Field::new("quality_flags", DataType::UInt32, false),
         Field::new("quality_flag_names", DataType::Utf8, false),
     ]);
     fields
+}
+
+/// Per-window columns of `flow_features` after the provenance, with their types; the order and
+/// names are those of `flowdaq_analytics::flow::FlowFeatures` (a daq test checks it).
+pub const FLOW_FEATURE_COLUMNS: [(&str, FlowColumn); 29] = [
+    ("window_duration_s", FlowColumn::Seconds),
+    ("velocity_mm_per_s", FlowColumn::Value),
+    ("velocity_interfaces_mm_per_s", FlowColumn::Value),
+    ("velocity_xcorr_mm_per_s", FlowColumn::Value),
+    ("xcorr_coefficient", FlowColumn::Value),
+    ("velocity_cv", FlowColumn::Value),
+    ("matched_interfaces", FlowColumn::Count),
+    ("interfaces_a", FlowColumn::Count),
+    ("interfaces_b", FlowColumn::Count),
+    ("segment_frequency_hz", FlowColumn::Value),
+    ("plug_count", FlowColumn::Count),
+    ("plug_duration_mean_s", FlowColumn::Value),
+    ("plug_length_mean_mm", FlowColumn::Value),
+    ("plug_length_cv", FlowColumn::Value),
+    ("carrier_count", FlowColumn::Count),
+    ("carrier_duration_mean_s", FlowColumn::Value),
+    ("carrier_length_mean_mm", FlowColumn::Value),
+    ("carrier_length_cv", FlowColumn::Value),
+    ("merged_segments", FlowColumn::Count),
+    ("split_segments", FlowColumn::Count),
+    ("longest_gap_s", FlowColumn::Seconds),
+    ("reynolds_number", FlowColumn::Value),
+    ("capillary_number", FlowColumn::Value),
+    ("weber_number", FlowColumn::Value),
+    ("bond_number", FlowColumn::Value),
+    ("peclet_number", FlowColumn::Value),
+    ("diffusion_time_s", FlowColumn::Value),
+    ("damkohler_number", FlowColumn::Value),
+    ("quality_flags", FlowColumn::Count),
+];
+
+/// The Arrow type of a `flow_features` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowColumn {
+    /// Non-null Float64 (a duration that always exists).
+    Seconds,
+    /// Nullable Float64 (null where the window gives no answer).
+    Value,
+    /// Non-null UInt32 (counts and the flag bitmask).
+    Count,
+}
+
+/// One row per analysed window: provenance of the trace chunk that completed the window (its
+/// `seq`), the window start, the pair's position along the tube, then the flow columns.
+fn flow_feature_fields() -> Vec<Field> {
+    let mut fields = provenance_fields();
+    fields.push(Field::new("window_start_ns", timestamp_ns(), false));
+    fields.push(Field::new("pair_position_mm", DataType::Float64, true));
+    fields.extend(FLOW_FEATURE_COLUMNS.iter().map(|(name, kind)| match kind {
+        FlowColumn::Seconds => Field::new(*name, DataType::Float64, false),
+        FlowColumn::Value => Field::new(*name, DataType::Float64, true),
+        FlowColumn::Count => Field::new(*name, DataType::UInt32, false),
+    }));
+    fields.push(Field::new("quality_flag_names", DataType::Utf8, false));
+    fields
+}
+
+/// One row per segment (plug or carrier) at sensor A of a pair.
+fn flow_segment_fields() -> Vec<Field> {
+    vec![
+        Field::new("arrival_time_ns", timestamp_ns(), false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("condition_id", DataType::Utf8, true),
+        Field::new("window_start_ns", timestamp_ns(), false),
+        Field::new("start_time_ns", timestamp_ns(), false),
+        Field::new("is_plug", DataType::Boolean, false),
+        Field::new("duration_s", DataType::Float64, false),
+        Field::new("length_mm", DataType::Float64, true),
+        Field::new("quality_flags", DataType::UInt32, false),
+    ]
 }
 
 fn ingest_error_fields() -> Vec<Field> {

@@ -1,2 +1,3 @@
 //! Simulated instruments: plausible data with known ground truth, for the demo and tests.
+pub mod phase_sensor;
 pub mod spectrometer;

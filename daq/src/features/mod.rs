@@ -8,7 +8,9 @@
 //! bad feature. A new kind of feature is one file implementing [`Extractor`] and one line in
 //! [`FeatureExtractors::new`].
 
+pub mod flow;
 pub mod spectral;
+pub mod velocity;
 
 use arrow::record_batch::RecordBatch;
 use flowdaq_schemas::Table;
@@ -21,6 +23,9 @@ pub enum FeatureError {
     /// The analytics kernel refused its input or options.
     #[error(transparent)]
     Spectral(#[from] flowdaq_analytics::spectral::SpectralError),
+    /// The flow kernels refused their input or options.
+    #[error(transparent)]
+    Flow(#[from] flowdaq_analytics::flow::FlowError),
     /// Arrow refused to assemble the output (a bug: the schemas disagree).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -58,8 +63,25 @@ impl FeatureExtractors {
     /// [`FeatureError`] for options an analytics kernel refuses.
     pub fn new(config: &FeaturesConfig) -> Result<FeatureExtractors, FeatureError> {
         let mut extractors: Vec<Box<dyn Extractor>> = Vec::new();
+        // Velocity may extrapolate for five windows past the last one measured.
+        let extrapolation_ns = (5.0 * config.flow.window_s * 1e9) as i64;
+        let velocity: velocity::SharedVelocity = std::sync::Arc::new(std::sync::Mutex::new(
+            velocity::VelocityHistory::new(extrapolation_ns),
+        ));
+        let flow_on = config.flow.enabled && !config.flow.pairs.is_empty();
+        // Flow first: a message's spectra get the velocity known when they are analysed.
+        if flow_on {
+            extractors.push(Box::new(flow::FlowExtractor::new(
+                &config.flow,
+                velocity.clone(),
+            )?));
+        }
         if config.spectral.enabled {
-            extractors.push(Box::new(spectral::SpectralFeatures::new(&config.spectral)?));
+            let reaction = flow_on.then(|| (velocity, config.flow.mixing_point_mm));
+            extractors.push(Box::new(spectral::SpectralFeatures::new(
+                &config.spectral,
+                reaction,
+            )?));
         }
         Ok(FeatureExtractors { extractors })
     }

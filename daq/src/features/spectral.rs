@@ -20,7 +20,7 @@ use arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, Float64Array, StringArray, StringBuilder, UInt32Array,
 };
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::UInt64Type;
+use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use flowdaq_analytics::spectral::{
     absorbance_features, pl_features, relative_plqy, AbsorbanceOptions, AslsParams, Baseline,
@@ -29,6 +29,7 @@ use flowdaq_analytics::spectral::{
 use flowdaq_schemas::tables::{ABSORBANCE_FEATURE_COLUMNS, PL_FEATURE_COLUMNS};
 use flowdaq_schemas::Table;
 
+use super::velocity::SharedVelocity;
 use super::{Extractor, FeatureError};
 use crate::config::{BaselineChoice, SpectralFeaturesConfig};
 
@@ -60,6 +61,8 @@ pub struct SpectralFeatures {
     plqy: Option<(PlqyReference, f64)>,
     /// Latest absorbance at the excitation wavelength per (source, run, condition).
     latest_absorbance: HashMap<(String, String, Option<String>), f64>,
+    /// Velocity history and mixing point (mm) for reaction times, when flow is measured.
+    reaction: Option<(SharedVelocity, f64)>,
 }
 
 impl SpectralFeatures {
@@ -67,7 +70,10 @@ impl SpectralFeatures {
     ///
     /// # Errors
     /// [`SpectralError::InvalidOption`] for options the kernels refuse.
-    pub fn new(config: &SpectralFeaturesConfig) -> Result<SpectralFeatures, SpectralError> {
+    pub fn new(
+        config: &SpectralFeaturesConfig,
+        reaction: Option<(SharedVelocity, f64)>,
+    ) -> Result<SpectralFeatures, SpectralError> {
         let preprocessing = Preprocessing {
             savgol: config.savgol.map(|[window, order]| (window, order)),
             baseline: match config.baseline {
@@ -126,6 +132,7 @@ impl SpectralFeatures {
             absorbance,
             plqy,
             latest_absorbance: HashMap::new(),
+            reaction,
         })
     }
 
@@ -197,10 +204,47 @@ impl SpectralFeatures {
                 flags = f.quality_flags;
             }
         }
+        let (velocity, reaction_time) = self.reaction_times(rows)?;
+        columns.push(Arc::new(velocity));
+        columns.push(Arc::new(reaction_time));
         let (flags, names) = flag_columns(&flags);
         columns.push(Arc::new(flags));
         columns.push(Arc::new(names));
         Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// Velocity (mm/s) in force at each spectrum's time and its reaction time (s): the time its
+    /// plug took from the mixing point to `probe_position_mm` (see `features::velocity`). The
+    /// spectrum's time is its instrument time, else its arrival time. Null without flow
+    /// measurement, probe position or a velocity covering the trip.
+    fn reaction_times(
+        &self,
+        rows: &RecordBatch,
+    ) -> Result<(Float64Array, Float64Array), FeatureError> {
+        let n = rows.num_rows();
+        let Some((velocity, mixing_point_mm)) = &self.reaction else {
+            return Ok((Float64Array::new_null(n), Float64Array::new_null(n)));
+        };
+        let arrival = column(rows, "arrival_time_ns")?.as_primitive::<TimestampNanosecondType>();
+        let instrument =
+            column(rows, "instrument_time_ns")?.as_primitive::<TimestampNanosecondType>();
+        let positions = column(rows, "probe_position_mm")?.as_primitive::<Float64Type>();
+        let mut history = velocity.lock().unwrap_or_else(|p| p.into_inner());
+        let mut speeds = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        for row in 0..n {
+            let t_ns = if instrument.is_valid(row) {
+                instrument.value(row)
+            } else {
+                arrival.value(row)
+            };
+            speeds.push(history.velocity_at(t_ns));
+            let path_mm = positions
+                .is_valid(row)
+                .then(|| positions.value(row) - mixing_point_mm);
+            times.push(path_mm.and_then(|path| history.reaction_time_s(t_ns, path)));
+        }
+        Ok((Float64Array::from(speeds), Float64Array::from(times)))
     }
 
     /// The absorbance each PL row is paired with (null where none is known yet).
@@ -307,7 +351,7 @@ fn axes_of(message: &[(Table, RecordBatch)]) -> Result<HashMap<u64, Vec<f64>>, F
         let lists = column(batch, "wavelength_nm")?.as_list::<i32>();
         for row in 0..batch.num_rows() {
             let values = lists.value(row);
-            let axis = values.as_primitive::<arrow::datatypes::Float64Type>();
+            let axis = values.as_primitive::<Float64Type>();
             axes.insert(ids.value(row), axis.values().to_vec());
         }
     }

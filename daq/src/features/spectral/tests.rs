@@ -4,7 +4,6 @@
 
 use super::*;
 use arrow::array::{Float64Array, UInt32Array, UInt64Array};
-use arrow::datatypes::Float64Type;
 use flowdaq_analytics::spectral::{AbsorbanceFeatures, PlFeatures};
 use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
 use flowdaq_connectors::message::OutboundMessage;
@@ -71,7 +70,8 @@ fn only_batch(rows: Vec<(Table, RecordBatch)>) -> RecordBatch {
 
 #[test]
 fn pl_rows_get_ground_truth_peaks_and_the_spectrum_key() {
-    let mut extractor = SpectralFeatures::new(&SpectralFeaturesConfig::default()).expect("valid");
+    let mut extractor =
+        SpectralFeatures::new(&SpectralFeaturesConfig::default(), None).expect("valid");
     let spectra = [
         gaussian(515.0, 8.0, 1000.0, 50.0),
         gaussian(480.3, 5.0, 400.0, 20.0),
@@ -119,7 +119,8 @@ fn pl_rows_get_ground_truth_peaks_and_the_spectrum_key() {
 
 #[test]
 fn flat_and_edge_spectra_get_rows_with_flags_and_nulls() {
-    let mut extractor = SpectralFeatures::new(&SpectralFeaturesConfig::default()).expect("valid");
+    let mut extractor =
+        SpectralFeatures::new(&SpectralFeaturesConfig::default(), None).expect("valid");
     let flat = vec![0.0f32; axis().len()];
     let edge = gaussian(399.0, 5.0, 1000.0, 0.0);
     let batch = only_batch(
@@ -146,7 +147,8 @@ fn flat_and_edge_spectra_get_rows_with_flags_and_nulls() {
 
 #[test]
 fn raw_ingredient_kinds_get_no_rows() {
-    let mut extractor = SpectralFeatures::new(&SpectralFeaturesConfig::default()).expect("valid");
+    let mut extractor =
+        SpectralFeatures::new(&SpectralFeaturesConfig::default(), None).expect("valid");
     for kind in ["dark", "reference", "sample"] {
         let rows = extractor
             .extract(&message(kind, 1, "c1", &[gaussian(500.0, 5.0, 10.0, 0.0)]))
@@ -182,7 +184,7 @@ fn plqy_pairs_pl_with_the_latest_absorbance_of_its_condition() {
         plqy: Some(reference),
         ..SpectralFeaturesConfig::default()
     };
-    let mut extractor = SpectralFeatures::new(&config).expect("valid");
+    let mut extractor = SpectralFeatures::new(&config, None).expect("valid");
     let pl = [gaussian(515.0, 8.0, 1000.0, 0.0)];
     // PL before any absorbance of its condition: no PLQY yet.
     let before = only_batch(extractor.extract(&message("pl", 1, "c1", &pl)).expect("ok"));
@@ -250,7 +252,7 @@ fn refused_options_are_reported() {
         min_relative_prominence: 2.0,
         ..SpectralFeaturesConfig::default()
     };
-    assert!(SpectralFeatures::new(&config).is_err());
+    assert!(SpectralFeatures::new(&config, None).is_err());
     let config = SpectralFeaturesConfig {
         plqy: Some(PlqyConfig {
             reference_quantum_yield: 0.95,
@@ -262,7 +264,7 @@ fn refused_options_are_reported() {
         excitation_nm: None,
         ..SpectralFeaturesConfig::default()
     };
-    let err = SpectralFeatures::new(&config)
+    let err = SpectralFeatures::new(&config, None)
         .err()
         .expect("needs excitation");
     assert!(err.to_string().contains("excitation_nm"), "{err}");
