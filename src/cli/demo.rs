@@ -4,7 +4,8 @@
 //! ZeroMQ sockets while a progress line shows rates, a few deliberately malformed frames show
 //! the error path, everything is persisted to Parquet, and SQL answers questions about the run.
 //! The progress line shows the newest spectrum's peak energy and width, read with SQL from the
-//! `spectral_features` rows the pipeline computed as the spectra arrived.
+//! `spectral_features` rows the pipeline computed as the spectra arrived, with the plug velocity
+//! a simulated phase-sensor pair measures and the reaction time it gives each spectrum.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,10 +16,12 @@ use arrow::datatypes::Float64Type;
 use clap::Args;
 use flowdaq_connectors::message::OutboundMessage;
 use flowdaq_connectors::runner::{run_connector, Pacing, PushSender};
+use flowdaq_connectors::sim::phase_sensor::SimulatedPhaseSensorConfig;
 use flowdaq_connectors::sim::spectrometer::SimulatedSpectrometerConfig;
 use flowdaq_connectors::ConnectorConfig;
 use flowdaq_daq::query::output::Format;
 use flowdaq_daq::query::QueryEngine;
+use flowdaq_daq::config::{PolarityChoice, SensorPairConfig};
 use flowdaq_daq::ServerConfig;
 use flowdaq_schemas::{Dtype, StreamKind};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -50,6 +53,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.ingest.router = "tcp://127.0.0.1:0".into();
     config.http.listen = "127.0.0.1:0".into();
     config.buffer.flush_interval_ms = 2_000;
+    // The simulated phase-sensor pair, 2 mm apart, 100 mm after the mixing point; its
+    // velocity dates every spectrum (the spectrometer's probe sits at 60 mm).
+    let phase = SimulatedPhaseSensorConfig {
+        run_id: None,
+        seconds_per_condition: args.duration / 4.0,
+        ..SimulatedPhaseSensorConfig::default()
+    };
+    config.features.flow.pairs.insert(
+        phase.source.clone(),
+        SensorPairConfig {
+            spacing_mm: phase.spacing_mm,
+            position_mm: Some(100.0),
+            plug_polarity: PolarityChoice::High,
+        },
+    );
     let server = flowdaq_daq::start(config)
         .await
         .context("starting the server")?;
@@ -68,6 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         run_id: Some(run_id.clone()),
         spectra_per_condition,
         settle_spectra: (spectra_per_condition as f64 / 8.0).max(1.0),
+        probe_position_mm: Some(60.0),
         ..SimulatedSpectrometerConfig::default()
     });
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -75,6 +94,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         spectrometer.build()?,
         pull.clone(),
         Pacing::RateHz(args.rate),
+        stop.clone(),
+    ));
+    let phase_rate_hz = phase.sample_rate_hz / phase.chunk_samples as f64;
+    let phase_sender = tokio::spawn(run_connector(
+        ConnectorConfig::SimulatedPhaseSensor(SimulatedPhaseSensorConfig {
+            run_id: Some(run_id.clone()),
+            ..phase
+        })
+        .build()?,
+        pull.clone(),
+        Pacing::RateHz(phase_rate_hz),
         stop.clone(),
     ));
     let bad_sent = send_malformed_frames(&pull, &run_id).await?;
@@ -124,7 +154,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     stop_tx.send(true)?;
     let sent = sender.await??;
-    let all = sent + bad_sent;
+    let phase_sent = phase_sender.await??;
+    let all = sent + phase_sent + bad_sent;
     if !server
         .metrics
         .wait_processed(all, Duration::from_secs(30))
@@ -133,7 +164,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("server did not process all {all} messages");
     }
     bar.finish_with_message(format!(
-        "{sent} spectra messages and {bad_sent} malformed frames sent"
+        "{sent} spectra messages, {phase_sent} phase-trace chunks and {bad_sent} malformed frames sent"
     ));
     let query = server.query.clone();
     server.shutdown().await?;
@@ -163,7 +194,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// The newest PL spectrum's features, from SQL, as `condition c2: peak 2.465 eV, FWHM 88 meV`.
 async fn latest_features(query: &QueryEngine, run_id: &str) -> Option<String> {
     let sql = format!(
-        "SELECT condition_id, peak_energy_ev, fwhm_ev FROM spectral_features \
+        "SELECT condition_id, peak_energy_ev, fwhm_ev, velocity_mm_per_s, reaction_time_s FROM spectral_features \
          WHERE run_id = '{run_id}' AND kind = 'pl' AND peak_energy_ev IS NOT NULL \
          ORDER BY arrival_time_ns DESC LIMIT 1"
     );
@@ -172,13 +203,24 @@ async fn latest_features(query: &QueryEngine, run_id: &str) -> Option<String> {
     let condition = batch.column(0).as_string_opt::<i32>()?;
     let energy = batch.column(1).as_primitive_opt::<Float64Type>()?;
     let fwhm = batch.column(2).as_primitive_opt::<Float64Type>()?;
+    let velocity = batch.column(3).as_primitive_opt::<Float64Type>()?;
+    let reaction = batch.column(4).as_primitive_opt::<Float64Type>()?;
     let condition = if condition.is_null(0) {
         "-"
     } else {
         condition.value(0)
     };
+    let flow = if velocity.is_valid(0) && reaction.is_valid(0) {
+        format!(
+            ", flow {:.1} mm/s, reaction time {:.2} s",
+            velocity.value(0),
+            reaction.value(0)
+        )
+    } else {
+        ", flow: measuring".to_string()
+    };
     Some(format!(
-        "condition {condition}: peak {:.3} eV, FWHM {:.0} meV",
+        "condition {condition}: peak {:.3} eV, FWHM {:.0} meV{flow}",
         energy.value(0),
         1000.0 * fwhm.value(0)
     ))
@@ -199,9 +241,19 @@ fn demo_queries(run_id: &str, started_ns: i64) -> Vec<(&'static str, String)> {
                 "SELECT condition_id, count(*) AS spectra, \
                  round(avg(peak_energy_ev), 4) AS peak_energy_ev, round(stddev(peak_energy_ev), 4) AS sd_ev, \
                  round(avg(fwhm_ev) * 1000, 1) AS fwhm_mev, round(avg(peak_wavelength_nm), 2) AS peak_nm, \
+                 round(avg(reaction_time_s), 2) AS reaction_time_s, \
                  sum(CASE WHEN quality_flags <> 0 THEN 1 ELSE 0 END) AS flagged \
                  FROM spectral_features WHERE run_id = '{run_id}' AND kind = 'pl' \
                  GROUP BY condition_id ORDER BY condition_id"
+            ),
+        ),
+        (
+            "Per condition: plug flow measured by the phase sensors (flow_features, 2 s windows)",
+            format!(
+                "SELECT condition_id, count(*) AS windows, round(avg(velocity_mm_per_s), 1) AS velocity_mm_per_s, \
+                 round(avg(velocity_xcorr_mm_per_s), 1) AS xcorr_mm_per_s, round(avg(plug_length_mean_mm), 2) AS plug_mm, \
+                 round(avg(segment_frequency_hz), 1) AS plugs_per_s, sum(merged_segments) AS merged, sum(split_segments) AS split \
+                 FROM flow_features WHERE run_id = '{run_id}' GROUP BY condition_id ORDER BY condition_id"
             ),
         ),
         (
