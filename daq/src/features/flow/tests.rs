@@ -227,3 +227,49 @@ fn spectra_get_the_reaction_time_of_the_measured_velocity() {
         assert!((velocity - 50.0).abs() < 0.5, "{velocity}");
     }
 }
+
+#[test]
+fn configured_fluid_gives_flow_regime_numbers_with_their_flags() {
+    use crate::config::{FluidConfig, WettingChoice};
+    let sim = sim_config();
+    let mut config = flow_config(&sim);
+    // Toluene plugs in nitrogen, 0.5 mm tube: Re = rho u D / mu of the wetting (plug) phase.
+    config.fluid = Some(FluidConfig {
+        plug_density_kg_per_m3: 867.0,
+        plug_viscosity_pa_s: 0.00056,
+        carrier_density_kg_per_m3: 1.2,
+        carrier_viscosity_pa_s: 0.0000176,
+        wetting_phase: WettingChoice::Plug,
+        surface_tension_n_per_m: 0.028,
+        diffusivity_m2_per_s: 1.0e-9,
+        channel_inner_diameter_m: 0.0005,
+        reaction_time_s: Some(1.0),
+    });
+    let mut extractor = FlowExtractor::new(&config, shared()).expect("valid");
+    let out = run(&mut extractor, &sim, 4.0);
+    let (_, batch) = out
+        .iter()
+        .find(|(t, _)| *t == Table::FlowFeatures)
+        .expect("a window");
+    let value = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .as_primitive::<Float64Type>()
+            .value(0)
+    };
+    let velocity_m_per_s = value("velocity_mm_per_s") * 1e-3;
+    let reynolds = 867.0 * velocity_m_per_s * 0.0005 / 0.00056;
+    assert!((value("reynolds_number") - reynolds).abs() < 1e-9 * reynolds);
+    let capillary = 0.00056 * velocity_m_per_s / 0.028;
+    assert!((value("capillary_number") - capillary).abs() < 1e-9 * capillary);
+    // Pe = u L / D with L the diffusion length D_tube / 4: 20 mm/s gives 2500, in range.
+    assert!(value("peclet_number") > 1e3 && value("peclet_number") < 1e5);
+    let names = batch
+        .column_by_name("quality_flag_names")
+        .expect("names")
+        .as_string::<i32>()
+        .value(0)
+        .to_string();
+    assert!(!names.contains("PECLET_OUT_OF_RANGE"), "{names}");
+}
