@@ -24,7 +24,10 @@ fn demo_streams_shows_live_features_and_leaves_queryable_parquet() {
     // Without a terminal the progress goes to stdout as plain lines, with live features.
     let live_lines = stdout.lines().filter(|l| l.contains(" eV, FWHM ")).count();
     assert!(live_lines >= 1, "no live feature line:\n{stdout}");
-    assert!(stdout.contains(" mm/s, reaction time "), "no live flow:\n{stdout}");
+    assert!(
+        stdout.contains(" mm/s, reaction time "),
+        "no live flow:\n{stdout}"
+    );
     assert!(stdout.contains("spectral_features"), "{stdout}");
     assert!(stdout.contains("ingest_errors"), "{stdout}");
 

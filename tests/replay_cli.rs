@@ -175,3 +175,47 @@ fn replayed_jasco_absorbance_uses_the_feature_options_of_the_config() {
     assert!((values[0] - 1448.0).abs() < 1.0, "{csv}");
     assert!((values[1] - 0.42706).abs() < 1e-3, "{csv}");
 }
+
+#[test]
+fn replayed_ptu_file_is_histogrammed_and_fitted_with_every_photon_accounted_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let ptu = data_file("hydraharp_t3_beads.ptu");
+    let printed = flowdaq(
+        &[
+            "replay",
+            ptu.to_str().expect("utf-8 path"),
+            "--source",
+            "hh400",
+        ],
+        &data_dir,
+    );
+    assert!(printed.contains("HydraHarpV2T3"), "{printed}");
+    let sql = |query: &str| csv_values(&flowdaq(&["sql", "--format", "csv", query], &data_dir));
+    // ptufile: 73,787 photons on channels 0 and 1, 100 markers.
+    let stored = sql("SELECT count(*) FROM photons WHERE source = 'hh400' AND marker_flags = 0");
+    assert_eq!(stored[0], 73_787.0);
+    // Every photon is in a closed 1 s window or in the one still open at the end of the file.
+    let windows = sql(
+        "SELECT count(*), sum(photon_count), max(window_end_ps) FROM tcspc_histograms \
+         WHERE source = 'hh400'",
+    );
+    let open = sql(&format!(
+        "SELECT count(*) FROM photons WHERE source = 'hh400' AND marker_flags = 0 \
+         AND macro_time_ps >= {}",
+        windows[2]
+    ));
+    assert_eq!(windows[1] + open[0], 73_787.0, "{windows:?} {open:?}");
+    assert_eq!(windows[0], 20.0, "10 closed windows x 2 channels");
+    // Windows with >= 1000 photons are fitted, converge, and fit as well as Poisson allows.
+    let fits = sql(
+        "SELECT count(*), min(reduced_chi_square), max(reduced_chi_square) FROM lifetime_features \
+         WHERE source = 'hh400' AND photon_count >= 1000 AND converged",
+    );
+    let attempted = sql(
+        "SELECT count(*) FROM lifetime_features WHERE source = 'hh400' AND photon_count >= 1000",
+    );
+    assert_eq!(fits[0], attempted[0]);
+    assert!(fits[0] >= 8.0, "{fits:?}");
+    assert!(fits[1] > 0.8 && fits[2] < 1.25, "{fits:?}");
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::OutboundMessage;
 use crate::replay::csv_spectra::CsvSpectraConfig;
+use crate::replay::ptu::PtuReplayConfig;
 use crate::replay::spectra_file::SpectraFileConfig;
 use crate::sim::phase_sensor::SimulatedPhaseSensorConfig;
 use crate::sim::spectrometer::SimulatedSpectrometerConfig;
@@ -65,6 +66,8 @@ pub enum ConnectorConfig {
     CsvSpectra(CsvSpectraConfig),
     /// Replay of a spectrometer's export file (OOIBase32, SpectraSuite/OceanView, JASCO, CSV).
     SpectraFile(SpectraFileConfig),
+    /// Replay of a PicoQuant PTU (TTTR) file as a photons stream.
+    PtuReplay(PtuReplayConfig),
 }
 
 impl ConnectorConfig {
@@ -78,6 +81,7 @@ impl ConnectorConfig {
             ConnectorConfig::SimulatedPhaseSensor(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::CsvSpectra(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::SpectraFile(config) => Ok(Box::new(config.build()?)),
+            ConnectorConfig::PtuReplay(config) => Ok(Box::new(config.build()?)),
         }
     }
 }

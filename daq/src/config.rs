@@ -229,6 +229,79 @@ pub struct FeaturesConfig {
     pub spectral: SpectralFeaturesConfig,
     /// Phase-sensor features (`flow_features`, `flow_segments`) and reaction times.
     pub flow: FlowFeaturesConfig,
+    /// TCSPC histograms and lifetimes (`tcspc_histograms`, `lifetime_features`).
+    pub tcspc: TcspcFeaturesConfig,
+}
+
+/// TCSPC features, per photon source; see `docs/configuration.md`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcspcFeaturesConfig {
+    /// Sources analysed, by source id; photons of other sources are stored only.
+    pub sources: BTreeMap<String, TcspcSourceConfig>,
+}
+
+/// How one TCSPC source is histogrammed and fitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcspcSourceConfig {
+    /// Laser (sync) repetition rate, Hz.
+    pub sync_rate_hz: f64,
+    /// Native micro-time resolution of the instrument, ps.
+    pub micro_bin_ps: f64,
+    /// Native micro-time bins; default: one sync period.
+    #[serde(default)]
+    pub native_bins: Option<usize>,
+    /// Native bins summed per histogram bin.
+    #[serde(default = "one")]
+    pub bin_width_native: usize,
+    /// Detector channels histogrammed (0..channels).
+    #[serde(default = "one")]
+    pub channels: usize,
+    /// Window length, s (aligned to the instrument clock); ignored if `window_photons` is set.
+    #[serde(default = "default_window_s")]
+    pub window_s: f64,
+    /// Close a window after this many photons instead.
+    #[serde(default)]
+    pub window_photons: Option<u64>,
+    /// Exponential components fitted, 1-3; 0 disables fitting (histograms and phasors only).
+    #[serde(default = "one")]
+    pub components: usize,
+    /// `poisson_mle` (default; right at low counts) or `neyman` least squares.
+    #[serde(default = "default_statistic")]
+    pub statistic: StatisticChoice,
+    /// FWHM of the Gaussian IRF, ps.
+    #[serde(default = "default_irf_fwhm_ps")]
+    pub irf_fwhm_ps: f64,
+    /// Windows with fewer photons on a channel are histogrammed but not fitted.
+    #[serde(default = "default_min_photons")]
+    pub min_photons_to_fit: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_window_s() -> f64 {
+    1.0
+}
+fn default_statistic() -> StatisticChoice {
+    StatisticChoice::PoissonMle
+}
+fn default_irf_fwhm_ps() -> f64 {
+    200.0
+}
+fn default_min_photons() -> u64 {
+    1000
+}
+
+/// The statistic of lifetime fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatisticChoice {
+    /// Poisson maximum likelihood.
+    PoissonMle,
+    /// Neyman-weighted least squares.
+    Neyman,
 }
 
 /// Options of the phase-sensor features; see `docs/configuration.md`.
@@ -487,6 +560,8 @@ impl ServerConfig {
             .map_err(|e| format!("features.spectral: {e}"))?;
         crate::features::flow::FlowExtractor::new(&self.features.flow, Default::default())
             .map_err(|e| format!("features.flow: {e}"))?;
+        crate::features::tcspc::TcspcExtractor::new(&self.features.tcspc)
+            .map_err(|e| format!("features.tcspc: {e}"))?;
         Ok(())
     }
 }

@@ -32,11 +32,15 @@ pub enum Table {
     FlowFeatures,
     /// One row per plug or carrier segment seen at a phase-sensor pair.
     FlowSegments,
+    /// One row per window and channel of a TCSPC source: its micro-time histogram.
+    TcspcHistograms,
+    /// One row per window and channel of a TCSPC source: lifetime fit and phasor.
+    LifetimeFeatures,
 }
 
 impl Table {
     /// All tables, in a stable order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 10] = [
         Table::Spectra,
         Table::SpectralCalibrations,
         Table::Photons,
@@ -45,6 +49,8 @@ impl Table {
         Table::SpectralFeatures,
         Table::FlowFeatures,
         Table::FlowSegments,
+        Table::TcspcHistograms,
+        Table::LifetimeFeatures,
     ];
 
     /// The SQL and directory name of the table.
@@ -58,6 +64,8 @@ impl Table {
             Table::SpectralFeatures => "spectral_features",
             Table::FlowFeatures => "flow_features",
             Table::FlowSegments => "flow_segments",
+            Table::TcspcHistograms => "tcspc_histograms",
+            Table::LifetimeFeatures => "lifetime_features",
         }
     }
 
@@ -82,6 +90,8 @@ impl Table {
             Table::SpectralFeatures => spectral_feature_fields(),
             Table::FlowFeatures => flow_feature_fields(),
             Table::FlowSegments => flow_segment_fields(),
+            Table::TcspcHistograms => tcspc_histogram_fields(),
+            Table::LifetimeFeatures => lifetime_feature_fields(),
         };
         let metadata = HashMap::from([(
             SCHEMA_VERSION_KEY.to_string(),
@@ -319,6 +329,78 @@ fn flow_segment_fields() -> Vec<Field> {
         Field::new("length_mm", DataType::Float64, true),
         Field::new("quality_flags", DataType::UInt32, false),
     ]
+}
+
+/// Provenance of the photons message that closed a TCSPC window, then the window (ps on the
+/// instrument's own clock, as `photons.macro_time_ps`) and the channel.
+fn tcspc_window_fields() -> Vec<Field> {
+    let mut fields = provenance_fields();
+    fields.extend([
+        Field::new("window_start_ps", DataType::Int64, false),
+        Field::new("window_end_ps", DataType::Int64, false),
+        Field::new("channel", DataType::UInt8, false),
+        Field::new("photon_count", DataType::UInt64, false),
+    ]);
+    fields
+}
+
+fn tcspc_histogram_fields() -> Vec<Field> {
+    let mut fields = tcspc_window_fields();
+    fields.extend([
+        Field::new("count_rate_hz", DataType::Float64, false),
+        Field::new("sync_rate_hz", DataType::Float64, false),
+        Field::new("pile_up", DataType::Boolean, false),
+        Field::new("bin_width_ps", DataType::Float64, false),
+        Field::new(
+            "counts",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+            false,
+        ),
+    ]);
+    fields
+}
+
+/// Fitted-parameter columns of `lifetime_features`, all nullable Float64 (unused components and
+/// failed fits are null).
+pub const LIFETIME_VALUE_COLUMNS: [&str; 18] = [
+    "tau_1_ns",
+    "tau_2_ns",
+    "tau_3_ns",
+    "tau_1_stderr_ns",
+    "tau_2_stderr_ns",
+    "tau_3_stderr_ns",
+    "amplitude_1_counts",
+    "amplitude_2_counts",
+    "amplitude_3_counts",
+    "background_counts",
+    "shift_ns",
+    "tau_amplitude_weighted_ns",
+    "tau_intensity_weighted_ns",
+    "reduced_chi_square",
+    "phasor_g",
+    "phasor_s",
+    "phasor_tau_phase_ns",
+    "phasor_tau_modulation_ns",
+];
+
+fn lifetime_feature_fields() -> Vec<Field> {
+    let mut fields = tcspc_window_fields();
+    fields.extend([
+        Field::new("count_rate_hz", DataType::Float64, false),
+        Field::new("pile_up", DataType::Boolean, false),
+        Field::new("components", DataType::UInt32, false),
+        Field::new("statistic", DataType::Utf8, false),
+    ]);
+    fields.extend(
+        LIFETIME_VALUE_COLUMNS
+            .iter()
+            .map(|name| Field::new(*name, DataType::Float64, true)),
+    );
+    fields.extend([
+        Field::new("converged", DataType::Boolean, false),
+        Field::new("fit_error", DataType::Utf8, true),
+    ]);
+    fields
 }
 
 fn ingest_error_fields() -> Vec<Field> {

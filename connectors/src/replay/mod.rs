@@ -12,6 +12,7 @@
 pub mod csv_spectra;
 pub mod jasco;
 pub mod ooibase32;
+pub mod ptu;
 pub mod spectra_file;
 pub mod spectrasuite;
 mod text;
@@ -24,6 +25,7 @@ use crate::connector::ConnectorError;
 use crate::message::OutboundMessage;
 use flowdaq_schemas::StreamKind;
 
+pub use ptu::{PtuReplay, PtuReplayConfig};
 pub use spectra_file::{SpectraFileConfig, SpectraFileReplay};
 
 /// A spectra file in memory, whatever format it came from.

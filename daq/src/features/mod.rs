@@ -10,6 +10,7 @@
 
 pub mod flow;
 pub mod spectral;
+pub mod tcspc;
 pub mod velocity;
 
 use arrow::record_batch::RecordBatch;
@@ -26,6 +27,9 @@ pub enum FeatureError {
     /// The flow kernels refused their input or options.
     #[error(transparent)]
     Flow(#[from] flowdaq_analytics::flow::FlowError),
+    /// The TCSPC kernels refused their input or options.
+    #[error(transparent)]
+    Tcspc(#[from] flowdaq_analytics::tcspc::TcspcError),
     /// Arrow refused to assemble the output (a bug: the schemas disagree).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -75,6 +79,9 @@ impl FeatureExtractors {
                 &config.flow,
                 velocity.clone(),
             )?));
+        }
+        if !config.tcspc.sources.is_empty() {
+            extractors.push(Box::new(tcspc::TcspcExtractor::new(&config.tcspc)?));
         }
         if config.spectral.enabled {
             let reaction = flow_on.then(|| (velocity, config.flow.mixing_point_mm));

@@ -1,0 +1,381 @@
+//! The TCSPC extractor: `photons` in, `tcspc_histograms` and `lifetime_features` out.
+//!
+//! Each configured source has a [`HistogramWindower`] (windows aligned to its own sync clock,
+//! or closed by photon count), so a replayed file and the same records sent live give the same
+//! windows however they were chunked into messages. Every closed window gives one histogram
+//! row per channel, and for channels with enough photons a reconvolution fit (1-3 exponentials,
+//! Gaussian IRF, background, shift; Poisson MLE or Neyman) and the first-harmonic phasor. A fit
+//! that fails leaves its values null with the reason in `fit_error`; the histogram is kept.
+//! Photon times arrive in ps (`photons` table); they are converted back to sync periods and
+//! native micro-time bins with the configured sync rate and resolution.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray, TimestampNanosecondArray,
+    UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType, UInt64Type, UInt8Type};
+use arrow::record_batch::RecordBatch;
+use flowdaq_analytics::tcspc::fit::{FitConfig, FitStatistic, Irf, LifetimeFit, LifetimeFitter};
+use flowdaq_analytics::tcspc::histogram::{
+    histograms_to_record_batch, HistogramLayout, HistogramWindow, HistogramWindower,
+    WindowedHistogram,
+};
+use flowdaq_analytics::tcspc::phasor::{Phasor, PhasorCalculator};
+use flowdaq_analytics::tcspc::TcspcError;
+use flowdaq_schemas::tables::LIFETIME_VALUE_COLUMNS;
+use flowdaq_schemas::Table;
+
+use super::{Extractor, FeatureError};
+use crate::config::{StatisticChoice, TcspcFeaturesConfig, TcspcSourceConfig};
+
+/// One source's windowing, fitting and phasor state.
+struct SourceState {
+    config: TcspcSourceConfig,
+    layout: HistogramLayout,
+    windower: HistogramWindower,
+    fitter: Option<LifetimeFitter>,
+    phasor: PhasorCalculator,
+    statistic: &'static str,
+    // Reused conversion buffers.
+    macro_sync: Vec<u64>,
+    micro_bins: Vec<u16>,
+}
+
+/// The extractor; see the module doc.
+pub struct TcspcExtractor {
+    sources: HashMap<String, SourceState>,
+}
+
+impl TcspcExtractor {
+    /// An extractor for the configured sources.
+    ///
+    /// # Errors
+    /// [`TcspcError`] for a layout, window, IRF or fit configuration the kernels refuse.
+    pub fn new(config: &TcspcFeaturesConfig) -> Result<TcspcExtractor, TcspcError> {
+        let mut sources = HashMap::new();
+        for (source, c) in &config.sources {
+            sources.insert(source.clone(), SourceState::new(c)?);
+        }
+        Ok(TcspcExtractor { sources })
+    }
+}
+
+impl SourceState {
+    fn new(c: &TcspcSourceConfig) -> Result<SourceState, TcspcError> {
+        let bad = |m: &str| Err(TcspcError::InvalidArgument(m.to_string()));
+        if !(c.sync_rate_hz.is_finite() && c.sync_rate_hz > 0.0) {
+            return bad("sync_rate_hz must be > 0");
+        }
+        if !(c.micro_bin_ps.is_finite() && c.micro_bin_ps > 0.0) {
+            return bad("micro_bin_ps must be > 0");
+        }
+        let period_ps = 1e12 / c.sync_rate_hz;
+        let native_bins = c
+            .native_bins
+            .unwrap_or_else(|| (period_ps / c.micro_bin_ps).ceil() as usize);
+        let layout = HistogramLayout {
+            channels: c.channels,
+            native_bins,
+            bin_width_native: c.bin_width_native,
+            micro_bin_ps: c.micro_bin_ps,
+            sync_rate_hz: c.sync_rate_hz,
+        };
+        let window = match c.window_photons {
+            Some(photons) => HistogramWindow::Photons(photons),
+            None => {
+                if !(c.window_s.is_finite() && c.window_s > 0.0) {
+                    return bad("window_s must be > 0");
+                }
+                HistogramWindow::Syncs(((c.window_s * c.sync_rate_hz).round() as u64).max(1))
+            }
+        };
+        let windower = HistogramWindower::new(layout.clone(), window)?;
+        let bins = layout.bins();
+        let bin_width_ns = layout.bin_width_ps() * 1e-3;
+        let statistic = match c.statistic {
+            StatisticChoice::PoissonMle => FitStatistic::PoissonMle,
+            StatisticChoice::Neyman => FitStatistic::NeymanLeastSquares,
+        };
+        let fitter = match c.components {
+            0 => None,
+            components => {
+                let mut fit = FitConfig::new(components, statistic, bin_width_ns);
+                fit.period_ns = Some(period_ps * 1e-3);
+                let irf = Irf::Gaussian {
+                    fwhm_ns: c.irf_fwhm_ps * 1e-3,
+                    center_ns: None,
+                };
+                Some(LifetimeFitter::new(fit, irf, bins)?)
+            }
+        };
+        let bins_per_period = ((period_ps / layout.bin_width_ps()).round() as usize).max(2);
+        Ok(SourceState {
+            config: c.clone(),
+            layout,
+            windower,
+            fitter,
+            phasor: PhasorCalculator::new(bins_per_period, 1)?,
+            statistic: match statistic {
+                FitStatistic::PoissonMle => "poisson_mle",
+                FitStatistic::NeymanLeastSquares => "neyman",
+            },
+            macro_sync: Vec::new(),
+            micro_bins: Vec::new(),
+        })
+    }
+
+    /// Windows closed by one message's photons of this source.
+    fn push(
+        &mut self,
+        macro_time_ps: &[i64],
+        micro_time_ps: &[i32],
+        channel: &[u8],
+        marker_flags: &[u8],
+    ) -> Result<Vec<WindowedHistogram>, TcspcError> {
+        let period_ps = self.layout.sync_period_ps();
+        let micro_bin_ps = self.layout.micro_bin_ps;
+        self.macro_sync.clear();
+        self.micro_bins.clear();
+        self.macro_sync.extend(
+            macro_time_ps
+                .iter()
+                .map(|&t| (t.max(0) as f64 / period_ps).round() as u64),
+        );
+        // Micro times beyond u16 bins are out of range for any layout; clamp to count them so.
+        self.micro_bins.extend(micro_time_ps.iter().map(|&t| {
+            ((t.max(0) as f64 / micro_bin_ps).round() as u64).min(u16::MAX as u64) as u16
+        }));
+        let mut windows = Vec::new();
+        self.windower.push_columns(
+            &self.macro_sync,
+            &self.micro_bins,
+            channel,
+            marker_flags,
+            &mut windows,
+        )?;
+        Ok(windows)
+    }
+
+    /// Fit and phasor of one channel's histogram.
+    fn analyse(&mut self, counts: &[u32]) -> (Option<LifetimeFit>, Option<String>, Phasor) {
+        let histogram: Vec<f64> = counts.iter().map(|&c| f64::from(c)).collect();
+        let photons: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+        let (fit, error) = match self.fitter.as_mut() {
+            None => (None, None),
+            Some(_) if photons < self.config.min_photons_to_fit => (
+                None,
+                Some(format!(
+                    "{photons} photons < min_photons_to_fit {}",
+                    self.config.min_photons_to_fit
+                )),
+            ),
+            Some(fitter) => match fitter.fit(&histogram) {
+                Ok(fit) => (Some(fit), None),
+                Err(err) => (None, Some(err.to_string())),
+            },
+        };
+        let background = fit.as_ref().map_or(0.0, |f| f.background_counts);
+        let mut phasor = [Phasor::default()];
+        let phasor = match self.phasor.phasors(&histogram, background, &mut phasor) {
+            Ok(_) => phasor[0],
+            Err(_) => Phasor {
+                harmonic: 1,
+                g: f64::NAN,
+                s: f64::NAN,
+            },
+        };
+        (fit, error, phasor)
+    }
+}
+
+/// Provenance of the message that closed windows.
+struct Origin<'a> {
+    arrival_time_ns: i64,
+    instrument_time_ns: Option<i64>,
+    source: &'a str,
+    run_id: &'a str,
+    condition_id: Option<&'a str>,
+    seq: u64,
+}
+
+impl Origin<'_> {
+    fn columns(&self, rows: usize) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(
+                TimestampNanosecondArray::from(vec![self.arrival_time_ns; rows])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(
+                TimestampNanosecondArray::from(vec![self.instrument_time_ns; rows])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec![self.source; rows])),
+            Arc::new(StringArray::from(vec![self.run_id; rows])),
+            Arc::new(StringArray::from(vec![self.condition_id; rows])),
+            Arc::new(UInt64Array::from(vec![self.seq; rows])),
+        ]
+    }
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// The `lifetime_features` rows of `histograms` (one per window and channel).
+fn lifetime_rows(
+    state: &mut SourceState,
+    origin: &Origin<'_>,
+    histograms: &RecordBatch,
+) -> Result<RecordBatch, FeatureError> {
+    let n = histograms.num_rows();
+    let col = |name: &str| {
+        histograms
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| FeatureError::Missing(format!("histogram column {name}")))
+    };
+    let counts = col("counts")?;
+    let counts = counts.as_list::<i32>();
+    let mut values: Vec<Vec<Option<f64>>> =
+        vec![Vec::with_capacity(n); LIFETIME_VALUE_COLUMNS.len()];
+    let mut converged = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut components = Vec::with_capacity(n);
+    for row in 0..n {
+        let channel_counts = counts.value(row);
+        let channel_counts = channel_counts.as_primitive::<arrow::datatypes::UInt32Type>();
+        let (fit, error, phasor) = state.analyse(channel_counts.values());
+        let (tau_phase, tau_mod) = phasor.lifetimes_ns(state.layout.sync_rate_hz);
+        let k = fit.as_ref().map_or(0, |f| f.components);
+        let slot = |values: &[f64; 3], i: usize| (i < k).then(|| finite(values[i])).flatten();
+        let row_values: [Option<f64>; 18] = match &fit {
+            Some(f) => [
+                slot(&f.tau_ns, 0),
+                slot(&f.tau_ns, 1),
+                slot(&f.tau_ns, 2),
+                slot(&f.tau_stderr_ns, 0),
+                slot(&f.tau_stderr_ns, 1),
+                slot(&f.tau_stderr_ns, 2),
+                slot(&f.amplitude_counts, 0),
+                slot(&f.amplitude_counts, 1),
+                slot(&f.amplitude_counts, 2),
+                finite(f.background_counts),
+                finite(f.shift_ns),
+                finite(f.tau_amplitude_weighted_ns),
+                finite(f.tau_intensity_weighted_ns),
+                finite(f.reduced_chi_square),
+                finite(phasor.g),
+                finite(phasor.s),
+                finite(tau_phase),
+                finite(tau_mod),
+            ],
+            None => {
+                let mut v = [None; 18];
+                v[14] = finite(phasor.g);
+                v[15] = finite(phasor.s);
+                v[16] = finite(tau_phase);
+                v[17] = finite(tau_mod);
+                v
+            }
+        };
+        for (column, value) in values.iter_mut().zip(row_values) {
+            column.push(value);
+        }
+        converged.push(fit.as_ref().is_some_and(|f| f.converged));
+        components.push(k as u32);
+        errors.push(error);
+    }
+    let mut columns = origin.columns(n);
+    for name in [
+        "window_start_ps",
+        "window_end_ps",
+        "channel",
+        "photon_count",
+        "count_rate_hz",
+        "pile_up",
+    ] {
+        columns.push(col(name)?);
+    }
+    columns.push(Arc::new(UInt32Array::from(components)));
+    columns.push(Arc::new(StringArray::from(vec![state.statistic; n])));
+    columns.extend(
+        values
+            .into_iter()
+            .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
+    );
+    columns.push(Arc::new(BooleanArray::from(converged)));
+    columns.push(Arc::new(StringArray::from(errors)));
+    Ok(RecordBatch::try_new(
+        Table::LifetimeFeatures.schema(),
+        columns,
+    )?)
+}
+
+impl Extractor for TcspcExtractor {
+    fn name(&self) -> &'static str {
+        "tcspc"
+    }
+
+    fn extract(
+        &mut self,
+        message: &[(Table, RecordBatch)],
+    ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+        let Some((_, photons)) = message.iter().find(|(t, _)| *t == Table::Photons) else {
+            return Ok(Vec::new());
+        };
+        if photons.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let column = |name: &str| {
+            photons
+                .column_by_name(name)
+                .ok_or_else(|| FeatureError::Missing(format!("column {name} missing")))
+        };
+        // One message has one source, run, condition and seq: take them from row 0.
+        let source = column("source")?.as_string::<i32>().value(0);
+        let Some(state) = self.sources.get_mut(source) else {
+            return Ok(Vec::new());
+        };
+        let instrument = column("instrument_time_ns")?.as_primitive::<TimestampNanosecondType>();
+        let conditions = column("condition_id")?.as_string::<i32>();
+        let origin = Origin {
+            arrival_time_ns: column("arrival_time_ns")?
+                .as_primitive::<TimestampNanosecondType>()
+                .value(0),
+            instrument_time_ns: instrument.is_valid(0).then(|| instrument.value(0)),
+            source,
+            run_id: column("run_id")?.as_string::<i32>().value(0),
+            condition_id: conditions.is_valid(0).then(|| conditions.value(0)),
+            seq: column("seq")?.as_primitive::<UInt64Type>().value(0),
+        };
+        let windows = state.push(
+            column("macro_time_ps")?
+                .as_primitive::<Int64Type>()
+                .values(),
+            column("micro_time_ps")?
+                .as_primitive::<Int32Type>()
+                .values(),
+            column("channel")?.as_primitive::<UInt8Type>().values(),
+            column("marker_flags")?.as_primitive::<UInt8Type>().values(),
+        )?;
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kernel_rows = histograms_to_record_batch(&windows)?;
+        let n = kernel_rows.num_rows();
+        let mut columns = origin.columns(n);
+        columns.extend(kernel_rows.columns().iter().cloned());
+        let histograms = RecordBatch::try_new(Table::TcspcHistograms.schema(), columns)?;
+        let lifetimes = lifetime_rows(state, &origin, &kernel_rows)?;
+        Ok(vec![
+            (Table::TcspcHistograms, histograms),
+            (Table::LifetimeFeatures, lifetimes),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests;
