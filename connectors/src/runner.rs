@@ -52,6 +52,12 @@ impl PushSender {
         })
     }
 
+    /// Leaves `count` sequence numbers unused: a sender that dropped messages before sending
+    /// them (an overflowing instrument buffer) skips their numbers so the server sees the loss.
+    pub fn skip_seq(&mut self, count: u64) {
+        self.next_seq += count;
+    }
+
     /// Stamps the next `seq` on the message and sends it.
     ///
     /// # Errors

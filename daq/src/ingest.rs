@@ -18,7 +18,9 @@ use arrow::array::{
 };
 use arrow::datatypes::UInt64Type;
 use arrow::record_batch::RecordBatch;
-use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
+use flowdaq_connectors::decode::{
+    decode_message_stateful, DecodeContext, DecodeLimits, RecordStreams,
+};
 use flowdaq_connectors::transport::{Inbound, ReplyTo};
 use flowdaq_schemas::Table;
 use serde_json::json;
@@ -47,6 +49,7 @@ pub struct Pipeline {
     acks: mpsc::UnboundedSender<Ack>,
     seen_calibrations: HashSet<(String, u64)>,
     extractors: FeatureExtractors,
+    record_streams: RecordStreams,
 }
 
 /// One rejected message, on its way to `ingest_errors`.
@@ -88,6 +91,7 @@ impl Pipeline {
             acks,
             seen_calibrations,
             extractors,
+            record_streams: RecordStreams::default(),
         }
     }
 
@@ -157,12 +161,11 @@ impl Pipeline {
                 limits: &self.limits,
             };
             let size = message.size_bytes();
-            let decoded = decode_message(&message.frames, &ctx).and_then(|decoded| {
-                match self.check_source(&decoded.header.source) {
+            let decoded = decode_message_stateful(&message.frames, &ctx, &mut self.record_streams)
+                .and_then(|decoded| match self.check_source(&decoded.header.source) {
                     Ok(()) => Ok(decoded),
                     Err(e) => Err((Some(decoded.header), e)),
-                }
-            });
+                });
             let reply = match decoded {
                 Ok(decoded) => {
                     let header = &decoded.header;

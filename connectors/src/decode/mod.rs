@@ -9,12 +9,14 @@ mod arrays;
 mod ipc;
 mod phase;
 mod photons;
+mod records;
 mod spectra;
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
 use flowdaq_schemas::{Header, PayloadFormat, StreamKind, Table, WireError};
 
+pub use records::RecordStreams;
 pub use spectra::axis_calibration_id;
 
 /// Limits and defaults the decoder applies; taken from the server configuration.
@@ -108,6 +110,27 @@ pub fn decode_message(
     frames: &[Bytes],
     ctx: &DecodeContext<'_>,
 ) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    decode_message_with(frames, ctx, None)
+}
+
+/// As [`decode_message`], with the per-source state that raw TCSPC records need to carry
+/// overflows from one message to the next (the server's pipeline keeps one [`RecordStreams`]).
+///
+/// # Errors
+/// As [`decode_message`].
+pub fn decode_message_stateful(
+    frames: &[Bytes],
+    ctx: &DecodeContext<'_>,
+    streams: &mut RecordStreams,
+) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    decode_message_with(frames, ctx, Some(streams))
+}
+
+fn decode_message_with(
+    frames: &[Bytes],
+    ctx: &DecodeContext<'_>,
+    streams: Option<&mut RecordStreams>,
+) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
     let total: u64 = frames.iter().map(|f| f.len() as u64).sum();
     if total > ctx.limits.max_message_bytes {
         let header = frames.first().and_then(|f| Header::parse(f).ok());
@@ -121,7 +144,7 @@ pub fn decode_message(
     let header = Header::parse(header_frame).map_err(|e| (None, e.into()))?;
     let payload = &frames[1..];
     let result = match header.format {
-        PayloadFormat::Arrays => decode_arrays(&header, payload, ctx),
+        PayloadFormat::Arrays => decode_arrays(&header, payload, ctx, streams),
         PayloadFormat::ArrowIpc => decode_ipc(&header, payload, ctx),
     };
     match result {
@@ -134,11 +157,12 @@ fn decode_arrays(
     header: &Header,
     payload: &[Bytes],
     ctx: &DecodeContext<'_>,
+    streams: Option<&mut RecordStreams>,
 ) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
     let arrays = arrays::PayloadArrays::new(header, payload)?;
     match header.stream {
         StreamKind::Spectra => spectra::from_arrays(header, &arrays, ctx),
-        StreamKind::Photons => photons::from_arrays(header, &arrays, ctx),
+        StreamKind::Photons => photons::from_arrays(header, &arrays, ctx, streams),
         StreamKind::PhaseTraces => phase::from_arrays(header, &arrays, ctx),
     }
 }

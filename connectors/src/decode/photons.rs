@@ -1,7 +1,8 @@
 //! Photon messages: already-decoded TCSPC events (macro time, micro time, channel, markers).
 //!
-//! Raw PicoQuant records and 64-bit time tags are decoded by the TCSPC connector before they
-//! reach this shape; this module only checks and stores columns that are already physical.
+//! Either columns that are already physical, or raw PicoQuant records (array `records`) that
+//! [`super::records`] decodes with the source's carried overflow state. 64-bit time tags are
+//! decoded by the sender (or a connector) into columns.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use arrow_schema::DataType;
 use flowdaq_schemas::{Dtype, Header, Table};
 
 use super::arrays::{expect_dtype, to_i32, to_i64, PayloadArrays};
+use super::records::RecordStreams;
 use super::{check_meta_keys, ipc, DecodeContext, DecodeError, Provenance};
 
 const ARRAYS: [&str; 4] = ["macro_time_ps", "micro_time_ps", "channel", "marker_flags"];
@@ -23,11 +25,34 @@ struct PhotonColumns {
     marker_flags: Vec<u8>,
 }
 
+/// Meta keys of a message of raw records (see [`super::records`]).
+const RAW_META: [&str; 3] = ["record_type", "macro_unit_ps", "micro_bin_ps"];
+
 pub(crate) fn from_arrays(
     header: &Header,
     arrays: &PayloadArrays<'_>,
     ctx: &DecodeContext<'_>,
+    streams: Option<&mut RecordStreams>,
 ) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+    if arrays.get("records").is_some() {
+        arrays.only(&["records"])?;
+        let (desc, bytes) = arrays.require("records")?;
+        expect_dtype(desc, &[Dtype::U32])?;
+        check_meta_keys(header, &RAW_META)?;
+        let mut stateless = RecordStreams::default();
+        let decoded = streams.unwrap_or(&mut stateless).decode(header, bytes)?;
+        if decoded.macro_time_ps.is_empty() {
+            // Only overflow records: nothing to store, but the state has moved on.
+            return Ok(Vec::new());
+        }
+        let columns = PhotonColumns {
+            macro_time_ps: decoded.macro_time_ps,
+            micro_time_ps: decoded.micro_time_ps,
+            channel: decoded.channel,
+            marker_flags: decoded.marker_flags,
+        };
+        return build(header, columns, ctx, &RAW_META);
+    }
     arrays.only(&ARRAYS)?;
     let (macro_desc, macro_bytes) = arrays.require("macro_time_ps")?;
     expect_dtype(macro_desc, &[Dtype::I64])?;
@@ -65,7 +90,7 @@ pub(crate) fn from_arrays(
             .map(<[u8]>::to_vec)
             .unwrap_or_else(|| vec![0; n as usize]),
     };
-    build(header, columns, ctx)
+    build(header, columns, ctx, &[])
 }
 
 pub(crate) fn from_ipc(
@@ -95,15 +120,16 @@ pub(crate) fn from_ipc(
         channel: channel.as_primitive::<UInt8Type>().values().to_vec(),
         marker_flags: markers,
     };
-    build(header, columns, ctx)
+    build(header, columns, ctx, &[])
 }
 
 fn build(
     header: &Header,
     photons: PhotonColumns,
     ctx: &DecodeContext<'_>,
+    meta_keys: &[&str],
 ) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
-    check_meta_keys(header, &[])?;
+    check_meta_keys(header, meta_keys)?;
     let rows = photons.macro_time_ps.len();
     if rows == 0 {
         return Err(DecodeError::payload("message holds no photons"));

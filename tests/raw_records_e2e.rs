@@ -1,0 +1,110 @@
+//! Raw PicoQuant records streamed live: the HydraHarp file's 32-bit records pushed over a real
+//! ZeroMQ socket in small messages decode to exactly ptufile's photons (overflow state carried
+//! from message to message), and a lost message resets the source's state without losing the
+//! messages that follow.
+
+use std::path::Path;
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use flowdaq_analytics::tcspc::ptu::PtuHeader;
+use flowdaq_connectors::message::OutboundMessage;
+use flowdaq_connectors::runner::PushSender;
+use flowdaq_daq::ServerConfig;
+use flowdaq_schemas::{Dtype, StreamKind};
+
+const RECORDS_PER_MESSAGE: usize = 997;
+
+fn hydraharp() -> (PtuHeader, Vec<u8>) {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/tests/data/hydraharp_t3_beads.ptu");
+    let bytes = std::fs::read(path).expect("read ptu");
+    let header = PtuHeader::parse(&bytes).expect("header");
+    let start = header.header_len_bytes as usize;
+    let end = start + 4 * header.number_of_records as usize;
+    (header.clone(), bytes[start..end].to_vec())
+}
+
+fn chunk_message(header: &PtuHeader, source: &str, records: &[u8]) -> OutboundMessage {
+    let time_base = header.time_base();
+    OutboundMessage::new(source, StreamKind::Photons)
+        .meta("record_type", header.record_type.code())
+        .meta("macro_unit_ps", time_base.macro_unit_ps)
+        .meta("micro_bin_ps", time_base.micro_bin_ps)
+        .raw_array(
+            "records",
+            Dtype::U32,
+            &[(records.len() / 4) as u64],
+            records.to_vec(),
+        )
+}
+
+async fn count(server: &flowdaq_daq::RunningServer, sql: &str) -> i64 {
+    let result = server.query.execute(sql).await.expect("sql");
+    result.batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_records_decode_live_like_the_file_and_a_gap_resets_the_state() {
+    let (header, records) = hydraharp();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = flowdaq_daq::start(ServerConfig::embedded_pull_only(dir.path()))
+        .await
+        .expect("start");
+    let pull = server.endpoints.pull.clone().expect("pull");
+    let mut sender = PushSender::connect(&pull).await.expect("connect");
+    let chunks: Vec<&[u8]> = records.chunks(4 * RECORDS_PER_MESSAGE).collect();
+    for chunk in &chunks {
+        sender
+            .send(chunk_message(&header, "hh-live", chunk))
+            .await
+            .expect("send");
+    }
+    // Second source: the same stream with message 40 lost (its seq is skipped).
+    let mut gap_sender = PushSender::connect(&pull).await.expect("connect");
+    let mut sent_with_gap = 0u64;
+    for (index, chunk) in chunks.iter().enumerate() {
+        if index == 40 {
+            gap_sender.skip_seq(1);
+            continue;
+        }
+        gap_sender
+            .send(chunk_message(&header, "hh-gap", chunk))
+            .await
+            .expect("send");
+        sent_with_gap += 1;
+    }
+    let total = chunks.len() as u64 + sent_with_gap;
+    assert!(
+        server
+            .metrics
+            .wait_processed(total, Duration::from_secs(60))
+            .await
+    );
+
+    // ptufile on this file: 73,787 photons (52,833 on channel 0), 100 markers.
+    let photons = "SELECT count(*) FROM photons WHERE source = 'hh-live' AND marker_flags = 0";
+    assert_eq!(count(&server, photons).await, 73_787);
+    let channel0 = "SELECT count(*) FROM photons WHERE source = 'hh-live' AND marker_flags = 0 AND channel = 0";
+    assert_eq!(count(&server, channel0).await, 52_833);
+    let markers = "SELECT count(*) FROM photons WHERE source = 'hh-live' AND marker_flags <> 0";
+    assert_eq!(count(&server, markers).await, 100);
+    // The last photon's macro time equals ptufile's: sync 422,229,850 at 1/39.99996 MHz.
+    let last = "SELECT CAST(max(macro_time_ps) AS BIGINT) FROM photons WHERE source = 'hh-live'";
+    let expected_ps = (422_229_850.0 * header.time_base().macro_unit_ps).round() as i64;
+    assert!((count(&server, last).await - expected_ps).abs() <= 1);
+
+    // With a message lost, the gap is counted, every later message is still decoded, and its
+    // times restart (they are smaller than the same photons' times without the gap).
+    let stats = server.metrics.snapshot().sources["hh-gap"].clone();
+    assert_eq!((stats.gaps, stats.missing_messages), (1, 1));
+    let rejected = server.metrics.snapshot().messages_rejected;
+    assert_eq!(rejected, 0);
+    let gap_last = "SELECT CAST(max(macro_time_ps) AS BIGINT) FROM photons WHERE source = 'hh-gap'";
+    assert!(count(&server, gap_last).await < expected_ps);
+    server.shutdown().await.expect("shutdown");
+}
