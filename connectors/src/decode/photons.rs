@@ -27,6 +27,13 @@ struct PhotonColumns {
 
 /// Meta keys of a message of raw records (see [`super::records`]).
 const RAW_META: [&str; 3] = ["record_type", "macro_unit_ps", "micro_bin_ps"];
+/// Meta keys of a message of 16-byte time tags.
+const TAG_META: [&str; 4] = [
+    "detector_channels",
+    "sync_channel",
+    "marker_channels",
+    "micro_bin_ps",
+];
 
 pub(crate) fn from_arrays(
     header: &Header,
@@ -34,13 +41,25 @@ pub(crate) fn from_arrays(
     ctx: &DecodeContext<'_>,
     streams: Option<&mut RecordStreams>,
 ) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
-    if arrays.get("records").is_some() {
-        arrays.only(&["records"])?;
-        let (desc, bytes) = arrays.require("records")?;
-        expect_dtype(desc, &[Dtype::U32])?;
-        check_meta_keys(header, &RAW_META)?;
+    let raw = if arrays.get("records").is_some() {
+        Some(("records", Dtype::U32, &RAW_META[..]))
+    } else if arrays.get("time_tags").is_some() {
+        Some(("time_tags", Dtype::U8, &TAG_META[..]))
+    } else {
+        None
+    };
+    if let Some((name, dtype, meta_keys)) = raw {
+        arrays.only(&[name])?;
+        let (desc, bytes) = arrays.require(name)?;
+        expect_dtype(desc, &[dtype])?;
+        check_meta_keys(header, meta_keys)?;
         let mut stateless = RecordStreams::default();
-        let decoded = streams.unwrap_or(&mut stateless).decode(header, bytes)?;
+        let streams = streams.unwrap_or(&mut stateless);
+        let decoded = if name == "records" {
+            streams.decode(header, bytes)?
+        } else {
+            streams.decode_tags(header, bytes)?
+        };
         if decoded.macro_time_ps.is_empty() {
             // Only overflow records: nothing to store, but the state has moved on.
             return Ok(Vec::new());
@@ -51,7 +70,7 @@ pub(crate) fn from_arrays(
             channel: decoded.channel,
             marker_flags: decoded.marker_flags,
         };
-        return build(header, columns, ctx, &RAW_META);
+        return build(header, columns, ctx, meta_keys);
     }
     arrays.only(&ARRAYS)?;
     let (macro_desc, macro_bytes) = arrays.require("macro_time_ps")?;

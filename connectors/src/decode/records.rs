@@ -6,12 +6,14 @@
 //! make each record's time depend on every record before it, so the decoding state of a source
 //! carries from one message to the next; a message whose `seq` does not follow the previous one
 //! of its source means records were lost, and the state is reset (the macro time then restarts
-//! from the next overflow) and counted in [`RecordStreams::resets`].
+//! from the next overflow) and counted in [`RecordStreams::resets`]. Time tags (array
+//! `time_tags`, 16-byte Swabian `Tag` records) work the same way: the last sync is carried.
 
 use std::collections::HashMap;
 
 use flowdaq_analytics::tcspc::records::{
-    decode_records, DecoderState, PhotonColumns as DecodedPhotons, RecordType, TimeBase,
+    decode_records, decode_swabian_tags, DecoderState, PhotonColumns as DecodedPhotons, RecordType,
+    TimeBase, TimeTagConfig, TimeTagState,
 };
 use flowdaq_schemas::Header;
 
@@ -21,6 +23,7 @@ use super::{meta_f64, DecodeError};
 #[derive(Debug, Default)]
 pub struct RecordStreams {
     sources: HashMap<String, (u64, DecoderState)>,
+    tag_sources: HashMap<String, (u64, TimeTagState)>,
     resets: u64,
 }
 
@@ -80,6 +83,79 @@ impl RecordStreams {
         decode_records(record_type, time_base, records, &mut trial, &mut out)
             .map_err(|e| DecodeError::payload(format!("records: {e}")))?;
         // Only a message that decoded whole advances the state.
+        *state = trial;
+        *last_seq = header.seq;
+        Ok(out)
+    }
+
+    /// Decodes one message of 16-byte time tags (Swabian `Tag` layout) with its source's
+    /// carried sync state (meta `detector_channels`, optional `sync_channel`,
+    /// `marker_channels`, and `micro_bin_ps` with a sync channel).
+    pub(crate) fn decode_tags(
+        &mut self,
+        header: &Header,
+        tags: &[u8],
+    ) -> Result<DecodedPhotons, DecodeError> {
+        let channels = |key: &str| -> Result<Vec<i32>, DecodeError> {
+            match header.meta.get(key) {
+                None => Ok(Vec::new()),
+                Some(value) => value
+                    .as_array()
+                    .and_then(|items| {
+                        items
+                            .iter()
+                            .map(|v| v.as_i64().and_then(|c| i32::try_from(c).ok()))
+                            .collect::<Option<Vec<i32>>>()
+                    })
+                    .ok_or_else(|| {
+                        DecodeError::payload(format!(
+                            "meta.{key} must be a list of channel numbers"
+                        ))
+                    }),
+            }
+        };
+        let detector_channels = channels("detector_channels")?;
+        if detector_channels.is_empty() {
+            return Err(DecodeError::payload(
+                "meta.detector_channels (the detector inputs, in output channel order) is required with time_tags",
+            ));
+        }
+        let sync_channel = match header.meta.get("sync_channel") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .as_i64()
+                    .and_then(|c| i32::try_from(c).ok())
+                    .ok_or_else(|| {
+                        DecodeError::payload("meta.sync_channel must be a channel number")
+                    })?,
+            ),
+        };
+        let micro_bin_ps = match header.meta.get("micro_bin_ps") {
+            None => 1,
+            Some(value) => value.as_i64().filter(|&b| b > 0).ok_or_else(|| {
+                DecodeError::payload("meta.micro_bin_ps must be a positive integer")
+            })?,
+        };
+        let config = TimeTagConfig {
+            sync_channel,
+            detector_channels,
+            marker_channels: channels("marker_channels")?,
+            micro_bin_ps,
+        };
+        let (last_seq, state) = self
+            .tag_sources
+            .entry(header.source.clone())
+            .or_insert_with(|| (header.seq.wrapping_sub(1), TimeTagState::default()));
+        if header.seq != last_seq.wrapping_add(1) {
+            state.reset();
+            self.resets += 1;
+            tracing::warn!(source = %header.source, seq = header.seq, "time tags lost: sync state reset");
+        }
+        let mut trial = *state;
+        let mut out = DecodedPhotons::default();
+        decode_swabian_tags(tags, &config, &mut trial, &mut out)
+            .map_err(|e| DecodeError::payload(format!("time_tags: {e}")))?;
         *state = trial;
         *last_seq = header.seq;
         Ok(out)

@@ -272,3 +272,75 @@ fn calibration_id_is_fnv1a_of_the_axis_bytes_whether_remembered_or_not() {
         axis_calibration_id(&[1.0, 0.0])
     );
 }
+
+/// 16-byte Swabian tags: type 0 (time tag), channel, time in ps.
+fn swabian_tags(tags: &[(i32, i64)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 * tags.len());
+    for &(channel, time_ps) in tags {
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        bytes.extend_from_slice(&channel.to_le_bytes());
+        bytes.extend_from_slice(&time_ps.to_le_bytes());
+    }
+    bytes
+}
+
+fn tag_message(seq: u64, tags: &[(i32, i64)]) -> OutboundMessage {
+    let bytes = swabian_tags(tags);
+    let mut msg = OutboundMessage::new("tagger-1", StreamKind::Photons)
+        .meta("sync_channel", 1)
+        .meta("detector_channels", serde_json::json!([2, 3]))
+        .meta("micro_bin_ps", 1)
+        .array_u8("time_tags", &[tags.len() as u64, 16], &bytes);
+    msg.header.seq = seq;
+    msg
+}
+
+#[test]
+fn time_tags_carry_the_last_sync_across_messages_and_reset_on_a_gap() {
+    let limits = DecodeLimits::default();
+    let ctx = DecodeContext {
+        arrival_time_ns: NOW_NS,
+        default_run_id: "default",
+        limits: &limits,
+    };
+    let mut streams = RecordStreams::default();
+    // Sync (ch 1) every 12,500 ps; a photon on ch 3 at 3,000 ps after the second sync, sent in
+    // the next message: its micro time needs the sync carried over.
+    let first = tag_message(0, &[(1, 0), (2, 1_000), (1, 12_500)]);
+    let second = tag_message(1, &[(3, 15_500), (1, 25_000)]);
+    let mut micro = Vec::new();
+    let mut channels = Vec::new();
+    for msg in [&first, &second] {
+        let decoded = decode_message_stateful(&msg.frames(), &ctx, &mut streams).expect("valid");
+        if let Some((_, batch)) = decoded.batches.first() {
+            let m = batch.column_by_name("micro_time_ps").expect("micro");
+            micro.extend_from_slice(m.as_primitive::<arrow::datatypes::Int32Type>().values());
+            let c = batch.column_by_name("channel").expect("channel");
+            channels.extend_from_slice(c.as_primitive::<arrow::datatypes::UInt8Type>().values());
+        }
+    }
+    assert_eq!(micro, vec![1_000, 3_000]);
+    assert_eq!(
+        channels,
+        vec![0, 1],
+        "detector_channels order gives the output channel"
+    );
+    assert_eq!(streams.resets(), 0);
+    // seq 3 after 1: a message was lost, so the carried sync is forgotten and counted.
+    let after_gap = tag_message(3, &[(3, 27_000), (1, 37_500), (2, 38_000)]);
+    let decoded =
+        decode_message_stateful(&after_gap.frames(), &ctx, &mut streams).expect("still valid");
+    assert_eq!(streams.resets(), 1);
+    let (_, batch) = decoded.batches.first().expect("rows");
+    let m = batch.column_by_name("micro_time_ps").expect("micro");
+    // The photon before the first new sync cannot be timed against a sync it never saw.
+    assert_eq!(
+        m.as_primitive::<arrow::datatypes::Int32Type>().values(),
+        &[500]
+    );
+    // Without meta.detector_channels the message is refused with the reason.
+    let mut bad = tag_message(4, &[(1, 50_000)]);
+    bad.header.meta.remove("detector_channels");
+    let err = decode_message_stateful(&bad.frames(), &ctx, &mut streams).expect_err("refused");
+    assert!(err.1.to_string().contains("detector_channels"), "{}", err.1);
+}
