@@ -20,6 +20,28 @@ use flowdaq_schemas::StreamKind;
 pub enum BenchCommand {
     /// Spectra over ZeroMQ into WAL and Parquet: throughput and latency.
     Ingest(IngestArgs),
+    /// Raw TCSPC records over ZeroMQ: decoded photons per second, with zero loss checked.
+    Photons(PhotonArgs),
+}
+
+/// Arguments of `flowdaq bench photons`.
+#[derive(Debug, Args)]
+pub struct PhotonArgs {
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// HydraHarp v2 T3 records per message.
+    #[arg(long, default_value_t = 262_144)]
+    pub records_per_message: usize,
+    /// Store the decoded photons (off: only count them and feed the TCSPC features).
+    #[arg(long)]
+    pub store_raw: bool,
+    /// Also compute tcspc_histograms and lifetime_features (1 s windows, 1-exp fits).
+    #[arg(long)]
+    pub features: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `flowdaq bench ingest`.
@@ -49,6 +71,7 @@ pub struct IngestArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Photons(args) => photons(args).await,
     }
 }
 
@@ -169,6 +192,131 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         "receipt_to_queryable_p50_us": metrics.receipt_to_queryable.p50_us,
         "receipt_to_queryable_p99_us": metrics.receipt_to_queryable.p99_us,
         "latency_samples": metrics.receipt_to_durable.count,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+/// HydraHarp v2 T3 records: photons 40 syncs apart on 2 channels with exponential delays, and an
+/// overflow record every 1024 syncs, as the instrument writes them.
+fn hydraharp_records(count: usize) -> Vec<u8> {
+    const OVERFLOW: u32 = (1 << 31) | (63 << 25) | 1;
+    let mut bytes = Vec::with_capacity(4 * count);
+    let mut sync: u32 = 0;
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    while bytes.len() < 4 * count {
+        sync += 40;
+        if sync >= 1024 {
+            sync -= 1024;
+            bytes.extend_from_slice(&OVERFLOW.to_le_bytes());
+            continue;
+        }
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let uniform = ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let dtime = (300.0 - 250.0 * uniform.ln()).min(1_500.0) as u32;
+        let channel = (state & 1) as u32;
+        let record = (channel << 25) | (dtime << 10) | sync;
+        bytes.extend_from_slice(&record.to_le_bytes());
+    }
+    bytes
+}
+
+async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
+    use flowdaq_daq::config::{SourceConfig, StatisticChoice, TcspcSourceConfig};
+    let data_dir =
+        std::env::temp_dir().join(format!("flowdaq-bench-photons-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut config = ServerConfig::embedded_pull_only(&data_dir);
+    // 40 MHz sync, 16 ps bins: the HydraHarp of the reference file.
+    let sync_rate_hz = 40e6;
+    config.sources.insert(
+        "tcspc-bench".into(),
+        SourceConfig {
+            store_raw: args.store_raw,
+        },
+    );
+    if args.features {
+        config.features.tcspc.sources.insert(
+            "tcspc-bench".into(),
+            TcspcSourceConfig {
+                sync_rate_hz,
+                micro_bin_ps: 16.0,
+                native_bins: None,
+                bin_width_native: 8,
+                channels: 2,
+                window_s: 1.0,
+                window_photons: None,
+                components: 1,
+                statistic: StatisticChoice::PoissonMle,
+                irf_fwhm_ps: 200.0,
+                min_photons_to_fit: 1000,
+            },
+        );
+    }
+    let server = flowdaq_daq::start(config)
+        .await
+        .context("starting the server")?;
+    let pull = server.endpoints.pull.clone().context("no PULL endpoint")?;
+    let records = hydraharp_records(args.records_per_message);
+    let overflows = records.chunks_exact(4).filter(|r| r[3] & 0x80 != 0).count() as u64;
+    let photons_per_message = args.records_per_message as u64 - overflows;
+    let message = OutboundMessage::new("tcspc-bench", StreamKind::Photons)
+        .meta("record_type", 0x0101_0304u32)
+        .meta("macro_unit_ps", 1e12 / sync_rate_hz)
+        .meta("micro_bin_ps", 16.0)
+        .raw_array(
+            "records",
+            flowdaq_schemas::Dtype::U32,
+            &[args.records_per_message as u64],
+            records,
+        );
+    let mut sender = PushSender::connect(&pull).await?;
+    let phase = Duration::from_secs_f64(args.seconds);
+    let begin = Instant::now();
+    let mut sent = 0u64;
+    while begin.elapsed() < phase {
+        sender.send(message.clone()).await?;
+        sent += 1;
+    }
+    anyhow::ensure!(
+        server
+            .metrics
+            .wait_processed(sent, Duration::from_secs(300))
+            .await,
+        "server did not process all {sent} messages"
+    );
+    let elapsed = begin.elapsed().as_secs_f64();
+    let metrics = server.metrics.snapshot();
+    let stats = metrics
+        .sources
+        .get("tcspc-bench")
+        .cloned()
+        .unwrap_or_default();
+    let photons_sent = sent * photons_per_message;
+    // Zero loss: every message accepted, and every photon counted as a row of the source.
+    anyhow::ensure!(
+        metrics.messages_rejected == 0 && stats.rows == photons_sent,
+        "loss: sent {photons_sent} photons, the server counted {} ({} rejected)",
+        stats.rows,
+        metrics.messages_rejected
+    );
+    server.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let report = serde_json::json!({
+        "records_per_message": args.records_per_message,
+        "store_raw": args.store_raw,
+        "features": args.features,
+        "messages": sent,
+        "photons": photons_sent,
+        "photons_per_s": photons_sent as f64 / elapsed,
+        "records_mb_per_s": sent as f64 * 4.0 * args.records_per_message as f64 / elapsed / 1e6,
+        "seconds_until_all_processed": elapsed,
     });
     if args.json {
         println!("{report}");

@@ -6,6 +6,9 @@
 //! row per channel, and for channels with enough photons a reconvolution fit (1-3 exponentials,
 //! Gaussian IRF, background, shift; Poisson MLE or Neyman) and the first-harmonic phasor. A fit
 //! that fails leaves its values null with the reason in `fit_error`; the histogram is kept.
+//! The phasor is calibrated with the phasor of the IRF the fit located (Gaussian of the
+//! configured width at the fitted shift, in the same bins), so it needs a fit: a lifetime of
+//! zero sits at (1, 0) and a mono-exponential decay on the universal semicircle.
 //! Photon times arrive in ps (`photons` table); they are converted back to sync periods and
 //! native micro-time bins with the configured sync rate and resolution.
 
@@ -159,7 +162,20 @@ impl SourceState {
         Ok(windows)
     }
 
-    /// Fit and phasor of one channel's histogram.
+    /// The Gaussian IRF centred at `center_ns` (the fitted shift: with no configured centre the
+    /// fit's shift is the IRF centre), sampled at bin centres in this layout's bins.
+    fn irf_histogram(&self, center_ns: f64, bins: usize) -> Vec<f64> {
+        let width_ns = self.layout.bin_width_ps() * 1e-3;
+        let sigma_ns = self.config.irf_fwhm_ps * 1e-3 / 2.354_820_045_030_949_3;
+        (0..bins)
+            .map(|k| {
+                let t = (k as f64 + 0.5) * width_ns - center_ns;
+                (-0.5 * (t / sigma_ns).powi(2)).exp()
+            })
+            .collect()
+    }
+
+    /// Fit and IRF-calibrated first-harmonic phasor of one channel's histogram.
     fn analyse(&mut self, counts: &[u32]) -> (Option<LifetimeFit>, Option<String>, Phasor) {
         let histogram: Vec<f64> = counts.iter().map(|&c| f64::from(c)).collect();
         let photons: u64 = counts.iter().map(|&c| u64::from(c)).sum();
@@ -178,10 +194,31 @@ impl SourceState {
             },
         };
         let background = fit.as_ref().map_or(0.0, |f| f.background_counts);
-        let mut phasor = [Phasor::default()];
-        let phasor = match self.phasor.phasors(&histogram, background, &mut phasor) {
-            Ok(_) => phasor[0],
+        let mut raw = [Phasor::default()];
+        let phasor = match self.phasor.phasors(&histogram, background, &mut raw) {
+            Ok(_) => raw[0],
             Err(_) => Phasor {
+                harmonic: 1,
+                g: f64::NAN,
+                s: f64::NAN,
+            },
+        };
+        // Calibrate with the phasor of the IRF the fit found (a lifetime-zero reference in the
+        // same bins): without a fit there is no IRF position, and the phasor stays null.
+        let phasor = match &fit {
+            Some(f) => {
+                let irf = self.irf_histogram(f.shift_ns, histogram.len());
+                let mut reference = [Phasor::default()];
+                match self.phasor.phasors(&irf, 0.0, &mut reference) {
+                    Ok(_) => phasor.calibrated(&reference[0]),
+                    Err(_) => Phasor {
+                        harmonic: 1,
+                        g: f64::NAN,
+                        s: f64::NAN,
+                    },
+                }
+            }
+            None => Phasor {
                 harmonic: 1,
                 g: f64::NAN,
                 s: f64::NAN,
@@ -272,14 +309,7 @@ fn lifetime_rows(
                 finite(tau_phase),
                 finite(tau_mod),
             ],
-            None => {
-                let mut v = [None; 18];
-                v[14] = finite(phasor.g);
-                v[15] = finite(phasor.s);
-                v[16] = finite(tau_phase);
-                v[17] = finite(tau_mod);
-                v
-            }
+            None => [None; 18],
         };
         for (column, value) in values.iter_mut().zip(row_values) {
             column.push(value);
