@@ -61,6 +61,12 @@ pub struct ServerConfig {
     pub sources: BTreeMap<String, SourceConfig>,
     /// Features computed from the raw streams as they arrive.
     pub features: FeaturesConfig,
+    /// The live feature stream (PUB) that optimizers subscribe to.
+    pub publish: PublishConfig,
+    /// The control endpoint: condition registration and replay.
+    pub control: ControlConfig,
+    /// Steady-state detection and `condition_outcomes`.
+    pub outcomes: OutcomesConfig,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +81,113 @@ impl Default for ServerConfig {
             http: HttpConfig::default(),
             sources: BTreeMap::new(),
             features: FeaturesConfig::default(),
+            publish: PublishConfig::default(),
+            control: ControlConfig::default(),
+            outcomes: OutcomesConfig::default(),
+        }
+    }
+}
+
+/// The feature stream; see `docs/feature-streams.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// PUB endpoint (`tcp://host:port`); empty disables publishing.
+    pub listen: String,
+    /// Bytes queued for one subscriber at most; a message that does not fit is dropped for that
+    /// subscriber and counted. The stream's memory is bounded by this times `max_subscribers`.
+    pub max_queued_bytes_per_subscriber: usize,
+    /// Subscribers connected at once at most; further connections are closed.
+    pub max_subscribers: usize,
+    /// Publish JSON messages (`json/...` topics).
+    pub json: bool,
+    /// Publish Arrow IPC messages (`arrow/...` topics).
+    pub arrow: bool,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            listen: "tcp://127.0.0.1:5560".into(),
+            max_queued_bytes_per_subscriber: 16 * 1024 * 1024,
+            max_subscribers: 64,
+            json: true,
+            arrow: true,
+        }
+    }
+}
+
+/// The control endpoint (ROUTER): `register_condition` and `replay` requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// ROUTER endpoint; empty disables it (HTTP `POST /conditions` still works).
+    pub listen: String,
+    /// Rows one replay answer carries at most; the client asks again for the rest.
+    pub max_replay_rows: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            listen: "tcp://127.0.0.1:5561".into(),
+            max_replay_rows: 50_000,
+        }
+    }
+}
+
+/// When a condition's features have settled, and the thresholds per feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutcomesConfig {
+    /// Compute outcomes at all.
+    pub enabled: bool,
+    /// Wait this many residence times after a condition starts (when flow features give one).
+    pub wait_residence_times: f64,
+    /// Wait at least this long after a condition starts, s (data clock).
+    pub min_wait_s: f64,
+    /// Length of the window that must be steady, s.
+    pub window_s: f64,
+    /// Values the window must hold at least.
+    pub min_samples: usize,
+    /// A condition not settled this long after its start gets an unsettled outcome, s.
+    pub timeout_s: f64,
+    /// Features followed, as `table.column`, with their thresholds.
+    pub features: BTreeMap<String, OutcomeFeatureConfig>,
+}
+
+/// Steadiness thresholds of one feature, in the feature's own unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeFeatureConfig {
+    /// Largest standard deviation over the window.
+    pub max_std: f64,
+    /// Largest drift over the window: |least-squares slope| x window_s.
+    pub max_drift: f64,
+}
+
+impl Default for OutcomesConfig {
+    fn default() -> Self {
+        let feature = |max_std, max_drift| OutcomeFeatureConfig { max_std, max_drift };
+        OutcomesConfig {
+            enabled: true,
+            wait_residence_times: 3.0,
+            min_wait_s: 5.0,
+            window_s: 10.0,
+            min_samples: 10,
+            timeout_s: 600.0,
+            features: BTreeMap::from([
+                (
+                    "spectral_features.peak_energy_ev".into(),
+                    feature(0.005, 0.003),
+                ),
+                ("spectral_features.fwhm_ev".into(), feature(0.005, 0.003)),
+                ("spectral_features.plqy".into(), feature(0.03, 0.02)),
+                (
+                    "lifetime_features.tau_intensity_weighted_ns".into(),
+                    feature(0.5, 0.3),
+                ),
+            ]),
         }
     }
 }
@@ -491,6 +604,8 @@ impl ServerConfig {
         config.ingest.sub = String::new();
         config.ingest.router = String::new();
         config.http.listen = String::new();
+        config.publish.listen = String::new();
+        config.control.listen = String::new();
         config
     }
 
@@ -553,6 +668,25 @@ impl ServerConfig {
                 self.parquet.zstd_level
             ));
         }
+        for (name, endpoint) in [
+            ("publish.listen", &self.publish.listen),
+            ("control.listen", &self.control.listen),
+        ] {
+            if !endpoint.is_empty() && !endpoint.starts_with("tcp://") {
+                return Err(format!(
+                    "{name} = {endpoint:?}: only tcp:// endpoints are supported"
+                ));
+            }
+        }
+        if self.publish.max_queued_bytes_per_subscriber == 0 || self.publish.max_subscribers == 0 {
+            return Err(
+                "publish: max_queued_bytes_per_subscriber and max_subscribers must be > 0".into(),
+            );
+        }
+        if self.control.max_replay_rows == 0 {
+            return Err("control.max_replay_rows must be > 0".into());
+        }
+        crate::outcomes::validate(&self.outcomes).map_err(|e| format!("outcomes: {e}"))?;
         if self.default_run_id.is_empty() {
             return Err("default_run_id must not be empty".into());
         }

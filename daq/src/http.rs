@@ -1,4 +1,5 @@
-//! The HTTP face of a running server: `POST /sql`, `GET /metrics`, `GET /health`.
+//! The HTTP face of a running server: `POST /sql`, `POST /conditions`, `GET /metrics`,
+//! `GET /health`.
 //!
 //! Data scientists and tools that do not speak ZeroMQ query here. `POST /sql` takes the SQL
 //! text as the body and answers JSON (default), CSV or Arrow IPC, chosen by `?format=` or the
@@ -28,12 +29,15 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Buffer (for buffered/persisted row counts).
     pub buffer: Arc<WriteBuffer>,
+    /// Where condition registrations go.
+    pub registrations: crate::control::RegistrationSender,
 }
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/sql", post(sql))
+        .route("/conditions", post(conditions))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
         .with_state(state)
@@ -90,6 +94,22 @@ async fn sql(
         Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// `POST /conditions`: registers a condition (body as in `docs/feature-streams.md`); 200 once
+/// durable, 400 with the reason otherwise.
+async fn conditions(State(state): State<HttpState>, body: Bytes) -> Response {
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(err) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {err}")),
+    };
+    let answer = crate::control::register(&state.registrations, &request).await;
+    let status = if answer.get("ok") == Some(&serde_json::Value::Bool(true)) {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (status, Json(answer)).into_response()
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

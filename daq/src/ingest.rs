@@ -6,6 +6,10 @@
 //! `ingest_errors` row in the same group; it never stops the loop or delays good frames. The
 //! pipeline also decides when to snapshot the buffer for the persister, because the WAL
 //! rotation and the snapshot must happen between the same two groups.
+//!
+//! Condition registrations come through the same thread, so "every measurement arriving after
+//! it" has one meaning: the order in which this loop takes things. Before a group is written,
+//! the rows of published tables are numbered per stream; after, they go to the feature stream.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,9 +30,14 @@ use flowdaq_schemas::Table;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::conditions::{condition_batch, ConditionTimes, Conditions};
 use crate::config::ServerConfig;
+use crate::control::RegisterRequest;
 use crate::features::FeatureExtractors;
 use crate::metrics::Metrics;
+use crate::outcomes::OutcomeTracker;
+use crate::publish::sequencer::StreamSequencer;
+use crate::publish::Publisher;
 use crate::wal::Wal;
 use crate::write_buffer::{Snapshot, WriteBuffer};
 
@@ -50,7 +59,33 @@ pub struct Pipeline {
     seen_calibrations: HashSet<(String, u64)>,
     extractors: FeatureExtractors,
     record_streams: RecordStreams,
+    streams: StreamParts,
 }
+
+/// The pipeline's part in conditions, outcomes and the feature stream.
+pub struct StreamParts {
+    /// Registered conditions, current per run.
+    pub conditions: Conditions,
+    /// Steady-state detection.
+    pub tracker: OutcomeTracker,
+    /// Numbers published rows.
+    pub sequencer: StreamSequencer,
+    /// Sends committed rows to subscribers, if publishing is on.
+    pub publisher: Option<Publisher>,
+    /// Registrations from the control endpoint and HTTP.
+    pub registrations: mpsc::Receiver<RegisterRequest>,
+}
+
+/// What the loop takes next.
+enum Next {
+    Message(Inbound),
+    Registration(RegisterRequest),
+    Idle,
+    Closed,
+}
+
+/// How often outcomes of conditions whose data stopped are checked for their timeout.
+const OUTCOME_TICK: Duration = Duration::from_secs(1);
 
 /// One rejected message, on its way to `ingest_errors`.
 struct Rejection {
@@ -76,6 +111,7 @@ impl Pipeline {
         acks: mpsc::UnboundedSender<Ack>,
         seen_calibrations: HashSet<(String, u64)>,
         extractors: FeatureExtractors,
+        streams: StreamParts,
     ) -> Pipeline {
         let limits = DecodeLimits {
             max_message_bytes: config.ingest.max_message_bytes,
@@ -92,6 +128,7 @@ impl Pipeline {
             seen_calibrations,
             extractors,
             record_streams: RecordStreams::default(),
+            streams,
         }
     }
 
@@ -103,13 +140,38 @@ impl Pipeline {
             .flush_interval()
             .min(Duration::from_millis(500));
         let max_group = self.config.ingest.max_group_messages;
+        let mut registrations_open = true;
+        let mut last_tick = std::time::Instant::now();
         loop {
-            let first =
-                runtime.block_on(async { tokio::time::timeout(tick, inbound.recv()).await });
-            let first = match first {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(_elapsed) => {
+            if last_tick.elapsed() >= OUTCOME_TICK {
+                last_tick = std::time::Instant::now();
+                self.outcome_tick();
+            }
+            let registrations = &mut self.streams.registrations;
+            let next = runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    r = registrations.recv(), if registrations_open => match r {
+                        Some(r) => Next::Registration(r),
+                        None => Next::Idle,
+                    },
+                    m = tokio::time::timeout(tick, inbound.recv()) => match m {
+                        Ok(Some(m)) => Next::Message(m),
+                        Ok(None) => Next::Closed,
+                        Err(_elapsed) => Next::Idle,
+                    },
+                }
+            });
+            let first = match next {
+                Next::Message(message) => message,
+                Next::Closed => break,
+                Next::Registration(request) => {
+                    self.register(request);
+                    continue;
+                }
+                Next::Idle => {
+                    registrations_open = !self.streams.registrations.is_closed()
+                        || !self.streams.registrations.is_empty();
                     self.maybe_snapshot(false);
                     continue;
                 }
@@ -167,7 +229,18 @@ impl Pipeline {
                     Err(e) => Err((Some(decoded.header), e)),
                 });
             let reply = match decoded {
-                Ok(decoded) => {
+                Ok(mut decoded) => {
+                    if decoded.header.condition_id.is_none() {
+                        let run_id = decoded
+                            .header
+                            .run_id
+                            .as_deref()
+                            .unwrap_or(&self.config.default_run_id);
+                        if let Err(err) = self.streams.conditions.tag(run_id, &mut decoded.batches)
+                        {
+                            tracing::error!(%err, "cannot tag rows with their condition");
+                        }
+                    }
                     let header = &decoded.header;
                     let primary_rows = decoded.primary_rows() as u64;
                     self.metrics.accepted(
@@ -207,6 +280,7 @@ impl Pipeline {
                         }
                     }
                     for (table, batch) in derived {
+                        self.streams.tracker.observe(table, &batch);
                         rows += batch.num_rows() as u64;
                         batches.push((table, batch));
                     }
@@ -240,18 +314,21 @@ impl Pipeline {
                 Err(err) => tracing::error!(%err, "cannot build ingest_errors rows"),
             }
         }
-        let batches = coalesce_by_table(batches);
-        if let Err(err) = self.wal.append(&batches) {
-            tracing::error!(%err, "WAL append failed; group not acknowledged");
-            self.metrics.wal_failed(group.len() as u64);
-            for (to, _) in replies.into_iter().flatten() {
-                let _ = self.acks.send((
-                    to,
-                    json!({"nack": null, "error": format!("not durable: {err}")}),
-                ));
+        self.take_outcomes(&mut batches);
+        let batches = match self.commit(batches) {
+            Ok(batches) => batches,
+            Err(err) => {
+                tracing::error!(%err, "WAL append failed; group not acknowledged");
+                self.metrics.wal_failed(group.len() as u64);
+                for (to, _) in replies.into_iter().flatten() {
+                    let _ = self.acks.send((
+                        to,
+                        json!({"nack": null, "error": format!("not durable: {err}")}),
+                    ));
+                }
+                return;
             }
-            return;
-        }
+        };
         let durable: Vec<Duration> = group.iter().map(|m| m.received_at.elapsed()).collect();
         self.buffer.insert(&batches);
         let queryable: Vec<Duration> = group.iter().map(|m| m.received_at.elapsed()).collect();
@@ -259,6 +336,122 @@ impl Pipeline {
             let _ = self.acks.send(reply);
         }
         self.metrics.committed(rows, &durable, &queryable);
+        self.publish(&batches);
+    }
+
+    /// Coalesces, numbers the published rows and writes the group to the WAL. On failure the
+    /// numbers are given back and nothing was written.
+    fn commit(
+        &mut self,
+        batches: Vec<(Table, RecordBatch)>,
+    ) -> Result<Vec<(Table, RecordBatch)>, crate::wal::WalError> {
+        let mut batches = coalesce_by_table(batches);
+        let undo = match self.streams.sequencer.sequence(&mut batches) {
+            Ok(undo) => undo,
+            Err(err) => {
+                // A schema bug: keep the raw rows rather than lose the group.
+                tracing::error!(%err, "cannot number published rows; they are not stored");
+                batches.retain(|(t, _)| !t.is_published());
+                Default::default()
+            }
+        };
+        if let Err(err) = self.wal.append(&batches) {
+            self.streams.sequencer.undo(undo);
+            return Err(err);
+        }
+        Ok(batches)
+    }
+
+    fn publish(&self, batches: &[(Table, RecordBatch)]) {
+        if let Some(publisher) = &self.streams.publisher {
+            publisher.publish(batches);
+        }
+    }
+
+    fn take_outcomes(&mut self, batches: &mut Vec<(Table, RecordBatch)>) {
+        match self
+            .streams
+            .tracker
+            .take_rows(flowdaq_connectors::transport::now_ns())
+        {
+            Ok(Some(outcomes)) => batches.push((Table::ConditionOutcomes, outcomes)),
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "cannot build condition_outcomes rows"),
+        }
+    }
+
+    /// Writes the outcomes of conditions that timed out while their data had stopped.
+    fn outcome_tick(&mut self) {
+        self.streams
+            .tracker
+            .tick(flowdaq_connectors::transport::now_ns());
+        let mut batches = Vec::new();
+        self.take_outcomes(&mut batches);
+        if batches.is_empty() {
+            return;
+        }
+        match self.commit(batches) {
+            Ok(batches) => {
+                self.buffer.insert(&batches);
+                self.publish(&batches);
+            }
+            Err(err) => tracing::error!(%err, "WAL append failed; outcomes not written"),
+        }
+    }
+
+    /// Registers a condition: its row (and the outcomes of the condition it supersedes) in one
+    /// group commit, then the answer.
+    fn register(&mut self, request: RegisterRequest) {
+        let RegisterRequest {
+            registration,
+            reply,
+        } = request;
+        if let Err(err) = self.streams.conditions.check(&registration) {
+            let _ = reply.send(json!({"ok": false, "error": err.to_string()}));
+            return;
+        }
+        let arrival_time_ns = flowdaq_connectors::transport::now_ns();
+        let start_time_ns = registration.start_time_ns.unwrap_or(arrival_time_ns);
+        let row = match condition_batch(&registration, arrival_time_ns, start_time_ns) {
+            Ok(row) => row,
+            Err(err) => {
+                let _ = reply.send(json!({"ok": false, "error": err.to_string()}));
+                return;
+            }
+        };
+        let times = ConditionTimes {
+            start_time_ns,
+            registered_at_ns: arrival_time_ns,
+        };
+        self.streams.tracker.condition_started(
+            &registration.run_id,
+            &registration.condition_id,
+            times,
+        );
+        let mut batches = vec![(Table::Conditions, row)];
+        self.take_outcomes(&mut batches);
+        match self.commit(batches) {
+            Ok(batches) => {
+                self.streams.conditions.apply(
+                    &registration.run_id,
+                    &registration.condition_id,
+                    times,
+                );
+                self.buffer.insert(&batches);
+                self.metrics.committed(0, &[], &[]);
+                let _ = reply.send(json!({
+                    "ok": true,
+                    "run_id": registration.run_id,
+                    "condition_id": registration.condition_id,
+                    "start_time_ns": start_time_ns,
+                }));
+                self.publish(&batches);
+                tracing::info!(run_id = %registration.run_id, condition_id = %registration.condition_id, "condition registered");
+            }
+            Err(err) => {
+                let _ = reply.send(json!({"ok": false, "error": format!("not durable: {err}")}));
+            }
+        }
     }
 
     fn check_source(&self, source: &str) -> Result<(), flowdaq_connectors::decode::DecodeError> {

@@ -70,6 +70,19 @@ pub struct MetricsSnapshot {
     pub receipt_to_queryable: LatencySummary,
     /// Per source id.
     pub sources: BTreeMap<String, SourceStats>,
+    /// Feature-stream messages queued for at least one subscriber.
+    pub publish_messages: u64,
+    /// Feature-stream messages dropped for a subscriber whose queue was full (or whole groups
+    /// dropped because the publisher was behind); subscribers recover them by replay.
+    pub publish_dropped_messages: u64,
+    /// Bytes queued for subscribers now.
+    pub publish_queued_bytes: u64,
+    /// Most bytes ever queued for one subscriber (never above its configured bound).
+    pub publish_queued_bytes_max: u64,
+    /// Subscribers connected.
+    pub publish_subscribers: u64,
+    /// Replay requests served.
+    pub replay_requests: u64,
 }
 
 struct State {
@@ -81,6 +94,10 @@ struct State {
 /// Shared metrics; updated once per group commit, so one mutex is cheap enough.
 pub struct Metrics {
     state: Mutex<State>,
+    /// Feature-stream counters, updated by the PUB socket.
+    pub publish: std::sync::Arc<crate::publish::zmtp::PubCounters>,
+    /// Replay requests, updated by the control endpoint.
+    pub replay_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Messages fully processed (committed or failed), for waiters.
     processed: tokio::sync::watch::Sender<u64>,
 }
@@ -97,6 +114,8 @@ impl Default for Metrics {
                 queryable_us: histogram(),
             }),
             processed: tokio::sync::watch::Sender::new(0),
+            publish: Default::default(),
+            replay_requests: Default::default(),
         }
     }
 }
@@ -211,6 +230,16 @@ impl Metrics {
         let mut snapshot = state.snapshot.clone();
         snapshot.receipt_to_durable = summary(&state.durable_us);
         snapshot.receipt_to_queryable = summary(&state.queryable_us);
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let load_usize = |a: &std::sync::atomic::AtomicUsize| {
+            a.load(std::sync::atomic::Ordering::Relaxed) as u64
+        };
+        snapshot.publish_messages = load(&self.publish.messages);
+        snapshot.publish_dropped_messages = load(&self.publish.dropped_messages);
+        snapshot.publish_queued_bytes = load_usize(&self.publish.queued_bytes);
+        snapshot.publish_queued_bytes_max = load_usize(&self.publish.queued_bytes_max);
+        snapshot.publish_subscribers = load_usize(&self.publish.subscribers);
+        snapshot.replay_requests = load(&self.replay_requests);
         snapshot
     }
 }

@@ -14,12 +14,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::conditions::{ConditionTimes, Conditions};
 use crate::config::ServerConfig;
 use crate::features::FeatureExtractors;
-use crate::ingest::{known_calibrations, Pipeline};
+use crate::ingest::{known_calibrations, Pipeline, StreamParts};
 use crate::metrics::Metrics;
+use crate::outcomes::OutcomeTracker;
 use crate::paths::DataPaths;
 use crate::persister::{self, Persister};
+use crate::publish::sequencer::StreamSequencer;
+use crate::publish::zmtp::{PubLimits, PubSocket};
+use crate::publish::{Publisher, StreamFormat};
 use crate::query::{QueryEngine, QueryError};
 use crate::wal::{self, Wal, WalError};
 use crate::write_buffer::WriteBuffer;
@@ -58,6 +63,17 @@ pub enum ServerError {
     /// A feature extractor refused its configuration.
     #[error("features: {0}")]
     Features(#[from] crate::features::FeatureError),
+    /// The feature stream could not bind.
+    #[error(transparent)]
+    Publish(#[from] crate::publish::zmtp::BindError),
+    /// The control endpoint could not bind.
+    #[error("control endpoint {endpoint}: {source}")]
+    Control {
+        /// The endpoint.
+        endpoint: String,
+        /// The socket's error.
+        source: zeromq::ZmqError,
+    },
     /// A worker thread could not start or ended abnormally.
     #[error("worker thread: {0}")]
     Thread(String),
@@ -127,7 +143,14 @@ pub struct RunningServer {
     pub query: QueryEngine,
     /// Rows recovered from the WAL at start-up.
     pub replayed_rows: usize,
+    /// The feature stream's PUB endpoint, if publishing.
+    pub publish_endpoint: Option<String>,
+    /// The control endpoint (conditions, replay), if enabled.
+    pub control_endpoint: Option<String>,
+    /// Where condition registrations go (what `POST /conditions` uses).
+    pub registrations: crate::control::RegistrationSender,
     shutdown: watch::Sender<bool>,
+    stream_tasks: Vec<JoinHandle<()>>,
     transport_tasks: Vec<JoinHandle<()>>,
     pipeline: std::thread::JoinHandle<()>,
     persister: std::thread::JoinHandle<()>,
@@ -181,6 +204,63 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let persister = Persister::new(paths.clone(), config.parquet.clone(), buffer.clone());
     let persister =
         persister::spawn(persister, snapshot_rx).map_err(|e| ServerError::Thread(e.to_string()))?;
+
+    let query = QueryEngine::new(buffer.clone(), &paths)?;
+    let (conditions, tracker, sequencer) = recover_streams(&query, &config).await?;
+    let mut stream_tasks = Vec::new();
+    let (publisher, publish_endpoint) = if config.publish.listen.is_empty() {
+        (None, None)
+    } else {
+        let limits = PubLimits {
+            max_queued_bytes_per_subscriber: config.publish.max_queued_bytes_per_subscriber,
+            max_subscribers: config.publish.max_subscribers,
+        };
+        let (socket, bound, accept) = PubSocket::bind(
+            &config.publish.listen,
+            limits,
+            metrics.publish.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        let formats: Vec<StreamFormat> = [
+            (config.publish.json, StreamFormat::Json),
+            (config.publish.arrow, StreamFormat::Arrow),
+        ]
+        .into_iter()
+        .filter_map(|(on, f)| on.then_some(f))
+        .collect();
+        let (publisher, task) = Publisher::spawn(socket, formats, metrics.publish.clone());
+        stream_tasks.extend([accept, task]);
+        (Some(publisher), Some(bound))
+    };
+    let (registrations, registrations_rx) = mpsc::channel(64);
+    let control_endpoint = if config.control.listen.is_empty() {
+        None
+    } else {
+        let state = crate::control::ControlState {
+            registrations: registrations.clone(),
+            directory: sequencer.directory(),
+            query: query.clone(),
+            max_replay_rows: config.control.max_replay_rows,
+            replay_requests: metrics.replay_requests.clone(),
+        };
+        let (bound, task) =
+            crate::control::serve(&config.control.listen, state, shutdown_rx.clone())
+                .await
+                .map_err(|source| ServerError::Control {
+                    endpoint: config.control.listen.clone(),
+                    source,
+                })?;
+        stream_tasks.push(task);
+        Some(bound)
+    };
+    let streams = StreamParts {
+        conditions,
+        tracker,
+        sequencer,
+        publisher,
+        registrations: registrations_rx,
+    };
     let pipeline = Pipeline::new(
         config.clone(),
         wal,
@@ -190,6 +270,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ack_tx,
         seen,
         extractors,
+        streams,
     );
     let runtime = tokio::runtime::Handle::current();
     let pipeline = std::thread::Builder::new()
@@ -197,7 +278,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .spawn(move || pipeline.run(inbound_rx, runtime))
         .map_err(|e| ServerError::Thread(e.to_string()))?;
 
-    let query = QueryEngine::new(buffer.clone(), &paths)?;
     let (http_addr, http_task) = if config.http.listen.is_empty() {
         (None, None)
     } else {
@@ -215,6 +295,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             query: query.clone(),
             metrics: metrics.clone(),
             buffer: buffer.clone(),
+            registrations: registrations.clone(),
         };
         let mut stop = shutdown_rx.clone();
         let task = tokio::spawn(async move {
@@ -237,13 +318,70 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         buffer,
         query,
         replayed_rows,
+        publish_endpoint,
+        control_endpoint,
+        registrations,
         shutdown: shutdown_tx,
+        stream_tasks,
         transport_tasks: transport.tasks,
         pipeline,
         persister,
         ack_task,
         http_task,
     })
+}
+
+/// Rebuilds what the pipeline knows of conditions, outcomes and stream numbers from the tables.
+async fn recover_streams(
+    query: &QueryEngine,
+    config: &ServerConfig,
+) -> Result<(Conditions, OutcomeTracker, StreamSequencer), ServerError> {
+    let sequencer = StreamSequencer::recover(query).await?;
+    let mut conditions = Conditions::default();
+    let mut tracker = OutcomeTracker::new(&config.outcomes);
+    let registered = query
+        .execute(
+            "SELECT run_id, condition_id, CAST(start_time_ns AS BIGINT) AS start_ns, \
+             CAST(arrival_time_ns AS BIGINT) AS arrival_ns, stream_seq FROM conditions \
+             ORDER BY arrival_ns, stream_seq",
+        )
+        .await?;
+    for batch in &registered.batches {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        let runs = batch.column(0).as_string::<i32>();
+        let ids = batch.column(1).as_string::<i32>();
+        let starts = batch.column(2).as_primitive::<Int64Type>();
+        let arrivals = batch.column(3).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            let times = ConditionTimes {
+                start_time_ns: starts.value(row),
+                registered_at_ns: arrivals.value(row),
+            };
+            conditions.apply(runs.value(row), ids.value(row), times);
+            tracker.condition_started(runs.value(row), ids.value(row), times);
+        }
+    }
+    let written = query
+        .execute("SELECT run_id, condition_id, source, feature FROM condition_outcomes")
+        .await?;
+    for batch in &written.batches {
+        use arrow::array::AsArray;
+        let text = |i: usize| batch.column(i).as_string::<i32>();
+        let (runs, ids, sources, features) = (text(0), text(1), text(2), text(3));
+        for row in 0..batch.num_rows() {
+            tracker.mark_done(
+                runs.value(row),
+                ids.value(row),
+                sources.value(row),
+                features.value(row),
+            );
+        }
+    }
+    // Outcomes decided while replaying old registrations (superseded without values) are
+    // empty; drop them rather than write them.
+    let _ = tracker.take_rows(0);
+    Ok((conditions, tracker, sequencer))
 }
 
 impl RunningServer {
@@ -262,8 +400,14 @@ impl RunningServer {
                 .map_err(|e| ServerError::Thread(e.to_string()))?
                 .map_err(|_| ServerError::Thread("a worker thread panicked".into()))
         };
+        // The pipeline ends when its inbound queue closes; registrations still held by the
+        // control endpoint or HTTP are answered "shutting down" as those tasks end.
+        drop(self.registrations);
         join(self.pipeline).await?;
         join(self.persister).await?;
+        for task in self.stream_tasks {
+            let _ = task.await;
+        }
         let _ = self.ack_task.await;
         if let Some(task) = self.http_task {
             let _ = task.await;

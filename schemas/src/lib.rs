@@ -8,5 +8,5 @@
 pub mod tables;
 pub mod wire;
 
-pub use tables::{Table, SCHEMA_VERSION_KEY};
+pub use tables::{Table, SCHEMA_VERSION_KEY, STREAM_SEQ_COLUMN};
 pub use wire::{ArrayDesc, Dtype, Header, PayloadFormat, StreamKind, WireError, PROTOCOL_VERSION};

@@ -13,6 +13,10 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 /// Metadata key under which every table schema (and every Parquet file) records its version.
 pub const SCHEMA_VERSION_KEY: &str = "flowdaq.schema_version";
 
+/// Last column of every published table: the row's number in its stream
+/// `{table}/{run_id}/{source}`, 1 for the first row, +1 per row, no gaps.
+pub const STREAM_SEQ_COLUMN: &str = "stream_seq";
+
 /// Every table flowdaq stores. The name is the SQL table name and the directory name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
@@ -36,11 +40,15 @@ pub enum Table {
     TcspcHistograms,
     /// One row per window and channel of a TCSPC source: lifetime fit and phasor.
     LifetimeFeatures,
+    /// One row per registered reaction condition: its parameters and start time.
+    Conditions,
+    /// One row per condition, source and configured feature: the settled (or unsettled) outcome.
+    ConditionOutcomes,
 }
 
 impl Table {
     /// All tables, in a stable order.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 12] = [
         Table::Spectra,
         Table::SpectralCalibrations,
         Table::Photons,
@@ -51,6 +59,8 @@ impl Table {
         Table::FlowSegments,
         Table::TcspcHistograms,
         Table::LifetimeFeatures,
+        Table::Conditions,
+        Table::ConditionOutcomes,
     ];
 
     /// The SQL and directory name of the table.
@@ -66,6 +76,8 @@ impl Table {
             Table::FlowSegments => "flow_segments",
             Table::TcspcHistograms => "tcspc_histograms",
             Table::LifetimeFeatures => "lifetime_features",
+            Table::Conditions => "conditions",
+            Table::ConditionOutcomes => "condition_outcomes",
         }
     }
 
@@ -76,7 +88,47 @@ impl Table {
 
     /// The version of this table's layout; stored in schema and Parquet metadata.
     pub fn schema_version(self) -> u32 {
-        1
+        match self {
+            // Version 2 added `stream_seq`.
+            Table::SpectralFeatures
+            | Table::FlowFeatures
+            | Table::FlowSegments
+            | Table::TcspcHistograms
+            | Table::LifetimeFeatures => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether the table's rows go out on the feature stream. Such a table ends with the
+    /// [`STREAM_SEQ_COLUMN`] and has `run_id` and `source` columns naming its stream.
+    pub fn is_published(self) -> bool {
+        matches!(
+            self,
+            Table::SpectralFeatures
+                | Table::FlowFeatures
+                | Table::FlowSegments
+                | Table::TcspcHistograms
+                | Table::LifetimeFeatures
+                | Table::Conditions
+                | Table::ConditionOutcomes
+        )
+    }
+
+    /// The schema without its [`STREAM_SEQ_COLUMN`]: what a feature extractor builds; the
+    /// pipeline appends the sequence numbers before the rows are written. Equal to
+    /// [`Table::schema`] for tables that are not published.
+    pub fn unsequenced_schema(self) -> SchemaRef {
+        let schema = self.schema();
+        if !self.is_published() {
+            return schema;
+        }
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != STREAM_SEQ_COLUMN)
+            .map(|f| f.as_ref().clone())
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 
     /// The Arrow schema of the table.
@@ -92,7 +144,13 @@ impl Table {
             Table::FlowSegments => flow_segment_fields(),
             Table::TcspcHistograms => tcspc_histogram_fields(),
             Table::LifetimeFeatures => lifetime_feature_fields(),
+            Table::Conditions => condition_fields(),
+            Table::ConditionOutcomes => condition_outcome_fields(),
         };
+        let mut fields = fields;
+        if self.is_published() {
+            fields.push(Field::new(STREAM_SEQ_COLUMN, DataType::UInt64, false));
+        }
         let metadata = HashMap::from([(
             SCHEMA_VERSION_KEY.to_string(),
             format!("{}/{}", self.name(), self.schema_version()),
@@ -403,6 +461,52 @@ fn lifetime_feature_fields() -> Vec<Field> {
     fields
 }
 
+/// Fields of one entry of `conditions.parameters`.
+pub fn condition_parameter_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("unit", DataType::Utf8, true),
+    ])
+}
+
+/// One row per registered condition; `source` is whoever registered it.
+fn condition_fields() -> Vec<Field> {
+    let parameter = Field::new_list_field(DataType::Struct(condition_parameter_fields()), false);
+    vec![
+        Field::new("arrival_time_ns", timestamp_ns(), false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("condition_id", DataType::Utf8, false),
+        Field::new("start_time_ns", timestamp_ns(), false),
+        Field::new("parameters", DataType::List(Arc::new(parameter)), false),
+        Field::new("parameters_json", DataType::Utf8, false),
+    ]
+}
+
+/// One row per (run, condition, source, feature): the outcome the optimizer learns from.
+/// `source` is the instrument the feature came from; `feature` is `table.column`.
+fn condition_outcome_fields() -> Vec<Field> {
+    vec![
+        Field::new("arrival_time_ns", timestamp_ns(), false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("condition_id", DataType::Utf8, false),
+        Field::new("feature", DataType::Utf8, false),
+        Field::new("settled", DataType::Boolean, false),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("mean", DataType::Float64, true),
+        Field::new("std", DataType::Float64, true),
+        Field::new("count", DataType::UInt64, false),
+        Field::new("first_time_ns", timestamp_ns(), true),
+        Field::new("last_time_ns", timestamp_ns(), true),
+        Field::new("condition_start_ns", timestamp_ns(), false),
+        Field::new("wait_s", DataType::Float64, false),
+        Field::new("residence_time_s", DataType::Float64, true),
+        Field::new("drift", DataType::Float64, true),
+    ]
+}
+
 fn ingest_error_fields() -> Vec<Field> {
     vec![
         Field::new("arrival_time_ns", timestamp_ns(), false),
@@ -435,9 +539,24 @@ mod tests {
                     .metadata()
                     .get(SCHEMA_VERSION_KEY)
                     .map(String::as_str),
-                Some(format!("{}/1", table.name()).as_str())
+                Some(format!("{}/{}", table.name(), table.schema_version()).as_str())
             );
         }
+    }
+
+    #[test]
+    fn published_tables_end_with_stream_seq_and_name_their_stream() {
+        for table in Table::ALL.into_iter().filter(|t| t.is_published()) {
+            let schema = table.schema();
+            let last = schema.fields().last().expect("fields");
+            assert_eq!(last.name(), STREAM_SEQ_COLUMN);
+            assert!(schema.field_with_name("run_id").is_ok(), "{}", table.name());
+            assert!(schema.field_with_name("source").is_ok(), "{}", table.name());
+            let unsequenced = table.unsequenced_schema();
+            assert_eq!(unsequenced.fields().len() + 1, schema.fields().len());
+            assert!(unsequenced.field_with_name(STREAM_SEQ_COLUMN).is_err());
+        }
+        assert_eq!(Table::Spectra.unsequenced_schema(), Table::Spectra.schema());
     }
 
     #[test]

@@ -52,7 +52,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.ingest.sub = "tcp://127.0.0.1:0".into();
     config.ingest.router = "tcp://127.0.0.1:0".into();
     config.http.listen = "127.0.0.1:0".into();
+    config.publish.listen = "tcp://127.0.0.1:0".into();
+    config.control.listen = "tcp://127.0.0.1:0".into();
     config.buffer.flush_interval_ms = 2_000;
+    // Conditions last a few seconds here, not minutes: settle on a short window.
+    config.outcomes.min_wait_s = 0.5;
+    config.outcomes.window_s = 1.0;
+    config.outcomes.min_samples = 5;
     // The simulated phase-sensor pair, 2 mm apart, 100 mm after the mixing point; its
     // velocity dates every spectrum (the spectrometer's probe sits at 60 mm).
     let phase = SimulatedPhaseSensorConfig {
@@ -254,6 +260,14 @@ fn demo_queries(run_id: &str, started_ns: i64) -> Vec<(&'static str, String)> {
                  round(avg(velocity_xcorr_mm_per_s), 1) AS xcorr_mm_per_s, round(avg(plug_length_mean_mm), 2) AS plug_mm, \
                  round(avg(segment_frequency_hz), 1) AS plugs_per_s, sum(merged_segments) AS merged, sum(split_segments) AS split \
                  FROM flow_features WHERE run_id = '{run_id}' GROUP BY condition_id ORDER BY condition_id"
+            ),
+        ),
+        (
+            "Per condition: the outcome an optimizer receives (condition_outcomes, steady-state detection)",
+            format!(
+                "SELECT condition_id, feature, settled, round(mean, 4) AS mean, round(std, 4) AS std, count, \
+                 coalesce(reason, '') AS reason FROM condition_outcomes WHERE run_id = '{run_id}' \
+                 AND feature = 'spectral_features.peak_energy_ev' ORDER BY condition_id"
             ),
         ),
         (

@@ -25,17 +25,29 @@ def flowdaq_bin():
     return path
 
 
+def _lines(text):
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
 class Server:
     """A `flowdaq serve` child process and the endpoints it reported."""
 
-    def __init__(self, data_dir, extra_config=""):
+    def __init__(self, data_dir, extra_config="", ingest="", publish="", control=""):
+        """`ingest`, `publish` and `control` are extra lines for those sections (a section
+        cannot be opened twice in TOML); `extra_config` is appended as it is."""
         self.data_dir = Path(data_dir)
         self.config_path = self.data_dir.parent / f"{self.data_dir.name}.toml"
         self.config_path.write_text(
             f'data_dir = "{self.data_dir}"\n'
             "[ingest]\n"
             'pull = "tcp://127.0.0.1:0"\nsub = "tcp://127.0.0.1:0"\nrouter = "tcp://127.0.0.1:0"\n'
-            "[http]\nlisten = \"127.0.0.1:0\"\n" + extra_config
+            + _lines(ingest)
+            + "[http]\nlisten = \"127.0.0.1:0\"\n"
+            + "[publish]\nlisten = \"tcp://127.0.0.1:0\"\n"
+            + _lines(publish)
+            + "[control]\nlisten = \"tcp://127.0.0.1:0\"\n"
+            + _lines(control)
+            + extra_config
         )
         self.process = None
         self.ready = None
@@ -66,6 +78,16 @@ class Server:
     @property
     def router(self):
         return self.ready["router"]
+
+    @property
+    def publish(self):
+        """The feature stream (PUB): connect a SUB."""
+        return self.ready["publish"]
+
+    @property
+    def control(self):
+        """The control endpoint (ROUTER): connect a REQ or DEALER."""
+        return self.ready["control"]
 
     @property
     def http(self):
@@ -115,8 +137,8 @@ def run_cli(*args):
 def server_factory(tmp_path):
     servers = []
 
-    def make(name="data", extra_config=""):
-        server = Server(tmp_path / name, extra_config)
+    def make(name="data", extra_config="", **sections):
+        server = Server(tmp_path / name, extra_config, **sections)
         servers.append(server)
         return server
 

@@ -75,7 +75,10 @@ def test_push_rows_are_queryable_buffered_and_read_back_bit_for_bit(server_facto
 
     table = read_spectra_pyarrow(server.data_dir)
     assert table.num_rows == len(sent)
-    for row in table.to_pylist():
+    # Timestamps are checked elsewhere; pyarrow >= 26 without pandas cannot turn ns timestamps
+    # into Python objects, so read back the columns compared here.
+    compared = table.select(["seq", "spectrum_index", "intensity_counts", "run_id", "kind", "source"])
+    for row in compared.to_pylist():
         expected = sent[(row["seq"], row["spectrum_index"])]
         got = np.asarray(row["intensity_counts"], dtype="<f4")
         assert got.view("<u4").tolist() == expected.view("<u4").tolist()

@@ -243,14 +243,14 @@ impl FlowExtractor {
             names.append_value("");
         }
         columns.push(Arc::new(names.finish()));
-        let features = RecordBatch::try_new(Table::FlowFeatures.schema(), columns)?;
+        let features = RecordBatch::try_new(Table::FlowFeatures.unsequenced_schema(), columns)?;
 
         let rows = segments.num_rows();
         let mut columns = provenance(rows);
         columns.remove(5); // seq
         columns.remove(1); // instrument_time_ns
         columns.extend(segments.columns().iter().cloned());
-        let segments = RecordBatch::try_new(Table::FlowSegments.schema(), columns)?;
+        let segments = RecordBatch::try_new(Table::FlowSegments.unsequenced_schema(), columns)?;
         Ok(vec![
             (Table::FlowFeatures, features),
             (Table::FlowSegments, segments),

@@ -146,7 +146,7 @@ impl SpectralFeatures {
         let intensities = column(rows, "intensity_counts")?;
         let n = rows.num_rows();
         let null_f64 = || -> ArrayRef { Arc::new(Float64Array::new_null(n)) };
-        let schema = Table::SpectralFeatures.schema();
+        let schema = Table::SpectralFeatures.unsequenced_schema();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for name in KEY_COLUMNS {
             columns.push(column(rows, name)?.clone());

@@ -339,7 +339,7 @@ fn lifetime_rows(
     columns.push(Arc::new(BooleanArray::from(converged)));
     columns.push(Arc::new(StringArray::from(errors)));
     Ok(RecordBatch::try_new(
-        Table::LifetimeFeatures.schema(),
+        Table::LifetimeFeatures.unsequenced_schema(),
         columns,
     )?)
 }
@@ -398,7 +398,8 @@ impl Extractor for TcspcExtractor {
         let n = kernel_rows.num_rows();
         let mut columns = origin.columns(n);
         columns.extend(kernel_rows.columns().iter().cloned());
-        let histograms = RecordBatch::try_new(Table::TcspcHistograms.schema(), columns)?;
+        let histograms =
+            RecordBatch::try_new(Table::TcspcHistograms.unsequenced_schema(), columns)?;
         let lifetimes = lifetime_rows(state, &origin, &kernel_rows)?;
         Ok(vec![
             (Table::TcspcHistograms, histograms),

@@ -88,7 +88,7 @@ fn windows_measure_each_conditions_velocity_within_one_percent() {
     assert_eq!(rows, 10, "20 s of traces in 2 s windows");
     let mut checked = 0;
     for batch in &features {
-        assert_eq!(batch.schema(), Table::FlowFeatures.schema());
+        assert_eq!(batch.schema(), Table::FlowFeatures.unsequenced_schema());
         let starts = batch
             .column_by_name("window_start_ns")
             .expect("start")

@@ -64,7 +64,7 @@ fn only_batch(rows: Vec<(Table, RecordBatch)>) -> RecordBatch {
     assert_eq!(rows.len(), 1);
     let (table, batch) = rows.into_iter().next().expect("one batch");
     assert_eq!(table, Table::SpectralFeatures);
-    assert_eq!(batch.schema(), Table::SpectralFeatures.schema());
+    assert_eq!(batch.schema(), Table::SpectralFeatures.unsequenced_schema());
     batch
 }
 

@@ -159,7 +159,7 @@ fn replay_windows(records_per_message: usize) -> (RecordBatch, RecordBatch) {
         }
     }
     let concat = |table: Table, batches: &[RecordBatch]| {
-        arrow::compute::concat_batches(&table.schema(), batches).expect("concat")
+        arrow::compute::concat_batches(&table.unsequenced_schema(), batches).expect("concat")
     };
     (
         concat(Table::TcspcHistograms, &histograms),
