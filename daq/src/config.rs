@@ -383,9 +383,13 @@ pub struct TcspcSourceConfig {
     /// `poisson_mle` (default; right at low counts) or `neyman` least squares.
     #[serde(default = "default_statistic")]
     pub statistic: StatisticChoice,
-    /// FWHM of the Gaussian IRF, ps.
+    /// FWHM of the Gaussian IRF, ps (used when no measured IRF is given).
     #[serde(default = "default_irf_fwhm_ps")]
     pub irf_fwhm_ps: f64,
+    /// A measured IRF (e.g. scatter from a Ludox sample): counts per histogram bin, as many as
+    /// the histograms have; replaces the Gaussian in the fit and the phasor calibration.
+    #[serde(default)]
+    pub irf_counts: Option<Vec<f64>>,
     /// Windows with fewer photons on a channel are histogrammed but not fitted.
     #[serde(default = "default_min_photons")]
     pub min_photons_to_fit: u64,

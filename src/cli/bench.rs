@@ -255,6 +255,7 @@ async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
                 components: 1,
                 statistic: StatisticChoice::PoissonMle,
                 irf_fwhm_ps: 200.0,
+                irf_counts: None,
                 min_photons_to_fit: 1000,
             },
         );

@@ -246,6 +246,7 @@ fn prepare_ptu(args: &ReplayArgs) -> anyhow::Result<Prepared> {
         components: 1,
         statistic: StatisticChoice::PoissonMle,
         irf_fwhm_ps: args.irf_fwhm_ps,
+        irf_counts: None,
         min_photons_to_fit: 1000,
     };
     Ok(Prepared {

@@ -102,14 +102,28 @@ impl SourceState {
             StatisticChoice::PoissonMle => FitStatistic::PoissonMle,
             StatisticChoice::Neyman => FitStatistic::NeymanLeastSquares,
         };
+        if let Some(counts) = &c.irf_counts {
+            let usable = counts.iter().all(|v| v.is_finite() && *v >= 0.0)
+                && counts.iter().sum::<f64>() > 0.0;
+            if counts.len() != bins || !usable {
+                return bad(&format!(
+                    "irf_counts must hold {bins} finite, non-negative counts (one per histogram \
+                     bin) with a positive sum; it has {}",
+                    counts.len()
+                ));
+            }
+        }
         let fitter = match c.components {
             0 => None,
             components => {
                 let mut fit = FitConfig::new(components, statistic, bin_width_ns);
                 fit.period_ns = Some(period_ps * 1e-3);
-                let irf = Irf::Gaussian {
-                    fwhm_ns: c.irf_fwhm_ps * 1e-3,
-                    center_ns: None,
+                let irf = match &c.irf_counts {
+                    Some(counts) => Irf::Measured(counts.clone()),
+                    None => Irf::Gaussian {
+                        fwhm_ns: c.irf_fwhm_ps * 1e-3,
+                        center_ns: None,
+                    },
                 };
                 Some(LifetimeFitter::new(fit, irf, bins)?)
             }
@@ -162,10 +176,30 @@ impl SourceState {
         Ok(windows)
     }
 
-    /// The Gaussian IRF centred at `center_ns` (the fitted shift: with no configured centre the
-    /// fit's shift is the IRF centre), sampled at bin centres in this layout's bins.
-    fn irf_histogram(&self, center_ns: f64, bins: usize) -> Vec<f64> {
+    /// The IRF where the fit put it, in this layout's bins: a measured IRF shifted by the
+    /// fitted shift (linear interpolation, as in the fit), or the Gaussian centred at it (with
+    /// no configured centre the fit's shift is the IRF centre), sampled at bin centres.
+    fn irf_histogram(&self, shift_ns: f64, bins: usize) -> Vec<f64> {
         let width_ns = self.layout.bin_width_ps() * 1e-3;
+        if let Some(base) = &self.config.irf_counts {
+            let shift = shift_ns / width_ns;
+            let whole = shift.floor();
+            let f = shift - whole;
+            let at = |j: i64| {
+                usize::try_from(j)
+                    .ok()
+                    .and_then(|j| base.get(j))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            return (0..bins as i64)
+                .map(|j| {
+                    let source = j - whole as i64;
+                    (1.0 - f) * at(source) + f * at(source - 1)
+                })
+                .collect();
+        }
+        let center_ns = shift_ns;
         let sigma_ns = self.config.irf_fwhm_ps * 1e-3 / 2.354_820_045_030_949_3;
         (0..bins)
             .map(|k| {

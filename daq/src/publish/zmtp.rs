@@ -18,6 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// A connection that has not completed the ZMTP handshake by then is closed.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Longest subscription or command frame accepted from a subscriber.
 const MAX_INBOUND_FRAME_BYTES: u64 = 64 * 1024;
 
@@ -154,10 +157,11 @@ impl PubSocket {
             return;
         };
         let size: usize = frames.iter().map(Bytes::len).sum();
-        let frames: Frames = frames.clone().into();
+        let topic = topic.clone();
+        let frames: Frames = frames.into();
         let mut delivered = false;
         for subscriber in self.lock().iter() {
-            if !subscriber.wants(topic) {
+            if !subscriber.wants(&topic) {
                 continue;
             }
             let queued = subscriber.queued_bytes.load(Ordering::Acquire);
@@ -197,7 +201,9 @@ impl PubSocket {
         stream.set_nodelay(true)?;
         let (mut reader, writer) = stream.into_split();
         let mut writer = BufWriter::with_capacity(256 * 1024, writer);
-        handshake(&mut reader, &mut writer).await?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader, &mut writer))
+            .await
+            .map_err(|_| std::io::Error::other("no ZMTP handshake within 10 s"))??;
         if self.lock().len() >= self.limits.max_subscribers {
             self.counters
                 .refused_connections
