@@ -25,6 +25,8 @@ pub mod persister;
 pub mod publish;
 pub mod query;
 pub mod server;
+#[cfg(test)]
+mod test_rng;
 pub mod wal;
 pub mod write_buffer;
 

@@ -4,26 +4,10 @@ use arrow::array::AsArray;
 use arrow::datatypes::{Field, Schema, UInt64Type};
 
 use super::*;
+use crate::test_rng::Uniform;
 
 const SECOND_NS: i64 = 1_000_000_000;
 const START_NS: i64 = 1_700_000_000 * SECOND_NS;
-
-/// Deterministic standard normal noise (xorshift + Box-Muller).
-struct Noise(u64);
-
-impl Noise {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
 
 fn config() -> OutcomesConfig {
     OutcomesConfig {
@@ -116,7 +100,7 @@ fn a_transient_is_waited_out_and_the_settled_value_is_the_outcome() {
     let (settled_ev, step_ev, tau_s, noise_ev) = (2.400, 0.100, 2.0, 0.001);
     let mut tracker = OutcomeTracker::new(&config());
     start(&mut tracker, "c-1", START_NS);
-    let mut noise = Noise(7);
+    let mut noise = Uniform(7);
     let mut outcome = None;
     // 10 spectra per second for 60 s, fed one at a time as the pipeline would.
     for i in 0..600 {
@@ -231,7 +215,7 @@ fn a_condition_superseded_before_settling_gets_an_unsettled_outcome_with_the_rea
 fn noisy_data_times_out_on_the_data_clock_and_stale_conditions_on_the_wall_clock() {
     let mut tracker = OutcomeTracker::new(&config());
     start(&mut tracker, "c-1", START_NS);
-    let mut noise = Noise(3);
+    let mut noise = Uniform(3);
     let times: Vec<i64> = (0..700).map(|i| START_NS + i * SECOND_NS / 10).collect();
     let values: Vec<f64> = (0..700).map(|_| 2.4 + 0.02 * noise.normal()).collect();
     tracker.observe(Table::SpectralFeatures, &rows("c-1", &times, &values, None));

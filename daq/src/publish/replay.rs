@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use arrow::array::AsArray;
+use arrow::datatypes::UInt64Type;
 use bytes::Bytes;
 use flowdaq_schemas::STREAM_SEQ_COLUMN;
 use serde_json::{json, Value};
@@ -162,8 +164,11 @@ pub async fn answer(
         let message = encode_message(&stream, &batch, request.format)
             .map_err(|e| ReplayError::Failed(e.to_string()))?;
         rows += batch.num_rows();
-        let header: Value = serde_json::from_slice(&message[1]).unwrap_or(Value::Null);
-        if let Some(seq) = header.get("last_seq").and_then(Value::as_u64) {
+        let last_seq = batch
+            .column_by_name(STREAM_SEQ_COLUMN)
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            .and_then(|seqs| seqs.values().last().copied());
+        if let Some(seq) = last_seq {
             last.insert(name, seq);
         }
         frames.extend(message);

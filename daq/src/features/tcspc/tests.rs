@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::TcspcSourceConfig;
+use crate::test_rng::Uniform;
 use arrow::datatypes::Float64Type;
 use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
 use flowdaq_connectors::message::OutboundMessage;
@@ -44,17 +45,6 @@ fn decoded(message: &OutboundMessage) -> Vec<(Table, RecordBatch)> {
     match decode_message(&message.frames(), &ctx) {
         Ok(d) => d.batches,
         Err((_, err)) => panic!("rejected: {err}"),
-    }
-}
-
-/// Deterministic uniform numbers in (0, 1) (xorshift), so the test needs no RNG crate.
-struct Uniform(u64);
-impl Uniform {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 }
 
