@@ -4,7 +4,8 @@
 //! lifetime from the IRF-calibrated phasor at the first harmonic, and, for several components,
 //! the best lifetime combination of a small log-spaced grid with amplitudes solved linearly.
 
-use super::model::{exp_conv, IrfShape, TAU_MIN_BINS};
+use super::model::{exp_conv_on, IrfShape, TAU_MIN_BINS};
+use super::normal::{dot, sum};
 
 /// Starting values, in bins and counts per bin.
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ fn median_index(v: &[f64]) -> f64 {
 }
 
 /// Background estimate: the lower of the mean before the rise and the lowest block mean.
+#[inline(always)]
 pub(crate) fn background(y: &[f64], range: (usize, usize), rise: f64, irf_width_bins: f64) -> f64 {
     let (start, end) = range;
     let y = &y[start..end];
@@ -38,13 +40,13 @@ pub(crate) fn background(y: &[f64], range: (usize, usize), rise: f64, irf_width_
     let mut best = f64::INFINITY;
     for chunk in y.chunks(block) {
         if chunk.len() * 2 >= block {
-            best = best.min(chunk.iter().sum::<f64>() / chunk.len() as f64);
+            best = best.min(sum(chunk) / chunk.len() as f64);
         }
     }
     let pre_end = (rise - start as f64 - 4.0 * irf_width_bins - 2.0).floor();
     if pre_end >= 5.0 {
         let pre = &y[..(pre_end as usize).min(n)];
-        best = best.min(pre.iter().sum::<f64>() / pre.len() as f64);
+        best = best.min(sum(pre) / pre.len() as f64);
     }
     if best.is_finite() {
         best.max(0.0)
@@ -57,6 +59,7 @@ pub(crate) fn background(y: &[f64], range: (usize, usize), rise: f64, irf_width_
 /// `D(k) = sum y[k..k+w] - sum y[k-w..k]`. Summing `w` bins on each side makes it robust at a
 /// few counts per bin, where the maximum of a lightly smoothed curve lands on noise; for a rise
 /// sharper than `w` it sits at the IRF's median, as [`irf_reference_position`] does.
+#[inline(always)]
 pub(crate) fn rising_step(y: &[f64], range: (usize, usize), w: usize) -> f64 {
     let (start, end) = range;
     let y = &y[start..end];
@@ -87,23 +90,44 @@ pub(crate) fn irf_reference_position(shape: &IrfShape, n: usize) -> f64 {
     }
 }
 
-/// Mean lifetime (bins) from the phasor of `y - b` at the first harmonic of `period`, calibrated
+/// `cos` and `sin` of the first harmonic at each bin centre, for a fixed histogram and period.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Harmonic {
+    omega: f64,
+    cos: Vec<f64>,
+    sin: Vec<f64>,
+    sum_cos: f64,
+    sum_sin: f64,
+}
+
+impl Harmonic {
+    /// The first harmonic of `period` bins over `n` bins.
+    pub(crate) fn new(n: usize, period: f64) -> Self {
+        let omega = 2.0 * std::f64::consts::PI / period;
+        let (sin, cos): (Vec<f64>, Vec<f64>) =
+            (0..n).map(|k| (omega * (k as f64 + 0.5)).sin_cos()).unzip();
+        Harmonic {
+            omega,
+            sum_cos: sum(&cos),
+            sum_sin: sum(&sin),
+            cos,
+            sin,
+        }
+    }
+}
+
+/// Mean lifetime (bins) from the phasor of `y - b` at the first harmonic of the period, calibrated
 /// by the IRF's phasor: `(phase lifetime, modulation lifetime)`, `None` if off the semicircle's
 /// half plane.
-pub(crate) fn phasor_lifetimes(y: &[f64], irf: &[f64], b: f64, period: f64) -> Option<(f64, f64)> {
-    let w = 2.0 * std::f64::consts::PI / period;
-    let (mut s0, mut sc, mut ss) = (0.0, 0.0, 0.0);
-    let (mut r0, mut rc, mut rs) = (0.0, 0.0, 0.0);
-    for (k, (&v, &r)) in y.iter().zip(irf).enumerate() {
-        let (sin, cos) = (w * (k as f64 + 0.5)).sin_cos();
-        let v = v - b;
-        s0 += v;
-        sc += v * cos;
-        ss += v * sin;
-        r0 += r;
-        rc += r * cos;
-        rs += r * sin;
-    }
+#[inline(always)]
+pub(crate) fn phasor_lifetimes(y: &[f64], irf: &[f64], b: f64, h: &Harmonic) -> Option<(f64, f64)> {
+    let w = h.omega;
+    let s0 = sum(y) - b * y.len() as f64;
+    // sum (y - b) cos = sum y cos - b sum cos.
+    let sc = dot(y, &h.cos) - b * h.sum_cos;
+    let ss = dot(y, &h.sin) - b * h.sum_sin;
+    let r0 = sum(irf);
+    let (rc, rs) = (dot(irf, &h.cos), dot(irf, &h.sin));
     if s0 <= 0.0 || r0 <= 0.0 {
         return None;
     }
@@ -161,10 +185,23 @@ pub(crate) fn solve_small(a: &mut [f64], b: &mut [f64], n: usize) -> Option<()> 
     b.iter().all(|v| v.is_finite()).then_some(())
 }
 
+/// Buffers of [`best_combination`], kept across fits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GuessScratch {
+    /// Unit-amplitude model curve of each candidate lifetime, whole histogram; then the
+    /// weighted target over the fit range.
+    convs: Vec<f64>,
+    /// Weighted curves over the fit range, then the weights themselves.
+    weighted: Vec<f64>,
+    /// `y - b` over the fit range.
+    target: Vec<f64>,
+}
+
 /// Picks lifetimes from `candidates` (bins) and solves amplitudes (and the background if free)
 /// by Neyman-weighted linear least squares; returns `(taus, amplitudes, background)` of the
 /// combination with all amplitudes positive and the lowest chi-square.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(crate) fn best_combination(
     y: &[f64],
     irf: &[f64],
@@ -173,43 +210,76 @@ pub(crate) fn best_combination(
     components: usize,
     candidates: &[f64],
     background: Option<f64>,
+    irf_support: (usize, usize),
+    scratch: &mut GuessScratch,
 ) -> Option<(Vec<f64>, Vec<f64>, f64)> {
     let n = y.len();
     let (start, end) = range;
     let nc = candidates.len();
-    let mut convs = vec![0.0; nc * n];
+    let rows = end - start;
+    let GuessScratch {
+        convs,
+        weighted,
+        target,
+    } = scratch;
+    convs.resize(nc * n + rows, 0.0);
+    weighted.resize((nc + 1) * rows, 0.0);
+    target.resize(rows, 0.0);
     for (i, &tau) in candidates.iter().enumerate() {
-        exp_conv(irf, tau, period, &mut convs[i * n..(i + 1) * n], None);
+        exp_conv_on(
+            irf,
+            irf_support,
+            tau,
+            period,
+            &mut convs[i * n..(i + 1) * n],
+            None,
+        );
     }
     let free_b = background.is_none();
     let b_fixed = background.unwrap_or(0.0);
-    // Gram matrix of [convs..., ones] and projections of y under weights 1/max(y, 1).
+    // Gram matrix of [convs..., ones] and projections of y - b under weights 1/max(y, 1): the
+    // weighted columns are stored once and every entry is one dot product.
+    let (wcols, wones) = weighted.split_at_mut(nc * rows);
+    for ((w, t), &yk) in wones.iter_mut().zip(target.iter_mut()).zip(&y[start..end]) {
+        *w = 1.0 / yk.max(1.0);
+        *t = yk - b_fixed;
+    }
+    for c in 0..nc {
+        let conv = &convs[c * n + start..c * n + end];
+        for ((o, w), v) in wcols[c * rows..(c + 1) * rows]
+            .iter_mut()
+            .zip(&*wones)
+            .zip(conv)
+        {
+            *o = w * v;
+        }
+    }
     let cols = nc + usize::from(free_b);
     let mut gram = vec![0.0; cols * cols];
     let mut proj = vec![0.0; cols];
-    let mut yy = 0.0;
-    let col = |c: usize, k: usize| -> f64 {
+    let wcol = |c: usize| -> &[f64] {
         if c < nc {
-            convs[c * n + k]
+            &wcols[c * rows..(c + 1) * rows]
         } else {
-            1.0
+            wones
         }
     };
-    for (k, &yk) in y.iter().enumerate().take(end).skip(start) {
-        let w = 1.0 / yk.max(1.0);
-        let t = yk - b_fixed;
-        yy += w * t * t;
-        for a in 0..cols {
-            let va = col(a, k);
-            proj[a] += w * va * t;
-            for b in a..cols {
-                gram[a * cols + b] += w * va * col(b, k);
-            }
-        }
+    // sum w t^2, as the dot product of w t (stored in `convs`' spare tail) with t.
+    let wt = &mut convs[nc * n..nc * n + rows];
+    for ((o, w), t) in wt.iter_mut().zip(&*wones).zip(&*target) {
+        *o = w * t;
     }
+    let yy = dot(wt, target);
     for a in 0..cols {
-        for b in 0..a {
-            gram[a * cols + b] = gram[b * cols + a];
+        proj[a] = dot(wcol(a), target);
+        for b in a..cols {
+            let v = if b < nc {
+                dot(wcol(a), &convs[b * n + start..b * n + end])
+            } else {
+                sum(wcol(a))
+            };
+            gram[a * cols + b] = v;
+            gram[b * cols + a] = v;
         }
     }
     let mut best: Option<(f64, Vec<usize>, Vec<f64>)> = None;

@@ -6,14 +6,17 @@
 //! whose sum of squares is the Poisson deviance). Starting values are automatic ([`guess`]).
 //! Lifetimes are fitted as `ln tau` so they stay positive; errors are reported for `tau`.
 
+mod deviance;
 mod guess;
 mod model;
+mod normal;
 pub mod special;
 
 use levenberg_marquardt::{LeastSquaresProblem, LevenbergMarquardt, TerminationReason};
 use nalgebra::{DMatrix, DVector, Dyn, Owned};
 
-use self::model::{exp_conv, IrfShape, TAU_MIN_BINS};
+use self::model::{exp_conv_on, IrfShape, TAU_MIN_BINS};
+use self::normal::{sum, NormalEquations};
 use super::{Result, TcspcError};
 
 /// FWHM of a Gaussian in units of its standard deviation, `2 sqrt(2 ln 2)`.
@@ -173,6 +176,11 @@ pub struct LifetimeFitter {
     oversample: usize,
     period_bins: Option<f64>,
     range: (usize, usize),
+    /// First harmonic of the period (or of the histogram span) at each bin, for the start.
+    harmonic: guess::Harmonic,
+    /// Use the AVX2 build of the bin loops when the CPU has it (tests turn it off to check the
+    /// portable build gives the same fits).
+    simd: bool,
     work: Work,
 }
 
@@ -189,6 +197,19 @@ struct Work {
     /// Residuals and d residual / d model over the fit range, at the current parameters.
     resid: Vec<f64>,
     drdm: Vec<f64>,
+    /// Neyman weights `1 / sqrt(max(y, 1))` of the histogram being fitted, over the fit range,
+    /// `1 / y` (infinite at 0, never used there) and `sqrt(y)`.
+    weight: Vec<f64>,
+    inv_y: Vec<f64>,
+    sqrt_y: Vec<f64>,
+    /// Per-bin terms of the fit summary.
+    terms: Vec<f64>,
+    /// Jacobian of the residuals, one column of `resid.len()` values per free parameter.
+    jac: Vec<f64>,
+    /// Normal equations at the current parameters, condensed for the LM crate.
+    normal: NormalEquations,
+    /// Buffers of the starting-value search.
+    guess: guess::GuessScratch,
     /// Sub-bin grid buffers (`n_bins * oversample`), used when the IRF is oversampled.
     fine_irf: Vec<f64>,
     fine_dirf: Vec<f64>,
@@ -296,13 +317,24 @@ impl LifetimeFitter {
             model: vec![0.0; n_bins],
             resid: vec![0.0; range.1 - range.0],
             drdm: vec![0.0; range.1 - range.0],
+            weight: vec![0.0; range.1 - range.0],
+            inv_y: vec![0.0; range.1 - range.0],
+            sqrt_y: vec![0.0; range.1 - range.0],
+            terms: vec![0.0; range.1 - range.0],
+            jac: vec![0.0; (2 * n + 2) * (range.1 - range.0)],
+            normal: NormalEquations::default(),
+            guess: guess::GuessScratch::default(),
             fine_irf: vec![0.0; fine],
             fine_dirf: vec![0.0; fine],
             fine_a: vec![0.0; fine],
             fine_b: vec![0.0; fine],
         };
+        let period_bins = config.period_ns.map(|p| p / config.bin_width_ns);
+        let span = period_bins.map_or(n_bins as f64, |p| p.max(n_bins as f64));
         Ok(LifetimeFitter {
-            period_bins: config.period_ns.map(|p| p / config.bin_width_ns),
+            harmonic: guess::Harmonic::new(n_bins, span),
+            simd: true,
+            period_bins,
             config,
             n_bins,
             irf: shape,
@@ -334,13 +366,14 @@ impl LifetimeFitter {
         }
     }
 
+    #[inline(always)]
     fn guess(&mut self, y: &[f64]) -> guess::Guess {
         let n = self.config.components;
         let bw = self.config.bin_width_ns;
         let width = self.irf_width_bins();
         // Step window: about two IRF widths, widened at low counts so each side holds ~8 counts
         // per histogram-wide average bin.
-        let total: f64 = y[self.range.0..self.range.1].iter().sum();
+        let total = sum(&y[self.range.0..self.range.1]);
         let fit_bins = (self.range.1 - self.range.0) as f64;
         let window = (2.0 * width + 1.0)
             .max(8.0 * fit_bins / total.max(1.0))
@@ -354,11 +387,11 @@ impl LifetimeFitter {
             Parameter::Fixed(v) => v / bw,
             Parameter::Free => rise - guess::irf_reference_position(&self.irf, self.n_bins),
         };
-        self.irf.eval(shift, &mut self.work.irf, None);
+        let support = self.irf.eval(shift, &mut self.work.irf, None);
         let period = self.period_bins.map(|p| p.max(self.n_bins as f64));
         let span = period.unwrap_or(self.n_bins as f64);
-        let (tau_phase, tau_mod) =
-            guess::phasor_lifetimes(y, &self.work.irf, b, span).unwrap_or((span / 8.0, span / 8.0));
+        let (tau_phase, tau_mod) = guess::phasor_lifetimes(y, &self.work.irf, b, &self.harmonic)
+            .unwrap_or((span / 8.0, span / 8.0));
         let clamp = |t: f64| t.clamp(0.3_f64.max(TAU_MIN_BINS), 50.0 * span);
         let (tau_phase, tau_mod) = (clamp(tau_phase), clamp(tau_mod.max(tau_phase)));
         let fixed_b = match self.config.background {
@@ -371,7 +404,17 @@ impl LifetimeFitter {
             None => guess::log_grid(tau_phase / 8.0, tau_mod * 4.0, if n == 2 { 10 } else { 9 }),
         };
         let irf = std::mem::take(&mut self.work.irf);
-        let solved = guess::best_combination(y, &irf, self.range, period, n, &candidates, fixed_b);
+        let solved = guess::best_combination(
+            y,
+            &irf,
+            self.range,
+            period,
+            n,
+            &candidates,
+            fixed_b,
+            support,
+            &mut self.work.guess,
+        );
         self.work.irf = irf;
         match solved {
             Some((tau, amplitude, background)) => guess::Guess {
@@ -409,6 +452,27 @@ impl LifetimeFitter {
     /// [`TcspcError::Fit`] if a count is negative or not finite, or the fit range holds no
     /// counts. A fit that runs but does not converge is returned with `converged: false`.
     pub fn fit(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
+        #[cfg(target_arch = "x86_64")]
+        if self.simd && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.fit_avx2(histogram) };
+        }
+        self.fit_inner(histogram)
+    }
+
+    /// [`LifetimeFitter::fit`] compiled for AVX2 (the starting values, the per-histogram
+    /// weights and the summary run four doubles wide; model evaluations dispatch on their own).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fit_avx2(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
+        self.fit_inner(histogram)
+    }
+
+    #[inline(always)]
+    fn fit_inner(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
         if histogram.len() != self.n_bins {
             return Err(TcspcError::InvalidArgument(format!(
                 "histogram has {} bins, fitter expects {}",
@@ -421,7 +485,7 @@ impl LifetimeFitter {
                 "count {bad} is negative or not finite"
             )));
         }
-        let total: f64 = histogram[self.range.0..self.range.1].iter().sum();
+        let total = sum(&histogram[self.range.0..self.range.1]);
         if total <= 0.0 {
             return Err(TcspcError::Fit("no counts in the fit range".into()));
         }
@@ -450,6 +514,18 @@ impl LifetimeFitter {
             Parameter::Fixed(v) => v / self.config.bin_width_ns,
             Parameter::Free => 0.0,
         };
+        let work = &mut self.work;
+        for (((w, inv), sqrt), &y) in work
+            .weight
+            .iter_mut()
+            .zip(work.inv_y.iter_mut())
+            .zip(work.sqrt_y.iter_mut())
+            .zip(&histogram[self.range.0..])
+        {
+            *sqrt = y.sqrt();
+            *w = 1.0 / y.max(1.0).sqrt();
+            *inv = 1.0 / y;
+        }
         let mut problem = Problem {
             y: histogram,
             range: self.range,
@@ -463,6 +539,7 @@ impl LifetimeFitter {
             period: self.period_bins,
             work: std::mem::take(&mut self.work),
             x: x.clone(),
+            simd: self.simd,
         };
         problem.set_params(&x);
         let lm = LevenbergMarquardt::new()
@@ -470,9 +547,10 @@ impl LifetimeFitter {
             .with_xtol(self.config.tolerance)
             .with_gtol(self.config.tolerance * 1e-2)
             .with_patience(self.config.patience);
+        // The crate leaves the problem evaluated at the parameters it returns (it re-evaluates
+        // the last accepted point when it stops on a rejected trial), so the model, residuals
+        // and normal equations in `work` are those of the result.
         let (mut problem, report) = lm.minimize(problem);
-        let x = problem.x.clone();
-        problem.set_params(&x);
         let result = problem.summarise(
             &report.termination,
             report.number_of_evaluations,
@@ -523,6 +601,8 @@ struct Problem<'a> {
     period: Option<f64>,
     work: Work,
     x: DVector<f64>,
+    /// As [`LifetimeFitter`]'s `simd`.
+    simd: bool,
 }
 
 /// Sub-bins per bin for a Gaussian IRF of `sigma` bins: `ceil(2 / sigma)`, 1 to 16.
@@ -537,42 +617,35 @@ fn bin_down(fine: &[f64], s: usize, scale: f64, out: &mut [f64]) {
     }
 }
 
-/// Residual and its derivative with respect to the model, for bin value `y` and model `m`.
-#[inline]
-fn residual(statistic: FitStatistic, y: f64, m: f64) -> (f64, f64) {
-    match statistic {
-        FitStatistic::NeymanLeastSquares => {
-            let inv = 1.0 / y.max(1.0).sqrt();
-            ((y - m) * inv, -inv)
-        }
-        FitStatistic::PoissonMle => {
-            if m <= MODEL_FLOOR {
-                // The likelihood needs m > 0: evaluate at the floor, with no gradient.
-                let m = MODEL_FLOOR;
-                let dev = if y > 0.0 {
-                    2.0 * (m - y + y * (y / m).ln())
-                } else {
-                    2.0 * m
-                };
-                let root = dev.max(0.0).sqrt();
-                return (if y >= m { root } else { -root }, 0.0);
-            }
-            if y <= 0.0 {
-                let r = (2.0 * m).sqrt();
-                return (-r, -1.0 / r);
-            }
-            let d = (m - y) / y;
-            let dev = (2.0 * y * (d - d.ln_1p())).max(0.0);
-            let root = dev.sqrt();
-            let r = if y >= m { root } else { -root };
-            let drdm = if d.abs() < 1e-7 || root == 0.0 {
-                -(y.sqrt()) / m
-            } else {
-                -(m - y).abs() / (m * root)
-            };
-            (r, drdm)
-        }
-    }
+/// Signed square root of a bin's Poisson deviance term and its derivative with respect to the
+/// model, for bin value `y` and model `m`, given `inv_y = 1 / y` and `sqrt_y` (anything when
+/// `y <= 0`). Neyman residuals are `(y - m) w` with precomputed weights.
+///
+/// Written with selects rather than branches so the bin loop vectorises: every case is computed
+/// and the right one kept. Cases: a model at or below [`MODEL_FLOOR`] is evaluated at the floor
+/// with no gradient; an empty bin contributes `2 m`; near `m = y` the derivative takes its limit.
+#[inline(always)]
+fn poisson_residual(y: f64, inv_y: f64, sqrt_y: f64, m: f64) -> (f64, f64) {
+    let below = m <= MODEL_FLOOR;
+    let m = if below { MODEL_FLOOR } else { m };
+    let counted = y > 0.0;
+    let (ys, inv) = if counted { (y, inv_y) } else { (1.0, 1.0) };
+    let half = deviance::half_deviance_with_inverse(ys, inv, m);
+    let dev = 2.0 * if counted { half.max(0.0) } else { m };
+    let root = dev.sqrt();
+    let u = m - y;
+    let r = if u <= 0.0 { root } else { -root };
+    let inv_m = 1.0 / m;
+    let inv_root = 1.0 / root;
+    let near = u.abs() < 1e-7 * y || root == 0.0;
+    let d = if !counted {
+        -inv_root
+    } else if near {
+        -sqrt_y * inv_m
+    } else {
+        -u.abs() * inv_m * inv_root
+    };
+    (r, if below { 0.0 } else { d })
 }
 
 /// Floor of the model for the likelihood (which needs m > 0).
@@ -598,8 +671,9 @@ impl Problem<'_> {
             .clamp(-lim, lim)
     }
 
+    #[inline(always)]
     fn summarise(
-        &self,
+        &mut self,
         termination: &TerminationReason,
         evaluations: usize,
         bw: f64,
@@ -608,45 +682,59 @@ impl Problem<'_> {
         let p = self.layout.len();
         let (start, end) = self.range;
         let dof = (end - start).saturating_sub(p);
-        let mut chi2 = 0.0;
-        let mut pearson = 0.0;
-        let mut deviance = 0.0;
-        for k in start..end {
-            let (y, m) = (self.y[k], self.work.model[k].max(MODEL_FLOOR));
-            chi2 += (y - m) * (y - m) / y.max(1.0);
-            pearson += (y - m) * (y - m) / m;
-            deviance += if y > 0.0 {
-                2.0 * (m - y + y * (y / m).ln())
-            } else {
-                2.0 * m
-            };
+        // Per-bin terms go through a buffer and a multi-accumulator sum: a loop that adds into
+        // one float cannot be vectorised (the compiler may not reorder the additions).
+        let w = &mut self.work;
+        let (y, model) = (&self.y[start..end], &w.model[start..end]);
+        let terms = &mut w.terms;
+        for ((t, (&y, &m)), &wt) in terms.iter_mut().zip(y.iter().zip(model)).zip(&w.weight) {
+            let u = (y - m.max(MODEL_FLOOR)) * wt;
+            *t = u * u;
         }
+        let chi2 = sum(terms);
+        for (t, (&y, &m)) in terms.iter_mut().zip(y.iter().zip(model)) {
+            let m = m.max(MODEL_FLOOR);
+            *t = (y - m) * (y - m) / m;
+        }
+        let pearson = sum(terms);
+        let deviance = match self.statistic {
+            FitStatistic::NeymanLeastSquares => {
+                for ((t, (&y, &m)), &inv_y) in
+                    terms.iter_mut().zip(y.iter().zip(model)).zip(&w.inv_y)
+                {
+                    let m = m.max(MODEL_FLOOR);
+                    let counted = y > 0.0;
+                    let (ys, inv) = if counted { (y, inv_y) } else { (1.0, 1.0) };
+                    let half = deviance::half_deviance_with_inverse(ys, inv, m);
+                    *t = 2.0 * if counted { half } else { m };
+                }
+                sum(terms)
+            }
+            // The residuals are the signed roots of these very terms (at the floor where the
+            // model is below it), evaluated at the final parameters.
+            FitStatistic::PoissonMle => normal::dot(&w.resid, &w.resid),
+        };
         let reduced = match self.statistic {
             FitStatistic::NeymanLeastSquares => chi2,
             FitStatistic::PoissonMle => pearson,
         } / dof.max(1) as f64;
         // Covariance (J^T J)^-1 in the internal parameters.
-        let stderr: Vec<f64> = match self.jacobian() {
-            Some(j) => {
-                let jtj = j.transpose() * &j;
-                match jtj.clone().cholesky() {
-                    Some(ch) => ch
-                        .inverse()
-                        .diagonal()
-                        .iter()
-                        .map(|v| v.max(0.0).sqrt())
-                        .collect(),
-                    None => match jtj.try_inverse() {
-                        Some(inv) => inv
-                            .diagonal()
-                            .iter()
-                            .map(|v| if *v >= 0.0 { v.sqrt() } else { f64::NAN })
-                            .collect(),
-                        None => vec![f64::NAN; p],
-                    },
-                }
-            }
-            None => vec![f64::NAN; p],
+        let jtj = self.work.normal.jtj();
+        let stderr: Vec<f64> = match jtj.clone().cholesky() {
+            Some(ch) => ch
+                .inverse()
+                .diagonal()
+                .iter()
+                .map(|v| v.max(0.0).sqrt())
+                .collect(),
+            None => match jtj.try_inverse() {
+                Some(inv) => inv
+                    .diagonal()
+                    .iter()
+                    .map(|v| if *v >= 0.0 { v.sqrt() } else { f64::NAN })
+                    .collect(),
+                None => vec![f64::NAN; p],
+            },
         };
         let mut comps: Vec<(f64, f64, f64, f64)> = (0..n)
             .map(|i| {
@@ -707,6 +795,45 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
 
     fn set_params(&mut self, x: &DVector<f64>) {
         self.x.copy_from(x);
+        #[cfg(target_arch = "x86_64")]
+        if self.simd && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { self.evaluate_avx2() };
+            return;
+        }
+        self.evaluate();
+    }
+
+    fn params(&self) -> DVector<f64> {
+        self.x.clone()
+    }
+
+    fn residuals(&self) -> Option<DVector<f64>> {
+        Some(self.work.normal.residuals())
+    }
+
+    fn jacobian(&self) -> Option<DMatrix<f64>> {
+        Some(self.work.normal.jacobian())
+    }
+}
+
+impl Problem<'_> {
+    /// [`Problem::evaluate`] compiled for AVX2: the bin loops (recursion tails, residuals,
+    /// Jacobian columns, dot products) run four doubles wide instead of two.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn evaluate_avx2(&mut self) {
+        self.evaluate();
+    }
+
+    /// Evaluates the model, the residuals, the Jacobian and the condensed normal equations at
+    /// `self.x`. Everything it calls in a bin loop is `#[inline(always)]`, so it is compiled for
+    /// the caller's target features.
+    #[inline(always)]
+    fn evaluate(&mut self) {
         let n = self.layout.n;
         let shift = self.shift();
         let b = self.background();
@@ -716,33 +843,43 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
         let s = self.oversample;
         w.model.iter_mut().for_each(|m| *m = b);
         if s == 1 {
-            self.irf
+            let support = self
+                .irf
                 .eval(shift, &mut w.irf, want_shift.then_some(&mut w.dirf[..]));
             for (i, &tau) in taus.iter().enumerate().take(n) {
-                exp_conv(
+                exp_conv_on(
                     &w.irf,
+                    support,
                     tau,
                     self.period,
                     &mut w.conv[i],
                     Some(&mut w.dconv_tau[i]),
                 );
                 if want_shift {
-                    exp_conv(&w.dirf, tau, self.period, &mut w.dconv_shift[i], None);
+                    exp_conv_on(
+                        &w.dirf,
+                        support,
+                        tau,
+                        self.period,
+                        &mut w.dconv_shift[i],
+                        None,
+                    );
                 }
             }
         } else {
             // Sub-bin grid: times scale by s; a bin is the mean of its s sub-bins (amplitudes
             // stay counts per bin), d/dtau and d/dshift pick up a factor s from the time scale.
             let sf = s as f64;
-            self.fine_irf.eval(
+            let support = self.fine_irf.eval(
                 shift * sf,
                 &mut w.fine_irf,
                 want_shift.then_some(&mut w.fine_dirf[..]),
             );
             let period = self.period.map(|p| p * sf);
             for (i, &tau) in taus.iter().enumerate().take(n) {
-                exp_conv(
+                exp_conv_on(
                     &w.fine_irf,
+                    support,
                     tau * sf,
                     period,
                     &mut w.fine_a,
@@ -751,7 +888,7 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
                 bin_down(&w.fine_a, s, 1.0 / sf, &mut w.conv[i]);
                 bin_down(&w.fine_b, s, 1.0, &mut w.dconv_tau[i]);
                 if want_shift {
-                    exp_conv(&w.fine_dirf, tau * sf, period, &mut w.fine_a, None);
+                    exp_conv_on(&w.fine_dirf, support, tau * sf, period, &mut w.fine_a, None);
                     bin_down(&w.fine_a, s, 1.0, &mut w.dconv_shift[i]);
                 }
             }
@@ -763,55 +900,81 @@ impl LeastSquaresProblem<f64, Dyn, Dyn> for Problem<'_> {
             }
         }
         let (start, end) = self.range;
-        for k in start..end {
-            let (r, d) = residual(self.statistic, self.y[k], self.work.model[k]);
-            self.work.resid[k - start] = r;
-            self.work.drdm[k - start] = d;
+        let w = &mut self.work;
+        match self.statistic {
+            FitStatistic::NeymanLeastSquares => {
+                for (r, ((d, wt), (y, m))) in w.resid.iter_mut().zip(
+                    w.drdm
+                        .iter_mut()
+                        .zip(&w.weight)
+                        .zip(self.y[start..end].iter().zip(&w.model[start..end])),
+                ) {
+                    *r = (y - m) * wt;
+                    *d = -wt;
+                }
+            }
+            FitStatistic::PoissonMle => {
+                for (((r, d), (&y, &m)), (&inv_y, &sqrt_y)) in w
+                    .resid
+                    .iter_mut()
+                    .zip(w.drdm.iter_mut())
+                    .zip(self.y[start..end].iter().zip(&w.model[start..end]))
+                    .zip(w.inv_y.iter().zip(&w.sqrt_y))
+                {
+                    (*r, *d) = poisson_residual(y, inv_y, sqrt_y, m);
+                }
+            }
         }
+        self.fill_jacobian();
+        let w = &mut self.work;
+        w.normal.build(&w.jac, self.layout.len(), &w.resid);
     }
 
-    fn params(&self) -> DVector<f64> {
-        self.x.clone()
-    }
-
-    fn residuals(&self) -> Option<DVector<f64>> {
-        Some(DVector::from_column_slice(&self.work.resid))
-    }
-
-    fn jacobian(&self) -> Option<DMatrix<f64>> {
+    /// Writes the Jacobian of the residuals into `work.jac`, one column per free parameter.
+    #[inline(always)]
+    fn fill_jacobian(&mut self) {
         let (start, end) = self.range;
         let rows = end - start;
         let n = self.layout.n;
-        let mut jac = DMatrix::zeros(rows, self.layout.len());
-        let w = &self.work;
+        let taus: [f64; 3] = std::array::from_fn(|i| if i < n { self.tau(i) } else { 1.0 });
+        let w = &mut self.work;
         let drdm = &w.drdm;
+        let (jac, _) = w.jac.split_at_mut(self.layout.len() * rows);
+        let mut cols = jac.chunks_exact_mut(rows);
+        let mut col = || cols.next().unwrap_or_default();
         for i in 0..n {
-            let tau = self.tau(i);
-            let a = self.x[i];
-            // Derivative with respect to ln tau is tau * d/dtau; zero where tau is clamped.
+            for ((j, d), c) in col().iter_mut().zip(drdm).zip(&w.conv[i][start..end]) {
+                *j = d * c;
+            }
+        }
+        for (i, &tau) in taus.iter().enumerate().take(n) {
+            // Derivative with respect to ln tau is a tau d/dtau; zero where tau is clamped.
             let l = self.x[n + i];
             let scale = if l > TAU_MIN_BINS.ln() && l < LN_TAU_MAX {
-                a * tau
+                self.x[i] * tau
             } else {
                 0.0
             };
-            for (r, k) in (start..end).enumerate() {
-                jac[(r, i)] = drdm[r] * w.conv[i][k];
-                jac[(r, n + i)] = drdm[r] * scale * w.dconv_tau[i][k];
+            for ((j, d), c) in col().iter_mut().zip(drdm).zip(&w.dconv_tau[i][start..end]) {
+                *j = d * scale * c;
             }
         }
-        if let Some(c) = self.layout.b() {
-            for r in 0..rows {
-                jac[(r, c)] = drdm[r];
+        if self.layout.free_b {
+            col().copy_from_slice(drdm);
+        }
+        if self.layout.free_shift {
+            let out = col();
+            out.fill(0.0);
+            for i in 0..n {
+                let a = self.x[i];
+                for (o, c) in out.iter_mut().zip(&w.dconv_shift[i][start..end]) {
+                    *o += a * c;
+                }
+            }
+            for (o, d) in out.iter_mut().zip(drdm) {
+                *o *= d;
             }
         }
-        if let Some(c) = self.layout.shift() {
-            for (r, k) in (start..end).enumerate() {
-                let d: f64 = (0..n).map(|i| self.x[i] * w.dconv_shift[i][k]).sum();
-                jac[(r, c)] = drdm[r] * d;
-            }
-        }
-        Some(jac)
     }
 }
 

@@ -31,8 +31,14 @@ fn q_minus_one_minus_exp(q: f64) -> f64 {
 
 impl IrfShape {
     /// Writes the IRF shifted right by `shift` bins into `irf` and, if asked, its derivative
-    /// with respect to `shift` into `dirf`.
-    pub(crate) fn eval(&self, shift: f64, irf: &mut [f64], dirf: Option<&mut [f64]>) {
+    /// with respect to `shift` into `dirf`. Returns the bins `[lo, hi)` outside which both are
+    /// zero.
+    pub(crate) fn eval(
+        &self,
+        shift: f64,
+        irf: &mut [f64],
+        dirf: Option<&mut [f64]>,
+    ) -> (usize, usize) {
         let n = irf.len();
         match self {
             IrfShape::Measured(base) => {
@@ -56,6 +62,9 @@ impl IrfShape {
                         *v = at(src - 1) - at(src);
                     }
                 }
+                // The shifted IRF and its derivative are zero where base[j - whole] and
+                // base[j - whole - 1] both are.
+                support(irf)
             }
             IrfShape::Gaussian { sigma, center } => {
                 // One erfc per bin edge over +-9 sigma (the tails beyond are below 1e-18).
@@ -88,8 +97,36 @@ impl IrfShape {
                         pa = pb;
                     }
                 }
+                (lo, hi)
             }
         }
+    }
+}
+
+/// First index and one past the last index of the nonzero entries of `v` (`(n, n)` if none).
+pub(crate) fn support(v: &[f64]) -> (usize, usize) {
+    let n = v.len();
+    let lo = v.iter().position(|&x| x != 0.0).unwrap_or(n);
+    let hi = v.iter().rposition(|&x| x != 0.0).map_or(lo, |i| i + 1);
+    (lo, hi)
+}
+
+/// Writes `out[j] = e^j`. Four interleaved multiplication chains (step `e^4`) instead of one,
+/// so the loop runs at multiply throughput rather than latency.
+#[inline(always)]
+fn powers(e: f64, out: &mut [f64]) {
+    let e2 = e * e;
+    let e4 = e2 * e2;
+    let mut p = [1.0, e, e2, e2 * e];
+    let mut chunks = out.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(&p);
+        for v in &mut p {
+            *v *= e4;
+        }
+    }
+    for (o, v) in chunks.into_remainder().iter_mut().zip(p) {
+        *o = v;
     }
 }
 
@@ -98,6 +135,10 @@ impl IrfShape {
 ///
 /// With `period` (bins, at least `irf.len()`), the decay is periodic: every earlier pulse adds
 /// its tail, `sum_m exp(-(t + m T) / tau)`. If `dout` is given it receives `d out / d tau`.
+///
+/// The recursions only run over the IRF's nonzero support; before and after it the curves are
+/// geometric sequences, written from a table of powers (most of a histogram is decay tail).
+#[cfg(test)]
 pub(crate) fn exp_conv(
     irf: &[f64],
     tau: f64,
@@ -105,7 +146,22 @@ pub(crate) fn exp_conv(
     out: &mut [f64],
     dout: Option<&mut [f64]>,
 ) {
+    exp_conv_on(irf, support(irf), tau, period, out, dout)
+}
+
+/// [`exp_conv`] for an `irf` known to be zero outside `[lo, hi)` (as [`IrfShape::eval`]
+/// returns), which saves scanning for it.
+#[inline(always)]
+pub(crate) fn exp_conv_on(
+    irf: &[f64],
+    (lo, hi): (usize, usize),
+    tau: f64,
+    period: Option<f64>,
+    out: &mut [f64],
+    dout: Option<&mut [f64]>,
+) {
     let n = irf.len();
+    debug_assert!(lo <= hi && hi <= n);
     let tau = tau.max(TAU_MIN_BINS);
     let q = 1.0 / tau;
     let e = (-q).exp();
@@ -117,71 +173,120 @@ pub(crate) fn exp_conv(
     let de = e / tt;
     let dk0 = 1.0 - 2.0 * tau * one_minus_e + e;
     let dk1 = 2.0 * tau * one_minus_e * one_minus_e - 2.0 * one_minus_e * e;
-    match period {
+    // Forward scale: K1 for one pulse; with earlier pulses the lag-m kernel sums over pulses,
+    // s = K1 / (1 - rho) with rho = exp(-T / tau), and a backward pass adds the wrapped part.
+    let periodic = period.map(|p| {
+        let p = p.max(n as f64);
+        let one_minus_rho = -(-p * q).exp_m1();
+        let rho = 1.0 - one_minus_rho;
+        let s = k1 / one_minus_rho;
+        let drho = rho * p / tt;
+        let ds = dk1 / one_minus_rho + k1 * drho / (one_minus_rho * one_minus_rho);
+        // Backward recursion C_k = e^q (w0 irf_k + C_{k+1}) with w0 = rho, written with the
+        // combined exponent w = rho e^q = exp(-(p - 1) q) so nothing overflows.
+        let g = q.exp();
+        let w = (-(p - 1.0) * q).exp();
+        Backward {
+            s,
+            ds,
+            g,
+            w,
+            dg: -g / tt,
+            dw: w * (p - 1.0) / tt,
+        }
+    });
+    let (kf, dkf) = periodic.as_ref().map_or((k1, dk1), |b| (b.s, b.ds));
+    out[..lo].fill(0.0);
+    match dout {
         None => {
-            let (mut a, mut da) = (0.0, 0.0);
-            match dout {
-                None => {
-                    for k in 0..n {
-                        out[k] = irf[k] * k0 + k1 * a;
-                        a = e * a + irf[k];
-                    }
+            let mut a = 0.0;
+            for k in lo..hi {
+                out[k] = irf[k] * k0 + kf * a;
+                a = e * a + irf[k];
+            }
+            // After the support: out[hi + j] = kf a e^j.
+            let tail = &mut out[hi..];
+            powers(e, tail);
+            let v = kf * a;
+            tail.iter_mut().for_each(|t| *t *= v);
+            if let Some(b) = periodic {
+                let mut c = 0.0;
+                for k in (lo..hi).rev() {
+                    c = b.w * irf[k] + b.g * c;
+                    out[k] += b.s * c;
                 }
-                Some(dout) => {
-                    for k in 0..n {
-                        out[k] = irf[k] * k0 + k1 * a;
-                        dout[k] = irf[k] * dk0 + dk1 * a + k1 * da;
-                        da = e * da + de * a;
-                        a = e * a + irf[k];
-                    }
+                for o in out[..lo].iter_mut().rev() {
+                    c *= b.g;
+                    *o = b.s * c;
                 }
             }
         }
-        Some(p) => {
-            let p = p.max(n as f64);
-            let one_minus_rho = -(-p * q).exp_m1();
-            let rho = 1.0 - one_minus_rho;
-            let s = k1 / one_minus_rho;
-            let drho = rho * p / tt;
-            let ds = dk1 / one_minus_rho + k1 * drho / (one_minus_rho * one_minus_rho);
-            // Backward recursion C_k = e^q (w0 irf_k + C_{k+1}) with w0 = rho, written with the
-            // combined exponent w = rho e^q = exp(-(p - 1) q) so nothing overflows.
-            let g = q.exp();
-            let w = (-(p - 1.0) * q).exp();
-            let dg = -g / tt;
-            let dw = w * (p - 1.0) / tt;
-            match dout {
-                None => {
-                    let mut a = 0.0;
-                    for k in 0..n {
-                        out[k] = irf[k] * k0 + s * a;
-                        a = e * a + irf[k];
-                    }
-                    let mut c = 0.0;
-                    for k in (0..n).rev() {
-                        c = w * irf[k] + g * c;
-                        out[k] += s * c;
-                    }
+        Some(dout) => {
+            dout[..lo].fill(0.0);
+            let (mut a, mut da) = (0.0, 0.0);
+            for k in lo..hi {
+                out[k] = irf[k] * k0 + kf * a;
+                dout[k] = irf[k] * dk0 + dkf * a + kf * da;
+                da = e * da + de * a;
+                a = e * a + irf[k];
+            }
+            // After the support a_j = A e^j and da_j = DA e^j + j de A e^(j-1), so
+            // dout[hi + j] = (dkf A + kf DA) e^j + kf de A j e^(j-1).
+            let tail = &mut out[hi..];
+            powers(e, tail);
+            let dtail = &mut dout[hi..];
+            let (c1, c2) = (dkf * a + kf * da, kf * de * a);
+            if let (Some(d0), Some(t0)) = (dtail.first_mut(), tail.first()) {
+                *d0 = c1 * t0;
+            }
+            // j counts in eight lanes so no single add chain paces the loop.
+            let mut lane = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+            let len = tail.len().saturating_sub(1);
+            let mut d8 = dtail.get_mut(1..).unwrap_or_default().chunks_exact_mut(8);
+            let mut t8 = tail
+                .get(1..)
+                .unwrap_or_default()
+                .chunks_exact(8)
+                .zip(tail[..len].chunks_exact(8));
+            for (d, (now, prev)) in (&mut d8).zip(&mut t8) {
+                for i in 0..8 {
+                    d[i] = c1 * now[i] + c2 * lane[i] * prev[i];
+                    lane[i] += 8.0;
                 }
-                Some(dout) => {
-                    let (mut a, mut da) = (0.0, 0.0);
-                    for k in 0..n {
-                        out[k] = irf[k] * k0 + s * a;
-                        dout[k] = irf[k] * dk0 + ds * a + s * da;
-                        da = e * da + de * a;
-                        a = e * a + irf[k];
-                    }
-                    let (mut c, mut dc) = (0.0, 0.0);
-                    for k in (0..n).rev() {
-                        dc = dw * irf[k] + dg * c + g * dc;
-                        c = w * irf[k] + g * c;
-                        out[k] += s * c;
-                        dout[k] += ds * c + s * dc;
-                    }
+            }
+            let done = len - len % 8;
+            for j in done + 1..tail.len() {
+                dtail[j] = c1 * tail[j] + c2 * j as f64 * tail[j - 1];
+            }
+            let v = kf * a;
+            tail.iter_mut().for_each(|t| *t *= v);
+            if let Some(b) = periodic {
+                let (mut c, mut dc) = (0.0, 0.0);
+                for k in (lo..hi).rev() {
+                    dc = b.dw * irf[k] + b.dg * c + b.g * dc;
+                    c = b.w * irf[k] + b.g * c;
+                    out[k] += b.s * c;
+                    dout[k] += b.ds * c + b.s * dc;
+                }
+                for k in (0..lo).rev() {
+                    dc = b.dg * c + b.g * dc;
+                    c *= b.g;
+                    out[k] = b.s * c;
+                    dout[k] = b.ds * c + b.s * dc;
                 }
             }
         }
     }
+}
+
+/// Constants of the backward (earlier pulses) pass of [`exp_conv`] and their tau derivatives.
+struct Backward {
+    s: f64,
+    ds: f64,
+    g: f64,
+    w: f64,
+    dg: f64,
+    dw: f64,
 }
 
 #[cfg(test)]
@@ -238,18 +343,34 @@ mod tests {
 
     #[test]
     fn tau_derivative_matches_finite_difference() {
-        let irf: Vec<f64> = (0..64)
+        // Full support, and a compact one (zero head and tail: the geometric paths).
+        let full: Vec<f64> = (0..64)
             .map(|k| (-((k as f64 - 10.0) / 2.0).powi(2)).exp())
             .collect();
-        for period in [None, Some(80.0)] {
+        let compact: Vec<f64> = full
+            .iter()
+            .map(|&v| if v > 1e-3 { v } else { 0.0 })
+            .collect();
+        assert!(compact[0] == 0.0 && compact[63] == 0.0 && compact[10] > 0.0);
+        for (irf, period) in [
+            (&full, None),
+            (&full, Some(80.0)),
+            (&compact, None),
+            (&compact, Some(80.0)),
+        ] {
             for tau in [0.3, 5.0, 200.0] {
                 let mut out = vec![0.0; 64];
                 let mut d = vec![0.0; 64];
-                exp_conv(&irf, tau, period, &mut out, Some(&mut d));
+                exp_conv(irf, tau, period, &mut out, Some(&mut d));
+                let mut plain = vec![0.0; 64];
+                exp_conv(irf, tau, period, &mut plain, None);
+                for (a, b) in out.iter().zip(&plain) {
+                    assert!((a - b).abs() <= 1e-12 * a.abs(), "{a} vs {b}");
+                }
                 let (mut up, mut dn) = (vec![0.0; 64], vec![0.0; 64]);
                 let h = tau * 1e-6;
-                exp_conv(&irf, tau + h, period, &mut up, None);
-                exp_conv(&irf, tau - h, period, &mut dn, None);
+                exp_conv(irf, tau + h, period, &mut up, None);
+                exp_conv(irf, tau - h, period, &mut dn, None);
                 for k in 0..64 {
                     let fd = (up[k] - dn[k]) / (2.0 * h);
                     assert!(
