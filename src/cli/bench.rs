@@ -39,6 +39,10 @@ pub struct PhotonArgs {
     /// Also compute tcspc_histograms and lifetime_features (1 s windows, 1-exp fits).
     #[arg(long)]
     pub features: bool,
+    /// Messages sent but not yet processed at most: the sender waits for the server beyond
+    /// this, so the sending phase is as long as asked and the rate is the server's.
+    #[arg(long, default_value_t = 8)]
+    pub max_in_flight: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -281,7 +285,18 @@ async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
     let phase = Duration::from_secs_f64(args.seconds);
     let begin = Instant::now();
     let mut sent = 0u64;
+    let max_in_flight = args.max_in_flight.max(1);
     while begin.elapsed() < phase {
+        // The crate's PUSH queues without bound; this window is the backpressure it lacks.
+        if sent >= max_in_flight {
+            anyhow::ensure!(
+                server
+                    .metrics
+                    .wait_processed(sent + 1 - max_in_flight, Duration::from_secs(60))
+                    .await,
+                "server processed nothing for 60 s ({sent} messages sent)"
+            );
+        }
         sender.send(message.clone()).await?;
         sent += 1;
     }
@@ -311,6 +326,7 @@ async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data_dir);
     let report = serde_json::json!({
         "records_per_message": args.records_per_message,
+        "max_in_flight": max_in_flight,
         "store_raw": args.store_raw,
         "features": args.features,
         "messages": sent,

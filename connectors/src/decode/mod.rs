@@ -213,20 +213,40 @@ impl Provenance<'_> {
                     .with_timezone("UTC"),
             ),
             Arc::new(instrument.with_timezone("UTC")),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                &self.header.source,
-                rows,
-            ))),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                self.run_id(),
-                rows,
-            ))),
-            Arc::new(StringArray::from(vec![
-                self.header.condition_id.as_deref();
-                rows
-            ])),
+            Arc::new(repeated_string(&self.header.source, rows)),
+            Arc::new(repeated_string(self.run_id(), rows)),
+            Arc::new(match self.header.condition_id.as_deref() {
+                Some(id) => repeated_string(id, rows),
+                None => StringArray::new_null(rows),
+            }),
             Arc::new(UInt64Array::from_value(self.header.seq, rows)),
         ]
+    }
+}
+
+/// `value` repeated `rows` times, built with bulk copies rather than row by row: a message of
+/// raw TCSPC records decodes to hundreds of thousands of rows, and these constant columns were
+/// a large share of the work.
+fn repeated_string(value: &str, rows: usize) -> arrow_array::StringArray {
+    use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+    let len = value.len();
+    match len
+        .checked_mul(rows)
+        .and_then(|total| i32::try_from(total).ok())
+    {
+        Some(_) => {
+            // Offsets 0, len, 2 len, ... cannot overflow i32 (checked above) and are monotonic.
+            let offsets: ScalarBuffer<i32> = (0..=rows).map(|i| (i * len) as i32).collect();
+            let values = Buffer::from_vec(value.repeat(rows).into_bytes());
+            // SAFETY: the values are `rows` copies of a `&str`, so valid UTF-8, and every offset
+            // is a multiple of its length, so a character boundary within them; the offsets
+            // start at 0, never decrease and end at the buffer's length.
+            unsafe {
+                arrow_array::StringArray::new_unchecked(OffsetBuffer::new(offsets), values, None)
+            }
+        }
+        // Beyond 2 GiB of text: arrow's own builder (which reports the overflow).
+        None => arrow_array::StringArray::from_iter_values(std::iter::repeat_n(value, rows)),
     }
 }
 

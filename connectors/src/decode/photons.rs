@@ -153,12 +153,25 @@ fn build(
     if rows == 0 {
         return Err(DecodeError::payload("message holds no photons"));
     }
-    if let Some(bad) = photons.micro_time_ps.iter().find(|&&t| t < 0) {
+    // The minimum (a loop the compiler vectorises) rather than the first negative value.
+    if let Some(bad) = photons
+        .micro_time_ps
+        .iter()
+        .copied()
+        .min()
+        .filter(|&t| t < 0)
+    {
         return Err(DecodeError::Values(format!(
             "micro_time_ps {bad} is negative"
         )));
     }
-    if let Some(bad) = photons.macro_time_ps.iter().find(|&&t| t < 0) {
+    if let Some(bad) = photons
+        .macro_time_ps
+        .iter()
+        .copied()
+        .min()
+        .filter(|&t| t < 0)
+    {
         return Err(DecodeError::Values(format!(
             "macro_time_ps {bad} is negative"
         )));

@@ -344,3 +344,13 @@ fn time_tags_carry_the_last_sync_across_messages_and_reset_on_a_gap() {
     let err = decode_message_stateful(&bad.frames(), &ctx, &mut streams).expect_err("refused");
     assert!(err.1.to_string().contains("detector_channels"), "{}", err.1);
 }
+
+#[test]
+fn repeated_string_columns_are_valid_and_equal_to_row_by_row() {
+    for (value, rows) in [("spec-1", 5), ("é-ünïcode", 3), ("", 4), ("x", 0)] {
+        let fast = repeated_string(value, rows);
+        arrow::array::Array::to_data(&fast).validate_full().unwrap();
+        let slow = arrow_array::StringArray::from_iter_values(std::iter::repeat_n(value, rows));
+        assert_eq!(fast, slow, "{value:?} x {rows}");
+    }
+}
