@@ -635,8 +635,10 @@ fn poisson_residual(y: f64, inv_y: f64, sqrt_y: f64, m: f64) -> (f64, f64) {
     let root = dev.sqrt();
     let u = m - y;
     let r = if u <= 0.0 { root } else { -root };
-    let inv_m = 1.0 / m;
-    let inv_root = 1.0 / root;
+    // One division for both 1 / m and 1 / root (the root floored so that 0 stays finite).
+    let root_floored = root.max(1e-150);
+    let q = 1.0 / (m * root_floored);
+    let (inv_m, inv_root) = (root_floored * q, m * q);
     let near = u.abs() < 1e-7 * y || root == 0.0;
     let d = if !counted {
         -inv_root
