@@ -205,32 +205,6 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// HydraHarp v2 T3 records: photons 40 syncs apart on 2 channels with exponential delays, and an
-/// overflow record every 1024 syncs, as the instrument writes them.
-fn hydraharp_records(count: usize) -> Vec<u8> {
-    const OVERFLOW: u32 = (1 << 31) | (63 << 25) | 1;
-    let mut bytes = Vec::with_capacity(4 * count);
-    let mut sync: u32 = 0;
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    while bytes.len() < 4 * count {
-        sync += 40;
-        if sync >= 1024 {
-            sync -= 1024;
-            bytes.extend_from_slice(&OVERFLOW.to_le_bytes());
-            continue;
-        }
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let uniform = ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let dtime = (300.0 - 250.0 * uniform.ln()).min(1_500.0) as u32;
-        let channel = (state & 1) as u32;
-        let record = (channel << 25) | (dtime << 10) | sync;
-        bytes.extend_from_slice(&record.to_le_bytes());
-    }
-    bytes
-}
-
 async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
     use flowdaq_daq::config::{SourceConfig, StatisticChoice, TcspcSourceConfig};
     let data_dir =
@@ -268,11 +242,15 @@ async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
         .await
         .context("starting the server")?;
     let pull = server.endpoints.pull.clone().context("no PULL endpoint")?;
-    let records = hydraharp_records(args.records_per_message);
+    let records =
+        flowdaq_connectors::sim::tcspc_records::hydraharp_t3_records(args.records_per_message);
     let overflows = records.chunks_exact(4).filter(|r| r[3] & 0x80 != 0).count() as u64;
     let photons_per_message = args.records_per_message as u64 - overflows;
     let message = OutboundMessage::new("tcspc-bench", StreamKind::Photons)
-        .meta("record_type", 0x0101_0304u32)
+        .meta(
+            "record_type",
+            flowdaq_connectors::sim::tcspc_records::HYDRAHARP_V2_T3,
+        )
         .meta("macro_unit_ps", 1e12 / sync_rate_hz)
         .meta("micro_bin_ps", 16.0)
         .raw_array(

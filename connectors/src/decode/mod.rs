@@ -201,9 +201,12 @@ impl Provenance<'_> {
         rows: usize,
         instrument_times_ns: Option<Vec<i64>>,
     ) -> Vec<arrow_array::ArrayRef> {
-        let instrument = match instrument_times_ns {
-            Some(times) => TimestampNanosecondArray::from(times),
-            None => TimestampNanosecondArray::from(vec![self.header.instrument_time_ns; rows]),
+        // A constant column by fill, not from a vector of options (that builds a validity
+        // bitmap bit by bit).
+        let instrument = match (instrument_times_ns, self.header.instrument_time_ns) {
+            (Some(times), _) => TimestampNanosecondArray::from(times),
+            (None, Some(time)) => TimestampNanosecondArray::from_value(time, rows),
+            (None, None) => TimestampNanosecondArray::new_null(rows),
         };
         use arrow_array::{StringArray, TimestampNanosecondArray, UInt64Array};
         use std::sync::Arc;
