@@ -17,8 +17,8 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use super::axis::{nm_to_ev, WavelengthAxis};
 use super::flags::QualityFlags;
 use super::input::{Pixels, SpectraView};
-use super::integrate::quantile_pixel;
-use super::output::{dispatch, offsets_i32, prefetch, BatchKernel, F64Col, U32Col};
+use super::integrate::quantile_pixels;
+use super::output::{dispatch, offsets_i32, Ahead, BatchKernel, F64Col, U32Col};
 use super::peaks::{find_peaks_summarized, Peak, PeakScratch, Sample};
 use super::preprocess::{Pipeline, Preprocessing};
 use super::scan::Weights;
@@ -268,6 +268,7 @@ pub fn pl_features(
         ctx: Ctx {
             axis,
             h: &h,
+            hmax: h.iter().copied().fold(0.0, f64::max),
             w: &w,
             opts,
         },
@@ -289,6 +290,8 @@ pub fn pl_features(
 struct Ctx<'a> {
     axis: WavelengthAxis<'a>,
     h: &'a [f64],
+    /// Largest of `h` (bounds the quantile search's skips).
+    hmax: f64,
     w: &'a Weights,
     opts: &'a PeakOptions,
 }
@@ -322,14 +325,24 @@ impl BatchKernel for PlKernel<'_> {
             }
             let y = &pixels[pix];
             // The next spectrum streams in from memory while this one is analysed in cache.
-            if row + 1 < self.view.len() {
-                prefetch(&pixels[self.view.range(row + 1)]);
-            }
+            let ahead = if row + 1 < self.view.len() {
+                &pixels[self.view.range(row + 1)]
+            } else {
+                &[]
+            };
             match self.pipeline.as_mut() {
-                None => analyze(y, None, &mut scratch, &mut order, &self.ctx, &mut self.cols),
+                None => analyze(
+                    y,
+                    None,
+                    ahead,
+                    &mut scratch,
+                    &mut order,
+                    &self.ctx,
+                    &mut self.cols,
+                ),
                 Some(pipe) => {
                     // Saturation and finiteness are judged on the raw pixels (vectorised pass).
-                    scratch.summary.compute(y, None);
+                    scratch.summary.compute_ahead(y, None, ahead);
                     if !scratch.summary.finite {
                         self.cols.push_unusable(QualityFlags::NON_FINITE_PIXELS);
                         continue;
@@ -343,6 +356,7 @@ impl BatchKernel for PlKernel<'_> {
                     analyze(
                         &work,
                         Some(raw_max),
+                        &[],
                         &mut scratch64,
                         &mut order,
                         &self.ctx,
@@ -368,6 +382,7 @@ struct MainPeak {
 fn analyze<T: Sample>(
     y: &[T],
     raw_max: Option<f64>,
+    ahead: &[T],
     sc: &mut PeakScratch<T>,
     order: &mut Vec<usize>,
     ctx: &Ctx<'_>,
@@ -379,7 +394,10 @@ fn analyze<T: Sample>(
         work,
         peaks,
     } = sc;
-    s.compute(y, Some(ctx.w));
+    // Half of the next spectrum is requested during the pass, the rest in quarters of that
+    // between the steps below.
+    let mut ahead = Ahead::new(ahead);
+    s.compute_ahead(y, Some(ctx.w), ahead.take(1, 2));
     if !s.finite {
         cols.push_unusable(QualityFlags::NON_FINITE_PIXELS);
         return;
@@ -394,9 +412,9 @@ fn analyze<T: Sample>(
         flags.insert(QualityFlags::SATURATED);
     }
     let integral = (n >= 2).then_some(s.integral);
-    let iqr = quantile_pixel(y, ctx.h, s, 0.25)
-        .zip(quantile_pixel(y, ctx.h, s, 0.75))
-        .map(|(a, b)| (ctx.axis.nm_at(b) - ctx.axis.nm_at(a)).abs());
+    ahead.upto(5, 8);
+    let iqr = quantile_pixels(y, ctx.h, ctx.hmax, s, [0.25, 0.75])
+        .map(|[a, b]| (ctx.axis.nm_at(b) - ctx.axis.nm_at(a)).abs());
     let range = gmax - gmin;
     if !(range > ctx.opts.flat_threshold) {
         flags.insert(QualityFlags::FLAT_SPECTRUM | QualityFlags::NO_PEAK);
@@ -410,7 +428,9 @@ fn analyze<T: Sample>(
         .opts
         .min_prominence
         .max(ctx.opts.min_relative_prominence * range);
+    ahead.upto(6, 8);
     find_peaks_summarized(y, p, s, work, peaks);
+    ahead.upto(7, 8);
     if peaks.is_empty() {
         flags.insert(QualityFlags::NO_PEAK);
         cols.push_row(flags, None, integral, iqr, Some(0));
@@ -429,6 +449,7 @@ fn analyze<T: Sample>(
         flags.insert(QualityFlags::PEAK_AT_EDGE);
     }
     let wd = width_summarized(y, s, &main, 0.5);
+    ahead.upto(1, 1);
     let (l_nm, r_nm) = (ctx.axis.nm_at(wd.left_ip), ctx.axis.nm_at(wd.right_ip));
     let mp = MainPeak {
         wavelength_nm: ctx.axis.nm_at(parabolic_vertex(y, main.index)),

@@ -9,7 +9,7 @@ use super::axis::WavelengthAxis;
 use super::peaks::Sample;
 #[cfg(test)]
 use super::scan::Weights;
-use super::scan::{Summary, CHUNK};
+use super::scan::{Summary, CHUNK, SUPER};
 use super::SpectralError;
 
 #[inline(always)]
@@ -106,42 +106,81 @@ pub fn iqr_nm<T: Sample>(axis: &WavelengthAxis<'_>, y: &[T]) -> Result<Option<f6
 
 /// Fractional pixel where the cumulative positive integral (in pixel order) reaches the
 /// fraction `q` of the total, using the chunk summaries to skip to the right chunk.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn quantile_pixel<T: Sample>(y: &[T], h: &[f64], s: &Summary<T>, q: f64) -> Option<f64> {
+    let hmax = h.iter().copied().fold(0.0, f64::max);
+    quantile_pixels(y, h, hmax, s, [q]).map(|[p]| p)
+}
+
+/// [`quantile_pixel`] for several fractions `qs` (ascending) in one walk: each search resumes
+/// at the chunk where the previous one ended, which is where it would have arrived anyway
+/// (every earlier chunk ends below the smaller target), so the results are identical to
+/// separate searches. `hmax` is the largest half-step: with it a whole super-chunk is passed
+/// in one step when even the largest cumulative value any of its chunks could test is below
+/// the target (all terms are non-negative and rounding is monotonic, so this is exact).
+#[inline(always)]
+pub(crate) fn quantile_pixels<T: Sample, const K: usize>(
+    y: &[T],
+    h: &[f64],
+    hmax: f64,
+    s: &Summary<T>,
+    qs: [f64; K],
+) -> Option<[f64; K]> {
     let n = y.len();
     if !(s.integral_pos > 0.0 && s.integral_pos.is_finite()) || n < 2 {
         return None;
     }
-    let target = q * s.integral_pos;
-    let mut wcum = 0.0;
-    for (c, &wc) in s.wpos.iter().enumerate() {
-        let start = c * CHUNK;
-        let end = (start + CHUNK).min(n);
-        let wend = wcum + wc;
-        // cumulative integral at pixel `end`: sum(w*y+) before it plus the half segment into it
-        let c_end = if end < n {
-            wend + h[end - 1] * pos(y[end])
-        } else {
-            wend
-        };
-        if c_end >= target {
-            let mut cum = if start > 0 {
-                wcum + h[start - 1] * pos(y[start])
-            } else {
-                0.0
-            };
-            for i in start..n - 1 {
-                let seg = h[i] * (pos(y[i]) + pos(y[i + 1]));
-                if seg > 0.0 && cum + seg >= target {
-                    return Some(i as f64 + ((target - cum) / seg).clamp(0.0, 1.0));
+    let mut out = [(n - 1) as f64; K];
+    let (mut c, mut wcum) = (0, 0.0);
+    'targets: for (slot, &q) in out.iter_mut().zip(&qs) {
+        let target = q * s.integral_pos;
+        while let Some(&wc) = s.wpos.get(c) {
+            if c.is_multiple_of(SUPER) {
+                if let Some(&wnext) = s.wcum_super.get(c / SUPER) {
+                    // the largest pixel a chunk end of this super-chunk can look at
+                    let next = (c + SUPER) * CHUNK;
+                    let top = match y.get(next) {
+                        Some(&v) if v > s.smax[c / SUPER] => v,
+                        _ => s.smax[c / SUPER],
+                    };
+                    if wnext + hmax * pos(top) < target {
+                        wcum = wnext;
+                        c += SUPER;
+                        continue;
+                    }
                 }
-                cum += seg;
             }
-            return Some((n - 1) as f64);
+            let start = c * CHUNK;
+            let end = (start + CHUNK).min(n);
+            let wend = wcum + wc;
+            // cumulative integral at pixel `end`: sum(w*y+) before it plus the half segment into it
+            let c_end = if end < n {
+                wend + h[end - 1] * pos(y[end])
+            } else {
+                wend
+            };
+            if c_end >= target {
+                let mut cum = if start > 0 {
+                    wcum + h[start - 1] * pos(y[start])
+                } else {
+                    0.0
+                };
+                for i in start..n - 1 {
+                    let seg = h[i] * (pos(y[i]) + pos(y[i + 1]));
+                    if seg > 0.0 && cum + seg >= target {
+                        *slot = i as f64 + ((target - cum) / seg).clamp(0.0, 1.0);
+                        continue 'targets;
+                    }
+                    cum += seg;
+                }
+                // not reached pixel by pixel: the last pixel (the next search starts here too)
+                continue 'targets;
+            }
+            wcum = wend;
+            c += 1;
         }
-        wcum = wend;
     }
-    Some((n - 1) as f64)
+    Some(out)
 }
 
 #[cfg(test)]
@@ -192,7 +231,7 @@ mod tests {
     #[test]
     fn summary_path_matches_direct_path() {
         // Non-uniform axis, negative pixels, lengths around chunk boundaries.
-        for n in [2usize, 3, 31, 32, 33, 64, 65, 1000] {
+        for n in [2usize, 3, 31, 32, 33, 64, 65, 1000, 2048, 2100] {
             let x: Vec<f64> = (0..n)
                 .map(|i| 300.0 + i as f64 + 1e-3 * (i * i) as f64)
                 .collect();
@@ -218,6 +257,23 @@ mod tests {
                     (s.integral - direct).abs() <= tol * direct.abs().max(1.0),
                     "n={n} portable={portable}"
                 );
+                // One walk for several fractions gives what separate walks give.
+                let hmax = h.iter().copied().fold(0.0, f64::max);
+                let qs = [0.1, 0.25, 0.5, 0.75, 0.9];
+                let joint = quantile_pixels(&y, &h, hmax, &s, qs).unwrap();
+                for (q, j) in qs.into_iter().zip(joint) {
+                    assert_eq!(Some(j), quantile_pixel(&y, &h, &s, q), "n={n} q={q}");
+                }
+                // Skipping whole super-chunks changes nothing.
+                let mut plain = Summary::<f32>::default();
+                if portable {
+                    plain.compute_portable(&y, Some(&w.w64));
+                } else {
+                    plain.compute(&y, Some(&w));
+                    assert_eq!(s.wcum_super.len(), n / (CHUNK * SUPER), "n={n}");
+                }
+                plain.wcum_super.clear();
+                assert_eq!(quantile_pixels(&y, &h, hmax, &plain, qs), Some(joint));
                 for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
                     let want = emission_quantile_nm(&axis, &y, q).unwrap().unwrap();
                     let got = axis.nm_at(quantile_pixel(&y, &h, &s, q).unwrap());

@@ -1,4 +1,5 @@
-//! Output column builders shared by the feature kernels, and the CPU-feature dispatch.
+//! Output column builders shared by the feature kernels, the CPU-feature dispatch and the
+//! prefetch of the next spectrum.
 //!
 //! Columns are preallocated to the number of spectra and filled row by row (values plus a
 //! validity bitmap), then handed to Arrow without copying. The dispatch compiles a batch loop a
@@ -150,4 +151,43 @@ pub(crate) fn prefetch<T>(data: &[T]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = data;
+}
+
+/// The next spectrum, prefetched in parts while this one is analysed ([`Self::upto`]) so that
+/// the line requests overlap with the work instead of stalling the core in one burst; whatever
+/// is left is requested when it is dropped (early returns included).
+pub(crate) struct Ahead<'a, T> {
+    data: &'a [T],
+    done: usize,
+}
+
+impl<'a, T> Ahead<'a, T> {
+    pub(crate) fn new(data: &'a [T]) -> Self {
+        Self { data, done: 0 }
+    }
+
+    /// Prefetches up to the fraction `num / den` of the spectrum (whatever is not yet done).
+    #[inline(always)]
+    pub(crate) fn upto(&mut self, num: usize, den: usize) {
+        let end = (self.data.len() * num / den.max(1)).min(self.data.len());
+        if end > self.done {
+            prefetch(&self.data[self.done..end]);
+            self.done = end;
+        }
+    }
+
+    /// The part not yet prefetched, handed to a pass that prefetches as it goes.
+    #[inline(always)]
+    pub(crate) fn take(&mut self, num: usize, den: usize) -> &'a [T] {
+        let end = (self.data.len() * num / den.max(1)).min(self.data.len());
+        let part = self.data.get(self.done..end).unwrap_or(&[]);
+        self.done = self.done.max(end);
+        part
+    }
+}
+
+impl<T> Drop for Ahead<'_, T> {
+    fn drop(&mut self) {
+        self.upto(1, 1);
+    }
 }

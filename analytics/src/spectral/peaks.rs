@@ -177,9 +177,13 @@ fn hysteresis_segments<T: Sample>(
         if st.skip(s.min[c], s.max[c], p) {
             continue;
         }
-        // Something may happen in this chunk. A flank usually runs one way: try that first,
-        // then look at it in blocks of 8 with both tests, and step through what remains.
+        // Something may happen in this chunk.
         let (cs, end) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+        if end - cs == CHUNK && st.quiet_scan(y, cs, end, p, out) {
+            continue;
+        }
+        // Without the exact block scan: a flank usually runs one way, try that first, then
+        // look at it in blocks of 8 with both tests, and step through what remains.
         if end - cs == CHUNK && cs > 0 {
             let (mn, mx, up, down) = T::block_stats(y, cs, end);
             if st.skip_one_way(mn, mx, up, down, p) {
@@ -258,6 +262,42 @@ impl<T: Sample> Hysteresis<T> {
         false
     }
 
+    /// Scans the whole chunk `y[cs..end]` with [`Sample::hysteresis_quiet`] (exact: each
+    /// sample is tested against the running extreme up to it), stepping one by one only
+    /// through the 8-pixel blocks in which the mode switches. False (nothing done) if the
+    /// type has no such scan.
+    #[inline(always)]
+    fn quiet_scan(
+        &mut self,
+        y: &[T],
+        cs: usize,
+        end: usize,
+        p: f64,
+        out: &mut Vec<(usize, usize, T)>,
+    ) -> bool {
+        let mut k = cs;
+        while k < end {
+            let extreme = if self.rising { self.hi } else { self.lo };
+            let Some((stop, ext)) = T::hysteresis_quiet(y, k, end, self.rising, extreme, p) else {
+                return false;
+            };
+            if self.rising {
+                self.hi = ext;
+            } else {
+                self.lo = ext;
+            }
+            if stop >= end {
+                break;
+            }
+            let e = (stop + SUB).min(end);
+            for (j, &x) in y[stop..e].iter().enumerate() {
+                self.step(x, stop + j, p, out);
+            }
+            k = e;
+        }
+        true
+    }
+
     /// One sample of the scan; closes a segment `(start, k, max)` on a fall of `p`.
     #[inline(always)]
     fn step(&mut self, x: T, k: usize, p: f64, out: &mut Vec<(usize, usize, T)>) {
@@ -300,9 +340,9 @@ fn candidates<T: Sample>(
             let to = ((c + 1) * CHUNK).min(end);
             let mut j = from;
             while j < to {
-                if y[j] != hv {
-                    j += 1;
-                    continue;
+                match T::find_eq(y, j, to, hv) {
+                    Some(k) => j = k,
+                    None => break,
                 }
                 let mut a = j;
                 while a > 0 && y[a - 1] == hv {
@@ -322,6 +362,49 @@ fn candidates<T: Sample>(
     }
 }
 
+/// One stretch of scipy's base walk over `y[lo..hi]`: from `hi - 1` down (`LEFT`) or from `lo`
+/// up, while samples are `<= v`, lowering `best` only on a strictly smaller sample and moving
+/// `base` there (so among equal minima the first one met). Done as three vector searches
+/// (where the walk stops, the minimum before that, its first occurrence) instead of a branch
+/// per pixel. Returns (stopped at a sample above `v`, `best` lowered).
+#[inline(always)]
+fn walk_span<T: Sample, const LEFT: bool>(
+    y: &[T],
+    lo: usize,
+    hi: usize,
+    v: T,
+    best: &mut T,
+    base: &mut usize,
+) -> (bool, bool) {
+    let stop = if LEFT {
+        T::last_above(y, lo, hi, v)
+    } else {
+        T::first_above(y, lo, hi, v)
+    };
+    let (a, b) = match stop {
+        Some(k) if LEFT => (k + 1, hi),
+        Some(k) => (lo, k),
+        None => (lo, hi),
+    };
+    let mut lowered = false;
+    if a < b {
+        let m = T::min_in(y, a, b);
+        if m < *best {
+            let at = if LEFT {
+                T::rfind_eq(y, a, b, m)
+            } else {
+                T::find_eq(y, a, b, m)
+            };
+            if let Some(k) = at {
+                *best = m;
+                *base = k;
+                lowered = true;
+            }
+        }
+    }
+    (stop.is_some(), lowered)
+}
+
 /// scipy's left base walk, skipping whole chunks whose maximum does not exceed the peak.
 #[inline(always)]
 fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
@@ -330,17 +413,8 @@ fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
     let mut base = i;
     let mut best_chunk = None;
     let ci = i / CHUNK;
-    let mut k = i + 1;
-    while k > ci * CHUNK {
-        k -= 1;
-        let x = y[k];
-        if !(x <= v) {
-            return (best, base);
-        }
-        if x < best {
-            best = x;
-            base = k;
-        }
+    if walk_span::<T, true>(y, ci * CHUNK, i + 1, v, &mut best, &mut base).0 {
+        return (best, base);
     }
     let mut c = ci;
     let mut best_super = None;
@@ -367,19 +441,10 @@ fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
             }
             continue;
         }
-        let mut k = (c + 1) * CHUNK;
-        while k > c * CHUNK {
-            k -= 1;
-            let x = y[k];
-            if !(x <= v) {
-                break;
-            }
-            if x < best {
-                best = x;
-                base = k;
-                best_chunk = None;
-                best_super = None;
-            }
+        let (lo, hi) = (c * CHUNK, (c + 1) * CHUNK);
+        if walk_span::<T, true>(y, lo, hi, v, &mut best, &mut base).1 {
+            best_chunk = None;
+            best_super = None;
         }
         break;
     }
@@ -390,13 +455,9 @@ fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
             .find(|&c| s.min[c] == best);
     }
     if let Some(c) = best_chunk {
-        let mut k = (c + 1) * CHUNK;
-        while k > c * CHUNK {
-            k -= 1;
-            if y[k] == best {
-                base = k;
-                break;
-            }
+        // the occurrence nearest the peak (the walk keeps the first one it meets)
+        if let Some(k) = T::rfind_eq(y, c * CHUNK, (c + 1) * CHUNK, best) {
+            base = k;
         }
     }
     (best, base)
@@ -411,14 +472,9 @@ fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
     let mut base = i;
     let mut best_chunk = None;
     let ci = i / CHUNK;
-    for (k, &x) in y.iter().enumerate().take(((ci + 1) * CHUNK).min(n)).skip(i) {
-        if !(x <= v) {
-            return (best, base);
-        }
-        if x < best {
-            best = x;
-            base = k;
-        }
+    let first_end = ((ci + 1) * CHUNK).min(n);
+    if walk_span::<T, false>(y, i, first_end, v, &mut best, &mut base).0 {
+        return (best, base);
     }
     let chunks = s.max.len();
     let mut best_super = None;
@@ -445,21 +501,10 @@ fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
             c += 1;
             continue;
         }
-        for (k, &x) in y
-            .iter()
-            .enumerate()
-            .take(((c + 1) * CHUNK).min(n))
-            .skip(c * CHUNK)
-        {
-            if !(x <= v) {
-                break;
-            }
-            if x < best {
-                best = x;
-                base = k;
-                best_chunk = None;
-                best_super = None;
-            }
+        let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+        if walk_span::<T, false>(y, lo, hi, v, &mut best, &mut base).1 {
+            best_chunk = None;
+            best_super = None;
         }
         break;
     }
@@ -467,12 +512,8 @@ fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
         best_chunk = (sc * SUPER..((sc + 1) * SUPER).min(chunks)).find(|&c| s.min[c] == best);
     }
     if let Some(c) = best_chunk {
-        let from = c * CHUNK;
-        if let Some(off) = y[from..((c + 1) * CHUNK).min(n)]
-            .iter()
-            .position(|&x| x == best)
-        {
-            base = from + off;
+        if let Some(k) = T::find_eq(y, c * CHUNK, ((c + 1) * CHUNK).min(n), best) {
+            base = k;
         }
     }
     (best, base)
@@ -705,6 +746,51 @@ mod tests {
         let mut scratch = PeakScratch::new();
         check(&y, 1.0, &mut scratch);
         assert!(find_peaks(&y, 1.0, &mut scratch).unwrap().len() > 1900);
+    }
+
+    #[test]
+    fn block_scans_match_the_per_sample_hysteresis() {
+        // The chunk skips, the 8-pixel block scan and the stepping must close exactly the
+        // segments that stepping through every sample closes, on ties (integers), flanks with
+        // noise and every magnitude.
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = Summary::default();
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for trial in 0..2000 {
+            let n = rng.random_range(3..700);
+            let y: Vec<f32> = if trial % 2 == 0 {
+                let levels = rng.random_range(2..12);
+                (0..n).map(|_| rng.random_range(0..levels) as f32).collect()
+            } else {
+                let (c, w) = (rng.random_range(0.0..n as f64), rng.random_range(2.0..60.0));
+                let scale = [1e-6f64, 1.0, 3.0e5][trial % 3];
+                (0..n)
+                    .map(|i| {
+                        let t = (i as f64 - c) / w;
+                        (scale * (1000.0 * (-0.5 * t * t).exp() + rng.random_range(-20.0..20.0)))
+                            as f32
+                    })
+                    .collect()
+            };
+            let p = if trial % 2 == 0 {
+                [0.5, 1.0, 2.0, 3.5, 7.0][trial % 5]
+            } else {
+                [3.0, 30.0, 200.0][trial % 3] * [1e-6, 1.0, 3.0e5][trial % 3]
+            };
+            s.compute(&y, None);
+            hysteresis_segments(&y, &s, p, &mut got);
+            let mut st = Hysteresis {
+                rising: false,
+                lo: y[0],
+                hi: y[0],
+                start: 0,
+            };
+            want.clear();
+            for (k, &x) in y.iter().enumerate() {
+                st.step(x, k, p, &mut want);
+            }
+            assert_eq!(got, want, "trial {trial} n={n} p={p}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Peak search, prominence and width walks and the quantile search skip whole chunks by these
 //! summaries and touch pixels one by one only where something happens (a peak flank), which
 //! keeps a 2048-pixel spectrum at about one pass over memory. Float32 input takes the AVX2 pass
-//! in `simd.rs` when the CPU has it; the portable pass uses fixed-width lane arrays.
+//! in `simd.rs` when the CPU has it (and [`Sample`]'s searches inside a chunk go 8 pixels at a
+//! time there); the portable pass uses fixed-width lane arrays.
 
 use std::ops::{Add, Mul, Sub};
 
@@ -38,6 +39,79 @@ pub trait Sample:
     #[doc(hidden)]
     fn as_f32(y: &[Self]) -> Option<&[f32]> {
         let _ = y;
+        None
+    }
+
+    /// The first `j` in `lo..hi` with `!(y[j] <= v)`, if any. Requires `lo <= hi <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn first_above(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        (lo..hi).find(|&j| !(y[j] <= v))
+    }
+
+    /// The last `j` in `lo..hi` with `!(y[j] <= v)`, if any. Requires `lo <= hi <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn last_above(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        (lo..hi).rev().find(|&j| !(y[j] <= v))
+    }
+
+    /// The minimum of `y[lo..hi]` (finite values). Requires `lo < hi <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn min_in(y: &[Self], lo: usize, hi: usize) -> Self {
+        y[lo + 1..hi].iter().fold(y[lo], |m, &x| min_t(x, m))
+    }
+
+    /// The first `j` in `lo..hi` with `y[j] == v`, if any. Requires `lo <= hi <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn find_eq(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        (lo..hi).find(|&j| y[j] == v)
+    }
+
+    /// The last `j` in `lo..hi` with `y[j] == v`, if any. Requires `lo <= hi <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn rfind_eq(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        (lo..hi).rev().find(|&j| y[j] == v)
+    }
+
+    /// The first `j` in `lo..hi` with `!(h < y[j])` (compared in f64), if any: where a walk
+    /// to the right that continues while the samples are above `h` stops.
+    /// Requires `lo <= hi <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn first_not_above(y: &[Self], lo: usize, hi: usize, h: f64) -> Option<usize> {
+        (lo..hi).find(|&j| !(h < y[j].to_f64()))
+    }
+
+    /// The last `j` in `lo..hi` with `!(h < y[j])` (compared in f64), if any: where a walk to
+    /// the left that continues while the samples are above `h` stops.
+    /// Requires `lo <= hi <= len`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn last_not_above(y: &[Self], lo: usize, hi: usize, h: f64) -> Option<usize> {
+        (lo..hi).rev().find(|&j| !(h < y[j].to_f64()))
+    }
+
+    /// The hysteresis scan of `peaks.rs` over `y[start..end]` in blocks of 8 pixels, for as
+    /// long as no block switches the mode: returns the start of the first block in which a
+    /// sample would switch (or `end`) and the running extreme (`rising`: maximum, else
+    /// minimum, starting from `extreme`) over the blocks before it. `None` if this type has no
+    /// such scan (the caller then tests blocks with [`Sample::block_stats`]). Requires
+    /// `start <= end <= len` with `end - start` a multiple of 8, finite values and `p > 0`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn hysteresis_quiet(
+        y: &[Self],
+        start: usize,
+        end: usize,
+        rising: bool,
+        extreme: Self,
+        p: f64,
+    ) -> Option<(usize, Self)> {
+        let _ = (y, start, end, rising, extreme, p);
         None
     }
 
@@ -94,6 +168,100 @@ impl Sample for f32 {
             return unsafe { super::simd::block_stats_f32(y, start, end) };
         }
         block_stats_portable(y, start, end)
+    }
+
+    #[inline(always)]
+    fn hysteresis_quiet(
+        y: &[Self],
+        start: usize,
+        end: usize,
+        rising: bool,
+        extreme: Self,
+        p: f64,
+    ) -> Option<(usize, Self)> {
+        #[cfg(target_arch = "x86_64")]
+        if start <= end
+            && end <= y.len()
+            && (end - start).is_multiple_of(8)
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            // SAFETY: AVX2 checked; start <= end <= len, whole 8-pixel blocks.
+            return Some(unsafe {
+                super::simd::hysteresis_quiet_f32(y, start, end, rising, extreme, p)
+            });
+        }
+        let _ = (y, start, end, rising, extreme, p);
+        None
+    }
+
+    #[inline(always)]
+    fn first_above(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if lo <= hi && hi <= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; lo <= hi <= len.
+            return unsafe { super::simd::first_above_f32(y, lo, hi, v) };
+        }
+        (lo..hi).find(|&j| !(y[j] <= v))
+    }
+
+    #[inline(always)]
+    fn last_above(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if lo <= hi && hi <= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; lo <= hi <= len.
+            return unsafe { super::simd::last_above_f32(y, lo, hi, v) };
+        }
+        (lo..hi).rev().find(|&j| !(y[j] <= v))
+    }
+
+    #[inline(always)]
+    fn min_in(y: &[Self], lo: usize, hi: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if lo < hi && hi <= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; lo < hi <= len.
+            return unsafe { super::simd::min_in_f32(y, lo, hi) };
+        }
+        y[lo + 1..hi].iter().fold(y[lo], |m, &x| min_t(x, m))
+    }
+
+    #[inline(always)]
+    fn find_eq(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if lo <= hi && hi <= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; lo <= hi <= len.
+            return unsafe { super::simd::find_eq_f32(y, lo, hi, v) };
+        }
+        (lo..hi).find(|&j| y[j] == v)
+    }
+
+    #[inline(always)]
+    fn rfind_eq(y: &[Self], lo: usize, hi: usize, v: Self) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if lo <= hi && hi <= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; lo <= hi <= len.
+            return unsafe { super::simd::rfind_eq_f32(y, lo, hi, v) };
+        }
+        (lo..hi).rev().find(|&j| y[j] == v)
+    }
+
+    #[inline(always)]
+    fn first_not_above(y: &[Self], lo: usize, hi: usize, h: f64) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if lo <= hi && hi <= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; lo <= hi <= len.
+            return unsafe { super::simd::first_not_above_f32(y, lo, hi, h) };
+        }
+        (lo..hi).find(|&j| !(h < y[j] as f64))
+    }
+
+    #[inline(always)]
+    fn last_not_above(y: &[Self], lo: usize, hi: usize, h: f64) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if lo <= hi && hi <= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; lo <= hi <= len.
+            return unsafe { super::simd::last_not_above_f32(y, lo, hi, h) };
+        }
+        (lo..hi).rev().find(|&j| !(h < y[j] as f64))
     }
 }
 
@@ -161,6 +329,10 @@ pub(crate) struct Summary<T> {
     /// Minimum and maximum of each run of [`SUPER`] chunks (the last run may be shorter).
     pub(crate) smin: Vec<T>,
     pub(crate) smax: Vec<T>,
+    /// Running sum of `wpos` at the end of each whole run of [`SUPER`] chunks, added in chunk
+    /// order from 0 in f64 (so bit-identical to a sequential walk over `wpos`); may be empty
+    /// (the portable pass sums in lanes and leaves it empty).
+    pub(crate) wcum_super: Vec<f64>,
 }
 
 impl<T: Sample> Summary<T> {
@@ -169,11 +341,16 @@ impl<T: Sample> Summary<T> {
     /// integrals.
     #[inline(always)]
     pub(crate) fn compute(&mut self, y: &[T], weights: Option<&Weights>) {
-        self.min.clear();
-        self.max.clear();
-        self.wpos.clear();
-        self.integral = 0.0;
-        self.integral_pos = 0.0;
+        self.compute_ahead(y, weights, &[]);
+    }
+
+    /// [`Self::compute`], also asking the CPU to pull `ahead` (the next spectrum) into cache a
+    /// little at a time as the pass goes: spread out like this the requests overlap with the
+    /// work, where a burst of 128 line requests would stall the core until memory catches up.
+    #[inline(always)]
+    pub(crate) fn compute_ahead(&mut self, y: &[T], weights: Option<&Weights>, ahead: &[T]) {
+        // Both passes size the vectors themselves (the AVX2 one without clearing first, so
+        // that a batch of equal-length spectra never re-initialises them).
         #[cfg(target_arch = "x86_64")]
         if let (Some(y32), Some(s32)) = (
             T::as_f32(y),
@@ -185,9 +362,15 @@ impl<T: Sample> Summary<T> {
                     super::simd::summarize_f32(
                         y32,
                         weights.map(|w| &w.w32[..]),
-                        &mut s32.min,
-                        &mut s32.max,
-                        &mut s32.wpos,
+                        T::as_f32(ahead).unwrap_or(&[]),
+                        super::simd::SummaryOut {
+                            mins: &mut s32.min,
+                            maxs: &mut s32.max,
+                            wpos: &mut s32.wpos,
+                            smin: &mut s32.smin,
+                            smax: &mut s32.smax,
+                            wcum_super: &mut s32.wcum_super,
+                        },
                     )
                 };
                 s32.gmin = t.gmin;
@@ -195,10 +378,10 @@ impl<T: Sample> Summary<T> {
                 s32.integral = t.integral;
                 s32.integral_pos = t.integral_pos;
                 s32.finite = t.finite;
-                s32.summarize_supers();
                 return;
             }
         }
+        super::output::prefetch(ahead);
         self.compute_portable(y, weights.map(|w| &w.w64[..]));
         self.summarize_supers();
     }
@@ -227,6 +410,7 @@ impl<T: Sample> Summary<T> {
         self.min.clear();
         self.max.clear();
         self.wpos.clear();
+        self.wcum_super.clear();
         self.integral = 0.0;
         self.integral_pos = 0.0;
         if n == 0 {
