@@ -19,6 +19,10 @@ use self::model::{exp_conv_on, IrfShape, TAU_MIN_BINS};
 use self::normal::{sum, NormalEquations};
 use super::{Result, TcspcError};
 
+/// Default relative tolerance of [`FitConfig`]: `sqrt(f64::EPSILON)`, as MINPACK (and lmfit,
+/// scipy's `leastsq`) use. Parameters then stop moving far below their statistical errors.
+pub const DEFAULT_TOLERANCE: f64 = 1.490_116_119_384_765_6e-8;
+
 /// FWHM of a Gaussian in units of its standard deviation, `2 sqrt(2 ln 2)`.
 pub const GAUSSIAN_FWHM_PER_SIGMA: f64 = 2.354_820_045_030_949_3;
 
@@ -85,7 +89,7 @@ pub struct FitConfig {
 
 impl FitConfig {
     /// Defaults: all bins, free background and shift, no previous pulses, automatic start,
-    /// tolerance 1e-10, patience 100.
+    /// tolerance `sqrt(f64::EPSILON)` (~1.5e-8, MINPACK's and so lmfit's default), patience 100.
     pub fn new(components: usize, statistic: FitStatistic, bin_width_ns: f64) -> Self {
         FitConfig {
             components,
@@ -96,7 +100,7 @@ impl FitConfig {
             background: Parameter::Free,
             shift: Parameter::Free,
             initial_tau_ns: None,
-            tolerance: 1e-10,
+            tolerance: DEFAULT_TOLERANCE,
             patience: 100,
         }
     }
