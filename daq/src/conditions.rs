@@ -258,10 +258,10 @@ impl Conditions {
                 continue;
             }
             let mut columns = batch.columns().to_vec();
-            columns[index] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            columns[index] = Arc::new(flowdaq_connectors::decode::repeated_string(
                 condition,
                 batch.num_rows(),
-            )));
+            ));
             *batch = RecordBatch::try_new(batch.schema(), columns)?;
         }
         Ok(())

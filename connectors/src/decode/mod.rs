@@ -230,7 +230,7 @@ impl Provenance<'_> {
 /// `value` repeated `rows` times, built with bulk copies rather than row by row: a message of
 /// raw TCSPC records decodes to hundreds of thousands of rows, and these constant columns were
 /// a large share of the work.
-fn repeated_string(value: &str, rows: usize) -> arrow_array::StringArray {
+pub fn repeated_string(value: &str, rows: usize) -> arrow_array::StringArray {
     use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
     let len = value.len();
     match len
