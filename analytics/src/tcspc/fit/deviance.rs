@@ -54,9 +54,20 @@ fn half_deviance(y: f64, m: f64) -> f64 {
     half_deviance_with_inverse(y, 1.0 / y, m)
 }
 
+/// The Poisson deviance term of one bin, `2 (m - y + y ln(y / m))`, or `2 m` for an empty bin
+/// (`y <= 0`), given `inv_y = 1 / y` (anything when `y <= 0`) and a model `m > 0`. A select,
+/// not a branch, so bin loops vectorise.
+#[inline(always)]
+pub(crate) fn deviance_term(y: f64, inv_y: f64, m: f64) -> f64 {
+    let counted = y > 0.0;
+    let (ys, inv) = if counted { (y, inv_y) } else { (1.0, 1.0) };
+    let half = half_deviance_with_inverse(ys, inv, m);
+    2.0 * if counted { half } else { m }
+}
+
 /// [`half_deviance`] given `inv_y = 1 / y` as well (a fit computes it once per histogram).
 #[inline(always)]
-pub(crate) fn half_deviance_with_inverse(y: f64, inv_y: f64, m: f64) -> f64 {
+fn half_deviance_with_inverse(y: f64, inv_y: f64, m: f64) -> f64 {
     // With x = m / y: m - y + y ln(y / m) = y (x - 1 - ln x).
     let x = m * inv_y;
     let bits = x.to_bits();

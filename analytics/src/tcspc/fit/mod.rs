@@ -633,10 +633,7 @@ fn poisson_residual(y: f64, inv_y: f64, sqrt_y: f64, m: f64) -> (f64, f64) {
     let below = m <= MODEL_FLOOR;
     let m = if below { MODEL_FLOOR } else { m };
     let counted = y > 0.0;
-    let (ys, inv) = if counted { (y, inv_y) } else { (1.0, 1.0) };
-    let half = deviance::half_deviance_with_inverse(ys, inv, m);
-    let dev = 2.0 * if counted { half.max(0.0) } else { m };
-    let root = dev.sqrt();
+    let root = deviance::deviance_term(y, inv_y, m).max(0.0).sqrt();
     let u = m - y;
     let r = if u <= 0.0 { root } else { -root };
     // One division for both 1 / m and 1 / root (the root floored so that 0 stays finite).
@@ -708,11 +705,7 @@ impl Problem<'_> {
                 for ((t, (&y, &m)), &inv_y) in
                     terms.iter_mut().zip(y.iter().zip(model)).zip(&w.inv_y)
                 {
-                    let m = m.max(MODEL_FLOOR);
-                    let counted = y > 0.0;
-                    let (ys, inv) = if counted { (y, inv_y) } else { (1.0, 1.0) };
-                    let half = deviance::half_deviance_with_inverse(ys, inv, m);
-                    *t = 2.0 * if counted { half } else { m };
+                    *t = deviance::deviance_term(y, inv_y, m.max(MODEL_FLOOR));
                 }
                 sum(terms)
             }
