@@ -6,8 +6,9 @@
 //!     cargo bench -p flowdaq-connectors --bench decode
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use flowdaq_analytics::tcspc::records::RecordType;
 use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
-use flowdaq_connectors::sim::tcspc_records::{hydraharp_t3_records, HYDRAHARP_V2_T3};
+use flowdaq_connectors::sim::tcspc_records::hydraharp_t3_records;
 use flowdaq_connectors::OutboundMessage;
 use flowdaq_schemas::{Dtype, StreamKind};
 
@@ -22,7 +23,7 @@ fn bench_photon_message(c: &mut Criterion) {
     g.sample_size(20);
     for records in [16_384usize, 262_144] {
         let frames = OutboundMessage::new("tcspc-bench", StreamKind::Photons)
-            .meta("record_type", HYDRAHARP_V2_T3)
+            .meta("record_type", RecordType::HydraHarpV2T3.code())
             .meta("macro_unit_ps", 25_000.0)
             .meta("micro_bin_ps", 16.0)
             .raw_array(

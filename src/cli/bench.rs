@@ -249,7 +249,7 @@ async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
     let message = OutboundMessage::new("tcspc-bench", StreamKind::Photons)
         .meta(
             "record_type",
-            flowdaq_connectors::sim::tcspc_records::HYDRAHARP_V2_T3,
+            flowdaq_analytics::tcspc::records::RecordType::HydraHarpV2T3.code(),
         )
         .meta("macro_unit_ps", 1e12 / sync_rate_hz)
         .meta("micro_bin_ps", 16.0)

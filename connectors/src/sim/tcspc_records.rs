@@ -3,10 +3,8 @@
 //! `flowdaq bench photons` and the decoder's criterion bench need the same realistic record
 //! stream (photons, overflow records, two channels) without a file: this writes it.
 
-/// Record type code of HydraHarp v2 T3 records (`meta.record_type` of a photons message).
-pub const HYDRAHARP_V2_T3: u32 = 0x0101_0304;
-
-/// HydraHarp v2 T3 records: photons 40 syncs apart on 2 channels with exponential delays, and an
+/// HydraHarp v2 T3 records (`RecordType::HydraHarpV2T3`, whose `code()` is the message's
+/// `meta.record_type`): photons 40 syncs apart on 2 channels with exponential delays, and an
 /// overflow record every 1024 syncs, as the instrument writes them.
 pub fn hydraharp_t3_records(count: usize) -> Vec<u8> {
     const OVERFLOW: u32 = (1 << 31) | (63 << 25) | 1;
