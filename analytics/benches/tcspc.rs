@@ -6,10 +6,13 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flowdaq_analytics::tcspc::fit::{FitConfig, FitStatistic, Irf, LifetimeFitter};
-use flowdaq_analytics::tcspc::histogram::{HistogramLayout, MicroTimeHistogram};
+use flowdaq_analytics::tcspc::histogram::{
+    HistogramLayout, HistogramWindow, HistogramWindower, MicroTimeHistogram,
+};
 use flowdaq_analytics::tcspc::phasor::{Phasor, PhasorCalculator};
 use flowdaq_analytics::tcspc::records::{
-    decode_into, decode_records, DecoderState, PhotonColumns, RecordType, TimeBase,
+    decode_events, decode_into, decode_records, DecoderState, EventColumns, PhotonColumns,
+    RecordType, TimeBase,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -83,6 +86,44 @@ fn bench_decode(c: &mut Criterion) {
                 &mut cols,
             )
             .unwrap()
+        })
+    });
+    g.bench_function("hydraharp_v2_t3_events", |b| {
+        let mut events = EventColumns::default();
+        b.iter(|| {
+            events.clear();
+            decode_events(
+                RecordType::HydraHarpV2T3,
+                &bytes,
+                &mut DecoderState::default(),
+                &mut events,
+            )
+            .unwrap()
+        })
+    });
+    // The live path without stored photons: each message of 65,536 records decoded to native
+    // events (cache-resident, as on the ingest thread), then windowed into 0.1 s histograms.
+    g.bench_function("hydraharp_v2_t3_messages_to_windows", |b| {
+        let mut events = EventColumns::default();
+        let mut windower =
+            HistogramWindower::new(layout.clone(), HistogramWindow::Syncs(4_000_000)).unwrap();
+        let mut windows = Vec::new();
+        b.iter(|| {
+            let mut state = DecoderState::default();
+            windows.clear();
+            for message in bytes.chunks(65_536 * 4) {
+                events.clear();
+                decode_events(RecordType::HydraHarpV2T3, message, &mut state, &mut events).unwrap();
+                windower
+                    .push_columns(
+                        &events.macro_time,
+                        &events.micro_time_bins,
+                        &events.channel,
+                        &events.marker_flags,
+                        &mut windows,
+                    )
+                    .unwrap();
+            }
         })
     });
     g.bench_function("hydraharp_v2_t3_columns_then_histogram", |b| {

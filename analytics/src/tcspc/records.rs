@@ -15,6 +15,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::{Result, TcspcError};
 
+mod events;
+pub use events::{decode_events, EventColumns};
+
 /// Size of one PicoQuant TTTR record in bytes.
 pub const PQ_RECORD_BYTES: usize = 4;
 /// Size of one time tag in the Swabian `Tag` layout (see [`decode_swabian_tags`]).
@@ -568,13 +571,6 @@ impl PhotonColumns {
     }
 }
 
-/// Sink writing PicoQuant events into columns with the time base applied.
-struct ColumnSink<'a> {
-    out: &'a mut PhotonColumns,
-    macro_unit_ps: f64,
-    micro_bin_ps: f64,
-}
-
 /// Rounds a non-negative finite value to the nearest integer (truncation of `x + 0.5`, which
 /// avoids a libm `round` call per row on baseline x86-64).
 #[inline(always)]
@@ -582,26 +578,43 @@ fn round_i64(x: f64) -> i64 {
     (x + 0.5) as i64
 }
 
-impl EventSink for ColumnSink<'_> {
-    #[inline(always)]
-    fn photon(&mut self, macro_time: u64, micro_time_bins: u16, channel: u8) {
-        let macro_ps = round_i64(macro_time as f64 * self.macro_unit_ps);
-        let micro_ps = round_i64(f64::from(micro_time_bins) * self.micro_bin_ps) as i32;
-        self.out
-            .push(macro_time, macro_ps, micro_time_bins, micro_ps, channel, 0);
+impl PhotonColumns {
+    /// The columns of native events with the time base applied: the native columns move in
+    /// (no copy) and the ps columns are computed from them.
+    pub fn from_events(events: EventColumns, time_base: TimeBase) -> PhotonColumns {
+        let mut out = PhotonColumns {
+            macro_time_sync: events.macro_time,
+            macro_time_ps: Vec::new(),
+            micro_time_bins: events.micro_time_bins,
+            micro_time_ps: Vec::new(),
+            channel: events.channel,
+            marker_flags: events.marker_flags,
+        };
+        out.fill_ps(time_base);
+        out
     }
 
-    #[inline(always)]
-    fn marker(&mut self, macro_time: u64, marker_flags: u8) {
-        let macro_ps = round_i64(macro_time as f64 * self.macro_unit_ps);
-        self.out.push(macro_time, macro_ps, 0, 0, 0, marker_flags);
-    }
-
-    #[inline(always)]
-    fn sync(&mut self, macro_time: u64) {
-        let macro_ps = round_i64(macro_time as f64 * self.macro_unit_ps);
-        self.out
-            .push(macro_time, macro_ps, 0, 0, T2_SYNC_CHANNEL, 0);
+    /// Computes the ps columns of the rows appended to the native columns since they were
+    /// last equal in length (columns edited out of step are left so, for
+    /// [`PhotonColumns::to_record_batch`] to refuse). Markers and syncs have micro time 0.
+    fn fill_ps(&mut self, time_base: TimeBase) {
+        let from = self.macro_time_ps.len();
+        let macro_unit_ps = time_base.macro_unit_ps;
+        let micro_bin_ps = time_base.micro_bin_ps;
+        self.macro_time_ps.extend(
+            self.macro_time_sync
+                .get(from..)
+                .unwrap_or_default()
+                .iter()
+                .map(|&t| round_i64(t as f64 * macro_unit_ps)),
+        );
+        self.micro_time_ps.extend(
+            self.micro_time_bins
+                .get(from..)
+                .unwrap_or_default()
+                .iter()
+                .map(|&b| round_i64(f64::from(b) * micro_bin_ps) as i32),
+        );
     }
 }
 
@@ -632,19 +645,18 @@ pub fn decode_records(
     out: &mut PhotonColumns,
 ) -> Result<DecodeCounts> {
     time_base.validate()?;
-    if !bytes.len().is_multiple_of(PQ_RECORD_BYTES) {
-        return Err(TcspcError::PartialRecord {
-            len: bytes.len(),
-            record_bytes: PQ_RECORD_BYTES,
-        });
-    }
-    out.reserve(bytes.len() / PQ_RECORD_BYTES);
-    let mut sink = ColumnSink {
-        out,
-        macro_unit_ps: time_base.macro_unit_ps,
-        micro_bin_ps: time_base.micro_bin_ps,
-    };
-    decode_into(record_type, bytes, state, &mut sink)
+    // Native columns first (see `events`), then the ps columns in a second pass.
+    let counts = events::decode_native(
+        record_type,
+        bytes,
+        state,
+        &mut out.macro_time_sync,
+        &mut out.micro_time_bins,
+        &mut out.channel,
+        &mut out.marker_flags,
+    )?;
+    out.fill_ps(time_base);
+    Ok(counts)
 }
 
 /// How 64-bit time tags (channel + picoseconds) map onto photon columns.

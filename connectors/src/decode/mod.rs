@@ -14,6 +14,7 @@ mod spectra;
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
+use flowdaq_analytics::tcspc::records::{EventColumns, TimeBase};
 use flowdaq_schemas::{Header, PayloadFormat, StreamKind, Table, WireError};
 
 pub use records::RecordStreams;
@@ -53,14 +54,66 @@ pub struct DecodeContext<'a> {
 pub struct DecodedMessage {
     /// The validated header.
     pub header: Header,
-    /// Rows for each table; the first entry is the stream's own table.
+    /// Rows for each table; the first entry is the stream's own table, except for raw records
+    /// decoded by [`decode_message_deferred`], whose `photons` rows exist only once
+    /// [`DecodedMessage::build_photons`] has built them.
     pub batches: Vec<(Table, RecordBatch)>,
+    /// The native events of a `photons` message of raw PicoQuant records.
+    pub records: Option<DecodedRecords>,
+}
+
+/// Raw PicoQuant records of one message decoded to native events (sync periods or tag units,
+/// micro-time bins), with the time base that turns them into ps. A histogram needs nothing
+/// more, and these are several times cheaper than the `photons` rows with their provenance.
+#[derive(Debug, Clone)]
+pub struct DecodedRecords {
+    /// One row per photon, marker and (T2) sync, overflow state applied.
+    pub events: EventColumns,
+    /// The message's `macro_unit_ps` and `micro_bin_ps`.
+    pub time_base: TimeBase,
 }
 
 impl DecodedMessage {
-    /// Number of rows of the stream's own table (spectra, photons, trace chunks).
+    /// Number of rows of the stream's own table (spectra, photons, trace chunks), counting the
+    /// events of raw records whether or not their `photons` rows were built.
     pub fn primary_rows(&self) -> usize {
-        self.batches.first().map(|(_, b)| b.num_rows()).unwrap_or(0)
+        match &self.records {
+            Some(records) => records.events.len(),
+            None => self.batches.first().map(|(_, b)| b.num_rows()).unwrap_or(0),
+        }
+    }
+
+    /// Builds the `photons` rows of raw records (first in `batches`), if there are records
+    /// and the rows are not built yet. The events stay in [`DecodedMessage::records`].
+    ///
+    /// # Errors
+    /// [`DecodeError`] if Arrow refuses the batch.
+    pub fn build_photons(&mut self, ctx: &DecodeContext<'_>) -> Result<(), DecodeError> {
+        let Some(records) = &self.records else {
+            return Ok(());
+        };
+        if self.batches.iter().any(|(t, _)| *t == Table::Photons) {
+            return Ok(());
+        }
+        let rows = photons::records_batch(&self.header, records, ctx)?;
+        self.batches.splice(0..0, rows);
+        Ok(())
+    }
+}
+
+/// What a message's payload decodes to.
+#[derive(Debug, Default)]
+pub(crate) struct PayloadRows {
+    batches: Vec<(Table, RecordBatch)>,
+    records: Option<DecodedRecords>,
+}
+
+impl From<Vec<(Table, RecordBatch)>> for PayloadRows {
+    fn from(batches: Vec<(Table, RecordBatch)>) -> Self {
+        PayloadRows {
+            batches,
+            records: None,
+        }
     }
 }
 
@@ -126,7 +179,34 @@ pub fn decode_message_stateful(
     decode_message_with(frames, ctx, Some(streams))
 }
 
+/// As [`decode_message_stateful`], but raw PicoQuant records are left as native events in
+/// [`DecodedMessage::records`], without their `photons` rows: the caller builds them with
+/// [`DecodedMessage::build_photons`] only if it stores them. The live photon path without
+/// stored photons spends its time on histograms, not on rows it would throw away.
+///
+/// # Errors
+/// As [`decode_message`].
+pub fn decode_message_deferred(
+    frames: &[Bytes],
+    ctx: &DecodeContext<'_>,
+    streams: &mut RecordStreams,
+) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    decode_payload(frames, ctx, Some(streams))
+}
+
 fn decode_message_with(
+    frames: &[Bytes],
+    ctx: &DecodeContext<'_>,
+    streams: Option<&mut RecordStreams>,
+) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    let mut decoded = decode_payload(frames, ctx, streams)?;
+    match decoded.build_photons(ctx) {
+        Ok(()) => Ok(decoded),
+        Err(err) => Err((Some(decoded.header), err)),
+    }
+}
+
+fn decode_payload(
     frames: &[Bytes],
     ctx: &DecodeContext<'_>,
     streams: Option<&mut RecordStreams>,
@@ -145,10 +225,14 @@ fn decode_message_with(
     let payload = &frames[1..];
     let result = match header.format {
         PayloadFormat::Arrays => decode_arrays(&header, payload, ctx, streams),
-        PayloadFormat::ArrowIpc => decode_ipc(&header, payload, ctx),
+        PayloadFormat::ArrowIpc => decode_ipc(&header, payload, ctx).map(PayloadRows::from),
     };
     match result {
-        Ok(batches) => Ok(DecodedMessage { header, batches }),
+        Ok(rows) => Ok(DecodedMessage {
+            header,
+            batches: rows.batches,
+            records: rows.records,
+        }),
         Err(err) => Err((Some(header), err)),
     }
 }
@@ -158,12 +242,12 @@ fn decode_arrays(
     payload: &[Bytes],
     ctx: &DecodeContext<'_>,
     streams: Option<&mut RecordStreams>,
-) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+) -> Result<PayloadRows, DecodeError> {
     let arrays = arrays::PayloadArrays::new(header, payload)?;
     match header.stream {
-        StreamKind::Spectra => spectra::from_arrays(header, &arrays, ctx),
+        StreamKind::Spectra => spectra::from_arrays(header, &arrays, ctx).map(PayloadRows::from),
         StreamKind::Photons => photons::from_arrays(header, &arrays, ctx, streams),
-        StreamKind::PhaseTraces => phase::from_arrays(header, &arrays, ctx),
+        StreamKind::PhaseTraces => phase::from_arrays(header, &arrays, ctx).map(PayloadRows::from),
     }
 }
 

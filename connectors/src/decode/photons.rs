@@ -14,7 +14,9 @@ use flowdaq_schemas::{Dtype, Header, Table};
 
 use super::arrays::{expect_dtype, to_i32, to_i64, PayloadArrays};
 use super::records::RecordStreams;
-use super::{check_meta_keys, ipc, DecodeContext, DecodeError, Provenance};
+use super::{
+    check_meta_keys, ipc, DecodeContext, DecodeError, DecodedRecords, PayloadRows, Provenance,
+};
 
 const ARRAYS: [&str; 4] = ["macro_time_ps", "micro_time_ps", "channel", "marker_flags"];
 
@@ -35,12 +37,15 @@ const TAG_META: [&str; 4] = [
     "micro_bin_ps",
 ];
 
+/// Decodes a `photons` message of arrays. Raw PicoQuant records stay native events
+/// ([`PayloadRows::records`], no `photons` batch yet; see [`records_batch`]); time tags and
+/// columns become the batch.
 pub(crate) fn from_arrays(
     header: &Header,
     arrays: &PayloadArrays<'_>,
     ctx: &DecodeContext<'_>,
     streams: Option<&mut RecordStreams>,
-) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+) -> Result<PayloadRows, DecodeError> {
     let raw = if arrays.get("records").is_some() {
         Some(("records", Dtype::U32, &RAW_META[..]))
     } else if arrays.get("time_tags").is_some() {
@@ -55,14 +60,17 @@ pub(crate) fn from_arrays(
         check_meta_keys(header, meta_keys)?;
         let mut stateless = RecordStreams::default();
         let streams = streams.unwrap_or(&mut stateless);
-        let decoded = if name == "records" {
-            streams.decode(header, bytes)?
-        } else {
-            streams.decode_tags(header, bytes)?
-        };
+        if name == "records" {
+            let (events, time_base) = streams.decode(header, bytes)?;
+            return Ok(PayloadRows {
+                batches: Vec::new(),
+                records: Some(DecodedRecords { events, time_base }),
+            });
+        }
+        let decoded = streams.decode_tags(header, bytes)?;
         if decoded.macro_time_ps.is_empty() {
-            // Only overflow records: nothing to store, but the state has moved on.
-            return Ok(Vec::new());
+            // Only syncs: nothing to store, but the state has moved on.
+            return Ok(PayloadRows::default());
         }
         let columns = PhotonColumns {
             macro_time_ps: decoded.macro_time_ps,
@@ -70,7 +78,7 @@ pub(crate) fn from_arrays(
             channel: decoded.channel,
             marker_flags: decoded.marker_flags,
         };
-        return build(header, columns, ctx, meta_keys);
+        return build(header, columns, ctx, meta_keys).map(PayloadRows::from);
     }
     arrays.only(&ARRAYS)?;
     let (macro_desc, macro_bytes) = arrays.require("macro_time_ps")?;
@@ -109,7 +117,31 @@ pub(crate) fn from_arrays(
             .map(<[u8]>::to_vec)
             .unwrap_or_else(|| vec![0; n as usize]),
     };
-    build(header, columns, ctx, &[])
+    build(header, columns, ctx, &[]).map(PayloadRows::from)
+}
+
+/// The `photons` rows of decoded raw records: the ps columns computed from the native events
+/// (which stay, for the extractors), with the provenance columns. None for a message of only
+/// overflow records: the decoder state moved on, but there is nothing to store.
+pub(crate) fn records_batch(
+    header: &Header,
+    records: &DecodedRecords,
+    ctx: &DecodeContext<'_>,
+) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
+    if records.events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let decoded = flowdaq_analytics::tcspc::records::PhotonColumns::from_events(
+        records.events.clone(),
+        records.time_base,
+    );
+    let columns = PhotonColumns {
+        macro_time_ps: decoded.macro_time_ps,
+        micro_time_ps: decoded.micro_time_ps,
+        channel: decoded.channel,
+        marker_flags: decoded.marker_flags,
+    };
+    build(header, columns, ctx, &RAW_META)
 }
 
 pub(crate) fn from_ipc(

@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use flowdaq_analytics::tcspc::records::{
-    decode_records, decode_swabian_tags, DecoderState, PhotonColumns as DecodedPhotons, RecordType,
-    TimeBase, TimeTagConfig, TimeTagState,
+    decode_events, decode_swabian_tags, DecoderState, EventColumns,
+    PhotonColumns as DecodedPhotons, RecordType, TimeBase, TimeTagConfig, TimeTagState,
 };
 use flowdaq_schemas::Header;
 
@@ -33,12 +33,13 @@ impl RecordStreams {
         self.resets
     }
 
-    /// Decodes one message's records with its source's carried state.
+    /// Decodes one message's records with its source's carried state, to native events (the
+    /// ps columns of the `photons` rows are added only if they are built).
     pub(crate) fn decode(
         &mut self,
         header: &Header,
         records: &[u8],
-    ) -> Result<DecodedPhotons, DecodeError> {
+    ) -> Result<(EventColumns, TimeBase), DecodeError> {
         let code = header
             .meta
             .get("record_type")
@@ -78,14 +79,17 @@ impl RecordStreams {
                 "records lost: TCSPC decoder state reset"
             );
         }
-        let mut trial = state.clone();
-        let mut out = DecodedPhotons::default();
-        decode_records(record_type, time_base, records, &mut trial, &mut out)
+        time_base
+            .validate()
+            .map_err(|e| DecodeError::payload(format!("records: {e}")))?;
+        let mut trial = *state;
+        let mut events = EventColumns::default();
+        decode_events(record_type, records, &mut trial, &mut events)
             .map_err(|e| DecodeError::payload(format!("records: {e}")))?;
         // Only a message that decoded whole advances the state.
         *state = trial;
         *last_seq = header.seq;
-        Ok(out)
+        Ok((events, time_base))
     }
 
     /// Decodes one message of 16-byte time tags (Swabian `Tag` layout) with its source's

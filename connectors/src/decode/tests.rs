@@ -354,3 +354,98 @@ fn repeated_string_columns_are_valid_and_equal_to_row_by_row() {
         assert_eq!(fast, slow, "{value:?} x {rows}");
     }
 }
+
+/// A HydraHarp v2 T3 message: an overflow (3 x 1024 syncs), photons on channels 0 and 1 and a
+/// marker, then a message of only an overflow.
+fn raw_records_message(seq: u64, records: &[u32]) -> OutboundMessage {
+    let bytes: Vec<u8> = records.iter().flat_map(|r| r.to_le_bytes()).collect();
+    let mut msg = OutboundMessage::new("tcspc-1", StreamKind::Photons)
+        .meta(
+            "record_type",
+            flowdaq_analytics::tcspc::records::RecordType::HydraHarpV2T3.code(),
+        )
+        .meta("macro_unit_ps", 25_000.0)
+        .meta("micro_bin_ps", 16.0)
+        .raw_array("records", Dtype::U32, &[records.len() as u64], bytes);
+    msg.header.seq = seq;
+    msg
+}
+
+#[test]
+fn deferred_raw_records_are_native_events_and_build_the_same_photons_rows() {
+    let limits = DecodeLimits::default();
+    let ctx = DecodeContext {
+        arrival_time_ns: NOW_NS,
+        default_run_id: "default",
+        limits: &limits,
+    };
+    let overflow = |wraps: u32| (1u32 << 31) | (63 << 25) | wraps;
+    let photon = |channel: u32, bin: u32, sync: u32| (channel << 25) | (bin << 10) | sync;
+    let marker = |bits: u32, sync: u32| (1u32 << 31) | (bits << 25) | sync;
+    let records = [
+        overflow(3),
+        photon(0, 100, 7),
+        photon(1, 250, 9),
+        marker(2, 11),
+    ];
+    let msg = raw_records_message(0, &records);
+
+    let mut deferred_streams = RecordStreams::default();
+    let mut deferred =
+        decode_message_deferred(&msg.frames(), &ctx, &mut deferred_streams).expect("valid records");
+    assert!(deferred.batches.is_empty(), "no photons rows until built");
+    assert_eq!(deferred.primary_rows(), 3, "two photons and a marker");
+    let events = &deferred.records.as_ref().expect("native events").events;
+    assert_eq!(
+        events.macro_time,
+        vec![3 * 1024 + 7, 3 * 1024 + 9, 3 * 1024 + 11]
+    );
+    assert_eq!(events.micro_time_bins, vec![100, 250, 0]);
+    assert_eq!(events.channel, vec![0, 1, 0]);
+    assert_eq!(events.marker_flags, vec![0, 0, 2]);
+
+    let mut eager_streams = RecordStreams::default();
+    let eager =
+        decode_message_stateful(&msg.frames(), &ctx, &mut eager_streams).expect("valid records");
+    deferred.build_photons(&ctx).expect("builds");
+    deferred
+        .build_photons(&ctx)
+        .expect("a second call is a no-op");
+    assert_eq!(deferred.batches.len(), 1);
+    assert_eq!(deferred.batches, eager.batches);
+    let (table, batch) = &eager.batches[0];
+    assert_eq!(*table, Table::Photons);
+    let macro_ps = batch.column_by_name("macro_time_ps").expect("macro");
+    assert_eq!(
+        macro_ps
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values(),
+        &[
+            (3 * 1024 + 7) * 25_000,
+            (3 * 1024 + 9) * 25_000,
+            (3 * 1024 + 11) * 25_000
+        ]
+    );
+    let micro_ps = batch.column_by_name("micro_time_ps").expect("micro");
+    assert_eq!(
+        micro_ps
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .values(),
+        &[1_600, 4_000, 0]
+    );
+
+    // Only an overflow: no rows either way, but the carried state moved on by 1024 syncs.
+    let only_overflow = raw_records_message(1, &[overflow(1)]);
+    let mut deferred =
+        decode_message_deferred(&only_overflow.frames(), &ctx, &mut deferred_streams)
+            .expect("valid");
+    deferred.build_photons(&ctx).expect("nothing to build");
+    assert!(deferred.batches.is_empty());
+    assert_eq!(deferred.primary_rows(), 0);
+    let next = raw_records_message(2, &[photon(0, 1, 5)]);
+    let decoded =
+        decode_message_deferred(&next.frames(), &ctx, &mut deferred_streams).expect("valid");
+    let events = &decoded.records.expect("events").events;
+    assert_eq!(events.macro_time, vec![4 * 1024 + 5]);
+    assert_eq!(deferred_streams.resets(), 0);
+}

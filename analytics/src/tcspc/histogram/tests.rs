@@ -168,3 +168,108 @@ fn windows_by_photon_count() {
     assert_eq!(spans, vec![(1, 3), (4, 10)]);
     assert!(HistogramWindower::new(layout(1), HistogramWindow::Photons(0)).is_err());
 }
+
+/// The windower's rules applied photon by photon, written the obvious way: the reference for
+/// the run-at-a-time loop (which skips the division per photon).
+fn reference_sync_windows(
+    layout: &HistogramLayout,
+    w: u64,
+    rows: &[(u64, u16, u8, u8)],
+) -> Vec<(u64, u64, Vec<u32>, Option<(u64, u64)>, u64)> {
+    let mut out = Vec::new();
+    let bins = layout.bins();
+    let mut open: Option<u64> = None;
+    let mut counts = vec![0u32; layout.channels * bins];
+    let mut span: Option<(u64, u64)> = None;
+    let mut out_of_range = 0u64;
+    for &(t, micro, ch, marker) in rows {
+        if marker != 0 {
+            continue;
+        }
+        let start = t - t % w;
+        if let Some(s) = open {
+            if s != start {
+                out.push((s, s + w, counts.clone(), span, out_of_range));
+                counts.iter_mut().for_each(|c| *c = 0);
+                (span, out_of_range) = (None, 0);
+            }
+        }
+        open = Some(start);
+        if (micro as usize) < layout.native_bins && (ch as usize) < layout.channels {
+            counts[ch as usize * bins + micro as usize / layout.bin_width_native] += 1;
+            span = Some((span.map_or(t, |(first, _)| first), t));
+        } else {
+            out_of_range += 1;
+        }
+    }
+    if let Some(s) = open {
+        out.push((s, s + w, counts, span, out_of_range));
+    }
+    out
+}
+
+#[test]
+fn sync_windows_match_a_photon_by_photon_reference_however_chunked() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let layout = layout(3);
+    for case in 0..40 {
+        // Mostly rising macro times with jumps over several windows, a restart (as after a
+        // reset), markers, and channels and micro times outside the layout.
+        let mut t = rng.random_range(0..50u64);
+        let rows: Vec<(u64, u16, u8, u8)> = (0..rng.random_range(1..400))
+            .map(|i| {
+                t += match rng.random_range(0..20) {
+                    0 => rng.random_range(10..200),
+                    _ => rng.random_range(0..3),
+                };
+                if i == 150 {
+                    t = rng.random_range(0..30);
+                }
+                let marker = if rng.random_range(0..10) == 0 { 4 } else { 0 };
+                (t, rng.random_range(0..12), rng.random_range(0..3), marker)
+            })
+            .collect();
+        let w = 10 + case % 7;
+        let want = reference_sync_windows(&layout, w, &rows);
+        let mut windower =
+            HistogramWindower::new(layout.clone(), HistogramWindow::Syncs(w)).unwrap();
+        let mut got = Vec::new();
+        let mut rest = &rows[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(rng.random_range(1..=rest.len()));
+            let column =
+                |f: fn(&(u64, u16, u8, u8)) -> u64| chunk.iter().map(f).collect::<Vec<_>>();
+            let macro_t = column(|r| r.0);
+            let micro: Vec<u16> = column(|r| r.1 as u64).iter().map(|&v| v as u16).collect();
+            let ch: Vec<u8> = column(|r| r.2 as u64).iter().map(|&v| v as u8).collect();
+            let mk: Vec<u8> = column(|r| r.3 as u64).iter().map(|&v| v as u8).collect();
+            windower
+                .push_columns(&macro_t, &micro, &ch, &mk, &mut got)
+                .unwrap();
+            rest = tail;
+        }
+        windower.flush(&mut got);
+        let got: Vec<_> = got
+            .iter()
+            .map(|w| {
+                let h = &w.histogram;
+                let counts = (0..layout.channels)
+                    .flat_map(|c| h.counts(c).to_vec())
+                    .collect();
+                (
+                    w.window_start_sync,
+                    w.window_end_sync,
+                    counts,
+                    h.sync_span(),
+                    h.out_of_range(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "case {case}");
+        for (_, _, counts, _, out_of_range) in &got {
+            let photons = counts.iter().map(|&c| u64::from(c)).sum::<u64>() + out_of_range;
+            assert!(photons > 0, "case {case}: an emitted window holds photons");
+        }
+    }
+}

@@ -266,3 +266,97 @@ fn time_tags_become_t3_like_photons_relative_to_the_sync() {
     };
     assert!(decode_time_tags(&[], &[], &clash, &mut st2, &mut out2).is_err());
 }
+
+/// Collects events with `Vec::push`: the plain reference for the spare-capacity writer.
+#[derive(Default)]
+struct PushSink(Vec<(u64, u16, u8, u8)>);
+
+impl EventSink for PushSink {
+    fn photon(&mut self, macro_time: u64, micro_time_bins: u16, channel: u8) {
+        self.0.push((macro_time, micro_time_bins, channel, 0));
+    }
+    fn marker(&mut self, macro_time: u64, marker_flags: u8) {
+        self.0.push((macro_time, 0, 0, marker_flags));
+    }
+    fn sync(&mut self, macro_time: u64) {
+        self.0.push((macro_time, 0, T2_SYNC_CHANNEL, 0));
+    }
+}
+
+#[test]
+fn native_events_match_a_push_reference_and_give_the_same_ps_columns_for_every_record_type() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    // Random words hit photons, markers, overflows, syncs and invalid records of every layout.
+    let words: Vec<u32> = (0..5_000).map(|_| rng.random()).collect();
+    let recs = bytes(&words);
+    for t in RecordType::ALL {
+        let mut reference = PushSink::default();
+        let mut ref_state = DecoderState::default();
+        let want_counts = decode_into(t, &recs, &mut ref_state, &mut reference).unwrap();
+
+        // Appended after rows already there, in uneven chunks, with the state carried.
+        let mut events = EventColumns::default();
+        events.macro_time.push(1);
+        events.micro_time_bins.push(2);
+        events.channel.push(3);
+        events.marker_flags.push(0);
+        let mut state = DecoderState::default();
+        let mut counts = DecodeCounts::default();
+        for chunk in recs.chunks(4 * 777) {
+            counts.merge(&decode_events(t, chunk, &mut state, &mut events).unwrap());
+        }
+        assert_eq!((counts, state), (want_counts, ref_state), "{t:?}");
+        let got: Vec<_> = (1..events.len())
+            .map(|i| {
+                (
+                    events.macro_time[i],
+                    events.micro_time_bins[i],
+                    events.channel[i],
+                    events.marker_flags[i],
+                )
+            })
+            .collect();
+        assert_eq!(got, reference.0, "{t:?}");
+        assert_eq!(events.micro_time_bins.len(), events.len());
+        assert_eq!(events.channel.len(), events.len());
+        assert_eq!(events.marker_flags.len(), events.len());
+
+        // The six-column decode is the native events plus their ps columns.
+        let mut columns = PhotonColumns::default();
+        decode_records(t, TB, &recs, &mut DecoderState::default(), &mut columns).unwrap();
+        let mut native = EventColumns::default();
+        decode_events(t, &recs, &mut DecoderState::default(), &mut native).unwrap();
+        assert_eq!(PhotonColumns::from_events(native, TB), columns, "{t:?}");
+        let ps: Vec<(i64, i32)> = reference
+            .0
+            .iter()
+            .map(|&(m, b, _, _)| {
+                (
+                    (m as f64 * TB.macro_unit_ps).round() as i64,
+                    (f64::from(b) * TB.micro_bin_ps).round() as i32,
+                )
+            })
+            .collect();
+        let got_ps: Vec<(i64, i32)> = columns
+            .macro_time_ps
+            .iter()
+            .copied()
+            .zip(columns.micro_time_ps.iter().copied())
+            .collect();
+        assert_eq!(got_ps, ps, "{t:?}");
+    }
+}
+
+#[test]
+fn a_partial_record_leaves_the_event_columns_untouched() {
+    let mut events = EventColumns::default();
+    let err = decode_events(
+        RecordType::HydraHarpV2T3,
+        &[0, 1, 2, 3, 4],
+        &mut DecoderState::default(),
+        &mut events,
+    );
+    assert!(matches!(err, Err(TcspcError::PartialRecord { len: 5, .. })));
+    assert!(events.is_empty());
+}
