@@ -1,7 +1,8 @@
 //! Raw PicoQuant records streamed live: the HydraHarp file's 32-bit records pushed over a real
 //! ZeroMQ socket in small messages decode to exactly ptufile's photons (overflow state carried
 //! from message to message), and a lost message resets the source's state without losing the
-//! messages that follow.
+//! messages that follow. A source that does not store its photons histograms and fits them from
+//! the records' native events exactly as the file's photons rows sent as columns are.
 
 use std::path::Path;
 use std::time::Duration;
@@ -106,5 +107,136 @@ async fn raw_records_decode_live_like_the_file_and_a_gap_resets_the_state() {
     assert_eq!(rejected, 0);
     let gap_last = "SELECT CAST(max(macro_time_ps) AS BIGINT) FROM photons WHERE source = 'hh-gap'";
     assert!(count(&server, gap_last).await < expected_ps);
+    server.shutdown().await.expect("shutdown");
+}
+
+/// The SQL answer as text rows, for comparing two sources' rows.
+async fn rows_text(server: &flowdaq_daq::RunningServer, sql: &str) -> Vec<String> {
+    let result = server.query.execute(sql).await.expect("sql");
+    let mut rows = Vec::new();
+    for batch in &result.batches {
+        let formatted = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))
+            .expect("format")
+            .to_string();
+        rows.extend(
+            formatted
+                .lines()
+                .skip(3)
+                .filter(|l| !l.starts_with('+'))
+                .map(String::from),
+        );
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_rows() {
+    use flowdaq_connectors::replay::ptu::PtuReplayConfig;
+    use flowdaq_connectors::Connector;
+    use flowdaq_daq::config::{SourceConfig, StatisticChoice, TcspcSourceConfig};
+    let (header, records) = hydraharp();
+    let time_base = header.time_base();
+    let tcspc = TcspcSourceConfig {
+        sync_rate_hz: 1e12 / time_base.macro_unit_ps,
+        micro_bin_ps: time_base.micro_bin_ps,
+        native_bins: None,
+        bin_width_native: 4,
+        channels: 2,
+        window_s: 2.0,
+        window_photons: None,
+        components: 1,
+        statistic: StatisticChoice::PoissonMle,
+        irf_fwhm_ps: 200.0,
+        irf_counts: None,
+        min_photons_to_fit: 1000,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::embedded_pull_only(dir.path());
+    // Raw records, photons not stored; and the file's photons as columns, stored.
+    config
+        .sources
+        .insert("hh-events".into(), SourceConfig { store_raw: false });
+    config
+        .sources
+        .insert("hh-columns".into(), SourceConfig { store_raw: true });
+    for source in ["hh-events", "hh-columns"] {
+        config
+            .features
+            .tcspc
+            .sources
+            .insert(source.into(), tcspc.clone());
+    }
+    let server = flowdaq_daq::start(config).await.expect("start");
+    let pull = server.endpoints.pull.clone().expect("pull");
+    let mut sender = PushSender::connect(&pull).await.expect("connect");
+    let mut sent = 0u64;
+    for chunk in records.chunks(4 * RECORDS_PER_MESSAGE) {
+        sender
+            .send(chunk_message(&header, "hh-events", chunk))
+            .await
+            .expect("send");
+        sent += 1;
+    }
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/tests/data/hydraharp_t3_beads.ptu");
+    let mut replay = PtuReplayConfig {
+        source: "hh-columns".into(),
+        records_per_message: 5_003,
+        ..PtuReplayConfig::new(path)
+    }
+    .build()
+    .expect("ptu");
+    let mut columns_sender = PushSender::connect(&pull).await.expect("connect");
+    while let Some(message) = replay.next_message().expect("replay") {
+        columns_sender.send(message).await.expect("send");
+        sent += 1;
+    }
+    assert!(
+        server
+            .metrics
+            .wait_processed(sent, Duration::from_secs(60))
+            .await
+    );
+    assert_eq!(server.metrics.snapshot().messages_rejected, 0);
+
+    // No photons rows for the unstored source, but every photon and marker counted.
+    let stored = "SELECT count(*) FROM photons WHERE source = 'hh-events'";
+    assert_eq!(count(&server, stored).await, 0);
+    let stats = server.metrics.snapshot().sources["hh-events"].clone();
+    assert_eq!(stats.rows, 73_787 + 100);
+    let columns_rows =
+        "SELECT count(*) FROM photons WHERE source = 'hh-columns' AND marker_flags = 0";
+    assert_eq!(count(&server, columns_rows).await, 73_787);
+
+    // The same windows, counts and fits from both routes.
+    let histograms = |source: &str| {
+        format!(
+            "SELECT window_start_ps, window_end_ps, channel, photon_count, pile_up, counts \
+             FROM tcspc_histograms WHERE source = '{source}' ORDER BY window_start_ps, channel"
+        )
+    };
+    let from_events = rows_text(&server, &histograms("hh-events")).await;
+    assert_eq!(from_events.len(), 10, "5 closed 2 s windows x 2 channels");
+    assert_eq!(
+        from_events,
+        rows_text(&server, &histograms("hh-columns")).await
+    );
+    let fits = |source: &str| {
+        format!(
+            "SELECT window_start_ps, channel, tau_1_ns, amplitude_1_counts, background_counts, \
+             phasor_g, phasor_s, converged, fit_error FROM lifetime_features \
+             WHERE source = '{source}' ORDER BY window_start_ps, channel"
+        )
+    };
+    let fitted = rows_text(&server, &fits("hh-events")).await;
+    assert_eq!(fitted.len(), 10);
+    assert_eq!(fitted, rows_text(&server, &fits("hh-columns")).await);
+    // Every window with enough photons to fit (6 of the 10) is fitted and converges.
+    let converged =
+        "SELECT count(*) FROM lifetime_features WHERE source = 'hh-events' AND converged";
+    let fittable =
+        "SELECT count(*) FROM lifetime_features WHERE source = 'hh-events' AND photon_count >= 1000";
+    assert_eq!(count(&server, converged).await, 6, "{fitted:#?}");
+    assert_eq!(count(&server, fittable).await, 6);
     server.shutdown().await.expect("shutdown");
 }

@@ -23,7 +23,7 @@ use arrow::array::{
 use arrow::datatypes::UInt64Type;
 use arrow::record_batch::RecordBatch;
 use flowdaq_connectors::decode::{
-    decode_message_stateful, DecodeContext, DecodeLimits, RecordStreams,
+    decode_message_deferred, DecodeContext, DecodeLimits, RecordStreams,
 };
 use flowdaq_connectors::transport::{Inbound, ReplyTo};
 use flowdaq_schemas::Table;
@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::conditions::{condition_batch, ConditionTimes, Conditions};
 use crate::config::ServerConfig;
 use crate::control::RegisterRequest;
-use crate::features::FeatureExtractors;
+use crate::features::{FeatureExtractors, MessageOrigin, PhotonEvents};
 use crate::metrics::Metrics;
 use crate::outcomes::OutcomeTracker;
 use crate::publish::sequencer::StreamSequencer;
@@ -223,10 +223,20 @@ impl Pipeline {
                 limits: &self.limits,
             };
             let size = message.size_bytes();
-            let decoded = decode_message_stateful(&message.frames, &ctx, &mut self.record_streams)
+            // Raw records stay native events; their photons rows are built only to be stored.
+            let decoded = decode_message_deferred(&message.frames, &ctx, &mut self.record_streams)
                 .and_then(|decoded| match self.check_source(&decoded.header.source) {
                     Ok(()) => Ok(decoded),
                     Err(e) => Err((Some(decoded.header), e)),
+                })
+                .and_then(|mut decoded| {
+                    if !self.stores_raw(&decoded.header.source) {
+                        return Ok(decoded);
+                    }
+                    match decoded.build_photons(&ctx) {
+                        Ok(()) => Ok(decoded),
+                        Err(e) => Err((Some(decoded.header), e)),
+                    }
                 });
             let reply = match decoded {
                 Ok(mut decoded) => {
@@ -250,13 +260,31 @@ impl Pipeline {
                         primary_rows,
                         size,
                     );
-                    let store_raw = self
-                        .config
-                        .sources
-                        .get(&header.source)
-                        .is_none_or(|s| s.store_raw);
+                    let store_raw = self.stores_raw(&header.source);
+                    let run_id = header
+                        .run_id
+                        .as_deref()
+                        .unwrap_or(&self.config.default_run_id);
+                    let events = decoded.records.as_ref().map(|records| PhotonEvents {
+                        origin: MessageOrigin {
+                            arrival_time_ns: message.arrival_time_ns,
+                            instrument_time_ns: header.instrument_time_ns,
+                            source: &header.source,
+                            run_id,
+                            condition_id: header
+                                .condition_id
+                                .as_deref()
+                                .or_else(|| self.streams.conditions.current(run_id)),
+                            seq: header.seq,
+                        },
+                        events: &records.events,
+                        time_base: records.time_base,
+                    });
                     let mut derived = Vec::new();
-                    for (name, err) in self.extractors.extract(&decoded.batches, &mut derived) {
+                    let failures =
+                        self.extractors
+                            .extract(&decoded.batches, events.as_ref(), &mut derived);
+                    for (name, err) in failures {
                         self.metrics.feature_failed(name);
                         tracing::warn!(
                             source = %header.source,
@@ -266,6 +294,8 @@ impl Pipeline {
                             "features not computed; raw rows kept"
                         );
                     }
+                    // Raw records not stored have no rows here at all (their photons rows were
+                    // never built), so index 0 is a stream table's own rows in every case.
                     for (index, (table, batch)) in decoded.batches.into_iter().enumerate() {
                         if index == 0 && !store_raw {
                             continue;
@@ -452,6 +482,12 @@ impl Pipeline {
                 let _ = reply.send(json!({"ok": false, "error": format!("not durable: {err}")}));
             }
         }
+    }
+
+    /// Whether a source's own rows (spectra, photons, traces) are stored; unlisted sources'
+    /// are.
+    fn stores_raw(&self, source: &str) -> bool {
+        self.config.sources.get(source).is_none_or(|s| s.store_raw)
     }
 
     fn check_source(&self, source: &str) -> Result<(), flowdaq_connectors::decode::DecodeError> {

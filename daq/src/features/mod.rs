@@ -13,7 +13,11 @@ pub mod spectral;
 pub mod tcspc;
 pub mod velocity;
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
+use flowdaq_analytics::tcspc::records::{EventColumns, TimeBase};
 use flowdaq_schemas::Table;
 
 use crate::config::FeaturesConfig;
@@ -38,6 +42,56 @@ pub enum FeatureError {
     Missing(String),
 }
 
+/// Provenance of one message, for the derived rows it gives.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageOrigin<'a> {
+    /// When the server received the message, ns since the Unix epoch.
+    pub arrival_time_ns: i64,
+    /// The instrument's own time of the message, if it sent one.
+    pub instrument_time_ns: Option<i64>,
+    /// Sending source.
+    pub source: &'a str,
+    /// Run the rows belong to.
+    pub run_id: &'a str,
+    /// Condition the rows were tagged with, if any.
+    pub condition_id: Option<&'a str>,
+    /// The message's sequence number.
+    pub seq: u64,
+}
+
+impl MessageOrigin<'_> {
+    /// The provenance columns shared by every derived table, for `rows` rows.
+    pub fn columns(&self, rows: usize) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(
+                TimestampNanosecondArray::from(vec![self.arrival_time_ns; rows])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(
+                TimestampNanosecondArray::from(vec![self.instrument_time_ns; rows])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec![self.source; rows])),
+            Arc::new(StringArray::from(vec![self.run_id; rows])),
+            Arc::new(StringArray::from(vec![self.condition_id; rows])),
+            Arc::new(UInt64Array::from(vec![self.seq; rows])),
+        ]
+    }
+}
+
+/// The native events of a message of raw TCSPC records. They stand in for its `photons`
+/// rows, which exist only if the source stores them: extractors that read photons take these
+/// instead, and are not shown the rows.
+#[derive(Debug, Clone, Copy)]
+pub struct PhotonEvents<'a> {
+    /// Whose events.
+    pub origin: MessageOrigin<'a>,
+    /// Native macro times, micro-time bins, channels and marker bits.
+    pub events: &'a EventColumns,
+    /// Converts the native units into ps.
+    pub time_base: TimeBase,
+}
+
 /// One kind of derived rows, computed message by message.
 pub trait Extractor: Send {
     /// Short name used in logs and metrics.
@@ -53,6 +107,18 @@ pub trait Extractor: Send {
         &mut self,
         message: &[(Table, RecordBatch)],
     ) -> Result<Vec<(Table, RecordBatch)>, FeatureError>;
+
+    /// Derived rows for the native events of a message of raw TCSPC records. The default, for
+    /// extractors that do not read photons: none.
+    ///
+    /// # Errors
+    /// As [`Extractor::extract`].
+    fn extract_events(
+        &mut self,
+        _events: &PhotonEvents<'_>,
+    ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Every configured extractor, in the order they run.
@@ -93,16 +159,37 @@ impl FeatureExtractors {
         Ok(FeatureExtractors { extractors })
     }
 
-    /// Runs every extractor on `message`, appending derived rows to `out`. Failures are
-    /// returned as `(extractor name, error)` for the caller to log and count.
+    /// Runs every extractor on `message` (and on its raw records' `events`, which then stand
+    /// in for its `photons` rows), appending derived rows to `out`. Failures are returned as
+    /// `(extractor name, error)` for the caller to log and count.
     pub fn extract(
         &mut self,
         message: &[(Table, RecordBatch)],
+        events: Option<&PhotonEvents<'_>>,
         out: &mut Vec<(Table, RecordBatch)>,
     ) -> Vec<(&'static str, FeatureError)> {
+        let without_photons: Vec<(Table, RecordBatch)>;
+        let message = match events {
+            Some(_) if message.iter().any(|(t, _)| *t == Table::Photons) => {
+                without_photons = message
+                    .iter()
+                    .filter(|(t, _)| *t != Table::Photons)
+                    .cloned()
+                    .collect();
+                &without_photons[..]
+            }
+            _ => message,
+        };
         let mut failures = Vec::new();
         for extractor in &mut self.extractors {
-            match extractor.extract(message) {
+            let mut rows = extractor.extract(message);
+            if let (Some(events), Ok(rows)) = (events, rows.as_mut()) {
+                match extractor.extract_events(events) {
+                    Ok(more) => rows.extend(more),
+                    Err(err) => failures.push((extractor.name(), err)),
+                }
+            }
+            match rows {
                 Ok(rows) => out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0)),
                 Err(err) => failures.push((extractor.name(), err)),
             }

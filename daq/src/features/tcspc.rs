@@ -16,8 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray, TimestampNanosecondArray,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray, UInt32Array,
 };
 use arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType, UInt64Type, UInt8Type};
 use arrow::record_batch::RecordBatch;
@@ -27,11 +26,12 @@ use flowdaq_analytics::tcspc::histogram::{
     WindowedHistogram,
 };
 use flowdaq_analytics::tcspc::phasor::{Phasor, PhasorCalculator};
+use flowdaq_analytics::tcspc::records::{EventColumns, PhotonColumns, TimeBase};
 use flowdaq_analytics::tcspc::TcspcError;
 use flowdaq_schemas::tables::LIFETIME_VALUE_COLUMNS;
 use flowdaq_schemas::Table;
 
-use super::{Extractor, FeatureError};
+use super::{Extractor, FeatureError, MessageOrigin, PhotonEvents};
 use crate::config::{StatisticChoice, TcspcFeaturesConfig, TcspcSourceConfig};
 
 /// One source's windowing, fitting and phasor state.
@@ -181,6 +181,39 @@ impl SourceState {
         Ok(windows)
     }
 
+    /// Windows closed by one message's native events of this source. When the message's time
+    /// base is this layout's (sync period and micro bin equal to 1 part in 1e9), the native
+    /// sync counts and bins are the layout's, and go to the windower as they are: the windows
+    /// the ps columns give, as those round back to the same whole syncs and (for bins of 1 ps
+    /// or more) the same bins. Otherwise the events are converted through ps like stored rows.
+    fn push_events(
+        &mut self,
+        events: &EventColumns,
+        time_base: TimeBase,
+    ) -> Result<Vec<WindowedHistogram>, TcspcError> {
+        let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+        if same(time_base.macro_unit_ps, self.layout.sync_period_ps())
+            && same(time_base.micro_bin_ps, self.layout.micro_bin_ps)
+        {
+            let mut windows = Vec::new();
+            self.windower.push_columns(
+                &events.macro_time,
+                &events.micro_time_bins,
+                &events.channel,
+                &events.marker_flags,
+                &mut windows,
+            )?;
+            return Ok(windows);
+        }
+        let columns = PhotonColumns::from_events(events.clone(), time_base);
+        self.push(
+            &columns.macro_time_ps,
+            &columns.micro_time_ps,
+            &columns.channel,
+            &columns.marker_flags,
+        )
+    }
+
     /// The IRF where the fit put it, in this layout's bins: a measured IRF shifted by the
     /// fitted shift (linear interpolation, as in the fit), or the Gaussian centred at it (with
     /// no configured centre the fit's shift is the IRF centre), sampled at bin centres.
@@ -267,35 +300,6 @@ impl SourceState {
     }
 }
 
-/// Provenance of the message that closed windows.
-struct Origin<'a> {
-    arrival_time_ns: i64,
-    instrument_time_ns: Option<i64>,
-    source: &'a str,
-    run_id: &'a str,
-    condition_id: Option<&'a str>,
-    seq: u64,
-}
-
-impl Origin<'_> {
-    fn columns(&self, rows: usize) -> Vec<ArrayRef> {
-        vec![
-            Arc::new(
-                TimestampNanosecondArray::from(vec![self.arrival_time_ns; rows])
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(
-                TimestampNanosecondArray::from(vec![self.instrument_time_ns; rows])
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from(vec![self.source; rows])),
-            Arc::new(StringArray::from(vec![self.run_id; rows])),
-            Arc::new(StringArray::from(vec![self.condition_id; rows])),
-            Arc::new(UInt64Array::from(vec![self.seq; rows])),
-        ]
-    }
-}
-
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
@@ -303,7 +307,7 @@ fn finite(v: f64) -> Option<f64> {
 /// The `lifetime_features` rows of `histograms` (one per window and channel).
 fn lifetime_rows(
     state: &mut SourceState,
-    origin: &Origin<'_>,
+    origin: &MessageOrigin<'_>,
     histograms: &RecordBatch,
 ) -> Result<RecordBatch, FeatureError> {
     let n = histograms.num_rows();
@@ -410,7 +414,7 @@ impl Extractor for TcspcExtractor {
         };
         let instrument = column("instrument_time_ns")?.as_primitive::<TimestampNanosecondType>();
         let conditions = column("condition_id")?.as_string::<i32>();
-        let origin = Origin {
+        let origin = MessageOrigin {
             arrival_time_ns: column("arrival_time_ns")?
                 .as_primitive::<TimestampNanosecondType>()
                 .value(0),
@@ -430,21 +434,43 @@ impl Extractor for TcspcExtractor {
             column("channel")?.as_primitive::<UInt8Type>().values(),
             column("marker_flags")?.as_primitive::<UInt8Type>().values(),
         )?;
-        if windows.is_empty() {
+        window_rows(state, &origin, &windows)
+    }
+
+    fn extract_events(
+        &mut self,
+        photons: &PhotonEvents<'_>,
+    ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+        let Some(state) = self.sources.get_mut(photons.origin.source) else {
+            return Ok(Vec::new());
+        };
+        if photons.events.is_empty() {
             return Ok(Vec::new());
         }
-        let kernel_rows = histograms_to_record_batch(&windows)?;
-        let n = kernel_rows.num_rows();
-        let mut columns = origin.columns(n);
-        columns.extend(kernel_rows.columns().iter().cloned());
-        let histograms =
-            RecordBatch::try_new(Table::TcspcHistograms.unsequenced_schema(), columns)?;
-        let lifetimes = lifetime_rows(state, &origin, &kernel_rows)?;
-        Ok(vec![
-            (Table::TcspcHistograms, histograms),
-            (Table::LifetimeFeatures, lifetimes),
-        ])
+        let windows = state.push_events(photons.events, photons.time_base)?;
+        window_rows(state, &photons.origin, &windows)
     }
+}
+
+/// The `tcspc_histograms` and `lifetime_features` rows of the windows one message closed.
+fn window_rows(
+    state: &mut SourceState,
+    origin: &MessageOrigin<'_>,
+    windows: &[WindowedHistogram],
+) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+    if windows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kernel_rows = histograms_to_record_batch(windows)?;
+    let n = kernel_rows.num_rows();
+    let mut columns = origin.columns(n);
+    columns.extend(kernel_rows.columns().iter().cloned());
+    let histograms = RecordBatch::try_new(Table::TcspcHistograms.unsequenced_schema(), columns)?;
+    let lifetimes = lifetime_rows(state, origin, &kernel_rows)?;
+    Ok(vec![
+        (Table::TcspcHistograms, histograms),
+        (Table::LifetimeFeatures, lifetimes),
+    ])
 }
 
 #[cfg(test)]

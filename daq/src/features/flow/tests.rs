@@ -187,7 +187,9 @@ fn spectra_get_the_reaction_time_of_the_measured_velocity() {
     for _ in 0..(16.0 * sim.sample_rate_hz / sim.chunk_samples as f64) as usize {
         let message = connector.next_message().expect("message").expect("endless");
         let mut out = Vec::new();
-        assert!(extractors.extract(&decoded(&message), &mut out).is_empty());
+        assert!(extractors
+            .extract(&decoded(&message), None, &mut out)
+            .is_empty());
     }
     // A spectrum at 15 s, probe at 40 mm: 30 mm after mixing at 50 mm/s = 0.6 s. One at 11 s
     // with the probe at 110 mm: 100 mm, 1 s at 50 mm/s (50 mm) and 2.5 s at 20 mm/s: 3.5 s.
@@ -205,7 +207,9 @@ fn spectra_get_the_reaction_time_of_the_measured_velocity() {
             .array_f32("intensity_counts", &[axis.len() as u64], &counts);
         message.header.instrument_time_ns = Some(START_NS + (at_s * 1e9) as i64);
         let mut out = Vec::new();
-        assert!(extractors.extract(&decoded(&message), &mut out).is_empty());
+        assert!(extractors
+            .extract(&decoded(&message), None, &mut out)
+            .is_empty());
         let (_, batch) = out
             .iter()
             .find(|(t, _)| *t == Table::SpectralFeatures)
