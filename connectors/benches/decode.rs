@@ -1,13 +1,16 @@
 //! Decoder throughput on the ingest thread's hottest path: one photons message of raw
 //! HydraHarp v2 T3 records (the `flowdaq bench photons` load) decoded to its `photons` Arrow
-//! batch, in records/s. Separates the decoder from the transport and the pipeline when the
-//! live photon rate is short of its goal.
+//! batch (what a source that stores its photons pays), and to native events only (what the
+//! pipeline does for a source that does not), in records/s. Separates the decoder from the
+//! transport and the pipeline when the live photon rate is short of its goal.
 //!
 //!     cargo bench -p flowdaq-connectors --bench decode
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flowdaq_analytics::tcspc::records::RecordType;
-use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
+use flowdaq_connectors::decode::{
+    decode_message, decode_message_deferred, DecodeContext, DecodeLimits, RecordStreams,
+};
 use flowdaq_connectors::sim::tcspc_records::hydraharp_t3_records;
 use flowdaq_connectors::OutboundMessage;
 use flowdaq_schemas::{Dtype, StreamKind};
@@ -36,6 +39,13 @@ fn bench_photon_message(c: &mut Criterion) {
         g.throughput(Throughput::Elements(records as u64));
         g.bench_function(BenchmarkId::new("hydraharp_v2_t3", records), |b| {
             b.iter(|| decode_message(&frames, &ctx).expect("decodes"))
+        });
+        g.bench_function(BenchmarkId::new("hydraharp_v2_t3_events", records), |b| {
+            b.iter(|| {
+                // A fresh state each time: the same seq is never a gap.
+                let mut streams = RecordStreams::default();
+                decode_message_deferred(&frames, &ctx, &mut streams).expect("decodes")
+            })
         });
     }
     g.finish();
