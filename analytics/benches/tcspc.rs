@@ -11,8 +11,8 @@ use flowdaq_analytics::tcspc::histogram::{
 };
 use flowdaq_analytics::tcspc::phasor::{Phasor, PhasorCalculator};
 use flowdaq_analytics::tcspc::records::{
-    decode_events, decode_into, decode_records, DecoderState, EventColumns, PhotonColumns,
-    RecordType, TimeBase,
+    decode_events, decode_into, decode_records, scan_records, DecoderState, EventColumns,
+    PhotonColumns, RecordType, TimeBase,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -124,6 +124,35 @@ fn bench_decode(c: &mut Criterion) {
                     )
                     .unwrap();
             }
+        })
+    });
+    // The same, fused: each message decoded straight into the windows.
+    g.bench_function("hydraharp_v2_t3_messages_into_windows", |b| {
+        let mut windower =
+            HistogramWindower::new(layout.clone(), HistogramWindow::Syncs(4_000_000)).unwrap();
+        let mut windows = Vec::new();
+        b.iter(|| {
+            let mut state = DecoderState::default();
+            windows.clear();
+            for message in bytes.chunks(65_536 * 4) {
+                decode_into(
+                    RecordType::HydraHarpV2T3,
+                    message,
+                    &mut state,
+                    &mut windower.sink(&mut windows),
+                )
+                .unwrap();
+            }
+        })
+    });
+    g.bench_function("hydraharp_v2_t3_scan", |b| {
+        b.iter(|| {
+            scan_records(
+                RecordType::HydraHarpV2T3,
+                &bytes,
+                &mut DecoderState::default(),
+            )
+            .unwrap()
         })
     });
     g.bench_function("hydraharp_v2_t3_columns_then_histogram", |b| {

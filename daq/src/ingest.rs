@@ -277,8 +277,7 @@ impl Pipeline {
                                 .or_else(|| self.streams.conditions.current(run_id)),
                             seq: header.seq,
                         },
-                        events: &records.events,
-                        time_base: records.time_base,
+                        records,
                     });
                     let mut derived = Vec::new();
                     let failures =

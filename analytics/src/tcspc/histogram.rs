@@ -16,6 +16,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::records::{EventSink, PhotonColumns, MAX_CHANNELS};
 use super::{Result, TcspcError};
 
+mod window_sink;
+pub use window_sink::WindowSink;
+
 /// Fraction of the sync rate above which a detector rate is flagged as pile-up.
 pub const PILE_UP_FRACTION: f64 = 0.05;
 

@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::{Result, TcspcError};
 
 mod events;
-pub use events::{decode_events, EventColumns};
+pub use events::{decode_events, scan_records, EventColumns};
 
 /// Size of one PicoQuant TTTR record in bytes.
 pub const PQ_RECORD_BYTES: usize = 4;

@@ -73,6 +73,12 @@ impl<'a> PayloadArrays<'a> {
         Some((desc, self.frames[index].as_ref()))
     }
 
+    /// The frame of a named array, shared (no copy), if present.
+    pub fn frame(&self, name: &str) -> Option<Bytes> {
+        let (index, _) = self.header.array(name)?;
+        Some(self.frames[index].clone())
+    }
+
     /// The descriptor and frame of a named array, or an error naming it.
     pub fn require(&self, name: &str) -> Result<(&'a ArrayDesc, &'a [u8]), DecodeError> {
         self.get(name)

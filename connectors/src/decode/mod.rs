@@ -14,10 +14,9 @@ mod spectra;
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
-use flowdaq_analytics::tcspc::records::{EventColumns, TimeBase};
 use flowdaq_schemas::{Header, PayloadFormat, StreamKind, Table, WireError};
 
-pub use records::RecordStreams;
+pub use records::{DecodedRecords, RecordStreams};
 pub use spectra::axis_calibration_id;
 
 /// Limits and defaults the decoder applies; taken from the server configuration.
@@ -58,19 +57,9 @@ pub struct DecodedMessage {
     /// decoded by [`decode_message_deferred`], whose `photons` rows exist only once
     /// [`DecodedMessage::build_photons`] has built them.
     pub batches: Vec<(Table, RecordBatch)>,
-    /// The native events of a `photons` message of raw PicoQuant records.
+    /// The raw PicoQuant records of a `photons` message, accepted and counted, decoded by
+    /// whoever takes them.
     pub records: Option<DecodedRecords>,
-}
-
-/// Raw PicoQuant records of one message decoded to native events (sync periods or tag units,
-/// micro-time bins), with the time base that turns them into ps. A histogram needs nothing
-/// more, and these are several times cheaper than the `photons` rows with their provenance.
-#[derive(Debug, Clone)]
-pub struct DecodedRecords {
-    /// One row per photon, marker and (T2) sync, overflow state applied.
-    pub events: EventColumns,
-    /// The message's `macro_unit_ps` and `micro_bin_ps`.
-    pub time_base: TimeBase,
 }
 
 impl DecodedMessage {
@@ -78,13 +67,13 @@ impl DecodedMessage {
     /// events of raw records whether or not their `photons` rows were built.
     pub fn primary_rows(&self) -> usize {
         match &self.records {
-            Some(records) => records.events.len(),
+            Some(records) => records.rows(),
             None => self.batches.first().map(|(_, b)| b.num_rows()).unwrap_or(0),
         }
     }
 
     /// Builds the `photons` rows of raw records (first in `batches`), if there are records
-    /// and the rows are not built yet. The events stay in [`DecodedMessage::records`].
+    /// and the rows are not built yet. The records stay in [`DecodedMessage::records`].
     ///
     /// # Errors
     /// [`DecodeError`] if Arrow refuses the batch.

@@ -10,6 +10,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::{Int32Type, Int64Type, UInt8Type};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, UInt8Array};
 use arrow_schema::DataType;
+use bytes::Bytes;
 use flowdaq_schemas::{Dtype, Header, Table};
 
 use super::arrays::{expect_dtype, to_i32, to_i64, PayloadArrays};
@@ -61,10 +62,12 @@ pub(crate) fn from_arrays(
         let mut stateless = RecordStreams::default();
         let streams = streams.unwrap_or(&mut stateless);
         if name == "records" {
-            let (events, time_base) = streams.decode(header, bytes)?;
+            let frame = arrays
+                .frame(name)
+                .unwrap_or_else(|| Bytes::copy_from_slice(bytes));
             return Ok(PayloadRows {
                 batches: Vec::new(),
-                records: Some(DecodedRecords { events, time_base }),
+                records: Some(streams.decode(header, frame)?),
             });
         }
         let decoded = streams.decode_tags(header, bytes)?;
@@ -128,11 +131,11 @@ pub(crate) fn records_batch(
     records: &DecodedRecords,
     ctx: &DecodeContext<'_>,
 ) -> Result<Vec<(Table, RecordBatch)>, DecodeError> {
-    if records.events.is_empty() {
+    if records.rows() == 0 {
         return Ok(Vec::new());
     }
     let decoded = flowdaq_analytics::tcspc::records::PhotonColumns::from_events(
-        records.events.clone(),
+        records.events(),
         records.time_base,
     );
     let columns = PhotonColumns {

@@ -11,13 +11,57 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use flowdaq_analytics::tcspc::records::{
-    decode_events, decode_swabian_tags, DecoderState, EventColumns,
-    PhotonColumns as DecodedPhotons, RecordType, TimeBase, TimeTagConfig, TimeTagState,
+    decode_events, decode_into, decode_swabian_tags, scan_records, DecodeCounts, DecoderState,
+    EventColumns, EventSink, PhotonColumns as DecodedPhotons, RecordType, TimeBase, TimeTagConfig,
+    TimeTagState,
 };
 use flowdaq_schemas::Header;
 
 use super::{meta_f64, DecodeError};
+
+/// One message's raw PicoQuant records, accepted (whole records, counted, the source's state
+/// moved past them) but decoded only by whoever takes them: into native events
+/// ([`DecodedRecords::events`]) for the stored `photons` rows, or straight into a sink such as
+/// a histogram windower ([`DecodedRecords::decode_into`]). A message's photons that are never
+/// stored are never written anywhere but their histogram.
+#[derive(Debug, Clone)]
+pub struct DecodedRecords {
+    /// The message's records frame, shared with the transport (little-endian 32-bit words).
+    records: Bytes,
+    record_type: RecordType,
+    /// The message's `macro_unit_ps` and `micro_bin_ps`: native units to ps.
+    pub time_base: TimeBase,
+    /// The source's decoder state before this message.
+    start: DecoderState,
+    /// The records by kind.
+    pub counts: DecodeCounts,
+}
+
+impl DecodedRecords {
+    /// Rows the records give: photons, markers and (T2) syncs; overflows give none.
+    pub fn rows(&self) -> usize {
+        (self.counts.photons + self.counts.markers + self.counts.syncs) as usize
+    }
+
+    /// Decodes the records into `sink`, from the state the source had before this message.
+    pub fn decode_into<S: EventSink>(&self, sink: &mut S) {
+        let mut state = self.start;
+        // Whole records were checked when the message was accepted, the only failure.
+        let decoded = decode_into(self.record_type, &self.records, &mut state, sink);
+        debug_assert!(decoded.is_ok());
+    }
+
+    /// The records as native-unit event columns.
+    pub fn events(&self) -> EventColumns {
+        let mut events = EventColumns::default();
+        let mut state = self.start;
+        let decoded = decode_events(self.record_type, &self.records, &mut state, &mut events);
+        debug_assert!(decoded.is_ok());
+        events
+    }
+}
 
 /// Decoding state of every source sending raw records.
 #[derive(Debug, Default)]
@@ -33,13 +77,13 @@ impl RecordStreams {
         self.resets
     }
 
-    /// Decodes one message's records with its source's carried state, to native events (the
-    /// ps columns of the `photons` rows are added only if they are built).
+    /// Accepts one message's records with its source's carried state: counts them and moves
+    /// the state past them, leaving the decoding to whoever takes them ([`DecodedRecords`]).
     pub(crate) fn decode(
         &mut self,
         header: &Header,
-        records: &[u8],
-    ) -> Result<(EventColumns, TimeBase), DecodeError> {
+        records: Bytes,
+    ) -> Result<DecodedRecords, DecodeError> {
         let code = header
             .meta
             .get("record_type")
@@ -82,14 +126,20 @@ impl RecordStreams {
         time_base
             .validate()
             .map_err(|e| DecodeError::payload(format!("records: {e}")))?;
-        let mut trial = *state;
-        let mut events = EventColumns::default();
-        decode_events(record_type, records, &mut trial, &mut events)
+        let start = *state;
+        let mut trial = start;
+        let counts = scan_records(record_type, &records, &mut trial)
             .map_err(|e| DecodeError::payload(format!("records: {e}")))?;
-        // Only a message that decoded whole advances the state.
+        // Only a message of whole records advances the state.
         *state = trial;
         *last_seq = header.seq;
-        Ok((events, time_base))
+        Ok(DecodedRecords {
+            records,
+            record_type,
+            time_base,
+            start,
+            counts,
+        })
     }
 
     /// Decodes one message of 16-byte time tags (Swabian `Tag` layout) with its source's

@@ -395,7 +395,7 @@ fn deferred_raw_records_are_native_events_and_build_the_same_photons_rows() {
         decode_message_deferred(&msg.frames(), &ctx, &mut deferred_streams).expect("valid records");
     assert!(deferred.batches.is_empty(), "no photons rows until built");
     assert_eq!(deferred.primary_rows(), 3, "two photons and a marker");
-    let events = &deferred.records.as_ref().expect("native events").events;
+    let events = deferred.records.as_ref().expect("records").events();
     assert_eq!(
         events.macro_time,
         vec![3 * 1024 + 7, 3 * 1024 + 9, 3 * 1024 + 11]
@@ -445,7 +445,7 @@ fn deferred_raw_records_are_native_events_and_build_the_same_photons_rows() {
     let next = raw_records_message(2, &[photon(0, 1, 5)]);
     let decoded =
         decode_message_deferred(&next.frames(), &ctx, &mut deferred_streams).expect("valid");
-    let events = &decoded.records.expect("events").events;
+    let events = decoded.records.expect("records").events();
     assert_eq!(events.macro_time, vec![4 * 1024 + 5]);
     assert_eq!(deferred_streams.resets(), 0);
 }

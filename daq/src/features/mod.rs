@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use flowdaq_analytics::tcspc::records::{EventColumns, TimeBase};
+use flowdaq_connectors::decode::DecodedRecords;
 use flowdaq_schemas::Table;
 
 use crate::config::FeaturesConfig;
@@ -79,17 +79,15 @@ impl MessageOrigin<'_> {
     }
 }
 
-/// The native events of a message of raw TCSPC records. They stand in for its `photons`
-/// rows, which exist only if the source stores them: extractors that read photons take these
-/// instead, and are not shown the rows.
+/// The raw TCSPC records of a message, accepted but not decoded. They stand in for its
+/// `photons` rows, which exist only if the source stores them: extractors that read photons
+/// decode these instead (straight into their own sink), and are not shown the rows.
 #[derive(Debug, Clone, Copy)]
 pub struct PhotonEvents<'a> {
-    /// Whose events.
+    /// Whose records.
     pub origin: MessageOrigin<'a>,
-    /// Native macro times, micro-time bins, channels and marker bits.
-    pub events: &'a EventColumns,
-    /// Converts the native units into ps.
-    pub time_base: TimeBase,
+    /// The records, with their time base and the source's decoder state before them.
+    pub records: &'a DecodedRecords,
 }
 
 /// One kind of derived rows, computed message by message.
@@ -108,7 +106,7 @@ pub trait Extractor: Send {
         message: &[(Table, RecordBatch)],
     ) -> Result<Vec<(Table, RecordBatch)>, FeatureError>;
 
-    /// Derived rows for the native events of a message of raw TCSPC records. The default, for
+    /// Derived rows for the raw records of a message of TCSPC records. The default, for
     /// extractors that do not read photons: none.
     ///
     /// # Errors

@@ -26,8 +26,9 @@ use flowdaq_analytics::tcspc::histogram::{
     WindowedHistogram,
 };
 use flowdaq_analytics::tcspc::phasor::{Phasor, PhasorCalculator};
-use flowdaq_analytics::tcspc::records::{EventColumns, PhotonColumns, TimeBase};
+use flowdaq_analytics::tcspc::records::PhotonColumns;
 use flowdaq_analytics::tcspc::TcspcError;
+use flowdaq_connectors::decode::DecodedRecords;
 use flowdaq_schemas::tables::LIFETIME_VALUE_COLUMNS;
 use flowdaq_schemas::Table;
 
@@ -181,31 +182,26 @@ impl SourceState {
         Ok(windows)
     }
 
-    /// Windows closed by one message's native events of this source. When the message's time
+    /// Windows closed by one message's raw records of this source. When the message's time
     /// base is this layout's (sync period and micro bin equal to 1 part in 1e9), the native
-    /// sync counts and bins are the layout's, and go to the windower as they are: the windows
-    /// the ps columns give, as those round back to the same whole syncs and (for bins of 1 ps
-    /// or more) the same bins. Otherwise the events are converted through ps like stored rows.
-    fn push_events(
+    /// sync counts and bins are the layout's, and the records are decoded straight into the
+    /// windower: the windows the ps columns give, as those round back to the same whole syncs
+    /// and (for bins of 1 ps or more) the same bins. Otherwise the records are converted
+    /// through ps like stored rows.
+    fn push_records(
         &mut self,
-        events: &EventColumns,
-        time_base: TimeBase,
+        records: &DecodedRecords,
     ) -> Result<Vec<WindowedHistogram>, TcspcError> {
+        let time_base = records.time_base;
         let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+        let mut windows = Vec::new();
         if same(time_base.macro_unit_ps, self.layout.sync_period_ps())
             && same(time_base.micro_bin_ps, self.layout.micro_bin_ps)
         {
-            let mut windows = Vec::new();
-            self.windower.push_columns(
-                &events.macro_time,
-                &events.micro_time_bins,
-                &events.channel,
-                &events.marker_flags,
-                &mut windows,
-            )?;
+            records.decode_into(&mut self.windower.sink(&mut windows));
             return Ok(windows);
         }
-        let columns = PhotonColumns::from_events(events.clone(), time_base);
+        let columns = PhotonColumns::from_events(records.events(), time_base);
         self.push(
             &columns.macro_time_ps,
             &columns.micro_time_ps,
@@ -444,10 +440,10 @@ impl Extractor for TcspcExtractor {
         let Some(state) = self.sources.get_mut(photons.origin.source) else {
             return Ok(Vec::new());
         };
-        if photons.events.is_empty() {
+        if photons.records.rows() == 0 {
             return Ok(Vec::new());
         }
-        let windows = state.push_events(photons.events, photons.time_base)?;
+        let windows = state.push_records(photons.records)?;
         window_rows(state, &photons.origin, &windows)
     }
 }

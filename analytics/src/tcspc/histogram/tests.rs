@@ -273,3 +273,72 @@ fn sync_windows_match_a_photon_by_photon_reference_however_chunked() {
         }
     }
 }
+
+#[test]
+fn records_decoded_into_the_window_sink_give_the_windows_of_their_columns() {
+    use crate::tcspc::records::{decode_events, scan_records, EventColumns};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    // HydraHarp v2 T3: photons (some on channels and micro times outside the layout), markers
+    // and overflows of 1-3 wraps of 1024 syncs.
+    let words: Vec<u32> = (0..20_000)
+        .map(|_| match rng.random_range(0..40) {
+            0 => (1u32 << 31) | (63 << 25) | rng.random_range(0..4),
+            1 => (1u32 << 31) | (rng.random_range(1..16) << 25) | rng.random_range(0..1024),
+            _ => {
+                (rng.random_range(0..3u32) << 25)
+                    | (rng.random_range(0..12u32) << 10)
+                    | rng.random_range(0..1024u32)
+            }
+        })
+        .collect();
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    for window in [
+        HistogramWindow::Syncs(3_000),
+        HistogramWindow::Syncs(1),
+        HistogramWindow::Photons(997),
+    ] {
+        let mut by_columns = HistogramWindower::new(layout(2), window).unwrap();
+        let mut by_sink = by_columns.clone();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        let (mut column_state, mut sink_state, mut scan_state) = (
+            DecoderState::default(),
+            DecoderState::default(),
+            DecoderState::default(),
+        );
+        for chunk in bytes.chunks(4 * 1_237) {
+            let mut events = EventColumns::default();
+            let counts = decode_events(
+                RecordType::HydraHarpV2T3,
+                chunk,
+                &mut column_state,
+                &mut events,
+            )
+            .unwrap();
+            by_columns
+                .push_columns(
+                    &events.macro_time,
+                    &events.micro_time_bins,
+                    &events.channel,
+                    &events.marker_flags,
+                    &mut want,
+                )
+                .unwrap();
+            let sink_counts = decode_into(
+                RecordType::HydraHarpV2T3,
+                chunk,
+                &mut sink_state,
+                &mut by_sink.sink(&mut got),
+            )
+            .unwrap();
+            let scanned = scan_records(RecordType::HydraHarpV2T3, chunk, &mut scan_state).unwrap();
+            assert_eq!(sink_counts, counts);
+            assert_eq!(scanned, counts);
+        }
+        assert_eq!((sink_state, scan_state), (column_state, column_state));
+        by_columns.flush(&mut want);
+        by_sink.flush(&mut got);
+        assert!(want.len() > 3, "{window:?}: {} windows", want.len());
+        assert_eq!(got, want, "{window:?}");
+    }
+}

@@ -6,6 +6,8 @@
 //! store per column and event. `Vec::push` on six columns (length bookkeeping and a capacity
 //! check each) with the ps conversions in the same loop had made [`super::decode_records`] run
 //! at a fifth of the fused decode-and-histogram rate, and it was most of the live photon path.
+//! [`scan_records`] only counts and advances the overflow state, for a consumer that decodes
+//! later, straight into its own sink.
 
 use std::mem::MaybeUninit;
 
@@ -168,4 +170,29 @@ pub fn decode_events(
         &mut out.channel,
         &mut out.marker_flags,
     )
+}
+
+/// A sink that keeps nothing: decoding into it only counts and advances the state.
+struct CountOnly;
+
+impl EventSink for CountOnly {
+    #[inline(always)]
+    fn photon(&mut self, _macro_time: u64, _micro_time_bins: u16, _channel: u8) {}
+
+    #[inline(always)]
+    fn marker(&mut self, _macro_time: u64, _marker_flags: u8) {}
+}
+
+/// Counts raw records by kind and advances `state` past them without writing any event: what
+/// a consumer needs to accept a chunk of a stream (and keep the overflow state for the next)
+/// before it decides whether, and into what, the chunk is decoded.
+///
+/// # Errors
+/// [`TcspcError::PartialRecord`] if `bytes` is not whole 4-byte records (`state` unchanged).
+pub fn scan_records(
+    record_type: RecordType,
+    bytes: &[u8],
+    state: &mut DecoderState,
+) -> Result<DecodeCounts> {
+    decode_into(record_type, bytes, state, &mut CountOnly)
 }

@@ -340,8 +340,7 @@ fn raw_record_routes(
                 condition_id: None,
                 seq: seq as u64,
             },
-            events: &records.events,
-            time_base: records.time_base,
+            records,
         };
         out[0].extend(events_route.extract_events(&events).expect("events"));
         let eager = decode_message_stateful(&frames, &ctx, &mut eager_streams).expect("valid");
