@@ -133,22 +133,14 @@ async fn rows_text(server: &flowdaq_daq::RunningServer, sql: &str) -> Vec<String
 async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_rows() {
     use flowdaq_connectors::replay::ptu::PtuReplayConfig;
     use flowdaq_connectors::Connector;
-    use flowdaq_daq::config::{SourceConfig, StatisticChoice, TcspcSourceConfig};
+    use flowdaq_daq::config::{SourceConfig, TcspcSourceConfig};
     let (header, records) = hydraharp();
     let time_base = header.time_base();
     let tcspc = TcspcSourceConfig {
-        sync_rate_hz: 1e12 / time_base.macro_unit_ps,
-        micro_bin_ps: time_base.micro_bin_ps,
-        native_bins: None,
         bin_width_native: 4,
         channels: 2,
         window_s: 2.0,
-        window_photons: None,
-        components: 1,
-        statistic: StatisticChoice::PoissonMle,
-        irf_fwhm_ps: 200.0,
-        irf_counts: None,
-        min_photons_to_fit: 1000,
+        ..TcspcSourceConfig::new(1e12 / time_base.macro_unit_ps, time_base.micro_bin_ps)
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = ServerConfig::embedded_pull_only(dir.path());

@@ -395,6 +395,29 @@ pub struct TcspcSourceConfig {
     pub min_photons_to_fit: u64,
 }
 
+impl TcspcSourceConfig {
+    /// An instrument's configuration with every other field at its documented default (the
+    /// defaults a configuration file gets when it names only these two): one channel at native
+    /// resolution, 1 s windows, one Poisson-MLE component, a 200 ps Gaussian IRF, fits from
+    /// 1000 photons.
+    pub fn new(sync_rate_hz: f64, micro_bin_ps: f64) -> TcspcSourceConfig {
+        TcspcSourceConfig {
+            sync_rate_hz,
+            micro_bin_ps,
+            native_bins: None,
+            bin_width_native: one(),
+            channels: one(),
+            window_s: default_window_s(),
+            window_photons: None,
+            components: one(),
+            statistic: default_statistic(),
+            irf_fwhm_ps: default_irf_fwhm_ps(),
+            irf_counts: None,
+            min_photons_to_fit: default_min_photons(),
+        }
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -723,6 +746,16 @@ mod tests {
         assert_eq!(config.wal.fsync, FsyncPolicy::Never);
         assert_eq!(config.ingest, IngestConfig::default());
         assert!(!config.sources["tcspc-1"].store_raw);
+    }
+
+    #[test]
+    fn a_tcspc_source_naming_only_its_clock_gets_the_defaults_of_new() {
+        let text = "[features.tcspc.sources.hh]\nsync_rate_hz = 40e6\nmicro_bin_ps = 16.0\n";
+        let config = ServerConfig::from_toml(text, "x.toml").expect("valid");
+        assert_eq!(
+            config.features.tcspc.sources["hh"],
+            TcspcSourceConfig::new(40e6, 16.0)
+        );
     }
 
     #[test]

@@ -223,18 +223,10 @@ async fn photons(args: PhotonArgs) -> anyhow::Result<()> {
         config.features.tcspc.sources.insert(
             "tcspc-bench".into(),
             TcspcSourceConfig {
-                sync_rate_hz,
-                micro_bin_ps: 16.0,
-                native_bins: None,
                 bin_width_native: 8,
                 channels: 2,
-                window_s: 1.0,
-                window_photons: None,
-                components: 1,
                 statistic: StatisticChoice::PoissonMle,
-                irf_fwhm_ps: 200.0,
-                irf_counts: None,
-                min_photons_to_fit: 1000,
+                ..TcspcSourceConfig::new(sync_rate_hz, 16.0)
             },
         );
     }

@@ -236,18 +236,11 @@ fn prepare_ptu(args: &ReplayArgs) -> anyhow::Result<Prepared> {
         .sync_rate_hz()
         .context("the PTU header has no sync rate: not a T3 file, cannot histogram")?;
     let tcspc = TcspcSourceConfig {
-        sync_rate_hz,
-        micro_bin_ps: replay.resolution_ps(),
-        native_bins: None,
-        bin_width_native: 1,
         channels: args.channels,
         window_s: args.window_s,
-        window_photons: None,
-        components: 1,
         statistic: StatisticChoice::PoissonMle,
         irf_fwhm_ps: args.irf_fwhm_ps,
-        irf_counts: None,
-        min_photons_to_fit: 1000,
+        ..TcspcSourceConfig::new(sync_rate_hz, replay.resolution_ps())
     };
     Ok(Prepared {
         connector: Box::new(replay),

@@ -15,7 +15,7 @@ use crate::message::OutboundMessage;
 use flowdaq_schemas::StreamKind;
 
 /// hc in eV nm: `E = HC_EV_NM / lambda_nm`.
-pub const HC_EV_NM: f64 = 1239.841_98;
+pub const HC_EV_NM: f64 = 1_239.841_98;
 const ADC_SATURATION_COUNTS: f64 = 65_535.0;
 const READ_NOISE_COUNTS: f64 = 12.0;
 

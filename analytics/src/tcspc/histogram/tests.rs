@@ -169,13 +169,17 @@ fn windows_by_photon_count() {
     assert!(HistogramWindower::new(layout(1), HistogramWindow::Photons(0)).is_err());
 }
 
+/// A closed window as the reference gives it: start and end sync, counts (channel-major), the
+/// span of the photons counted, photons out of range.
+type ReferenceWindow = (u64, u64, Vec<u32>, Option<(u64, u64)>, u64);
+
 /// The windower's rules applied photon by photon, written the obvious way: the reference for
 /// the run-at-a-time loop (which skips the division per photon).
 fn reference_sync_windows(
     layout: &HistogramLayout,
     w: u64,
     rows: &[(u64, u16, u8, u8)],
-) -> Vec<(u64, u64, Vec<u32>, Option<(u64, u64)>, u64)> {
+) -> Vec<ReferenceWindow> {
     let mut out = Vec::new();
     let bins = layout.bins();
     let mut open: Option<u64> = None;

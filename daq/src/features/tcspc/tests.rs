@@ -14,18 +14,8 @@ use flowdaq_schemas::StreamKind;
 
 fn source_config(sync_rate_hz: f64, micro_bin_ps: f64, channels: usize) -> TcspcSourceConfig {
     TcspcSourceConfig {
-        sync_rate_hz,
-        micro_bin_ps,
-        native_bins: None,
-        bin_width_native: 1,
         channels,
-        window_s: 1.0,
-        window_photons: None,
-        components: 1,
-        statistic: StatisticChoice::PoissonMle,
-        irf_fwhm_ps: 200.0,
-        irf_counts: None,
-        min_photons_to_fit: 1000,
+        ..TcspcSourceConfig::new(sync_rate_hz, micro_bin_ps)
     }
 }
 
