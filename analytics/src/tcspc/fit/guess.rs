@@ -59,18 +59,22 @@ pub(crate) fn background(y: &[f64], range: (usize, usize), rise: f64, irf_width_
 /// `D(k) = sum y[k..k+w] - sum y[k-w..k]`. Summing `w` bins on each side makes it robust at a
 /// few counts per bin, where the maximum of a lightly smoothed curve lands on noise; for a rise
 /// sharper than `w` it sits at the IRF's median, as [`irf_reference_position`] does.
+/// `cum` is a buffer for the cumulative sums (resized here, kept across fits).
 #[inline(always)]
-pub(crate) fn rising_step(y: &[f64], range: (usize, usize), w: usize) -> f64 {
+pub(crate) fn rising_step(y: &[f64], range: (usize, usize), w: usize, cum: &mut Vec<f64>) -> f64 {
     let (start, end) = range;
     let y = &y[start..end];
     let n = y.len();
     let w = w.clamp(1, (n / 4).max(1));
-    let mut cum = Vec::with_capacity(n + 1);
+    // Written into a slice (not pushed) so the running sum stays in a register: with `push` it
+    // went through memory every bin, a store-to-load chain 1024 bins long.
+    cum.resize(n + 1, 0.0);
+    let cum = &mut cum[..n + 1];
     let mut acc = 0.0;
-    cum.push(0.0);
-    for v in y {
+    cum[0] = 0.0;
+    for (c, v) in cum[1..].iter_mut().zip(y) {
         acc += v;
-        cum.push(acc);
+        *c = acc;
     }
     let mut best = (f64::MIN, w);
     for k in w..=n.saturating_sub(w) {
@@ -195,6 +199,8 @@ pub(crate) struct GuessScratch {
     weighted: Vec<f64>,
     /// `y - b` over the fit range.
     target: Vec<f64>,
+    /// Cumulative sums of [`rising_step`].
+    pub(crate) cumulative: Vec<f64>,
 }
 
 /// Picks lifetimes from `candidates` (bins) and solves amplitudes (and the background if free)
@@ -221,6 +227,7 @@ pub(crate) fn best_combination(
         convs,
         weighted,
         target,
+        ..
     } = scratch;
     convs.resize(nc * n + rows, 0.0);
     weighted.resize((nc + 1) * rows, 0.0);

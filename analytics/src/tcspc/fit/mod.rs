@@ -193,6 +193,9 @@ pub struct LifetimeFitter {
 struct Work {
     irf: Vec<f64>,
     dirf: Vec<f64>,
+    /// What `irf` (and `dirf`) hold, so an evaluation at the shift the starting values were
+    /// found at (the first of every fit) reuses the IRF instead of recomputing it.
+    irf_at: Option<IrfAt>,
     /// Per component: unit-amplitude curve, its tau derivative and its shift derivative.
     conv: Vec<Vec<f64>>,
     dconv_tau: Vec<Vec<f64>>,
@@ -219,6 +222,15 @@ struct Work {
     fine_dirf: Vec<f64>,
     fine_a: Vec<f64>,
     fine_b: Vec<f64>,
+}
+
+/// The shift (bins) `Work::irf` was evaluated at, its support, and whether `Work::dirf` holds
+/// the derivative at that shift.
+#[derive(Debug, Clone, Copy)]
+struct IrfAt {
+    shift: f64,
+    support: (usize, usize),
+    with_derivative: bool,
 }
 
 impl LifetimeFitter {
@@ -315,6 +327,7 @@ impl LifetimeFitter {
         let work = Work {
             irf: vec![0.0; n_bins],
             dirf: vec![0.0; n_bins],
+            irf_at: None,
             conv: vec![vec![0.0; n_bins]; n],
             dconv_tau: vec![vec![0.0; n_bins]; n],
             dconv_shift: vec![vec![0.0; n_bins]; n],
@@ -382,7 +395,7 @@ impl LifetimeFitter {
         let window = (2.0 * width + 1.0)
             .max(8.0 * fit_bins / total.max(1.0))
             .ceil() as usize;
-        let rise = guess::rising_step(y, self.range, window);
+        let rise = guess::rising_step(y, self.range, window, &mut self.work.guess.cumulative);
         let b = match self.config.background {
             Parameter::Fixed(v) => v,
             Parameter::Free => guess::background(y, self.range, rise, width),
@@ -391,7 +404,20 @@ impl LifetimeFitter {
             Parameter::Fixed(v) => v / bw,
             Parameter::Free => rise - guess::irf_reference_position(&self.irf, self.n_bins),
         };
-        let support = self.irf.eval(shift, &mut self.work.irf, None);
+        // With the shift free and no oversampling, the first model evaluation needs this IRF
+        // and its derivative at this very shift: computed once here, reused there.
+        let with_derivative = self.oversample == 1 && matches!(self.config.shift, Parameter::Free);
+        let w = &mut self.work;
+        let support = self.irf.eval(
+            shift,
+            &mut w.irf,
+            with_derivative.then_some(&mut w.dirf[..]),
+        );
+        w.irf_at = Some(IrfAt {
+            shift,
+            support,
+            with_derivative,
+        });
         let period = self.period_bins.map(|p| p.max(self.n_bins as f64));
         let span = period.unwrap_or(self.n_bins as f64);
         let (tau_phase, tau_mod) = guess::phasor_lifetimes(y, &self.work.irf, b, &self.harmonic)
@@ -484,7 +510,16 @@ impl LifetimeFitter {
                 self.n_bins
             )));
         }
-        if let Some(bad) = histogram.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+        // A fold without early exit vectorises; the search for the culprit runs only on error.
+        let all_valid = histogram
+            .iter()
+            .fold(true, |ok, v| ok & (0.0..f64::INFINITY).contains(v));
+        if !all_valid {
+            let bad = histogram
+                .iter()
+                .find(|v| !(v.is_finite() && **v >= 0.0))
+                .copied()
+                .unwrap_or(f64::NAN);
             return Err(TcspcError::Fit(format!(
                 "count {bad} is negative or not finite"
             )));
@@ -526,8 +561,10 @@ impl LifetimeFitter {
             .zip(work.sqrt_y.iter_mut())
             .zip(&histogram[self.range.0..])
         {
+            // sqrt(max(y, 1)) == max(sqrt(y), 1) exactly (sqrt is monotone and sqrt(1) = 1),
+            // which saves a square root per bin.
             *sqrt = y.sqrt();
-            *w = 1.0 / y.max(1.0).sqrt();
+            *w = 1.0 / sqrt.max(1.0);
             *inv = 1.0 / y;
         }
         let mut problem = Problem {
@@ -621,19 +658,32 @@ fn bin_down(fine: &[f64], s: usize, scale: f64, out: &mut [f64]) {
     }
 }
 
-/// Signed square root of a bin's Poisson deviance term and its derivative with respect to the
-/// model, for bin value `y` and model `m`, given `inv_y = 1 / y` and `sqrt_y` (anything when
-/// `y <= 0`). Neyman residuals are `(y - m) w` with precomputed weights.
+/// The Poisson residual of a bin, in two halves: the signed square root of the bin's deviance
+/// term and its derivative with respect to the model, for bin value `y` and model `m`, given
+/// `inv_y = 1 / y` and `sqrt_y` (anything when `y <= 0`). Neyman residuals are `(y - m) w` with
+/// precomputed weights.
 ///
 /// Written with selects rather than branches so the bin loop vectorises: every case is computed
 /// and the right one kept. Cases: a model at or below [`MODEL_FLOOR`] is evaluated at the floor
 /// with no gradient; an empty bin contributes `2 m`; near `m = y` the derivative takes its limit.
+///
+/// This first half is the deviance term at the floored model. The bin loop runs in two passes
+/// (this, then [`poisson_residual_from_term`]): in one pass the chained division, square root
+/// and division per bin were latency-bound, with too few bins in flight to fill the divider.
 #[inline(always)]
-fn poisson_residual(y: f64, inv_y: f64, sqrt_y: f64, m: f64) -> (f64, f64) {
+fn poisson_term(y: f64, inv_y: f64, m: f64) -> f64 {
+    let m = if m <= MODEL_FLOOR { MODEL_FLOOR } else { m };
+    deviance::deviance_term(y, inv_y, m)
+}
+
+/// Second half of the Poisson residual (see [`poisson_term`]): `(r, dr/dm)` given
+/// `term = poisson_term(y, inv_y, m)`.
+#[inline(always)]
+fn poisson_residual_from_term(y: f64, sqrt_y: f64, m: f64, term: f64) -> (f64, f64) {
     let below = m <= MODEL_FLOOR;
     let m = if below { MODEL_FLOOR } else { m };
     let counted = y > 0.0;
-    let root = deviance::deviance_term(y, inv_y, m).max(0.0).sqrt();
+    let root = term.max(0.0).sqrt();
     let u = m - y;
     let r = if u <= 0.0 { root } else { -root };
     // One division for both 1 / m and 1 / root (the root floored so that 0 stays finite).
@@ -842,9 +892,25 @@ impl Problem<'_> {
         let s = self.oversample;
         w.model.iter_mut().for_each(|m| *m = b);
         if s == 1 {
-            let support = self
-                .irf
-                .eval(shift, &mut w.irf, want_shift.then_some(&mut w.dirf[..]));
+            let support = match w.irf_at {
+                Some(at)
+                    if at.shift.to_bits() == shift.to_bits()
+                        && (at.with_derivative || !want_shift) =>
+                {
+                    at.support
+                }
+                _ => {
+                    let support =
+                        self.irf
+                            .eval(shift, &mut w.irf, want_shift.then_some(&mut w.dirf[..]));
+                    w.irf_at = Some(IrfAt {
+                        shift,
+                        support,
+                        with_derivative: want_shift,
+                    });
+                    support
+                }
+            };
             for (i, &tau) in taus.iter().enumerate().take(n) {
                 exp_conv_on(
                     &w.irf,
@@ -913,14 +979,23 @@ impl Problem<'_> {
                 }
             }
             FitStatistic::PoissonMle => {
-                for (((r, d), (&y, &m)), (&inv_y, &sqrt_y)) in w
+                // Two passes (see `poisson_term`): deviance terms into `resid`, then their roots.
+                for ((r, (&y, &m)), &inv_y) in w
+                    .resid
+                    .iter_mut()
+                    .zip(self.y[start..end].iter().zip(&w.model[start..end]))
+                    .zip(&w.inv_y)
+                {
+                    *r = poisson_term(y, inv_y, m);
+                }
+                for (((r, d), (&y, &m)), &sqrt_y) in w
                     .resid
                     .iter_mut()
                     .zip(w.drdm.iter_mut())
                     .zip(self.y[start..end].iter().zip(&w.model[start..end]))
-                    .zip(w.inv_y.iter().zip(&w.sqrt_y))
+                    .zip(&w.sqrt_y)
                 {
-                    (*r, *d) = poisson_residual(y, inv_y, sqrt_y, m);
+                    (*r, *d) = poisson_residual_from_term(y, sqrt_y, m, *r);
                 }
             }
         }
