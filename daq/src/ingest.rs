@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::conditions::{condition_batch, ConditionTimes, Conditions};
 use crate::config::ServerConfig;
 use crate::control::RegisterRequest;
-use crate::features::{FeatureExtractors, MessageOrigin, PhotonEvents};
+use crate::features::{FeatureExtractors, MessageOrigin, PhotonRecords};
 use crate::metrics::Metrics;
 use crate::outcomes::OutcomeTracker;
 use crate::publish::sequencer::StreamSequencer;
@@ -223,7 +223,8 @@ impl Pipeline {
                 limits: &self.limits,
             };
             let size = message.size_bytes();
-            // Raw records stay native events; their photons rows are built only to be stored.
+            // Raw TCSPC records are only scanned here; their photons rows are built only if
+            // they are stored, and the extractors decode them straight into their own sinks.
             let decoded = decode_message_deferred(&message.frames, &ctx, &mut self.record_streams)
                 .and_then(|decoded| match self.check_source(&decoded.header.source) {
                     Ok(()) => Ok(decoded),
@@ -265,7 +266,7 @@ impl Pipeline {
                         .run_id
                         .as_deref()
                         .unwrap_or(&self.config.default_run_id);
-                    let events = decoded.records.as_ref().map(|records| PhotonEvents {
+                    let raw_photons = decoded.records.as_ref().map(|records| PhotonRecords {
                         origin: MessageOrigin {
                             arrival_time_ns: message.arrival_time_ns,
                             instrument_time_ns: header.instrument_time_ns,
@@ -280,9 +281,11 @@ impl Pipeline {
                         records,
                     });
                     let mut derived = Vec::new();
-                    let failures =
-                        self.extractors
-                            .extract(&decoded.batches, events.as_ref(), &mut derived);
+                    let failures = self.extractors.extract(
+                        &decoded.batches,
+                        raw_photons.as_ref(),
+                        &mut derived,
+                    );
                     for (name, err) in failures {
                         self.metrics.feature_failed(name);
                         tracing::warn!(
@@ -293,8 +296,8 @@ impl Pipeline {
                             "features not computed; raw rows kept"
                         );
                     }
-                    // Raw records not stored have no rows here at all (their photons rows were
-                    // never built), so index 0 is a stream table's own rows in every case.
+                    // Unstored raw records have no rows here at all (their photons rows are
+                    // never built), so skipping index 0 never drops another table's rows.
                     for (index, (table, batch)) in decoded.batches.into_iter().enumerate() {
                         if index == 0 && !store_raw {
                             continue;

@@ -1,4 +1,4 @@
-//! Raw PicoQuant TTTR records over the wire, decoded with overflow state kept per source.
+//! Raw PicoQuant TTTR records over the wire, accepted with overflow state kept per source.
 //!
 //! A `photons` message may carry the instrument's own 32-bit records (array `records`, meta
 //! `record_type`, `macro_unit_ps`, `micro_bin_ps`) instead of decoded columns: four bytes per
@@ -8,6 +8,10 @@
 //! of its source means records were lost, and the state is reset (the macro time then restarts
 //! from the next overflow) and counted in [`RecordStreams::resets`]. Time tags (array
 //! `time_tags`, 16-byte Swabian `Tag` records) work the same way: the last sync is carried.
+//!
+//! Records are only scanned on arrival (counted, the state moved past them); the message keeps
+//! its frame as [`DecodedRecords`], and whoever takes it decodes the records into what it
+//! needs, so photons that are histogrammed but not stored are never written out as rows.
 
 use std::collections::HashMap;
 
@@ -26,7 +30,7 @@ use super::{meta_f64, DecodeError};
 /// ([`DecodedRecords::events`]) for the stored `photons` rows, or straight into a sink such as
 /// a histogram windower ([`DecodedRecords::decode_into`]). A message's photons that are never
 /// stored are never written anywhere but their histogram.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DecodedRecords {
     /// The message's records frame, shared with the transport (little-endian 32-bit words).
     records: Bytes,
@@ -37,6 +41,21 @@ pub struct DecodedRecords {
     start: DecoderState,
     /// The records by kind.
     pub counts: DecodeCounts,
+}
+
+/// Shows the sizes and counts, not the megabytes of records.
+impl std::fmt::Debug for DecodedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedRecords")
+            .field("record_bytes", &self.records.len())
+            .field("record_type", &self.record_type)
+            .field("time_base", &self.time_base)
+            .field("start", &self.start)
+            .field("photons", &self.counts.photons)
+            .field("markers", &self.counts.markers)
+            .field("overflows", &self.counts.overflows)
+            .finish()
+    }
 }
 
 impl DecodedRecords {

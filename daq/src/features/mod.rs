@@ -83,7 +83,7 @@ impl MessageOrigin<'_> {
 /// `photons` rows, which exist only if the source stores them: extractors that read photons
 /// decode these instead (straight into their own sink), and are not shown the rows.
 #[derive(Debug, Clone, Copy)]
-pub struct PhotonEvents<'a> {
+pub struct PhotonRecords<'a> {
     /// Whose records.
     pub origin: MessageOrigin<'a>,
     /// The records, with their time base and the source's decoder state before them.
@@ -111,9 +111,9 @@ pub trait Extractor: Send {
     ///
     /// # Errors
     /// As [`Extractor::extract`].
-    fn extract_events(
+    fn extract_records(
         &mut self,
-        _events: &PhotonEvents<'_>,
+        _records: &PhotonRecords<'_>,
     ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
         Ok(Vec::new())
     }
@@ -157,17 +157,18 @@ impl FeatureExtractors {
         Ok(FeatureExtractors { extractors })
     }
 
-    /// Runs every extractor on `message` (and on its raw records' `events`, which then stand
-    /// in for its `photons` rows), appending derived rows to `out`. Failures are returned as
-    /// `(extractor name, error)` for the caller to log and count.
+    /// Runs every extractor on `message` and on its raw TCSPC `records`, if any (which then
+    /// stand in for its `photons` rows), appending derived rows to `out`. Failures are returned
+    /// as `(extractor name, error)` for the caller to log and count; one of the two calls
+    /// failing does not keep the other from running.
     pub fn extract(
         &mut self,
         message: &[(Table, RecordBatch)],
-        events: Option<&PhotonEvents<'_>>,
+        records: Option<&PhotonRecords<'_>>,
         out: &mut Vec<(Table, RecordBatch)>,
     ) -> Vec<(&'static str, FeatureError)> {
         let without_photons: Vec<(Table, RecordBatch)>;
-        let message = match events {
+        let message = match records {
             Some(_) if message.iter().any(|(t, _)| *t == Table::Photons) => {
                 without_photons = message
                     .iter()
@@ -180,17 +181,17 @@ impl FeatureExtractors {
         };
         let mut failures = Vec::new();
         for extractor in &mut self.extractors {
-            let mut rows = extractor.extract(message);
-            if let (Some(events), Ok(rows)) = (events, rows.as_mut()) {
-                match extractor.extract_events(events) {
+            let mut rows = extractor.extract(message).unwrap_or_else(|err| {
+                failures.push((extractor.name(), err));
+                Vec::new()
+            });
+            if let Some(records) = records {
+                match extractor.extract_records(records) {
                     Ok(more) => rows.extend(more),
                     Err(err) => failures.push((extractor.name(), err)),
                 }
             }
-            match rows {
-                Ok(rows) => out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0)),
-                Err(err) => failures.push((extractor.name(), err)),
-            }
+            out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0));
         }
         failures
     }

@@ -32,7 +32,7 @@ use flowdaq_connectors::decode::DecodedRecords;
 use flowdaq_schemas::tables::LIFETIME_VALUE_COLUMNS;
 use flowdaq_schemas::Table;
 
-use super::{Extractor, FeatureError, MessageOrigin, PhotonEvents};
+use super::{Extractor, FeatureError, MessageOrigin, PhotonRecords};
 use crate::config::{StatisticChoice, TcspcFeaturesConfig, TcspcSourceConfig};
 
 /// One source's windowing, fitting and phasor state.
@@ -433,9 +433,9 @@ impl Extractor for TcspcExtractor {
         window_rows(state, &origin, &windows)
     }
 
-    fn extract_events(
+    fn extract_records(
         &mut self,
-        photons: &PhotonEvents<'_>,
+        photons: &PhotonRecords<'_>,
     ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
         let Some(state) = self.sources.get_mut(photons.origin.source) else {
             return Ok(Vec::new());

@@ -279,7 +279,7 @@ fn a_measured_irf_from_configuration_removes_the_bias_of_a_gaussian_one() {
 }
 
 /// The HydraHarp file's raw records in messages of `records_per_message`, through the
-/// extractor twice: as native events (deferred decode, `extract_events`) and as the `photons`
+/// extractor twice: as native events (deferred decode, `extract_records`) and as the `photons`
 /// rows of the eager decode (`extract`). Returns both routes' rows per table.
 fn raw_record_routes(
     records_per_message: usize,
@@ -321,7 +321,7 @@ fn raw_record_routes(
             decode_message_deferred(&frames, &ctx, &mut deferred_streams).expect("valid");
         assert!(deferred.batches.is_empty());
         let records = deferred.records.as_ref().expect("events");
-        let events = PhotonEvents {
+        let events = PhotonRecords {
             origin: MessageOrigin {
                 arrival_time_ns: 1,
                 instrument_time_ns: None,
@@ -332,7 +332,7 @@ fn raw_record_routes(
             },
             records,
         };
-        out[0].extend(events_route.extract_events(&events).expect("events"));
+        out[0].extend(events_route.extract_records(&events).expect("events"));
         let eager = decode_message_stateful(&frames, &ctx, &mut eager_streams).expect("valid");
         out[1].extend(rows_route.extract(&eager.batches).expect("rows"));
     }
