@@ -74,7 +74,7 @@ pub fn parse_csv_spectra(text: &str, path: &str) -> Result<SpectrumFile, Connect
             continue;
         }
         let fields: Vec<&str> = trimmed
-            .split(|c: char| c == ',' || c == ';' || c == '\t' || c == ' ')
+            .split([',', ';', '\t', ' '])
             .filter(|f| !f.is_empty())
             .collect();
         let numbers: Result<Vec<f64>, _> = fields.iter().map(|f| f.parse::<f64>()).collect();

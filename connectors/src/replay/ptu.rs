@@ -451,7 +451,8 @@ mod tests {
         }
         const INT8: u32 = 0x1000_0008;
         const FLOAT8: u32 = 0x2000_0008;
-        let mut bytes = b"PQTTTR\0\01.0.00\0\0".to_vec();
+        // Magic "PQTTTR" and version "1.0.00", each NUL-padded to 8 bytes.
+        let mut bytes = [&b"PQTTTR\0\0"[..], b"1.0.00\0\0"].concat();
         bytes.extend(tag(
             "TTResultFormat_TTTRRecType",
             INT8,

@@ -91,10 +91,10 @@ impl SimulatedSpectrometerConfig {
         if self.peak_energies_ev.is_empty() || self.fwhm_ev.is_empty() {
             return bad("peak_energies_ev and fwhm_ev need at least one value");
         }
-        if self.pixels < 2
-            || !(self.wavelength_max_nm > self.wavelength_min_nm)
-            || self.wavelength_min_nm <= 0.0
-        {
+        // `!(max > min)` on purpose: a NaN bound must be refused too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let empty_range = !(self.wavelength_max_nm > self.wavelength_min_nm);
+        if self.pixels < 2 || empty_range || self.wavelength_min_nm <= 0.0 {
             return bad("needs >= 2 pixels over an increasing, positive wavelength range");
         }
         if self.spectra_per_message == 0 || self.spectra_per_condition == 0 {
