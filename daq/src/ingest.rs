@@ -187,7 +187,33 @@ impl Pipeline {
             self.process_group(group);
             self.maybe_snapshot(false);
         }
+        self.finish_features();
         self.maybe_snapshot(true);
+    }
+
+    /// Writes the rows of the windows still open when the streams end, so every photon
+    /// received is in a histogram, as one last group.
+    fn finish_features(&mut self) {
+        let mut derived = Vec::new();
+        for (name, err) in self.extractors.finish(&mut derived) {
+            self.metrics.feature_failed(name);
+            tracing::warn!(extractor = name, %err, "last windows not computed");
+        }
+        if derived.is_empty() {
+            return;
+        }
+        for (table, batch) in &derived {
+            self.streams.tracker.observe(*table, batch);
+        }
+        let rows = derived.iter().map(|(_, b)| b.num_rows() as u64).sum();
+        match self.commit(derived) {
+            Ok(batches) => {
+                self.buffer.insert(&batches);
+                self.metrics.committed(rows, &[], &[]);
+                self.publish(&batches);
+            }
+            Err(err) => tracing::error!(%err, "WAL append failed; last windows not written"),
+        }
     }
 
     fn maybe_snapshot(&mut self, force: bool) {

@@ -244,7 +244,7 @@ fn prepare_ptu(args: &ReplayArgs) -> anyhow::Result<Prepared> {
     };
     Ok(Prepared {
         connector: Box::new(replay),
-        features_title: "lifetimes (lifetime_features; the last, still open window is not closed)",
+        features_title: "lifetimes (lifetime_features; the last, partial window is written as the server stops, after this list)",
         features_sql: lifetime_features_query,
         tcspc: Some(tcspc),
     })

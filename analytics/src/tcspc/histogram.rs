@@ -503,15 +503,15 @@ impl HistogramWindower {
         )
     }
 
-    /// Closes the open window (end of stream), if it holds photons. A sync window ends at its
-    /// aligned end; a photon window at its last photon.
+    /// Closes the open window (end of stream), if it holds photons. It ends after its last
+    /// photon (a sync window no later than its aligned end): the stream stopped there, so the
+    /// window's count rates are over the time it was observed.
     pub fn flush(&mut self, out: &mut Vec<WindowedHistogram>) {
         if let Some(s) = self.start_sync {
+            let after_last = self.current.sync_span().map_or(s + 1, |(_, l)| l + 1);
             let end = match self.window {
-                HistogramWindow::Syncs(w) => s + w,
-                HistogramWindow::Photons(_) => {
-                    self.current.sync_span().map_or(s + 1, |(_, l)| l + 1)
-                }
+                HistogramWindow::Syncs(w) => after_last.min(s + w),
+                HistogramWindow::Photons(_) => after_last,
             };
             self.close(end, out);
         }

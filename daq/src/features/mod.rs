@@ -117,6 +117,15 @@ pub trait Extractor: Send {
     ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
         Ok(Vec::new())
     }
+
+    /// Derived rows of what is still open when the streams end (the server is stopping): the
+    /// last, partial windows. The default, for extractors that hold nothing open: none.
+    ///
+    /// # Errors
+    /// As [`Extractor::extract`].
+    fn finish(&mut self) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Every configured extractor, in the order they run.
@@ -192,6 +201,22 @@ impl FeatureExtractors {
                 }
             }
             out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0));
+        }
+        failures
+    }
+
+    /// Runs every extractor's [`Extractor::finish`], appending its rows to `out`; failures as
+    /// for [`FeatureExtractors::extract`].
+    pub fn finish(
+        &mut self,
+        out: &mut Vec<(Table, RecordBatch)>,
+    ) -> Vec<(&'static str, FeatureError)> {
+        let mut failures = Vec::new();
+        for extractor in &mut self.extractors {
+            match extractor.finish() {
+                Ok(rows) => out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0)),
+                Err(err) => failures.push((extractor.name(), err)),
+            }
         }
         failures
     }

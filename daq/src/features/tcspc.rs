@@ -45,6 +45,9 @@ struct SourceState {
     statistic: &'static str,
     // Reused conversion buffers.
     macro_sync: Vec<u64>,
+    /// Provenance of the last message with photons: the rows of the window still open when
+    /// the stream ends carry it.
+    last_origin: Option<LastOrigin>,
     micro_bins: Vec<u16>,
 }
 
@@ -142,6 +145,7 @@ impl SourceState {
             },
             macro_sync: Vec::new(),
             micro_bins: Vec::new(),
+            last_origin: None,
         })
     }
 
@@ -430,6 +434,7 @@ impl Extractor for TcspcExtractor {
             column("channel")?.as_primitive::<UInt8Type>().values(),
             column("marker_flags")?.as_primitive::<UInt8Type>().values(),
         )?;
+        state.last_origin = Some(LastOrigin::of(&origin));
         window_rows(state, &origin, &windows)
     }
 
@@ -444,7 +449,50 @@ impl Extractor for TcspcExtractor {
             return Ok(Vec::new());
         }
         let windows = state.push_records(photons.records)?;
+        state.last_origin = Some(LastOrigin::of(&photons.origin));
         window_rows(state, &photons.origin, &windows)
+    }
+
+    fn finish(&mut self) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+        let mut rows = Vec::new();
+        for (source, state) in &mut self.sources {
+            let mut windows = Vec::new();
+            state.windower.flush(&mut windows);
+            let Some(last) = state.last_origin.take() else {
+                continue;
+            };
+            let origin = MessageOrigin {
+                arrival_time_ns: last.arrival_time_ns,
+                instrument_time_ns: last.instrument_time_ns,
+                source,
+                run_id: &last.run_id,
+                condition_id: last.condition_id.as_deref(),
+                seq: last.seq,
+            };
+            rows.extend(window_rows(state, &origin, &windows)?);
+        }
+        Ok(rows)
+    }
+}
+
+/// An owned [`MessageOrigin`].
+struct LastOrigin {
+    arrival_time_ns: i64,
+    instrument_time_ns: Option<i64>,
+    run_id: String,
+    condition_id: Option<String>,
+    seq: u64,
+}
+
+impl LastOrigin {
+    fn of(origin: &MessageOrigin<'_>) -> LastOrigin {
+        LastOrigin {
+            arrival_time_ns: origin.arrival_time_ns,
+            instrument_time_ns: origin.instrument_time_ns,
+            run_id: origin.run_id.to_string(),
+            condition_id: origin.condition_id.map(str::to_string),
+            seq: origin.seq,
+        }
     }
 }
 

@@ -116,7 +116,7 @@ fn windows_by_syncs_are_aligned_and_chunking_invariant() {
         .collect();
     assert_eq!(
         spans,
-        vec![(0, 10, 2), (10, 20, 1), (20, 30, 3), (60, 70, 1)]
+        vec![(0, 10, 2), (10, 20, 1), (20, 30, 3), (60, 61, 1)]
     );
     let batch = histograms_to_record_batch(&a).unwrap();
     assert_eq!(batch.num_rows(), 8);
@@ -207,7 +207,9 @@ fn reference_sync_windows(
         }
     }
     if let Some(s) = open {
-        out.push((s, s + w, counts, span, out_of_range));
+        // Flushed at the end of the stream: the window ends after its last photon counted.
+        let end = span.map_or(s + 1, |(_, last)| last + 1).min(s + w);
+        out.push((s, end, counts, span, out_of_range));
     }
     out
 }

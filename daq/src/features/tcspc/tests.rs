@@ -375,3 +375,64 @@ fn raw_records_as_native_events_give_the_windows_and_fits_of_their_photons_rows(
         }
     }
 }
+
+#[test]
+fn finishing_writes_the_open_window_so_every_photon_is_histogrammed() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../connectors/tests/data/hydraharp_t3_beads.ptu");
+    let config = PtuReplayConfig {
+        records_per_message: 4_096,
+        ..PtuReplayConfig::new(path)
+    };
+    let mut replay = config.build().expect("ptu");
+    let tcspc = TcspcSourceConfig {
+        window_s: 2.0,
+        ..source_config(
+            replay.sync_rate_hz().expect("sync rate"),
+            replay.resolution_ps(),
+            2,
+        )
+    };
+    let mut extractor = extractor(&config.source, tcspc);
+    let mut photons = Vec::new();
+    while let Some(message) = replay.next_message().expect("replay") {
+        for (table, batch) in extractor.extract(&decoded(&message)).expect("extract") {
+            if table == Table::TcspcHistograms {
+                photons.push(batch);
+            }
+        }
+    }
+    let closed_rows: usize = photons.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(
+        closed_rows, 10,
+        "5 whole 2 s windows x 2 channels, closed by later photons"
+    );
+    let last = extractor.finish().expect("finish");
+    let (_, last_histograms) = last
+        .iter()
+        .find(|(t, _)| *t == Table::TcspcHistograms)
+        .expect("the open window's rows");
+    assert_eq!(last_histograms.num_rows(), 2, "one row per channel");
+    assert!(last.iter().any(|(t, _)| *t == Table::LifetimeFeatures));
+    photons.push(last_histograms.clone());
+    let total: u64 = photons
+        .iter()
+        .map(|b| {
+            b.column_by_name("photon_count")
+                .expect("count")
+                .as_primitive::<UInt64Type>()
+                .values()
+                .iter()
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(total, 73_787, "ptufile's photon count");
+    // It keeps the source of its messages, and a second finish has nothing left.
+    let source = last_histograms
+        .column_by_name("source")
+        .expect("source")
+        .as_string::<i32>()
+        .value(0);
+    assert_eq!(source, config.source);
+    assert!(extractor.finish().expect("finish").is_empty());
+}
