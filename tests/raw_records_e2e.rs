@@ -232,3 +232,64 @@ async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_
     assert_eq!(count(&server, fittable).await, 6);
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_of_stream_message_closes_its_sources_open_window_at_once() {
+    use flowdaq_daq::config::{SourceConfig, TcspcSourceConfig};
+    let (header, records) = hydraharp();
+    let time_base = header.time_base();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::embedded_pull_only(dir.path());
+    for source in ["hh-ended", "hh-open"] {
+        config
+            .sources
+            .insert(source.into(), SourceConfig { store_raw: false });
+        config.features.tcspc.sources.insert(
+            source.into(),
+            TcspcSourceConfig {
+                channels: 2,
+                window_s: 2.0,
+                ..TcspcSourceConfig::new(1e12 / time_base.macro_unit_ps, time_base.micro_bin_ps)
+            },
+        );
+    }
+    let server = flowdaq_daq::start(config).await.expect("start");
+    let pull = server.endpoints.pull.clone().expect("pull");
+    let mut sent = 0u64;
+    for source in ["hh-ended", "hh-open"] {
+        let mut sender = PushSender::connect(&pull).await.expect("connect");
+        let chunks: Vec<&[u8]> = records.chunks(4 * RECORDS_PER_MESSAGE).collect();
+        for (index, chunk) in chunks.iter().enumerate() {
+            let mut message = chunk_message(&header, source, chunk);
+            if source == "hh-ended" && index + 1 == chunks.len() {
+                message = message.end_of_stream();
+            }
+            sender.send(message).await.expect("send");
+            sent += 1;
+        }
+    }
+    assert!(
+        server
+            .metrics
+            .wait_processed(sent, Duration::from_secs(60))
+            .await
+    );
+    // The ended source's last, partial window is queryable with its last message: every
+    // photon is in a window. The other source's last window is still open.
+    let windows =
+        |source: &str| format!("SELECT count(*) FROM tcspc_histograms WHERE source = '{source}'");
+    let photons = |source: &str| {
+        format!(
+            "SELECT CAST(sum(photon_count) AS BIGINT) FROM tcspc_histograms WHERE source = '{source}'"
+        )
+    };
+    assert_eq!(
+        count(&server, &windows("hh-ended")).await,
+        12,
+        "6 windows x 2 channels"
+    );
+    assert_eq!(count(&server, &photons("hh-ended")).await, 73_787);
+    assert_eq!(count(&server, &windows("hh-open")).await, 10);
+    assert!(count(&server, &photons("hh-open")).await < 73_787);
+    server.shutdown().await.expect("shutdown");
+}

@@ -31,9 +31,16 @@ impl OutboundMessage {
                 format: PayloadFormat::Arrays,
                 arrays: Vec::new(),
                 meta: serde_json::Map::new(),
+                end_of_stream: false,
             },
             payload: Vec::new(),
         }
+    }
+
+    /// Marks the source's last message of an acquisition (header `end_of_stream`).
+    pub fn end_of_stream(mut self) -> Self {
+        self.header.end_of_stream = true;
+        self
     }
 
     /// Sets a `meta` entry.

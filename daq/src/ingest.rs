@@ -195,7 +195,7 @@ impl Pipeline {
     /// received is in a histogram, as one last group.
     fn finish_features(&mut self) {
         let mut derived = Vec::new();
-        for (name, err) in self.extractors.finish(&mut derived) {
+        for (name, err) in self.extractors.finish(None, &mut derived) {
             self.metrics.feature_failed(name);
             tracing::warn!(extractor = name, %err, "last windows not computed");
         }
@@ -307,11 +307,15 @@ impl Pipeline {
                         records,
                     });
                     let mut derived = Vec::new();
-                    let failures = self.extractors.extract(
+                    let mut failures = self.extractors.extract(
                         &decoded.batches,
                         raw_photons.as_ref(),
                         &mut derived,
                     );
+                    if header.end_of_stream {
+                        // The acquisition ended: its open windows close with this message.
+                        failures.extend(self.extractors.finish(Some(&header.source), &mut derived));
+                    }
                     for (name, err) in failures {
                         self.metrics.feature_failed(name);
                         tracing::warn!(

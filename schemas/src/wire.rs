@@ -205,6 +205,10 @@ pub struct Header {
     /// Stream-specific metadata (see the wire-protocol page for each stream kind).
     #[serde(default)]
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// The source's last message of an acquisition: what the server holds open for it (the
+    /// current TCSPC histogram window) is closed and written with this message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end_of_stream: bool,
 }
 
 impl Header {

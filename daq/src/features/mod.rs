@@ -118,12 +118,13 @@ pub trait Extractor: Send {
         Ok(Vec::new())
     }
 
-    /// Derived rows of what is still open when the streams end (the server is stopping): the
-    /// last, partial windows. The default, for extractors that hold nothing open: none.
+    /// Derived rows of what is still open when a stream ends: the last, partial windows of
+    /// `source` (its message said `end_of_stream`), or of every source (the server is
+    /// stopping). The default, for extractors that hold nothing open: none.
     ///
     /// # Errors
     /// As [`Extractor::extract`].
-    fn finish(&mut self) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+    fn finish(&mut self, _source: Option<&str>) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
         Ok(Vec::new())
     }
 }
@@ -205,15 +206,16 @@ impl FeatureExtractors {
         failures
     }
 
-    /// Runs every extractor's [`Extractor::finish`], appending its rows to `out`; failures as
-    /// for [`FeatureExtractors::extract`].
+    /// Runs every extractor's [`Extractor::finish`] for `source` (or every source), appending
+    /// its rows to `out`; failures as for [`FeatureExtractors::extract`].
     pub fn finish(
         &mut self,
+        source: Option<&str>,
         out: &mut Vec<(Table, RecordBatch)>,
     ) -> Vec<(&'static str, FeatureError)> {
         let mut failures = Vec::new();
         for extractor in &mut self.extractors {
-            match extractor.finish() {
+            match extractor.finish(source) {
                 Ok(rows) => out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0)),
                 Err(err) => failures.push((extractor.name(), err)),
             }

@@ -453,9 +453,12 @@ impl Extractor for TcspcExtractor {
         window_rows(state, &photons.origin, &windows)
     }
 
-    fn finish(&mut self) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+    fn finish(&mut self, only: Option<&str>) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
         let mut rows = Vec::new();
         for (source, state) in &mut self.sources {
+            if only.is_some_and(|only| only != source) {
+                continue;
+            }
             let mut windows = Vec::new();
             state.windower.flush(&mut windows);
             let Some(last) = state.last_origin.take() else {

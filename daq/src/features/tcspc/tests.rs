@@ -407,7 +407,7 @@ fn finishing_writes_the_open_window_so_every_photon_is_histogrammed() {
         closed_rows, 10,
         "5 whole 2 s windows x 2 channels, closed by later photons"
     );
-    let last = extractor.finish().expect("finish");
+    let last = extractor.finish(Some(&config.source)).expect("finish");
     let (_, last_histograms) = last
         .iter()
         .find(|(t, _)| *t == Table::TcspcHistograms)
@@ -434,5 +434,5 @@ fn finishing_writes_the_open_window_so_every_photon_is_histogrammed() {
         .as_string::<i32>()
         .value(0);
     assert_eq!(source, config.source);
-    assert!(extractor.finish().expect("finish").is_empty());
+    assert!(extractor.finish(None).expect("finish").is_empty());
 }
