@@ -14,10 +14,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, StringArray, StringBuilder, TimestampNanosecondArray,
-    UInt64Array,
-};
+use arrow::array::{Array, AsArray, Float64Array, StringBuilder};
 use arrow::datatypes::{Float32Type, Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use flowdaq_analytics::flow::{
@@ -27,17 +24,8 @@ use flowdaq_analytics::flow::{
 use flowdaq_schemas::Table;
 
 use super::velocity::SharedVelocity;
-use super::{Extractor, FeatureError};
+use super::{Extractor, FeatureError, MessageOrigin};
 use crate::config::{FlowFeaturesConfig, PolarityChoice, SensorPairConfig, WettingChoice};
-
-/// Provenance of the chunk that completed a window.
-struct ChunkOrigin {
-    arrival_time_ns: i64,
-    instrument_time_ns: Option<i64>,
-    run_id: String,
-    condition_id: Option<String>,
-    seq: u64,
-}
 
 /// One pair's window being filled.
 struct PairState {
@@ -193,7 +181,7 @@ impl FlowExtractor {
     fn rows(
         &self,
         source: &str,
-        origin: &ChunkOrigin,
+        origin: &MessageOrigin<'_>,
         windows: &[(FlowWindow, Vec<flowdaq_analytics::flow::Segment>)],
     ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
         let n = windows.len();
@@ -207,26 +195,8 @@ impl FlowExtractor {
         let features = features.finish().into_record_batch()?;
         let segments = segments.finish().into_record_batch()?;
         let position = self.pairs.get(source).and_then(|p| p.config.position_mm);
-        let provenance = |rows: usize| -> Vec<ArrayRef> {
-            vec![
-                Arc::new(
-                    TimestampNanosecondArray::from(vec![origin.arrival_time_ns; rows])
-                        .with_timezone("UTC"),
-                ),
-                Arc::new(
-                    TimestampNanosecondArray::from(vec![origin.instrument_time_ns; rows])
-                        .with_timezone("UTC"),
-                ),
-                Arc::new(StringArray::from(vec![source; rows])),
-                Arc::new(StringArray::from(vec![origin.run_id.as_str(); rows])),
-                Arc::new(StringArray::from(vec![
-                    origin.condition_id.as_deref();
-                    rows
-                ])),
-                Arc::new(UInt64Array::from(vec![origin.seq; rows])),
-            ]
-        };
-        let mut columns = provenance(n);
+        // The chunk that completed the windows.
+        let mut columns = origin.columns(n);
         columns.push(features.column(0).clone()); // window_start_ns
         columns.push(Arc::new(Float64Array::from(vec![position; n])));
         columns.extend(features.columns()[1..].iter().cloned());
@@ -246,7 +216,7 @@ impl FlowExtractor {
         let features = RecordBatch::try_new(Table::FlowFeatures.unsequenced_schema(), columns)?;
 
         let rows = segments.num_rows();
-        let mut columns = provenance(rows);
+        let mut columns = origin.columns(rows);
         columns.remove(5); // seq
         columns.remove(1); // instrument_time_ns
         columns.extend(segments.columns().iter().cloned());
@@ -324,13 +294,12 @@ impl Extractor for FlowExtractor {
                     history.push(window.window_start_ns, end_ns, window.velocity_mm_per_s);
                 }
             }
-            let origin = ChunkOrigin {
+            let origin = MessageOrigin {
                 arrival_time_ns: arrival.value(row),
                 instrument_time_ns: instrument.is_valid(row).then(|| instrument.value(row)),
-                run_id: runs.value(row).to_string(),
-                condition_id: conditions
-                    .is_valid(row)
-                    .then(|| conditions.value(row).to_string()),
+                source,
+                run_id: runs.value(row),
+                condition_id: conditions.is_valid(row).then(|| conditions.value(row)),
                 seq: seqs.value(row),
             };
             out.extend(self.rows(source, &origin, &windows)?);
