@@ -235,71 +235,12 @@ impl MicroTimeHistogram {
                 marker_flags.len()
             )));
         }
-        self.add_rows(
-            macro_time_sync,
-            micro_time_bins,
-            channel,
-            marker_flags,
-            |_| true,
-        );
+        for i in 0..n {
+            if marker_flags[i] == 0 {
+                self.add(macro_time_sync[i], micro_time_bins[i], channel[i]);
+            }
+        }
         Ok(())
-    }
-
-    /// The loop of [`Self::add_columns`] on equal-length slices, up to the first photon whose
-    /// macro time is not `inside` (returned: its row, or the row count). The table, the counts
-    /// and the span live in locals: through `self` the compiler reloads every field after
-    /// each count is stored, since the store might alias them.
-    #[inline(always)]
-    fn add_rows(
-        &mut self,
-        macro_time_sync: &[u64],
-        micro_time_bins: &[u16],
-        channel: &[u8],
-        marker_flags: &[u8],
-        inside: impl Fn(u64) -> bool,
-    ) -> usize {
-        let bins = self.bins;
-        let channels = self.layout.channels;
-        let lut = self.lut.as_slice();
-        let counts = self.counts.as_mut_slice();
-        // Rows of the first and last photon counted: plain indices stay in registers, where an
-        // `Option` span was spilled and reloaded on every photon.
-        let mut first_row = usize::MAX;
-        let mut last_row = usize::MAX;
-        let mut out_of_range = 0u64;
-        let rows = macro_time_sync
-            .iter()
-            .zip(micro_time_bins)
-            .zip(channel)
-            .zip(marker_flags);
-        let mut stop = macro_time_sync.len();
-        for (row, (((&t, &micro), &ch), &marker)) in rows.enumerate() {
-            if marker != 0 {
-                continue;
-            }
-            if !inside(t) {
-                stop = row;
-                break;
-            }
-            let ch = usize::from(ch);
-            match lut.get(usize::from(micro)) {
-                Some(&b) if ch < channels => {
-                    counts[ch * bins + b as usize] += 1;
-                    first_row = first_row.min(row);
-                    last_row = row;
-                }
-                _ => out_of_range += 1,
-            }
-        }
-        if let (Some(&first), Some(&last)) = (
-            macro_time_sync.get(first_row),
-            macro_time_sync.get(last_row),
-        ) {
-            self.first_sync.get_or_insert(first);
-            self.last_sync = last;
-        }
-        self.out_of_range += out_of_range;
-        stop
     }
 
     /// Adds all photon rows of decoded columns.
@@ -438,48 +379,16 @@ impl HistogramWindower {
                 marker_flags.len()
             )));
         }
-        match self.window {
-            HistogramWindow::Syncs(w) => {
-                let mut i = 0;
-                while i < n {
-                    // The open window [lo, lo + span); nothing is inside before the first
-                    // photon. Wrapping subtraction makes "outside" one compare.
-                    let (lo, span) = self.start_sync.map_or((0, 0), |s| (s, w));
-                    // Rows up to the first photon outside it go to the open window as one run.
-                    let run_end = i + self.current.add_rows(
-                        &macro_time_sync[i..],
-                        &micro_time_bins[i..],
-                        &channel[i..],
-                        &marker_flags[i..],
-                        |t| t.wrapping_sub(lo) < span,
-                    );
-                    let Some(&t) = macro_time_sync.get(run_end) else {
-                        break;
-                    };
-                    // That photon opens the window it falls in (t - start = t % w < w, so the
-                    // next run starts with it).
-                    if let Some(s) = self.start_sync {
-                        self.close(s + w, out);
-                    }
-                    self.start_sync = Some(t - t % w);
-                    i = run_end;
-                }
-            }
-            HistogramWindow::Photons(limit) => {
-                for i in 0..n {
-                    if marker_flags[i] != 0 {
-                        continue;
-                    }
-                    let t = macro_time_sync[i];
-                    if self.start_sync.is_none() {
-                        self.start_sync = Some(t);
-                    }
-                    self.current.add(t, micro_time_bins[i], channel[i]);
-                    self.photons_in_window += 1;
-                    if self.photons_in_window >= limit {
-                        self.close(t + 1, out);
-                    }
-                }
+        // The window rules live in one place, the sink that decoding feeds.
+        let mut sink = self.sink(out);
+        let rows = macro_time_sync
+            .iter()
+            .zip(micro_time_bins)
+            .zip(channel)
+            .zip(marker_flags);
+        for (((&t, &micro), &ch), &marker) in rows {
+            if marker == 0 {
+                sink.photon(t, micro, ch);
             }
         }
         Ok(())
