@@ -129,36 +129,54 @@ async fn rows_text(server: &flowdaq_daq::RunningServer, sql: &str) -> Vec<String
     rows
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_rows() {
-    use flowdaq_connectors::replay::ptu::PtuReplayConfig;
-    use flowdaq_connectors::Connector;
-    use flowdaq_daq::config::{SourceConfig, TcspcSourceConfig};
-    let (header, records) = hydraharp();
-    let time_base = header.time_base();
-    let tcspc = TcspcSourceConfig {
-        bin_width_native: 4,
-        channels: 2,
-        window_s: 2.0,
-        ..TcspcSourceConfig::new(1e12 / time_base.macro_unit_ps, time_base.micro_bin_ps)
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::embedded_pull_only(dir.path());
-    // Raw records, photons not stored; and the file's photons as columns, stored.
-    config
-        .sources
-        .insert("hh-events".into(), SourceConfig { store_raw: false });
-    config
-        .sources
-        .insert("hh-columns".into(), SourceConfig { store_raw: true });
-    for source in ["hh-events", "hh-columns"] {
+/// A server histogramming each of `sources` (name, whether its photons are stored) with
+/// `tcspc`, the file's layout by default (see [`file_layout`]).
+async fn tcspc_server(
+    data_dir: &Path,
+    sources: &[(&str, bool)],
+    tcspc: &flowdaq_daq::config::TcspcSourceConfig,
+) -> flowdaq_daq::RunningServer {
+    let mut config = ServerConfig::embedded_pull_only(data_dir);
+    for &(source, store_raw) in sources {
+        config.sources.insert(
+            source.into(),
+            flowdaq_daq::config::SourceConfig { store_raw },
+        );
         config
             .features
             .tcspc
             .sources
             .insert(source.into(), tcspc.clone());
     }
-    let server = flowdaq_daq::start(config).await.expect("start");
+    flowdaq_daq::start(config).await.expect("start")
+}
+
+/// The HydraHarp file's clock and bins, both channels, 2 s windows.
+fn file_layout(header: &PtuHeader) -> flowdaq_daq::config::TcspcSourceConfig {
+    let time_base = header.time_base();
+    flowdaq_daq::config::TcspcSourceConfig {
+        channels: 2,
+        window_s: 2.0,
+        ..flowdaq_daq::config::TcspcSourceConfig::new(
+            1e12 / time_base.macro_unit_ps,
+            time_base.micro_bin_ps,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_rows() {
+    use flowdaq_connectors::replay::ptu::PtuReplayConfig;
+    use flowdaq_connectors::Connector;
+    let (header, records) = hydraharp();
+    let tcspc = flowdaq_daq::config::TcspcSourceConfig {
+        bin_width_native: 4,
+        ..file_layout(&header)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Raw records, photons not stored; and the file's photons as columns, stored.
+    let sources = [("hh-events", false), ("hh-columns", true)];
+    let server = tcspc_server(dir.path(), &sources, &tcspc).await;
     let pull = server.endpoints.pull.clone().expect("pull");
     let mut sender = PushSender::connect(&pull).await.expect("connect");
     let mut sent = 0u64;
@@ -235,25 +253,10 @@ async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_end_of_stream_message_closes_its_sources_open_window_at_once() {
-    use flowdaq_daq::config::{SourceConfig, TcspcSourceConfig};
     let (header, records) = hydraharp();
-    let time_base = header.time_base();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::embedded_pull_only(dir.path());
-    for source in ["hh-ended", "hh-open"] {
-        config
-            .sources
-            .insert(source.into(), SourceConfig { store_raw: false });
-        config.features.tcspc.sources.insert(
-            source.into(),
-            TcspcSourceConfig {
-                channels: 2,
-                window_s: 2.0,
-                ..TcspcSourceConfig::new(1e12 / time_base.macro_unit_ps, time_base.micro_bin_ps)
-            },
-        );
-    }
-    let server = flowdaq_daq::start(config).await.expect("start");
+    let sources = [("hh-ended", false), ("hh-open", false)];
+    let server = tcspc_server(dir.path(), &sources, &file_layout(&header)).await;
     let pull = server.endpoints.pull.clone().expect("pull");
     let mut sent = 0u64;
     for source in ["hh-ended", "hh-open"] {
