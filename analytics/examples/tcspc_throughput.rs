@@ -132,6 +132,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         println!("{name}_tau0_ns {}", taus.join(" "));
+        let evaluations: usize = items
+            .iter()
+            .map(|(_, _, y)| fitter.fit(y).map_or(0, |f| f.evaluations))
+            .sum();
+        println!(
+            "{name}_evaluations_mean {:.2}",
+            evaluations as f64 / items.len() as f64
+        );
     }
     let all: Vec<&Vec<f64>> = groups
         .iter()
