@@ -1,9 +1,16 @@
-"""Send spectra to a flowdaq server with nothing but pyzmq and numpy.
+"""Send spectra or TCSPC records to a flowdaq server with nothing but pyzmq and numpy.
 
-This is the whole of wire protocol v1 for spectra (docs/wire-protocol.md): a JSON header frame,
-then one frame per array, little-endian, C order. Copy it into an instrument driver.
+This is the whole of wire protocol v1 for spectra and raw PicoQuant records
+(docs/wire-protocol.md): a JSON header frame, then one frame per array, little-endian, C order.
+Copy it into an instrument driver.
 
-    python flowdaq_send.py tcp://127.0.0.1:5555 --count 10
+    python flowdaq_send.py tcp://127.0.0.1:5555 --count 10           # simulated PL spectra
+    python flowdaq_send.py tcp://127.0.0.1:5555 --ptu beads.ptu      # a PTU file's T2/T3 records
+
+A TCSPC driver sends the 32-bit records as the device hands them over, in order and with
+consecutive `seq` per source (overflow records make each record's time depend on the earlier
+ones), and marks the acquisition's last message with `end_of_stream` so that the server writes
+the source's last histogram window at once.
 
 Three socket patterns:
   * PUSH (lossless; blocks when the server is behind)       -> the server's PULL endpoint
@@ -50,6 +57,86 @@ def spectrum_frames(source, seq, wavelength_nm, counts, kind="pl", integration_t
     return [json.dumps(header).encode(), wavelength_nm.tobytes(), counts.tobytes()]
 
 
+def picoquant_record_frames(source, seq, records, record_type, macro_unit_ps, micro_bin_ps,
+                            run_id=None, condition_id=None, end_of_stream=False):
+    """Return the multipart frames of one photons message of raw PicoQuant TTTR records.
+
+    `records` are 32-bit records exactly as read from the device or a PTU file; `record_type`
+    is the PTU `TTResultFormat_TTTRRecType` code (0x01010304: HydraHarp v2 T3); `macro_unit_ps`
+    is the sync period (T3) or global resolution (T2) and `micro_bin_ps` the micro-time bin, in
+    ps. `end_of_stream` marks the source's last message of an acquisition.
+    """
+    records = np.ascontiguousarray(records, dtype="<u4")
+    header = {
+        "protocol": 1,
+        "source": source,
+        "stream": "photons",
+        "seq": int(seq),
+        "arrays": [{"name": "records", "dtype": records.dtype.str, "shape": list(records.shape)}],
+        "meta": {
+            "record_type": int(record_type),
+            "macro_unit_ps": float(macro_unit_ps),
+            "micro_bin_ps": float(micro_bin_ps),
+        },
+    }
+    if run_id is not None:
+        header["run_id"] = run_id
+    if condition_id is not None:
+        header["condition_id"] = condition_id
+    if end_of_stream:
+        header["end_of_stream"] = True
+    return [json.dumps(header).encode(), records.tobytes()]
+
+
+# PTU tag types whose 8-byte value is the length of data that follows the tag.
+_PTU_SIZED_TAGS = {0x2001FFFF, 0x4001FFFF, 0x4002FFFF, 0xFFFFFFFF}
+_PTU_FLOAT8 = 0x20000008
+
+
+def read_ptu(path):
+    """Read a PicoQuant PTU file: `(tags, records)`, the header tags by name (numbers only;
+    strings and blobs are skipped) and the 32-bit TTTR records as a numpy array."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data[:6].tobytes() != b"PQTTTR":
+        raise ValueError(f"{path}: not a PTU file")
+    offset, tags = 16, {}
+    while True:
+        if offset + 48 > len(data):
+            raise ValueError(f"{path}: header ends without Header_End")
+        ident = data[offset:offset + 32].tobytes().split(b"\0", 1)[0].decode("ascii", "replace")
+        index, kind = np.frombuffer(data[offset + 32:offset + 40].tobytes(), dtype="<i4")
+        kind = int(kind) & 0xFFFFFFFF
+        raw = data[offset + 40:offset + 48].tobytes()
+        offset += 48
+        if kind in _PTU_SIZED_TAGS:
+            offset += int(np.frombuffer(raw, dtype="<i8")[0])
+            continue
+        value = float(np.frombuffer(raw, dtype="<f8")[0]) if kind == _PTU_FLOAT8 else int(
+            np.frombuffer(raw, dtype="<i8")[0])
+        tags[ident if index < 0 else f"{ident}[{index}]"] = value
+        if ident == "Header_End":
+            break
+    count = int(tags.get("TTResult_NumberOfRecords", (len(data) - offset) // 4))
+    records = np.frombuffer(data[offset:offset + 4 * count].tobytes(), dtype="<u4")
+    return tags, records
+
+
+def send_ptu(push, source, path, records_per_message=65536, run_id=None):
+    """Send a PTU file's records as raw-records messages, the last one marked end_of_stream;
+    return the number of messages."""
+    tags, records = read_ptu(path)
+    record_type = tags["TTResultFormat_TTTRRecType"]
+    # T3: the global resolution is the sync period; the resolution is the micro-time bin.
+    macro_unit_ps = tags["MeasDesc_GlobalResolution"] * 1e12
+    micro_bin_ps = tags.get("MeasDesc_Resolution", 0.0) * 1e12
+    starts = range(0, max(len(records), 1), records_per_message)
+    for seq, start in enumerate(starts):
+        push.send_multipart(picoquant_record_frames(
+            source, seq, records[start:start + records_per_message], record_type, macro_unit_ps,
+            micro_bin_ps, run_id=run_id, end_of_stream=seq == len(starts) - 1))
+    return len(starts)
+
+
 class AcknowledgedSender:
     """DEALER sender that keeps every message until the server acknowledges its `seq`.
 
@@ -89,7 +176,19 @@ def main():
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--source", default="python-example")
     parser.add_argument("--run-id", default=None)
+    parser.add_argument("--ptu", default=None, help="send this PTU file's records instead of spectra")
+    parser.add_argument("--records-per-message", type=int, default=65536)
     args = parser.parse_args()
+
+    if args.ptu:
+        context = zmq.Context()
+        push = context.socket(zmq.PUSH)
+        push.connect(args.endpoint)
+        messages = send_ptu(push, args.source, args.ptu, args.records_per_message, run_id=args.run_id)
+        push.close(linger=5000)
+        context.term()
+        print(f"sent {messages} messages of {args.ptu} records to {args.endpoint}")
+        return
 
     wavelength_nm = np.linspace(350.0, 1000.0, 2048)
     energy_ev = 1239.84198 / wavelength_nm
