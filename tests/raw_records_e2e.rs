@@ -180,11 +180,17 @@ async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_
     let pull = server.endpoints.pull.clone().expect("pull");
     let mut sender = PushSender::connect(&pull).await.expect("connect");
     let mut sent = 0u64;
-    for chunk in records.chunks(4 * RECORDS_PER_MESSAGE) {
-        sender
-            .send(chunk_message(&header, "hh-events", chunk))
-            .await
-            .expect("send");
+    let chunks = records.chunks(4 * RECORDS_PER_MESSAGE);
+    let last = chunks.len() - 1;
+    for (index, chunk) in chunks.enumerate() {
+        // The last message closes the last window, as the PTU replay's last message does.
+        let message = chunk_message(&header, "hh-events", chunk);
+        let message = if index == last {
+            message.end_of_stream()
+        } else {
+            message
+        };
+        sender.send(message).await.expect("send");
         sent += 1;
     }
     let path =
@@ -226,7 +232,12 @@ async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_
         )
     };
     let from_events = rows_text(&server, &histograms("hh-events")).await;
-    assert_eq!(from_events.len(), 10, "5 closed 2 s windows x 2 channels");
+    assert_eq!(
+        from_events.len(),
+        12,
+        "5 whole 2 s windows and the last, partial one closed at the end of the stream, \
+         x 2 channels"
+    );
     assert_eq!(
         from_events,
         rows_text(&server, &histograms("hh-columns")).await
@@ -239,9 +250,9 @@ async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_
         )
     };
     let fitted = rows_text(&server, &fits("hh-events")).await;
-    assert_eq!(fitted.len(), 10);
+    assert_eq!(fitted.len(), 12);
     assert_eq!(fitted, rows_text(&server, &fits("hh-columns")).await);
-    // Every window with enough photons to fit (6 of the 10) is fitted and converges.
+    // Every window with enough photons to fit (6 of the 12) is fitted and converges.
     let converged =
         "SELECT count(*) FROM lifetime_features WHERE source = 'hh-events' AND converged";
     let fittable =

@@ -195,8 +195,8 @@ fn replayed_ptu_file_is_histogrammed_and_fitted_with_every_photon_accounted_for(
     // ptufile: 73,787 photons on channels 0 and 1, 100 markers.
     let stored = sql("SELECT count(*) FROM photons WHERE source = 'hh400' AND marker_flags = 0");
     assert_eq!(stored[0], 73_787.0);
-    // Every photon is in a window: 10 whole 1 s windows, and the last, partial one written when
-    // the replay's server stopped, which ends after its last photon.
+    // Every photon is in a window: 10 whole 1 s windows, and the last, partial one written with
+    // the file's last message (marked end_of_stream), which ends after its last photon.
     let windows = sql(
         "SELECT count(*), sum(photon_count), max(window_end_ps) FROM tcspc_histograms \
          WHERE source = 'hh400'",

@@ -244,7 +244,8 @@ fn prepare_ptu(args: &ReplayArgs) -> anyhow::Result<Prepared> {
     };
     Ok(Prepared {
         connector: Box::new(replay),
-        features_title: "lifetimes (lifetime_features; the last, partial window is written as the server stops, after this list)",
+        features_title:
+            "lifetimes (lifetime_features; the file's last message closes the last, partial window)",
         features_sql: lifetime_features_query,
         tcspc: Some(tcspc),
     })

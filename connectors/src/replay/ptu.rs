@@ -119,6 +119,7 @@ impl PtuReplayConfig {
             records_read: 0,
             counts: DecodeCounts::default(),
             pending_error: None,
+            held: None,
             done: false,
         })
     }
@@ -209,6 +210,9 @@ pub struct PtuReplay {
     pending_error: Option<ConnectorError>,
     /// No more records will be read.
     done: bool,
+    /// The message read ahead: it goes out when the next one is ready, or marked
+    /// `end_of_stream` when none follows.
+    held: Option<OutboundMessage>,
 }
 
 impl std::fmt::Debug for PtuReplay {
@@ -399,7 +403,36 @@ impl Connector for PtuReplay {
     /// [`PtuReplay::header`]. Chunks without a single row (only overflow records) are skipped,
     /// as the server refuses an empty photons message. No `instrument_time_ns` either: the
     /// file's creation time states no time zone.
+    ///
+    /// The file's last message sets `end_of_stream`, so the server writes the source's last
+    /// histogram window with it. Which message is last is known only once the next chunk is
+    /// read (it may hold only overflow records), so each message is held until the next one
+    /// is ready. A read or decode error ends the stream the same way: the held message goes
+    /// out marked, and the error is returned by the following call.
     fn next_message(&mut self) -> Result<Option<OutboundMessage>, ConnectorError> {
+        loop {
+            match self.next_chunk_message() {
+                Ok(Some(next)) => {
+                    if let Some(previous) = self.held.replace(next) {
+                        return Ok(Some(previous));
+                    }
+                }
+                Ok(None) => return Ok(self.held.take().map(OutboundMessage::end_of_stream)),
+                Err(error) => match self.held.take() {
+                    Some(previous) => {
+                        self.pending_error = Some(error);
+                        return Ok(Some(previous.end_of_stream()));
+                    }
+                    None => return Err(error),
+                },
+            }
+        }
+    }
+}
+
+impl PtuReplay {
+    /// The message of the next chunk that holds rows, without lookahead; `None` at the end.
+    fn next_chunk_message(&mut self) -> Result<Option<OutboundMessage>, ConnectorError> {
         loop {
             if let Some(error) = self.pending_error.take() {
                 return Err(error);
@@ -539,9 +572,38 @@ mod tests {
             .collect();
         assert_eq!(second.payload[0].as_ref(), macro_ps.as_slice());
         assert_eq!(second.payload[3].as_ref(), [2u8, 0]);
+        assert!(!first.header.end_of_stream && second.header.end_of_stream);
         assert!(replay.next_message().expect("ok").is_none());
         assert_eq!(replay.counts().overflows, 3);
         assert_eq!(replay.records_read(), 6);
+    }
+
+    /// Only the last message is marked, also when the file's last chunk holds only overflow
+    /// records (so the last message is known only after reading past it), and when the file
+    /// is truncated (the message before the error ends the stream).
+    #[test]
+    fn the_last_message_marks_the_end_of_the_stream() {
+        let config = PtuReplayConfig {
+            records_per_message: 2,
+            ..PtuReplayConfig::new("mem.ptu")
+        };
+        let marks = |bytes: Vec<u8>| {
+            let mut replay = replay(&config, bytes);
+            let mut marks = Vec::new();
+            while let Ok(Some(message)) = replay.next_message() {
+                marks.push(message.header.end_of_stream);
+            }
+            marks
+        };
+        let photons: Vec<u32> = (1..=5).map(|k| photon(0, k, k)).collect();
+        assert_eq!(marks(ptu(5, &photons)), [false, false, true]);
+        let mut trailing_overflows = photons[..4].to_vec();
+        trailing_overflows.extend([OVERFLOW, OVERFLOW]);
+        assert_eq!(marks(ptu(6, &trailing_overflows)), [false, true]);
+        assert_eq!(marks(ptu(1, &photons[..1])), [true]);
+        let mut truncated = ptu(9, &photons);
+        truncated.push(0xAB);
+        assert_eq!(marks(truncated), [false, false, true]);
     }
 
     #[test]
