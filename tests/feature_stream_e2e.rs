@@ -27,7 +27,7 @@ const PIXELS: usize = 512;
 const RUN: &str = "opt";
 const SECOND_NS: i64 = 1_000_000_000;
 const T0_NS: i64 = 1_764_000_000 * SECOND_NS;
-const HC_EV_NM: f64 = 1239.841_984;
+const HC_EV_NM: f64 = 1239.841984;
 /// Allowed drift over the 2 s window, eV.
 const MAX_DRIFT_EV: f64 = 0.0015;
 const WINDOW_S: f64 = 2.0;

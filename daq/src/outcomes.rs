@@ -343,12 +343,13 @@ impl OutcomeTracker {
             let Some(condition) = rows.condition(row) else {
                 continue;
             };
-            if residence.is_null(row) || !(residence.value(row) > 0.0) {
+            let residence_s = residence.value(row);
+            if residence.is_null(row) || residence_s.is_nan() || residence_s <= 0.0 {
                 continue;
             }
             let key = (rows.runs.value(row).to_string(), condition.to_string());
             if let Some(state) = self.conditions.get_mut(&key) {
-                state.residence_time_s = Some(residence.value(row));
+                state.residence_time_s = Some(residence_s);
             }
         }
     }

@@ -128,7 +128,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     while begin.elapsed().as_secs_f64() < args.duration {
         tokio::time::sleep(Duration::from_millis(250)).await;
         ticks += 1;
-        if ticks % 2 == 0 {
+        if ticks.is_multiple_of(2) {
             // SQL over rows still in the write buffer: features are queryable on arrival.
             if let Some(line) = latest_features(&server.query, &run_id).await {
                 latest = line;
@@ -150,7 +150,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             metrics.receipt_to_durable.p99_us,
         );
         if plain {
-            if ticks % 4 == 0 {
+            if ticks.is_multiple_of(4) {
                 println!("{:>5.1}s {line}", begin.elapsed().as_secs_f64());
             }
         } else {

@@ -158,7 +158,7 @@ impl FeatureExtractors {
             extractors.push(Box::new(tcspc::TcspcExtractor::new(&config.tcspc)?));
         }
         if config.spectral.enabled {
-            let reaction = flow_on.then(|| (velocity, config.flow.mixing_point_mm));
+            let reaction = flow_on.then_some((velocity, config.flow.mixing_point_mm));
             extractors.push(Box::new(spectral::SpectralFeatures::new(
                 &config.spectral,
                 reaction,

@@ -151,8 +151,7 @@ impl SpectralFeatures {
         for name in KEY_COLUMNS {
             columns.push(column(rows, name)?.clone());
         }
-        let flags: UInt32Array;
-        match analysis {
+        let flags: UInt32Array = match analysis {
             Analysis::Pl => {
                 let f = pl_features(axis_nm, intensities.as_ref(), &self.peak)?;
                 let plqy: ArrayRef = match &self.plqy {
@@ -181,7 +180,7 @@ impl SpectralFeatures {
                 ]);
                 columns.extend((0..ABSORBANCE_FEATURE_COLUMNS.len()).map(|_| null_f64()));
                 columns.push(plqy);
-                flags = f.quality_flags;
+                f.quality_flags
             }
             Analysis::Absorbance => {
                 let f = absorbance_features(axis_nm, intensities.as_ref(), &self.absorbance)?;
@@ -201,9 +200,9 @@ impl SpectralFeatures {
                     Arc::new(f.brus_diameter_nm),
                 ]);
                 columns.push(null_f64());
-                flags = f.quality_flags;
+                f.quality_flags
             }
-        }
+        };
         let (velocity, reaction_time) = self.reaction_times(rows)?;
         columns.push(Arc::new(velocity));
         columns.push(Arc::new(reaction_time));

@@ -42,9 +42,12 @@ pub struct StreamSequencer {
     directory: StreamDirectory,
 }
 
+/// A stream (table, run, source) and its highest number before a group, if it had one.
+type UndoEntry = ((Table, String, String), Option<u64>);
+
 /// Highest numbers before a group, to undo it if the group is not written.
 #[derive(Default)]
-pub struct Undo(Vec<((Table, String, String), Option<u64>)>);
+pub struct Undo(Vec<UndoEntry>);
 
 impl StreamSequencer {
     /// Reads the highest `stream_seq` of every stream from the tables (buffer and Parquet).
@@ -156,7 +159,7 @@ impl StreamSequencer {
         run: &str,
         source: &str,
         last: u64,
-        undo: &mut Vec<((Table, String, String), Option<u64>)>,
+        undo: &mut Vec<UndoEntry>,
     ) {
         let key = (table, run.to_string(), source.to_string());
         let before = self.last.get(&key).copied();

@@ -179,8 +179,10 @@ fn spectra_get_the_reaction_time_of_the_measured_velocity() {
     use flowdaq_schemas::StreamKind;
 
     let sim = sim_config();
-    let mut config = FeaturesConfig::default();
-    config.flow = flow_config(&sim);
+    let mut config = FeaturesConfig {
+        flow: flow_config(&sim),
+        ..FeaturesConfig::default()
+    };
     config.flow.mixing_point_mm = 10.0;
     let mut extractors = FeatureExtractors::new(&config).expect("valid");
     let mut connector = sim.build().expect("sim");
