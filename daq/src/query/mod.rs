@@ -5,6 +5,7 @@
 //! are rendered by [`output`] as JSON, CSV, Arrow IPC or a text table.
 
 pub mod output;
+mod prune;
 pub mod readonly;
 pub mod table;
 
@@ -100,3 +101,6 @@ impl QueryEngine {
         &self.context
     }
 }
+
+#[cfg(test)]
+mod tests;

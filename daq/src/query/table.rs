@@ -3,23 +3,30 @@
 //! The provider is thin on purpose: it asks the write buffer for a consistent set of files and
 //! batches and returns DataFusion's own Parquet source and memory source, unioned. No custom
 //! `ExecutionPlan`, so DataFusion upgrades do not break it.
+//!
+//! The query's filters reach the scan as inexact (DataFusion applies them again to the rows):
+//! files that the catalog says cannot match are left out ([`super::prune`]), and the Parquet
+//! source gets the filters as its predicate, to skip row groups by their statistics.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use flowdaq_schemas::Table;
 
+use super::prune::FilePruning;
 use crate::paths::DataPaths;
 use crate::write_buffer::WriteBuffer;
 
@@ -60,19 +67,28 @@ impl TableProvider for FlowdaqTable {
         TableType::Base
     }
 
+    /// Every filter is inexact: used to prune files and row groups, and applied again.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let chunks = self.buffer.chunks(self.table);
+        let pruning = FilePruning::from_filters(filters);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !chunks.files.is_empty() {
-            let files: Vec<PartitionedFile> = chunks
-                .files
-                .iter()
+        let files: Vec<_> = chunks.files.iter().filter(|f| pruning.keeps(f)).collect();
+        if !files.is_empty() {
+            let files: Vec<PartitionedFile> = files
+                .into_iter()
                 .map(|f| {
                     let absolute = self.paths.resolve(&f.path);
                     let absolute = std::path::absolute(&absolute).unwrap_or(absolute);
@@ -83,7 +99,12 @@ impl TableProvider for FlowdaqTable {
                     PartitionedFile::new(location, f.size_bytes)
                 })
                 .collect();
-            let source = Arc::new(ParquetSource::new(self.schema.clone()));
+            let mut source = ParquetSource::new(self.schema.clone());
+            if let Some(predicate) = conjunction(filters.to_vec()) {
+                let schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+                source = source.with_predicate(state.create_physical_expr(predicate, &schema)?);
+            }
+            let source = Arc::new(source);
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
                 .with_file_group(FileGroup::new(files))
                 .with_projection_indices(projection.cloned())?
