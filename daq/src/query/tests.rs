@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Int32Array, Int64Array, StringArray, TimestampNanosecondArray, UInt64Array, UInt8Array,
+    Array, Int32Array, Int64Array, StringArray, TimestampNanosecondArray, UInt64Array, UInt8Array,
 };
 use arrow::record_batch::RecordBatch;
 use flowdaq_schemas::Table;
@@ -130,4 +130,19 @@ async fn filters_on_run_and_arrival_time_skip_files_and_keep_the_answers() {
             "files scanned for {filter}"
         );
     }
+    // A LIMIT is not applied before the (inexact) filters: five rows, all of run b.
+    let limited = engine
+        .execute("SELECT run_id FROM photons WHERE run_id = 'b' OR seq = 100 LIMIT 5")
+        .await
+        .expect("limit");
+    let runs: Vec<String> = limited
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let column = b.column(0).as_any().downcast_ref::<StringArray>();
+            let column = column.expect("run_id").clone();
+            (0..column.len()).map(move |i| column.value(i).to_string())
+        })
+        .collect();
+    assert_eq!(runs, vec!["b"; 5]);
 }
