@@ -6,6 +6,8 @@
 //! FILE.ptu is read into memory once; decode + histogram is then timed from memory. HISTS.txt
 //! holds one histogram per line: `bin_width_ns period_ns irf_fwhm_ns components statistic
 //! counts...` (statistic `neyman` or `mle`); every line is fitted and its phasor computed.
+//! With a third argument `fits-only`, only the fits are timed (the peers script alternates
+//! such runs with lmfit's).
 
 use std::time::Instant;
 
@@ -27,12 +29,9 @@ fn time_per_call(min_s: f64, mut f: impl FnMut()) -> f64 {
     start.elapsed().as_secs_f64() / calls as f64
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        return Err("usage: tcspc_throughput FILE.ptu HISTS.txt".into());
-    }
-    let bytes = std::fs::read(&args[1])?;
+/// Decode + histogram of the PTU file at `path`, from memory: fused, and through columns.
+fn decode_figures(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let bytes = std::fs::read(path)?;
     let header = PtuHeader::parse(&bytes)?;
     let start = header.header_len_bytes as usize;
     let records =
@@ -82,6 +81,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "decode_columns_histogram_records_per_s {:.6e}",
         n_records as f64 / columns
     );
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if !(3..=4).contains(&args.len()) {
+        return Err("usage: tcspc_throughput FILE.ptu HISTS.txt [fits-only]".into());
+    }
+    let fits_only = args.get(3).is_some_and(|a| a == "fits-only");
+    if !fits_only {
+        decode_figures(&args[1])?;
+    }
 
     // Fits and phasors of the given histograms.
     let text = std::fs::read_to_string(&args[2])?;
@@ -140,6 +151,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name}_evaluations_mean {:.2}",
             evaluations as f64 / items.len() as f64
         );
+    }
+    if fits_only {
+        return Ok(());
     }
     let all: Vec<&Vec<f64>> = groups
         .iter()

@@ -9,7 +9,11 @@ One run:
       (rel_height=0.5);
   (c) runs the Rust example `spectral_throughput` on the same file (pl_features: the same
       peaks and widths plus sub-pixel position, eV, integral, IQR, secondary peaks and flags);
-  (d) prints both rates, the ratio, and how well the two agree on the main peak FWHM.
+  (d) prints both rates, the ratio, and how well the two agree on the main peak FWHM;
+  (e) then alternates the two, ROUNDS times (scipy on 2,000 of the spectra, then the Rust
+      binary on all of them), and prints each round's ratio and their median. On a shared
+      machine whose speed drifts by tens of percent within minutes, a ratio of two rates taken
+      seconds apart is the figure to quote; (b) and (c) can be a minute apart.
 
 The Rust binary comes from $SPECTRAL_THROUGHPUT_BIN, or is built with
 `cargo build --release -p flowdaq-analytics --example spectral_throughput` using
@@ -33,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PIXELS = 2048
 PROMINENCE = 50.0
 SEED = 20240611
+ROUNDS = 5
+ROUND_SPECTRA = 2000
 
 
 def generate(n):
@@ -85,9 +91,23 @@ def main():
         results = scipy_pass(as64)
         scipy_s = time.perf_counter() - t
         out = Path(tmp) / "rust.f64"
-        proc = subprocess.run([exe, str(path), str(PIXELS), "1000", str(out)], capture_output=True, text=True, check=True)
-        rust = dict(tok.split("=", 1) for tok in proc.stdout.split() if "=" in tok)
+
+        def rust_run(out_path=None):
+            args = [exe, str(path), str(PIXELS), "1000"] + ([str(out_path)] if out_path else [])
+            proc = subprocess.run(args, capture_output=True, text=True, check=True)
+            return dict(tok.split("=", 1) for tok in proc.stdout.split() if "=" in tok)
+
+        rust = rust_run(out)
         pairs = np.fromfile(out, dtype="<f8").reshape(-1, 2)
+        rounds = []
+        for r in range(ROUNDS):
+            lo = (r * ROUND_SPECTRA) % max(n - ROUND_SPECTRA, 1)
+            part = as64[lo: lo + ROUND_SPECTRA]
+            t = time.perf_counter()
+            scipy_pass(part)
+            scipy_rate_r = len(part) / (time.perf_counter() - t)
+            rust_rate_r = float(rust_run()["spectra_per_s_median"])
+            rounds.append((scipy_rate_r, rust_rate_r, rust_rate_r / scipy_rate_r))
 
     # Agreement on the main (most prominent) peak's FWHM in nm.
     px = np.arange(PIXELS, dtype=np.float64)
@@ -111,6 +131,9 @@ def main():
         f"{float(rust['spectra_per_s_best']):,.0f} best (one core)"
     )
     print(f"ratio (median): {rust_rate / scipy_rate:,.1f}x")
+    for k, (s, r, q) in enumerate(rounds, 1):
+        print(f"interleaved round {k}: scipy {s:,.0f} spectra/s, flowdaq {r:,.0f} spectra/s, ratio {q:,.1f}x")
+    print(f"interleaved ratio, median of {len(rounds)} rounds: {float(np.median([q for _, _, q in rounds])):,.1f}x")
     print(
         f"main-peak FWHM agreement: max |rust - scipy| = {max(diffs, default=float('nan')):.3e} nm over {len(diffs)} spectra; "
         f"rows where only one side found a peak: {missing}"

@@ -13,7 +13,11 @@ $CARGO_TARGET_DIR or ~/.cache/flowdaq-target-analytics) on the same PTU files an
 - 1- and 2-exponential reconvolution fits of the same 1024-bin histograms: lmfit with the same
   model (analytics/tests/data/tcspc/tcspc_model.py), FLIMlib with its own model (no IRF shift,
   no earlier-pulse tails: a lower bound on its work);
-- phasors of the same histograms (3 harmonics): phasorpy per histogram and batched.
+- phasors of the same histograms (3 harmonics): phasorpy per histogram and batched;
+- then FIT_ROUNDS rounds that alternate our fits (the example's `fits-only` mode, ~4 s) with
+  lmfit's on the same histograms (1 s per case), printing each round's ratios and their
+  median: on this shared machine, speeds drift by tens of percent within minutes, and the
+  table above compares our rate with lmfit's taken a minute or more later.
 """
 import os
 import subprocess
@@ -80,12 +84,16 @@ def histograms(seed=11, count=8):
     return out
 
 
-def run_rust(ptu, hist_file):
+FIT_ROUNDS = 3
+
+
+def run_rust(ptu, hist_file, fits_only=False):
     env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "flowdaq-analytics", "--example", "tcspc_throughput"],
                    cwd=ROOT, env=env, check=True)
     exe = os.path.join(TARGET, "release", "examples", "tcspc_throughput")
-    res = subprocess.run([exe, ptu, hist_file], capture_output=True, text=True, check=True)
+    res = subprocess.run([exe, ptu, hist_file] + (["fits-only"] if fits_only else []),
+                         capture_output=True, text=True, check=True)
     figures = {}
     for line in res.stdout.splitlines():
         k, *v = line.split()
@@ -248,6 +256,28 @@ def main():
     for what, who, value, unit in rows:
         v = f"{value:.3e}" if isinstance(value, float) and unit != "x" else (f"{value:.1f}" if isinstance(value, float) else value)
         print(f"{what:<{w}}  {who:<42} {v} {unit}")
+
+    # Fits again, ours and lmfit's alternating, so each ratio is of two rates seconds apart.
+    cases = [(k, stat) for k in [1, 2] for stat in ["neyman", "mle"]]
+    ratios = {case: [] for case in cases}
+    for r in range(FIT_ROUNDS):
+        ours = run_rust(files[-1][0], hist_file, fits_only=True)
+        line = []
+        for k, stat in cases:
+            group = [h for h in hists if len(h["taus"]) == k]
+            idx = [0]
+
+            def one():
+                lmfit_fit(group[idx[0] % len(group)], k, stat)
+                idx[0] += 1
+
+            lm = 1.0 / per_call(one, min_s=1.0)
+            rate = ours[f"fit_{k}exp_{stat}_fits_per_s"]
+            ratios[(k, stat)].append(rate / lm)
+            line.append(f"{k}-exp {stat} {rate:,.0f}/{lm:.1f} = {rate / lm:.0f}x")
+        print(f"interleaved fit round {r + 1} (flowdaq/lmfit fits/s): " + ", ".join(line))
+    print("interleaved fit ratios, median of rounds: " + ", ".join(
+        f"{k}-exp {stat} {np.median(ratios[(k, stat)]):.0f}x" for k, stat in cases))
 
 
 if __name__ == "__main__":
