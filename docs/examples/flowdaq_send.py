@@ -88,6 +88,43 @@ def picoquant_record_frames(source, seq, records, record_type, macro_unit_ps, mi
     return [json.dumps(header).encode(), records.tobytes()]
 
 
+# A Swabian Time Tagger `Tag`: type (0: time tag), reserved, missed events, channel, time in ps.
+SWABIAN_TAG = np.dtype([("type", "u1"), ("reserved", "u1"), ("missed_events", "<u2"),
+                        ("channel", "<i4"), ("time_ps", "<i8")])
+
+
+def time_tag_frames(source, seq, channels, times_ps, detector_channels, sync_channel=None,
+                    marker_channels=None, micro_bin_ps=1, run_id=None, end_of_stream=False):
+    """Return the multipart frames of one photons message of time tags in the Swabian layout.
+
+    `channels` and `times_ps` are the tags' input channels and times, in time order (a
+    tagger's stream, as its `TimeTagStream` hands it over). `detector_channels` lists the
+    input channels of detectors (position = output `channel`); with `sync_channel`, photons
+    are timed against the last sync (micro time = delay since it), as in T3 mode.
+    """
+    tags = np.zeros(len(times_ps), dtype=SWABIAN_TAG)
+    tags["channel"] = channels
+    tags["time_ps"] = times_ps
+    meta = {"detector_channels": [int(c) for c in detector_channels], "micro_bin_ps": int(micro_bin_ps)}
+    if sync_channel is not None:
+        meta["sync_channel"] = int(sync_channel)
+    if marker_channels:
+        meta["marker_channels"] = [int(c) for c in marker_channels]
+    header = {
+        "protocol": 1,
+        "source": source,
+        "stream": "photons",
+        "seq": int(seq),
+        "arrays": [{"name": "time_tags", "dtype": "|u1", "shape": [len(tags), SWABIAN_TAG.itemsize]}],
+        "meta": meta,
+    }
+    if run_id is not None:
+        header["run_id"] = run_id
+    if end_of_stream:
+        header["end_of_stream"] = True
+    return [json.dumps(header).encode(), tags.tobytes()]
+
+
 # PTU tag types whose 8-byte value is the length of data that follows the tag.
 _PTU_SIZED_TAGS = {0x2001FFFF, 0x4001FFFF, 0x4002FFFF, 0xFFFFFFFF}
 _PTU_FLOAT8 = 0x20000008

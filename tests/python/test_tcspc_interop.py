@@ -96,3 +96,59 @@ def test_ptu_records_sent_with_pyzmq_decode_and_histogram_as_ptufile_does(server
         f"SELECT count(*) AS n FROM lifetime_features WHERE source = '{SOURCE}'")
     assert status == 200 and json.loads(body)[0]["n"] == windows.num_rows
     server.stop()
+
+
+def test_swabian_time_tags_sent_with_pyzmq_are_histogrammed_and_fitted(server_factory):
+    import zmq
+    from flowdaq_send import time_tag_frames
+
+    # A 40 MHz laser on input 1 of a time tagger, a detector on input 2: 100,000 photons, each
+    # 3 ns + Gaussian IRF (200 ps FWHM) + an exponential decay of 2.5 ns after a sync pulse.
+    period_ps, tau_ps, source = 25_000, 2_500.0, "tagger-python"
+    rng = np.random.default_rng(7)
+    photons = 100_000
+    pulse = np.sort(rng.choice(2 * photons, photons, replace=False))
+    arrival = pulse * period_ps + np.round(
+        3_000 + rng.normal(0, 200 / 2.3548, photons) + rng.exponential(tau_ps, photons)
+    ).astype(np.int64)
+    syncs = np.arange(2 * photons + 2, dtype=np.int64) * period_ps
+    times = np.concatenate([syncs, arrival])
+    channels = np.concatenate([np.full(len(syncs), 1), np.full(photons, 2)])
+    order = np.argsort(times, kind="stable")
+    times, channels = times[order], channels[order]
+    # What the server should make of them: the delay since the last sync, in 16 ps bins.
+    delay = arrival - (arrival // period_ps) * period_ps
+    expected = np.bincount(np.floor(delay / 16.0 + 0.5).astype(np.int64), minlength=1563)
+
+    config = (
+        f"[sources.{source}]\nstore_raw = true\n"
+        f"[features.tcspc.sources.{source}]\n"
+        "sync_rate_hz = 40.0e6\nmicro_bin_ps = 16.0\nchannels = 1\nwindow_s = 1.0\n"
+        "irf_fwhm_ps = 200.0\n"
+    )
+    server = server_factory(extra_config=config).start()
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.connect(server.pull)
+    chunks = np.array_split(np.arange(len(times)), 10)
+    for seq, rows in enumerate(chunks):
+        push.send_multipart(time_tag_frames(
+            source, seq, channels[rows], times[rows], detector_channels=[2], sync_channel=1,
+            end_of_stream=seq == len(chunks) - 1))
+    server.wait_for(lambda m: m["messages_processed"] >= len(chunks), "all tag messages processed")
+    assert server.metrics()["messages_rejected"] == 0
+
+    stored = arrow_sql(server, f"SELECT micro_time_ps FROM photons WHERE source = '{source}'")
+    assert stored.num_rows == photons
+    assert np.array_equal(np.sort(stored["micro_time_ps"].to_numpy()), np.sort(delay))
+    # One 1 s window, closed by the last message: the histogram of the delays, bin for bin.
+    windows = arrow_sql(server, f"SELECT counts FROM tcspc_histograms WHERE source = '{source}'")
+    assert windows.num_rows == 1
+    counts = np.asarray(windows["counts"][0].as_py(), dtype=np.int64)
+    assert np.array_equal(counts, expected[: len(counts)]) and expected[len(counts):].sum() == 0
+    fit = arrow_sql(server, f"SELECT tau_1_ns, converged FROM lifetime_features WHERE source = '{source}'")
+    assert fit["converged"][0].as_py()
+    assert abs(fit["tau_1_ns"][0].as_py() - tau_ps / 1000) < 0.02 * tau_ps / 1000
+    push.close(linger=0)
+    context.term()
+    server.stop()
