@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import ptufile
@@ -96,6 +97,22 @@ def test_ptu_records_sent_with_pyzmq_decode_and_histogram_as_ptufile_does(server
         f"SELECT count(*) AS n FROM lifetime_features WHERE source = '{SOURCE}'")
     assert status == 200 and json.loads(body)[0]["n"] == windows.num_rows
     server.stop()
+
+    # The persisted photons (macro times delta-encoded) read back by duckdb, as served.
+    files = str(server.data_dir / "tables" / "photons" / "**" / "*.parquet")
+    persisted = duckdb.sql(
+        f"SELECT macro_time_ps, micro_time_ps, channel, marker_flags FROM read_parquet('{files}') "
+        "ORDER BY seq, macro_time_ps, channel, micro_time_ps").fetchnumpy()
+    assert len(persisted["macro_time_ps"]) == photons.num_rows
+    import glob
+    import pyarrow.parquet as pq
+    for path in glob.glob(files, recursive=True):
+        meta = pq.ParquetFile(path).metadata
+        column = meta.schema.names.index("macro_time_ps")
+        for group in range(meta.num_row_groups):
+            assert "DELTA_BINARY_PACKED" in meta.row_group(group).column(column).encodings
+    for name in photons.column_names:
+        assert np.array_equal(persisted[name], photons[name].to_numpy()), name
 
 
 def test_swabian_time_tags_sent_with_pyzmq_are_histogrammed_and_fitted(server_factory):
