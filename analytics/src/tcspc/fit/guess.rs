@@ -1,8 +1,11 @@
 //! Automatic starting values for lifetime fits: no human looks at a decay in a closed loop.
 //!
 //! Background from the flattest stretch of the histogram, IRF shift from the rising edge, mean
-//! lifetime from the IRF-calibrated phasor at the first harmonic, and, for several components,
-//! the best lifetime combination of a small log-spaced grid with amplitudes solved linearly.
+//! lifetime from the IRF-calibrated phasor at the first harmonic. For two components, both
+//! lifetimes from the phasors at the first two harmonics; for three (or when the phasors give
+//! no pair), the best lifetime combination of a small log-spaced grid. Amplitudes and
+//! background are then solved linearly. Near-true lifetimes save the fit evaluations: a
+//! 2-exponential fit took 5.75 from the grid's start and takes 4.5 from the phasors'.
 
 use super::model::{exp_conv_on, IrfShape, TAU_MIN_BINS};
 use super::normal::{dot, sum};
@@ -105,9 +108,9 @@ pub(crate) struct Harmonic {
 }
 
 impl Harmonic {
-    /// The first harmonic of `period` bins over `n` bins.
-    pub(crate) fn new(n: usize, period: f64) -> Self {
-        let omega = 2.0 * std::f64::consts::PI / period;
+    /// Harmonic `k` (1: the first) of `period` bins over `n` bins.
+    pub(crate) fn new(n: usize, period: f64, k: u32) -> Self {
+        let omega = 2.0 * std::f64::consts::PI * f64::from(k) / period;
         let (sin, cos): (Vec<f64>, Vec<f64>) =
             (0..n).map(|k| (omega * (k as f64 + 0.5)).sin_cos()).unzip();
         Harmonic {
@@ -120,12 +123,11 @@ impl Harmonic {
     }
 }
 
-/// Mean lifetime (bins) from the phasor of `y - b` at the first harmonic of the period, calibrated
-/// by the IRF's phasor: `(phase lifetime, modulation lifetime)`, `None` if off the semicircle's
-/// half plane.
+/// The IRF-calibrated phasor `(g, s)` of `y - b` at harmonic `h`, `None` if either has no
+/// counts. With these tables (`e^{+i w t}`), a decay of lifetime `tau` sits at
+/// `1 / (1 - i w tau)` on the semicircle `|z - 1/2| = 1/2`.
 #[inline(always)]
-pub(crate) fn phasor_lifetimes(y: &[f64], irf: &[f64], b: f64, h: &Harmonic) -> Option<(f64, f64)> {
-    let w = h.omega;
+fn calibrated_phasor(y: &[f64], irf: &[f64], b: f64, h: &Harmonic) -> Option<(f64, f64)> {
     let s0 = sum(y) - b * y.len() as f64;
     // sum (y - b) cos = sum y cos - b sum cos.
     let sc = dot(y, &h.cos) - b * h.sum_cos;
@@ -142,8 +144,83 @@ pub(crate) fn phasor_lifetimes(y: &[f64], irf: &[f64], b: f64, h: &Harmonic) -> 
     if den <= 0.0 {
         return None;
     }
-    let g = (dg * ig + ds * is) / den;
-    let s = (ds * ig - dg * is) / den;
+    Some(((dg * ig + ds * is) / den, (ds * ig - dg * is) / den))
+}
+
+/// Two lifetimes (bins) from the calibrated phasors of `y - b` at the first and second
+/// harmonics: the mixture `f z1 + (1 - f) z2` of two points of the semicircle that matches the
+/// first harmonic exactly and the second best. For each candidate short lifetime on a log grid
+/// below the phase lifetime, the line from its point through the first-harmonic phasor meets
+/// the semicircle again at the long lifetime's point, which also gives `f`; the candidate whose
+/// mixture is nearest the second-harmonic phasor wins (a point at harmonic 1, `z`, is at
+/// `z / (2 - z)` at harmonic 2). `None` when no candidate gives a mixture (a phasor inside no
+/// chord: a single exponential, or noise), and the caller searches its lifetime grid instead.
+pub(crate) fn biexponential_phasor(
+    y: &[f64],
+    irf: &[f64],
+    b: f64,
+    first: &Harmonic,
+    second: &Harmonic,
+    tau_phase: f64,
+) -> Option<(f64, f64)> {
+    let (g1, s1) = calibrated_phasor(y, irf, b, first)?;
+    let (g2, s2) = calibrated_phasor(y, irf, b, second)?;
+    let w = first.omega;
+    let at = |tau: f64| {
+        let a = w * tau;
+        let d = 1.0 + a * a;
+        (1.0 / d, a / d)
+    };
+    let second_of = |(g, s): (f64, f64)| {
+        // z / (2 - z) for z = g + i s.
+        let (re, im) = (2.0 - g, -s);
+        let den = re * re + im * im;
+        ((g * re + s * im) / den, (s * re - g * im) / den)
+    };
+    let mut best: Option<(f64, f64, f64)> = None;
+    const CANDIDATES: usize = 48;
+    for i in 0..CANDIDATES {
+        // Short lifetime from tau_phase / 100 up to tau_phase.
+        let tau1 = tau_phase * 100f64.powf(i as f64 / (CANDIDATES - 1) as f64 - 1.0);
+        let (zg, zs) = at(tau1);
+        let (dg, ds) = (g1 - zg, s1 - zs);
+        let dd = dg * dg + ds * ds;
+        if dd <= 0.0 {
+            continue;
+        }
+        // z2 = z1 + t (P1 - z1) on the circle: t = -2 Re((z1 - 1/2) conj(d)) / |d|^2.
+        let t = -2.0 * ((zg - 0.5) * dg + zs * ds) / dd;
+        if !(t > 1.0 && t.is_finite()) {
+            continue;
+        }
+        let (z2g, z2s) = (zg + t * dg, zs + t * ds);
+        if !(z2g > 0.0 && z2s > 0.0) {
+            continue;
+        }
+        // 1 / z2 = 1 - i w tau2.
+        let tau2 = z2s / (z2g * z2g + z2s * z2s) / w;
+        let f = 1.0 - 1.0 / t;
+        if !(tau2 > tau1 && tau2.is_finite()) {
+            continue;
+        }
+        let (a, bb) = second_of((zg, zs));
+        let (c, d) = second_of((z2g, z2s));
+        let (pg, ps) = (f * a + (1.0 - f) * c, f * bb + (1.0 - f) * d);
+        let miss = (pg - g2).powi(2) + (ps - s2).powi(2);
+        if best.is_none_or(|(m, _, _)| miss < m) {
+            best = Some((miss, tau1, tau2));
+        }
+    }
+    best.map(|(_, tau1, tau2)| (tau1, tau2))
+}
+
+/// Mean lifetime (bins) from the phasor of `y - b` at the first harmonic of the period, calibrated
+/// by the IRF's phasor: `(phase lifetime, modulation lifetime)`, `None` if off the semicircle's
+/// half plane.
+#[inline(always)]
+pub(crate) fn phasor_lifetimes(y: &[f64], irf: &[f64], b: f64, h: &Harmonic) -> Option<(f64, f64)> {
+    let w = h.omega;
+    let (g, s) = calibrated_phasor(y, irf, b, h)?;
     if !(g > 0.0 && s > 0.0) {
         return None;
     }
@@ -393,6 +470,36 @@ pub(crate) fn log_grid(lo: f64, hi: f64, count: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Noiseless periodic two-exponential decays through a Gaussian IRF: the two harmonics'
+    /// phasors give both lifetimes to within the candidate grid's step (10 % per candidate).
+    #[test]
+    fn two_harmonics_give_both_lifetimes_of_a_biexponential() {
+        let (n, period) = (1024, 1024.0);
+        let irf_shape = IrfShape::Gaussian {
+            sigma: 2.5,
+            center: 120.0,
+        };
+        let mut irf = vec![0.0; n];
+        let support = irf_shape.eval(0.0, &mut irf, None);
+        let (first, second) = (Harmonic::new(n, period, 1), Harmonic::new(n, period, 2));
+        for (tau1, tau2, a1) in [(30.0, 160.0, 0.5), (12.0, 80.0, 0.7), (50.0, 400.0, 0.3)] {
+            let mut c1 = vec![0.0; n];
+            let mut c2 = vec![0.0; n];
+            exp_conv_on(&irf, support, tau1, Some(period), &mut c1, None);
+            exp_conv_on(&irf, support, tau2, Some(period), &mut c2, None);
+            let y: Vec<f64> = c1
+                .iter()
+                .zip(&c2)
+                .map(|(a, b)| 1e4 * (a1 * a + (1.0 - a1) * b))
+                .collect();
+            let tau_phase = phasor_lifetimes(&y, &irf, 0.0, &first).expect("phasor").0;
+            let (t1, t2) = biexponential_phasor(&y, &irf, 0.0, &first, &second, tau_phase)
+                .expect("two lifetimes");
+            assert!((t1 / tau1 - 1.0).abs() < 0.1, "{t1} vs {tau1}");
+            assert!((t2 / tau2 - 1.0).abs() < 0.1, "{t2} vs {tau2}");
+        }
+    }
 
     /// The unrolled block sums equal plain sums of `chunks`, short last block included.
     #[test]

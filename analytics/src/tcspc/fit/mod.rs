@@ -182,6 +182,8 @@ pub struct LifetimeFitter {
     range: (usize, usize),
     /// First harmonic of the period (or of the histogram span) at each bin, for the start.
     harmonic: guess::Harmonic,
+    /// Second harmonic, for the two lifetimes of a 2-exponential start.
+    second_harmonic: guess::Harmonic,
     /// Use the AVX2 build of the bin loops when the CPU has it (tests turn it off to check the
     /// portable build gives the same fits).
     simd: bool,
@@ -349,7 +351,8 @@ impl LifetimeFitter {
         let period_bins = config.period_ns.map(|p| p / config.bin_width_ns);
         let span = period_bins.map_or(n_bins as f64, |p| p.max(n_bins as f64));
         Ok(LifetimeFitter {
-            harmonic: guess::Harmonic::new(n_bins, span),
+            harmonic: guess::Harmonic::new(n_bins, span, 1),
+            second_harmonic: guess::Harmonic::new(n_bins, span, 2),
             simd: true,
             period_bins,
             config,
@@ -428,23 +431,36 @@ impl LifetimeFitter {
             Parameter::Fixed(v) => Some(v),
             Parameter::Free => None,
         };
-        let candidates: Vec<f64> = match self.config.initial_tau_ns {
-            Some(t) => t[..n].iter().map(|v| clamp(v / bw)).collect(),
-            None if n == 1 => vec![tau_phase],
-            None => guess::log_grid(tau_phase / 8.0, tau_mod * 4.0, if n == 2 { 10 } else { 9 }),
+        let grid = || guess::log_grid(tau_phase / 8.0, tau_mod * 4.0, if n == 2 { 10 } else { 9 });
+        // Two components: the lifetimes the two harmonics' phasors give, else the grid.
+        let phasor_pair = (n == 2 && self.config.initial_tau_ns.is_none())
+            .then(|| {
+                guess::biexponential_phasor(
+                    y,
+                    &self.work.irf,
+                    b,
+                    &self.harmonic,
+                    &self.second_harmonic,
+                    tau_phase,
+                )
+            })
+            .flatten();
+        let candidates: Vec<f64> = match (self.config.initial_tau_ns, phasor_pair) {
+            (Some(t), _) => t[..n].iter().map(|v| clamp(v / bw)).collect(),
+            (None, Some((t1, t2))) => vec![clamp(t1), clamp(t2)],
+            (None, None) if n == 1 => vec![tau_phase],
+            (None, None) => grid(),
         };
         let irf = std::mem::take(&mut self.work.irf);
-        let solved = guess::best_combination(
-            y,
-            &irf,
-            self.range,
-            period,
-            n,
-            &candidates,
-            fixed_b,
-            support,
-            &mut self.work.guess,
-        );
+        let solve = |candidates: &[f64], scratch: &mut guess::GuessScratch| {
+            guess::best_combination(
+                y, &irf, self.range, period, n, candidates, fixed_b, support, scratch,
+            )
+        };
+        let mut solved = solve(&candidates, &mut self.work.guess);
+        if solved.is_none() && phasor_pair.is_some() {
+            solved = solve(&grid(), &mut self.work.guess);
+        }
         self.work.irf = irf;
         match solved {
             Some((tau, amplitude, background)) => guess::Guess {
