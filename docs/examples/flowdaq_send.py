@@ -166,7 +166,7 @@ def send_ptu(push, source, path, records_per_message=65536, run_id=None):
     # T3: the global resolution is the sync period; the resolution is the micro-time bin.
     macro_unit_ps = tags["MeasDesc_GlobalResolution"] * 1e12
     micro_bin_ps = tags.get("MeasDesc_Resolution", 0.0) * 1e12
-    starts = range(0, max(len(records), 1), records_per_message)
+    starts = range(0, len(records), records_per_message)  # no records: no message
     for seq, start in enumerate(starts):
         push.send_multipart(picoquant_record_frames(
             source, seq, records[start:start + records_per_message], record_type, macro_unit_ps,

@@ -16,7 +16,7 @@ import ptufile
 
 from conftest import ROOT
 
-PTU = ROOT.parent / "shared" / "data" / "tcspc" / "hydraharp_t3_beads.ptu"
+PTU = ROOT / "connectors" / "tests" / "data" / "hydraharp_t3_beads.ptu"  # a copy of ../shared/data/tcspc/
 SOURCE = "hh-python"
 
 
