@@ -41,6 +41,24 @@ fn chunk_message(header: &PtuHeader, source: &str, records: &[u8]) -> OutboundMe
         )
 }
 
+/// The file's records as messages of `source`, the last marked `end_of_stream` if `end` (as
+/// the PTU replay marks its last message).
+fn file_messages(
+    header: &PtuHeader,
+    source: &str,
+    records: &[u8],
+    end: bool,
+) -> Vec<OutboundMessage> {
+    let mut messages: Vec<OutboundMessage> = records
+        .chunks(4 * RECORDS_PER_MESSAGE)
+        .map(|chunk| chunk_message(header, source, chunk))
+        .collect();
+    if let (true, Some(last)) = (end, messages.pop()) {
+        messages.push(last.end_of_stream());
+    }
+    messages
+}
+
 async fn count(server: &flowdaq_daq::RunningServer, sql: &str) -> i64 {
     let result = server.query.execute(sql).await.expect("sql");
     result.batches[0]
@@ -180,16 +198,8 @@ async fn unstored_raw_records_are_histogrammed_and_fitted_like_the_files_photon_
     let pull = server.endpoints.pull.clone().expect("pull");
     let mut sender = PushSender::connect(&pull).await.expect("connect");
     let mut sent = 0u64;
-    let chunks = records.chunks(4 * RECORDS_PER_MESSAGE);
-    let last = chunks.len() - 1;
-    for (index, chunk) in chunks.enumerate() {
-        // The last message closes the last window, as the PTU replay's last message does.
-        let message = chunk_message(&header, "hh-events", chunk);
-        let message = if index == last {
-            message.end_of_stream()
-        } else {
-            message
-        };
+    // The last message closes the last window, as the PTU replay's last message does.
+    for message in file_messages(&header, "hh-events", &records, true) {
         sender.send(message).await.expect("send");
         sent += 1;
     }
@@ -272,12 +282,7 @@ async fn an_end_of_stream_message_closes_its_sources_open_window_at_once() {
     let mut sent = 0u64;
     for source in ["hh-ended", "hh-open"] {
         let mut sender = PushSender::connect(&pull).await.expect("connect");
-        let chunks: Vec<&[u8]> = records.chunks(4 * RECORDS_PER_MESSAGE).collect();
-        for (index, chunk) in chunks.iter().enumerate() {
-            let mut message = chunk_message(&header, source, chunk);
-            if source == "hh-ended" && index + 1 == chunks.len() {
-                message = message.end_of_stream();
-            }
+        for message in file_messages(&header, source, &records, source == "hh-ended") {
             sender.send(message).await.expect("send");
             sent += 1;
         }

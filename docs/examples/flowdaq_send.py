@@ -26,6 +26,29 @@ import numpy as np
 import zmq
 
 
+def header_frame(source, stream, seq, arrays, meta, run_id=None, condition_id=None,
+                 instrument_time_ns=None, end_of_stream=False):
+    """The JSON header frame of one message: `arrays` lists (name, dtype string, shape) of the
+    frames that follow, in order; the optional keys are left out when not given."""
+    header = {
+        "protocol": 1,
+        "source": source,
+        "stream": stream,
+        "seq": int(seq),
+        "arrays": [{"name": name, "dtype": dtype, "shape": list(shape)} for name, dtype, shape in arrays],
+        "meta": meta,
+    }
+    if run_id is not None:
+        header["run_id"] = run_id
+    if condition_id is not None:
+        header["condition_id"] = condition_id
+    if instrument_time_ns is not None:
+        header["instrument_time_ns"] = int(instrument_time_ns)
+    if end_of_stream:
+        header["end_of_stream"] = True
+    return json.dumps(header).encode()
+
+
 def spectrum_frames(source, seq, wavelength_nm, counts, kind="pl", integration_time_ms=10.0,
                     run_id=None, condition_id=None, probe_position_mm=None, instrument_time_ns=None):
     """Return the multipart frames of one spectra message.
@@ -37,24 +60,11 @@ def spectrum_frames(source, seq, wavelength_nm, counts, kind="pl", integration_t
     meta = {"kind": kind, "integration_time_ms": float(integration_time_ms)}
     if probe_position_mm is not None:
         meta["probe_position_mm"] = float(probe_position_mm)
-    header = {
-        "protocol": 1,
-        "source": source,
-        "stream": "spectra",
-        "seq": int(seq),
-        "arrays": [
-            {"name": "wavelength_nm", "dtype": wavelength_nm.dtype.str, "shape": list(wavelength_nm.shape)},
-            {"name": "intensity_counts", "dtype": counts.dtype.str, "shape": list(counts.shape)},
-        ],
-        "meta": meta,
-    }
-    if run_id is not None:
-        header["run_id"] = run_id
-    if condition_id is not None:
-        header["condition_id"] = condition_id
-    if instrument_time_ns is not None:
-        header["instrument_time_ns"] = int(instrument_time_ns)
-    return [json.dumps(header).encode(), wavelength_nm.tobytes(), counts.tobytes()]
+    arrays = [("wavelength_nm", wavelength_nm.dtype.str, wavelength_nm.shape),
+              ("intensity_counts", counts.dtype.str, counts.shape)]
+    header = header_frame(source, "spectra", seq, arrays, meta, run_id=run_id, condition_id=condition_id,
+                          instrument_time_ns=instrument_time_ns)
+    return [header, wavelength_nm.tobytes(), counts.tobytes()]
 
 
 def picoquant_record_frames(source, seq, records, record_type, macro_unit_ps, micro_bin_ps,
@@ -67,25 +77,11 @@ def picoquant_record_frames(source, seq, records, record_type, macro_unit_ps, mi
     ps. `end_of_stream` marks the source's last message of an acquisition.
     """
     records = np.ascontiguousarray(records, dtype="<u4")
-    header = {
-        "protocol": 1,
-        "source": source,
-        "stream": "photons",
-        "seq": int(seq),
-        "arrays": [{"name": "records", "dtype": records.dtype.str, "shape": list(records.shape)}],
-        "meta": {
-            "record_type": int(record_type),
-            "macro_unit_ps": float(macro_unit_ps),
-            "micro_bin_ps": float(micro_bin_ps),
-        },
-    }
-    if run_id is not None:
-        header["run_id"] = run_id
-    if condition_id is not None:
-        header["condition_id"] = condition_id
-    if end_of_stream:
-        header["end_of_stream"] = True
-    return [json.dumps(header).encode(), records.tobytes()]
+    meta = {"record_type": int(record_type), "macro_unit_ps": float(macro_unit_ps),
+            "micro_bin_ps": float(micro_bin_ps)}
+    header = header_frame(source, "photons", seq, [("records", records.dtype.str, records.shape)], meta,
+                          run_id=run_id, condition_id=condition_id, end_of_stream=end_of_stream)
+    return [header, records.tobytes()]
 
 
 # A Swabian Time Tagger `Tag`: type (0: time tag), reserved, missed events, channel, time in ps.
@@ -110,19 +106,9 @@ def time_tag_frames(source, seq, channels, times_ps, detector_channels, sync_cha
         meta["sync_channel"] = int(sync_channel)
     if marker_channels:
         meta["marker_channels"] = [int(c) for c in marker_channels]
-    header = {
-        "protocol": 1,
-        "source": source,
-        "stream": "photons",
-        "seq": int(seq),
-        "arrays": [{"name": "time_tags", "dtype": "|u1", "shape": [len(tags), SWABIAN_TAG.itemsize]}],
-        "meta": meta,
-    }
-    if run_id is not None:
-        header["run_id"] = run_id
-    if end_of_stream:
-        header["end_of_stream"] = True
-    return [json.dumps(header).encode(), tags.tobytes()]
+    arrays = [("time_tags", "|u1", (len(tags), SWABIAN_TAG.itemsize))]
+    header = header_frame(source, "photons", seq, arrays, meta, run_id=run_id, end_of_stream=end_of_stream)
+    return [header, tags.tobytes()]
 
 
 # PTU tag types whose 8-byte value is the length of data that follows the tag.

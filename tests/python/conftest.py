@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +106,16 @@ class Server:
                 return metrics
             time.sleep(0.01)
         raise AssertionError(f"timed out waiting for {what}; metrics: {self.metrics()}")
+
+    def wait_processed(self, count):
+        """Wait (bounded) until the server has processed `count` messages; return the metrics."""
+        return self.wait_for(lambda m: m["messages_processed"] >= count, f"{count} messages processed")
+
+    def sql_arrow(self, query):
+        """Answer `query` over HTTP as a pyarrow Table (the request must succeed)."""
+        status, body = self.sql_http(query, fmt="arrow")
+        assert status == 200, body
+        return pa.ipc.open_stream(body).read_all()
 
     def sql_http(self, query, fmt="json"):
         request = urllib.request.Request(self.http + f"/sql?format={fmt}", data=query.encode(), method="POST")

@@ -35,10 +35,6 @@ def random_counts(rng, shape):
     return values
 
 
-def wait_processed(server, count):
-    return server.wait_for(lambda m: m["messages_processed"] >= count, f"{count} messages processed")
-
-
 def read_spectra_pyarrow(data_dir):
     dataset = ds.dataset(str(data_dir / "tables" / "spectra"), format="parquet", partitioning="hive")
     return dataset.to_table().sort_by([("source", "ascending"), ("seq", "ascending"), ("spectrum_index", "ascending")])
@@ -57,7 +53,7 @@ def test_push_rows_are_queryable_buffered_and_read_back_bit_for_bit(server_facto
         push.send_multipart(spectrum_frames("push-1", seq, axis(), counts, run_id="interop", condition_id=f"c-{seq // 4}"))
         for index, row in enumerate(np.atleast_2d(counts)):
             sent[(seq, index)] = row
-    wait_processed(server, 12)
+    server.wait_processed(12)
 
     # Rows still in the buffer are visible to SQL, through HTTP and through the data directory (WAL).
     query = "SELECT count(*) AS n FROM spectra WHERE run_id = 'interop'"
@@ -157,11 +153,9 @@ def test_acknowledged_rows_survive_kill_9(server_factory):
 
     restarted = server_factory("acked", extra_config=KEEP_BUFFERED).start()
     assert restarted.ready["replayed_rows"] >= 40
-    status, body = restarted.sql_http(
-        "SELECT seq, intensity_counts FROM spectra WHERE source = 'acked-1' ORDER BY seq", fmt="arrow"
+    table = restarted.sql_arrow(
+        "SELECT seq, intensity_counts FROM spectra WHERE source = 'acked-1' ORDER BY seq"
     )
-    assert status == 200, body
-    table = pa.ipc.open_stream(body).read_all()
     assert table["seq"].to_pylist() == list(range(40))
     for seq, counts in zip(table["seq"].to_pylist(), table["intensity_counts"].to_pylist()):
         assert np.asarray(counts, dtype="<f4").view("<u4").tolist() == sent[seq].view("<u4").tolist()
@@ -199,7 +193,7 @@ def test_malformed_frames_are_kept_aside_and_good_frames_keep_flowing(server_fac
         push.send_multipart(good(seq, source="other"))
     push.send_multipart(good(10))
     total = 2 + 2 * len(bad)
-    metrics = wait_processed(server, total)
+    metrics = server.wait_processed(total)
     assert metrics["messages_rejected"] == len(bad)
     assert metrics["sources"]["other"]["messages"] == len(bad)
 
@@ -264,9 +258,8 @@ def test_arrow_ipc_payload_from_pyarrow(server_factory):
     push = context.socket(zmq.PUSH)
     push.connect(server.pull)
     push.send_multipart([json.dumps(header).encode(), sink.getvalue().to_pybytes()])
-    wait_processed(server, 1)
-    status, body = server.sql_http("SELECT spectrum_index, intensity_counts FROM spectra ORDER BY spectrum_index", fmt="arrow")
-    table = pa.ipc.open_stream(body).read_all()
+    server.wait_processed(1)
+    table = server.sql_arrow("SELECT spectrum_index, intensity_counts FROM spectra ORDER BY spectrum_index")
     assert table.num_rows == 4
     for index, row in enumerate(table["intensity_counts"].to_pylist()):
         assert np.asarray(row, dtype="<f4").view("<u4").tolist() == counts[index].view("<u4").tolist()
@@ -283,7 +276,7 @@ def test_example_sender_runs_against_the_server(server_factory):
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    wait_processed(server, 7)
+    server.wait_processed(7)
     status, body = server.sql_http("SELECT count(*) AS n FROM spectra WHERE run_id = 'example' AND source = 'python-example'")
     assert json.loads(body) == [{"n": 7}]
     server.stop()

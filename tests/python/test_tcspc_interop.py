@@ -20,12 +20,6 @@ PTU = ROOT / "connectors" / "tests" / "data" / "hydraharp_t3_beads.ptu"  # a cop
 SOURCE = "hh-python"
 
 
-def arrow_sql(server, query):
-    status, body = server.sql_http(query, fmt="arrow")
-    assert status == 200, body
-    return pa.ipc.open_stream(body).read_all()
-
-
 def test_ptu_records_sent_with_pyzmq_decode_and_histogram_as_ptufile_does(server_factory):
     reference = ptufile.PtuFile(str(PTU))
     decoded = reference.decode_records(reference.read_records())
@@ -47,16 +41,14 @@ def test_ptu_records_sent_with_pyzmq_decode_and_histogram_as_ptufile_does(server
     assert result.returncode == 0, result.stderr
     messages = -(-reference.number_records // 10000)
     assert f"sent {messages} messages" in result.stdout
-    server.wait_for(lambda m: m["messages_processed"] >= messages, f"{messages} messages processed")
+    server.wait_processed(messages)
     metrics = server.metrics()
     assert metrics["messages_rejected"] == 0, metrics
 
     # Photon rows: every photon and marker of the file, with ptufile's channels and times.
-    photons = arrow_sql(
-        server,
+    photons = server.sql_arrow(
         f"SELECT macro_time_ps, micro_time_ps, channel, marker_flags FROM photons "
-        f"WHERE source = '{SOURCE}' ORDER BY seq, macro_time_ps, channel, micro_time_ps",
-    )
+        f"WHERE source = '{SOURCE}' ORDER BY seq, macro_time_ps, channel, micro_time_ps")
     is_photon = decoded["channel"] >= 0
     is_marker = decoded["marker"] > 0
     flags = photons["marker_flags"].to_numpy()
@@ -75,11 +67,9 @@ def test_ptu_records_sent_with_pyzmq_decode_and_histogram_as_ptufile_does(server
 
     # Histogram windows: summed over windows, ptufile's micro-time histogram of each channel.
     # The last message was marked end_of_stream, so the last window is written without a stop.
-    windows = arrow_sql(
-        server,
+    windows = server.sql_arrow(
         f"SELECT channel, photon_count, counts FROM tcspc_histograms WHERE source = '{SOURCE}' "
-        "ORDER BY window_start_ps, channel",
-    )
+        "ORDER BY window_start_ps, channel")
     histogram = reference.decode_histogram(dtime=0)
     assert windows.num_rows >= 2 * 2
     for channel in (0, 1):
@@ -152,18 +142,18 @@ def test_swabian_time_tags_sent_with_pyzmq_are_histogrammed_and_fitted(server_fa
         push.send_multipart(time_tag_frames(
             source, seq, channels[rows], times[rows], detector_channels=[2], sync_channel=1,
             end_of_stream=seq == len(chunks) - 1))
-    server.wait_for(lambda m: m["messages_processed"] >= len(chunks), "all tag messages processed")
+    server.wait_processed(len(chunks))
     assert server.metrics()["messages_rejected"] == 0
 
-    stored = arrow_sql(server, f"SELECT micro_time_ps FROM photons WHERE source = '{source}'")
+    stored = server.sql_arrow(f"SELECT micro_time_ps FROM photons WHERE source = '{source}'")
     assert stored.num_rows == photons
     assert np.array_equal(np.sort(stored["micro_time_ps"].to_numpy()), np.sort(delay))
     # One 1 s window, closed by the last message: the histogram of the delays, bin for bin.
-    windows = arrow_sql(server, f"SELECT counts FROM tcspc_histograms WHERE source = '{source}'")
+    windows = server.sql_arrow(f"SELECT counts FROM tcspc_histograms WHERE source = '{source}'")
     assert windows.num_rows == 1
     counts = np.asarray(windows["counts"][0].as_py(), dtype=np.int64)
     assert np.array_equal(counts, expected[: len(counts)]) and expected[len(counts):].sum() == 0
-    fit = arrow_sql(server, f"SELECT tau_1_ns, converged FROM lifetime_features WHERE source = '{source}'")
+    fit = server.sql_arrow(f"SELECT tau_1_ns, converged FROM lifetime_features WHERE source = '{source}'")
     assert fit["converged"][0].as_py()
     assert abs(fit["tau_1_ns"][0].as_py() - tau_ps / 1000) < 0.02 * tau_ps / 1000
     push.close(linger=0)
