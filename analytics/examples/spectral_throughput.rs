@@ -9,6 +9,13 @@
 //! median of 7 passes over all spectra, one thread). With `out.f64`, writes per spectrum the
 //! pair (fwhm_nm, peak_wavelength_nm) as little-endian f64 (NaN when null) for the script to
 //! compare with scipy.
+//!
+//! Two kernels are timed, each printed as `<name>_spectra_per_s_{best,median}`:
+//! - `pl_features`: the whole PL row (main peak, sub-pixel position, nm and eV widths,
+//!   integral, IQR, secondary peaks, flags) into Arrow columns;
+//! - `peaks_widths`: what scipy's `find_peaks(prominence=50)` + `peak_widths(rel_height=0.5)`
+//!   return, no more: every peak with its prominence and bases, and every peak's width and
+//!   crossings ([`find_peaks`] and [`peak_width`] per spectrum, results into flat vectors).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +23,7 @@ use std::time::Instant;
 use arrow_array::{Array, Float32Array, ListArray};
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field};
-use flowdaq_analytics::spectral::{pl_features, PeakOptions};
+use flowdaq_analytics::spectral::{find_peaks, peak_width, pl_features, PeakOptions, PeakScratch};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -75,22 +82,41 @@ fn main() {
         }
         (fwhm, wl)
     };
-    let _ = run(); // warm-up (page faults, CPU frequency)
-    let mut times = Vec::new();
-    let mut last = None;
-    for _ in 0..7 {
-        let t = Instant::now();
-        let r = run();
-        times.push(t.elapsed().as_secs_f64());
-        last = Some(r);
-    }
-    times.sort_by(f64::total_cmp);
-    let (best, median) = (times[0], times[times.len() / 2]);
-    let (fwhm, wl) = last.expect("ran");
+    let (times, last) = time_passes(run);
+    let (fwhm, wl) = last;
+    let flat = list
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .expect("f32")
+        .values();
+    // scipy's outputs per spectrum: the peaks (index, prominence, bases) and their widths.
+    let mut scratch = PeakScratch::new();
+    let mut peaks_out = Vec::new();
+    let mut widths_out = Vec::new();
+    let mut peaks_widths = || {
+        peaks_out.clear();
+        widths_out.clear();
+        for y in flat.chunks_exact(pixels) {
+            let peaks = find_peaks(y, opts.min_prominence, &mut scratch).expect("finite spectra");
+            for pk in peaks {
+                widths_out.push(peak_width(y, pk, 0.5).expect("own peak"));
+            }
+            peaks_out.extend_from_slice(peaks);
+        }
+        peaks_out.len() + widths_out.len()
+    };
+    let (pw_times, _) = time_passes(&mut peaks_widths);
     let found = fwhm.iter().filter(|v| v.is_finite()).count();
     println!("spectra={n_spectra} pixels={pixels} batch={batch} with_peak={found}");
-    println!("spectra_per_s_best={:.0}", n_spectra as f64 / best);
-    println!("spectra_per_s_median={:.0}", n_spectra as f64 / median);
+    for (name, t) in [("pl_features", &times), ("peaks_widths", &pw_times)] {
+        let (best, median) = (t[0], t[t.len() / 2]);
+        println!("{name}_spectra_per_s_best={:.0}", n_spectra as f64 / best);
+        println!(
+            "{name}_spectra_per_s_median={:.0}",
+            n_spectra as f64 / median
+        );
+    }
     if let Some(out) = args.get(4) {
         let mut buf = Vec::with_capacity(n_spectra * 16);
         for (w, p) in fwhm.iter().zip(&wl) {
@@ -99,4 +125,20 @@ fn main() {
         }
         std::fs::write(out, buf).expect("write results");
     }
+}
+
+/// Runs `pass` once to warm up, then 7 times; returns the sorted pass times (s) and the last
+/// result.
+fn time_passes<R>(mut pass: impl FnMut() -> R) -> (Vec<f64>, R) {
+    let _ = pass(); // warm-up (page faults, CPU frequency)
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let r = pass();
+        times.push(t.elapsed().as_secs_f64());
+        last = Some(r);
+    }
+    times.sort_by(f64::total_cmp);
+    (times, last.expect("ran 7 passes"))
 }

@@ -124,11 +124,15 @@ impl<'a> SpectraView<'a> {
         s.min(e)..e
     }
 
-    /// True if any pixel of `range` is null in the child array.
+    /// True if any pixel of `range` is null in the child array (a popcount over the bitmap's
+    /// words, not a test per pixel: Arrow writers often attach an all-valid bitmap).
     pub(crate) fn has_null_pixel(&self, range: Range<usize>) -> bool {
         match self.pixel_nulls {
             None => false,
-            Some(n) => range.into_iter().any(|i| n.is_null(i)),
+            Some(n) => {
+                let len = range.len();
+                len > 0 && n.inner().slice(range.start, len).count_set_bits() < len
+            }
         }
     }
 

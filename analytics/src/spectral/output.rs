@@ -10,42 +10,42 @@
 use std::sync::Arc;
 
 use arrow_array::{Float32Array, Float64Array, ListArray, UInt32Array};
-use arrow_buffer::{NullBuffer, NullBufferBuilder, OffsetBuffer};
+use arrow_buffer::{BooleanBuffer, NullBuffer, NullBufferBuilder, OffsetBuffer};
 use arrow_schema::{DataType, Field};
 
 use super::peaks::Sample;
 use super::SpectralError;
 
 /// A nullable Float64 column under construction.
+///
+/// A row is one store: a missing or non-finite value is kept as NaN while the batch runs, and
+/// [`Self::finish`] derives the validity bitmap from finiteness (64 rows per word) and zeroes
+/// the null slots, instead of a bitmap update per row.
 pub(crate) struct F64Col {
     values: Vec<f64>,
-    valid: NullBufferBuilder,
 }
 
 impl F64Col {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
             values: Vec::with_capacity(n),
-            valid: NullBufferBuilder::new(n),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, v: Option<f64>) {
-        match v {
-            Some(v) if v.is_finite() => {
-                self.values.push(v);
-                self.valid.append_non_null();
-            }
-            _ => {
-                self.values.push(0.0);
-                self.valid.append_null();
-            }
-        }
+        self.values.push(v.unwrap_or(f64::NAN));
     }
 
     pub(crate) fn finish(mut self) -> Float64Array {
-        Float64Array::new(self.values.into(), self.valid.finish())
+        let valid = BooleanBuffer::collect_bool(self.values.len(), |i| self.values[i].is_finite());
+        let nulls = (valid.count_set_bits() < valid.len()).then(|| {
+            for v in self.values.iter_mut().filter(|v| !v.is_finite()) {
+                *v = 0.0;
+            }
+            NullBuffer::new(valid)
+        });
+        Float64Array::new(self.values.into(), nulls)
     }
 }
 
@@ -129,7 +129,7 @@ pub(crate) fn dispatch<K: BatchKernel, T: Sample>(kernel: &mut K, pixels: &[T]) 
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
 unsafe fn run_avx2<K: BatchKernel, T: Sample>(kernel: &mut K, pixels: &[T]) {
     kernel.run(pixels);
 }
