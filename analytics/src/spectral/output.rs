@@ -129,7 +129,7 @@ pub(crate) fn dispatch<K: BatchKernel, T: Sample>(kernel: &mut K, pixels: &[T]) 
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+#[target_feature(enable = "avx2")]
 unsafe fn run_avx2<K: BatchKernel, T: Sample>(kernel: &mut K, pixels: &[T]) {
     kernel.run(pixels);
 }
