@@ -3,6 +3,8 @@
 //! - `pl_features` on raw PL spectra (Gaussian line at 450-650 nm, 8-20 nm sigma, 1000 counts
 //!   on a 200-count offset, 5-count noise): default options, with 10 % null rows, and with
 //!   Savitzky-Golay (15, 3) + linear edge baseline; AsLS baseline on batches of 100;
+//! - one spectrum per call (what a message of one spectrum costs): `pl_features`, which
+//!   prepares the axis every call, against a `PlAnalyzer` kept for the calibration;
 //! - `absorbance` from sample/dark/reference counts, and `absorbance_features` (band edge,
 //!   OD at 405 nm, Beer-Lambert, Brus size) on absorbance spectra with an excitonic peak.
 
@@ -16,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use flowdaq_analytics::spectral::baseline::{AslsParams, Baseline};
 use flowdaq_analytics::spectral::{
     absorbance, absorbance_features, pl_features, AbsorbanceOptions, BeerLambert, PeakOptions,
-    Preprocessing,
+    PlAnalyzer, Preprocessing,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -121,6 +123,18 @@ fn bench_pl(c: &mut Criterion) {
         BenchmarkId::new("savgol15_linear_baseline", "no_nulls"),
         |b| b.iter(|| pl_features(&x, black_box(&data), &smooth).unwrap()),
     );
+    g.finish();
+
+    let one = data.slice(0, 1);
+    let mut analyzer = PlAnalyzer::new(&x, &abs_opts).unwrap();
+    let mut g = c.benchmark_group("pl_features_2048px_one_per_call");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("pl_features", |b| {
+        b.iter(|| pl_features(&x, black_box(&one), &abs_opts).unwrap())
+    });
+    g.bench_function("analyzer_kept", |b| {
+        b.iter(|| analyzer.features(black_box(&one)).unwrap())
+    });
     g.finish();
 
     let small = data.slice(0, 100);

@@ -7,8 +7,8 @@ mod spectral_common;
 use arrow_array::Array;
 use flowdaq_analytics::spectral::baseline::{AslsParams, Baseline};
 use flowdaq_analytics::spectral::{
-    find_peaks, nm_to_ev, peak_width, pl_features, PeakOptions, PeakScratch, Preprocessing,
-    QualityFlags, WavelengthAxis, HC_EV_NM,
+    find_peaks, nm_to_ev, peak_width, pl_features, PeakOptions, PeakScratch, PlAnalyzer,
+    Preprocessing, QualityFlags, WavelengthAxis, HC_EV_NM,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -440,4 +440,83 @@ fn saturation_and_edge_flags() {
     let f = pl_features(&x, &list_f32(&[y]), &PeakOptions::default()).unwrap();
     assert!(QualityFlags(f.quality_flags.value(0)).contains(QualityFlags::PEAK_AT_EDGE));
     assert!((f.peak_wavelength_nm.value(0) - 500.0).abs() < 0.05);
+}
+
+#[test]
+fn an_analyzer_kept_across_batches_equals_pl_features() {
+    // A prepared analyzer (axis, window, weights and preprocessing built once) gives exactly the
+    // rows of pl_features, batch after batch, for every axis kind and option set, including
+    // batches of one spectrum, null rows and a batch refused in between.
+    let options = [
+        PeakOptions::default(),
+        PeakOptions {
+            window_nm: Some((700.0, 450.0)),
+            max_secondary_peaks: 2,
+            ..PeakOptions::default()
+        },
+        PeakOptions {
+            preprocessing: Preprocessing {
+                savgol: Some((15, 3)),
+                baseline: Baseline::LinearEdge { edge_pixels: 40 },
+            },
+            ..PeakOptions::default()
+        },
+        PeakOptions {
+            preprocessing: Preprocessing {
+                savgol: None,
+                baseline: Baseline::Asls(AslsParams {
+                    lambda: 1e6,
+                    p: 0.01,
+                    ..Default::default()
+                }),
+            },
+            ..PeakOptions::default()
+        },
+    ];
+    let mut rng = StdRng::seed_from_u64(42);
+    for kind in AXES {
+        let x = axis(kind);
+        for opts in &options {
+            let mut analyzer = PlAnalyzer::new(&x, opts).unwrap();
+            assert_eq!(analyzer.axis_nm(), &x[..]);
+            for (batch, rows) in [1usize, 5, 3].into_iter().enumerate() {
+                let spectra: Vec<Option<Vec<f32>>> = (0..rows)
+                    .map(|row| {
+                        let case = Case {
+                            shape: SHAPES[(batch + row) % SHAPES.len()],
+                            center: 470.0 + 37.0 * row as f64 + 11.0 * batch as f64,
+                            fwhm: 14.0 + 3.0 * row as f64,
+                            amplitude: 900.0,
+                            offset: 120.0,
+                            slope_per_nm: 0.05,
+                            noise: 4.0,
+                        };
+                        (row != 2).then(|| synth(&case, &x, &mut rng))
+                    })
+                    .collect();
+                let list = list_opt_f32(&spectra);
+                let kept = analyzer
+                    .features(&list)
+                    .unwrap()
+                    .into_record_batch()
+                    .unwrap();
+                let once = pl_features(&x, &list, opts)
+                    .unwrap()
+                    .into_record_batch()
+                    .unwrap();
+                assert_eq!(kept, once, "{kind:?} {opts:?} batch {batch}");
+                // Only the null spectrum (row 2) lacks a peak.
+                assert_eq!(kept.num_rows(), rows);
+                assert_eq!(kept.column(0).null_count(), usize::from(rows > 2));
+                // A batch of the wrong length is refused and changes nothing for the next one.
+                assert!(analyzer.features(&list_f32(&[vec![1.0; 7]])).is_err());
+            }
+        }
+    }
+    assert!(PlAnalyzer::new(&[500.0, 400.0, 450.0], &PeakOptions::default()).is_err());
+    let no_threshold = PeakOptions {
+        min_relative_prominence: 0.0,
+        ..PeakOptions::default()
+    };
+    assert!(PlAnalyzer::new(&axis(Axis::Uniform), &no_threshold).is_err());
 }

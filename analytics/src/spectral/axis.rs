@@ -66,6 +66,11 @@ impl<'a> WavelengthAxis<'a> {
         Ok(Self { nm, descending })
     }
 
+    /// An axis already validated by [`Self::new`] (same slice, same direction).
+    pub(crate) fn validated(nm: &'a [f64], descending: bool) -> Self {
+        Self { nm, descending }
+    }
+
     /// Number of pixels.
     #[inline]
     pub fn len(&self) -> usize {

@@ -248,42 +248,115 @@ pub fn pl_features(
     intensities: &dyn Array,
     opts: &PeakOptions,
 ) -> Result<PlFeatures, SpectralError> {
-    let full = WavelengthAxis::new(axis_nm)?;
-    opts.validate()?;
-    let view = SpectraView::new(intensities)?;
-    view.check_lengths(full.len())?;
-    let window = full.window(opts.window_nm)?;
-    let axis = full.slice(window.clone());
-    let mut h = Vec::new();
-    axis.half_steps(&mut h);
-    let w = Weights::from_half_steps(&h);
-    let pipeline = if opts.preprocessing.is_identity() {
-        None
-    } else {
-        Some(Pipeline::new(&opts.preprocessing, axis.len())?)
-    };
-    let mut kernel = PlKernel {
-        view: &view,
-        window,
-        ctx: Ctx {
-            axis,
-            h: &h,
+    PlAnalyzer::new(axis_nm, opts)?.features(intensities)
+}
+
+/// [`pl_features`] for one calibration whose spectra keep coming: the axis is validated and
+/// its window, trapezoid weights and preprocessing plan are built once, in [`PlAnalyzer::new`],
+/// instead of at every call. That setup is several times the work of one 2048-pixel spectrum,
+/// so a stream of one-spectrum batches should keep an analyzer per calibration. Results are
+/// identical to [`pl_features`] with the same axis and options.
+///
+/// ```
+/// use arrow_array::{types::Float32Type, ListArray};
+/// use flowdaq_analytics::spectral::{pl_features, PeakOptions, PlAnalyzer};
+///
+/// let axis: Vec<f64> = (0..256).map(|i| 400.0 + 0.5 * i as f64).collect();
+/// let mut analyzer = PlAnalyzer::new(&axis, &PeakOptions::default()).unwrap();
+/// for center in [450.0, 470.0] {
+///     let spectrum: Vec<Option<f32>> = axis
+///         .iter()
+///         .map(|&nm| Some((1000.0 * (-0.5 * ((nm - center) / 6.0f64).powi(2)).exp()) as f32))
+///         .collect();
+///     let batch = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(spectrum)]);
+///     let f = analyzer.features(&batch).unwrap();
+///     assert!((f.peak_wavelength_nm.value(0) - center).abs() < 0.01);
+///     let once = pl_features(&axis, &batch, &PeakOptions::default()).unwrap();
+///     assert_eq!(f.fwhm_nm, once.fwhm_nm);
+/// }
+/// ```
+pub struct PlAnalyzer {
+    /// The whole axis, as given (validated).
+    axis_nm: Vec<f64>,
+    descending: bool,
+    /// The analysed pixels ([`PeakOptions::window_nm`]).
+    window: Range<usize>,
+    /// Trapezoid half-steps of the window's axis, and their maximum.
+    h: Vec<f64>,
+    hmax: f64,
+    w: Weights,
+    opts: PeakOptions,
+    pipeline: Option<Pipeline>,
+}
+
+impl PlAnalyzer {
+    /// Validates `axis_nm` and `opts` and prepares everything that depends only on them.
+    ///
+    /// # Errors
+    /// [`SpectralError`] for an invalid axis, invalid options, a window outside the axis, or
+    /// preprocessing the window cannot take (as [`pl_features`]).
+    pub fn new(axis_nm: &[f64], opts: &PeakOptions) -> Result<PlAnalyzer, SpectralError> {
+        let full = WavelengthAxis::new(axis_nm)?;
+        opts.validate()?;
+        let window = full.window(opts.window_nm)?;
+        let axis = full.slice(window.clone());
+        let mut h = Vec::new();
+        axis.half_steps(&mut h);
+        let w = Weights::from_half_steps(&h);
+        let pipeline = if opts.preprocessing.is_identity() {
+            None
+        } else {
+            Some(Pipeline::new(&opts.preprocessing, axis.len())?)
+        };
+        Ok(PlAnalyzer {
+            axis_nm: axis_nm.to_vec(),
+            descending: full.is_descending(),
             hmax: h.iter().copied().fold(0.0, f64::max),
-            w: &w,
-            opts,
-        },
-        pipeline,
-        cols: PlColumns::new(view.len()),
-        error: None,
-    };
-    match view.pixels {
-        Pixels::F32(p) => dispatch(&mut kernel, p),
-        Pixels::F64(p) => dispatch(&mut kernel, p),
+            window,
+            h,
+            w,
+            opts: opts.clone(),
+            pipeline,
+        })
     }
-    if let Some(e) = kernel.error {
-        return Err(e);
+
+    /// The axis this analyzer was built for (nm per pixel).
+    pub fn axis_nm(&self) -> &[f64] {
+        &self.axis_nm
     }
-    kernel.cols.finish(view.nulls())
+
+    /// PL features of every spectrum of `intensities` (see [`pl_features`]).
+    ///
+    /// # Errors
+    /// [`SpectralError`] for an unsupported array type or a non-null spectrum whose length
+    /// differs from the axis. Spectrum content never errors.
+    pub fn features(&mut self, intensities: &dyn Array) -> Result<PlFeatures, SpectralError> {
+        let view = SpectraView::new(intensities)?;
+        view.check_lengths(self.axis_nm.len())?;
+        let full = WavelengthAxis::validated(&self.axis_nm, self.descending);
+        let mut kernel = PlKernel {
+            view: &view,
+            window: self.window.clone(),
+            ctx: Ctx {
+                axis: full.slice(self.window.clone()),
+                h: &self.h,
+                hmax: self.hmax,
+                w: &self.w,
+                opts: &self.opts,
+            },
+            pipeline: self.pipeline.as_mut(),
+            cols: PlColumns::new(view.len()),
+            error: None,
+        };
+        match view.pixels {
+            Pixels::F32(p) => dispatch(&mut kernel, p),
+            Pixels::F64(p) => dispatch(&mut kernel, p),
+        }
+        if let Some(e) = kernel.error {
+            return Err(e);
+        }
+        kernel.cols.finish(view.nulls())
+    }
 }
 
 /// Read-only per-batch context.
@@ -300,7 +373,7 @@ struct PlKernel<'a> {
     view: &'a SpectraView<'a>,
     window: Range<usize>,
     ctx: Ctx<'a>,
-    pipeline: Option<Pipeline>,
+    pipeline: Option<&'a mut Pipeline>,
     cols: PlColumns,
     error: Option<SpectralError>,
 }

@@ -13,7 +13,8 @@
 //! - [`peaks`]: local maxima with prominence, exactly as `scipy.signal.find_peaks`/`peak_prominences`.
 //! - [`width`]: widths at a relative height (scipy `peak_widths`) and sub-pixel peak position.
 //! - [`integrate`]: trapezoid integral and emission quantiles (interquartile range).
-//! - [`features`]: the PL entry point [`pl_features`] and its output schema.
+//! - [`features`]: the PL entry points [`pl_features`] and [`PlAnalyzer`] (the same with the
+//!   axis prepared once per calibration) and their output schema.
 //! - [`mod@absorbance`]: the absorbance entry point [`absorbance_features`] (band edge, OD, size).
 //! - [`plqy`]: relative photoluminescence quantum yield against a reference dye.
 //! - [`size`]: effective-mass (Brus) size from the band-edge energy, material constants.
@@ -45,7 +46,7 @@ pub use absorbance::{absorbance_features, AbsorbanceFeatures, AbsorbanceOptions,
 pub use axis::{ev_to_nm, nm_to_ev, WavelengthAxis, HC_EV_NM};
 pub use baseline::{AslsParams, Baseline};
 pub use error::SpectralError;
-pub use features::{pl_features, PeakOptions, PlFeatures};
+pub use features::{pl_features, PeakOptions, PlAnalyzer, PlFeatures};
 pub use flags::QualityFlags;
 pub use peaks::{find_peaks, Peak, PeakScratch};
 pub use plqy::{relative_plqy, PlqyReference};

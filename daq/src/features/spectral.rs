@@ -2,7 +2,8 @@
 //!
 //! A spectra message carries its rows and, in `spectral_calibrations`, the axis of each
 //! calibration it uses. Rows are grouped by (calibration, kind): `pl` rows go through
-//! [`pl_features`], `absorbance` rows through [`absorbance_features`]; `sample`, `dark` and
+//! [`PlAnalyzer::features`] (one analyzer per calibration, prepared on first use),
+//! `absorbance` rows through [`absorbance_features`]; `sample`, `dark` and
 //! `reference` rows are the raw ingredients of an absorbance and get no features of their own.
 //! Every analysed spectrum gets exactly one row, keyed to it by `source`, `seq` and
 //! `spectrum_index`, with nulls where a value is meaningless and the reason in `quality_flags`.
@@ -12,6 +13,7 @@
 //! measurement, since a live pipeline cannot wait for a later one. The pairing lives in memory;
 //! after a restart PLQY is null until the next absorbance of the condition arrives.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -23,8 +25,8 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use flowdaq_analytics::spectral::{
-    absorbance_features, pl_features, relative_plqy, AbsorbanceOptions, AslsParams, Baseline,
-    PeakOptions, PlqyReference, Preprocessing, QualityFlags, SpectralError,
+    absorbance_features, relative_plqy, AbsorbanceOptions, AslsParams, Baseline, PeakOptions,
+    PlAnalyzer, PlqyReference, Preprocessing, QualityFlags, SpectralError,
 };
 use flowdaq_schemas::tables::{ABSORBANCE_FEATURE_COLUMNS, PL_FEATURE_COLUMNS};
 use flowdaq_schemas::Table;
@@ -63,7 +65,12 @@ pub struct SpectralFeatures {
     latest_absorbance: HashMap<(String, String, Option<String>), f64>,
     /// Velocity history and mixing point (mm) for reaction times, when flow is measured.
     reaction: Option<(SharedVelocity, f64)>,
+    /// The PL analysis prepared per calibration id (axis validated, weights built once).
+    pl_analyzers: HashMap<u64, PlAnalyzer>,
 }
+
+/// Calibrations whose prepared PL analysis is kept; past this many the cache starts over.
+const MAX_PREPARED_CALIBRATIONS: usize = 64;
 
 impl SpectralFeatures {
     /// An extractor with the configured options.
@@ -133,13 +140,38 @@ impl SpectralFeatures {
             plqy,
             latest_absorbance: HashMap::new(),
             reaction,
+            pl_analyzers: HashMap::new(),
         })
     }
 
     /// Features of the rows of one (calibration, analysis) group.
+    /// The prepared PL analysis of `calibration`, built on first use, and built again if the
+    /// id ever comes with another axis.
+    fn pl_analyzer(
+        &mut self,
+        calibration: u64,
+        axis_nm: &[f64],
+    ) -> Result<&mut PlAnalyzer, FeatureError> {
+        if self.pl_analyzers.len() >= MAX_PREPARED_CALIBRATIONS
+            && !self.pl_analyzers.contains_key(&calibration)
+        {
+            self.pl_analyzers.clear();
+        }
+        Ok(match self.pl_analyzers.entry(calibration) {
+            Entry::Occupied(mut entry) => {
+                if entry.get().axis_nm() != axis_nm {
+                    entry.insert(PlAnalyzer::new(axis_nm, &self.peak)?);
+                }
+                entry.into_mut()
+            }
+            Entry::Vacant(entry) => entry.insert(PlAnalyzer::new(axis_nm, &self.peak)?),
+        })
+    }
+
     fn group_features(
         &mut self,
         rows: &RecordBatch,
+        calibration: u64,
         axis_nm: &[f64],
         analysis: Analysis,
     ) -> Result<RecordBatch, FeatureError> {
@@ -153,7 +185,9 @@ impl SpectralFeatures {
         }
         let flags: UInt32Array = match analysis {
             Analysis::Pl => {
-                let f = pl_features(axis_nm, intensities.as_ref(), &self.peak)?;
+                let f = self
+                    .pl_analyzer(calibration, axis_nm)?
+                    .features(intensities.as_ref())?;
                 let plqy: ArrayRef = match &self.plqy {
                     Some((reference, sample_index)) => {
                         let absorbance = self.paired_absorbance(rows)?;
@@ -325,7 +359,7 @@ impl Extractor for SpectralFeatures {
             } else {
                 take_record_batch(spectra, &UInt32Array::from(rows))?
             };
-            outputs.push(self.group_features(&group_rows, axis, analysis)?);
+            outputs.push(self.group_features(&group_rows, calibration, axis, analysis)?);
         }
         match outputs.len() {
             0 => Ok(Vec::new()),

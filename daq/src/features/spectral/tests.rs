@@ -3,8 +3,9 @@
 //! analytics kernels' own output schemas.
 
 use super::*;
-use arrow::array::{Float64Array, UInt32Array, UInt64Array};
-use flowdaq_analytics::spectral::{AbsorbanceFeatures, PlFeatures};
+use arrow::array::{Float64Array, ListArray, UInt32Array, UInt64Array};
+use arrow::datatypes::Float32Type;
+use flowdaq_analytics::spectral::{pl_features, AbsorbanceFeatures, PlFeatures};
 use flowdaq_connectors::decode::{decode_message, DecodeContext, DecodeLimits};
 use flowdaq_connectors::message::OutboundMessage;
 use flowdaq_schemas::StreamKind;
@@ -30,13 +31,24 @@ fn message(
     condition: &str,
     spectra: &[Vec<f32>],
 ) -> Vec<(Table, RecordBatch)> {
-    let pixels = axis().len() as u64;
+    message_on(&axis(), kind, seq, condition, spectra)
+}
+
+/// [`message`] with spectra on another wavelength axis (another calibration).
+fn message_on(
+    axis_nm: &[f64],
+    kind: &str,
+    seq: u64,
+    condition: &str,
+    spectra: &[Vec<f32>],
+) -> Vec<(Table, RecordBatch)> {
+    let pixels = axis_nm.len() as u64;
     let counts: Vec<f32> = spectra.iter().flatten().copied().collect();
     let mut msg = OutboundMessage::new("spec-1", StreamKind::Spectra)
         .meta("kind", kind)
         .meta("integration_time_ms", 20.0)
         .meta("probe_position_mm", 150.0)
-        .array_f64("wavelength_nm", &[pixels], &axis())
+        .array_f64("wavelength_nm", &[pixels], axis_nm)
         .array_f32("intensity_counts", &[spectra.len() as u64, pixels], &counts);
     msg.header.seq = seq;
     msg.header.run_id = Some("run-a".into());
@@ -115,6 +127,46 @@ fn pl_rows_get_ground_truth_peaks_and_the_spectrum_key() {
     );
     let names = batch.column_by_name("quality_flag_names").expect("names");
     assert_eq!(names.as_string::<i32>().value(0), "");
+}
+
+#[test]
+fn each_calibration_keeps_its_own_prepared_analysis() {
+    // Messages alternate between two spectrometer calibrations (the second: half the pixels,
+    // twice the step, shifted). Each is analysed on its own axis, one prepared analyzer per
+    // calibration id, and equals pl_features computed from scratch.
+    let mut extractor =
+        SpectralFeatures::new(&SpectralFeaturesConfig::default(), None).expect("valid");
+    let other_axis: Vec<f64> = (0..512).map(|i| 450.0 + 0.4 * i as f64).collect();
+    let on_other = |center_nm: f64| -> Vec<f32> {
+        other_axis
+            .iter()
+            .map(|nm| (30.0 + 800.0 * (-0.5 * ((nm - center_nm) / 6.0).powi(2)).exp()) as f32)
+            .collect()
+    };
+    let cases = [
+        (axis(), gaussian(515.0, 8.0, 1000.0, 50.0), 515.0),
+        (other_axis.clone(), on_other(601.7), 601.7),
+        (axis(), gaussian(452.5, 6.0, 700.0, 10.0), 452.5),
+        (other_axis.clone(), on_other(530.2), 530.2),
+    ];
+    for (seq, (axis_nm, spectrum, center)) in cases.into_iter().enumerate() {
+        let spectra = [spectrum];
+        let batch = only_batch(
+            extractor
+                .extract(&message_on(&axis_nm, "pl", seq as u64, "c1", &spectra))
+                .expect("ok"),
+        );
+        let peak = f64_col(&batch, "peak_wavelength_nm").value(0);
+        assert!((peak - center).abs() < 0.02, "message {seq}: {peak}");
+        let list = ListArray::from_iter_primitive::<Float32Type, _, _>(
+            spectra
+                .iter()
+                .map(|s| Some(s.iter().map(|&v| Some(v)).collect::<Vec<_>>())),
+        );
+        let fresh = pl_features(&axis_nm, &list, &extractor.peak).expect("valid");
+        assert_eq!(f64_col(&batch, "fwhm_nm"), &fresh.fwhm_nm, "message {seq}");
+    }
+    assert_eq!(extractor.pl_analyzers.len(), 2);
 }
 
 #[test]
