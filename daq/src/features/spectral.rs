@@ -144,7 +144,6 @@ impl SpectralFeatures {
         })
     }
 
-    /// Features of the rows of one (calibration, analysis) group.
     /// The prepared PL analysis of `calibration`, built on first use, and built again if the
     /// id ever comes with another axis.
     fn pl_analyzer(
@@ -168,6 +167,7 @@ impl SpectralFeatures {
         })
     }
 
+    /// Features of the rows of one (calibration, analysis) group.
     fn group_features(
         &mut self,
         rows: &RecordBatch,
