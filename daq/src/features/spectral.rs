@@ -359,7 +359,7 @@ impl Extractor for SpectralFeatures {
             } else {
                 take_record_batch(spectra, &UInt32Array::from(rows))?
             };
-            outputs.push(self.group_features(&group_rows, calibration, axis, analysis)?);
+            outputs.push(self.group_features(&group_rows, calibration, axis.values(), analysis)?);
         }
         match outputs.len() {
             0 => Ok(Vec::new()),
@@ -373,8 +373,9 @@ impl Extractor for SpectralFeatures {
     }
 }
 
-/// The axis of every calibration in the message, by calibration id.
-fn axes_of(message: &[(Table, RecordBatch)]) -> Result<HashMap<u64, Vec<f64>>, FeatureError> {
+/// The axis of every calibration in the message, by calibration id (views of the message's
+/// own buffer, not copies).
+fn axes_of(message: &[(Table, RecordBatch)]) -> Result<HashMap<u64, Float64Array>, FeatureError> {
     let mut axes = HashMap::new();
     for (_, batch) in message
         .iter()
@@ -384,8 +385,7 @@ fn axes_of(message: &[(Table, RecordBatch)]) -> Result<HashMap<u64, Vec<f64>>, F
         let lists = column(batch, "wavelength_nm")?.as_list::<i32>();
         for row in 0..batch.num_rows() {
             let values = lists.value(row);
-            let axis = values.as_primitive::<Float64Type>();
-            axes.insert(ids.value(row), axis.values().to_vec());
+            axes.insert(ids.value(row), values.as_primitive::<Float64Type>().clone());
         }
     }
     Ok(axes)
