@@ -7,8 +7,9 @@ mod spectral_common;
 use arrow_array::Array;
 use flowdaq_analytics::spectral::baseline::{AslsParams, Baseline};
 use flowdaq_analytics::spectral::{
-    find_peaks, nm_to_ev, peak_width, pl_features, PeakOptions, PeakScratch, PlAnalyzer,
-    Preprocessing, QualityFlags, WavelengthAxis, HC_EV_NM,
+    absorbance_features, find_peaks, nm_to_ev, peak_width, pl_features, AbsorbanceAnalyzer,
+    AbsorbanceOptions, BeerLambert, PeakOptions, PeakScratch, PlAnalyzer, Preprocessing,
+    QualityFlags, WavelengthAxis, HC_EV_NM,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -519,4 +520,77 @@ fn an_analyzer_kept_across_batches_equals_pl_features() {
         ..PeakOptions::default()
     };
     assert!(PlAnalyzer::new(&axis(Axis::Uniform), &no_threshold).is_err());
+}
+
+#[test]
+fn an_absorbance_analyzer_kept_across_batches_equals_absorbance_features() {
+    // Absorbance spectra (a rise toward the UV plus an excitonic peak): the prepared analyzer
+    // (window, excitation and Beer-Lambert pixels, preprocessing) gives exactly the rows of
+    // absorbance_features, batch after batch.
+    let options = [
+        AbsorbanceOptions {
+            excitation_nm: Some(405.0),
+            ..AbsorbanceOptions::default()
+        },
+        AbsorbanceOptions {
+            excitation_nm: Some(420.0),
+            window_nm: Some((410.0, 650.0)),
+            beer_lambert: Some(BeerLambert {
+                epsilon_l_per_mol_cm: 1.5e5,
+                path_length_cm: 0.1,
+                wavelength_nm: Some(480.0),
+            }),
+            preprocessing: Preprocessing {
+                savgol: Some((11, 2)),
+                baseline: Baseline::None,
+            },
+            ..AbsorbanceOptions::default()
+        },
+    ];
+    let mut rng = StdRng::seed_from_u64(7);
+    let noise = Normal::new(0.0, 0.001).unwrap();
+    let (mut analysed, mut with_exciton) = (0, 0);
+    for kind in AXES {
+        let x = axis(kind);
+        for opts in &options {
+            let mut analyzer = AbsorbanceAnalyzer::new(&x, opts).unwrap();
+            assert_eq!(analyzer.axis_nm(), &x[..]);
+            for (batch, rows) in [1usize, 4].into_iter().enumerate() {
+                let spectra: Vec<Vec<f32>> = (0..rows)
+                    .map(|row| {
+                        let exciton = 480.0 + 9.0 * row as f64 + 5.0 * batch as f64;
+                        x.iter()
+                            .map(|&w| {
+                                (0.3 / (1.0 + ((w - exciton + 25.0) / 8.0).exp())
+                                    + 0.2 * (-0.5 * ((w - exciton) / 7.0f64).powi(2)).exp()
+                                    + noise.sample(&mut rng)) as f32
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let list = list_f32(&spectra);
+                let kept = analyzer
+                    .features(&list)
+                    .unwrap()
+                    .into_record_batch()
+                    .unwrap();
+                let once = absorbance_features(&x, &list, opts)
+                    .unwrap()
+                    .into_record_batch()
+                    .unwrap();
+                assert_eq!(kept, once, "{kind:?} {opts:?} batch {batch}");
+                assert_eq!(kept.num_rows(), rows);
+                with_exciton += rows - kept.column(0).null_count();
+                analysed += rows;
+                assert!(analyzer.features(&list_f32(&[vec![0.1; 9]])).is_err());
+            }
+        }
+    }
+    // Not a comparison of empty rows: most spectra have their exciton found.
+    assert!(2 * with_exciton > analysed, "{with_exciton} of {analysed}");
+    let outside = AbsorbanceOptions {
+        excitation_nm: Some(300.0),
+        ..AbsorbanceOptions::default()
+    };
+    assert!(AbsorbanceAnalyzer::new(&axis(Axis::Uniform), &outside).is_err());
 }

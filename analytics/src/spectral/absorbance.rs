@@ -11,10 +11,10 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::axis::{nm_to_ev, WavelengthAxis};
+use super::axis::{nm_to_ev, PreparedAxis, WavelengthAxis};
 use super::flags::QualityFlags;
-use super::input::{Pixels, SpectraView};
-use super::output::{dispatch, prefetch, BatchKernel, F64Col, U32Col};
+use super::input::SpectraView;
+use super::output::{dispatch_pixels, prefetch, BatchKernel, F64Col, U32Col};
 use super::peaks::{find_peaks_summarized, PeakScratch, Sample};
 use super::preprocess::{Pipeline, Preprocessing};
 use super::size::MaterialConstants;
@@ -231,52 +231,99 @@ pub fn absorbance_features(
     absorbance: &dyn Array,
     opts: &AbsorbanceOptions,
 ) -> Result<AbsorbanceFeatures, SpectralError> {
-    let full = WavelengthAxis::new(axis_nm)?;
-    opts.validate()?;
-    let view = SpectraView::new(absorbance)?;
-    view.check_lengths(full.len())?;
-    let window = full.window(opts.window_nm)?;
-    let axis = full.slice(window.clone());
-    let locate = |what: &'static str, nm: Option<f64>| -> Result<Option<f64>, SpectralError> {
-        nm.map(|nm| {
-            axis.pixel_of(nm).ok_or(SpectralError::OutsideAxis {
-                what,
-                nm,
-                min: axis.min_nm(),
-                max: axis.max_nm(),
+    AbsorbanceAnalyzer::new(axis_nm, opts)?.features(absorbance)
+}
+
+/// [`absorbance_features`] for one calibration whose spectra keep coming: the axis is
+/// validated and the window, the excitation and Beer-Lambert pixels and the preprocessing plan
+/// are prepared once, in [`AbsorbanceAnalyzer::new`]. Results are identical to
+/// [`absorbance_features`] with the same axis and options (see also
+/// [`super::PlAnalyzer`]).
+pub struct AbsorbanceAnalyzer {
+    /// The axis (validated) and the analysed window of it.
+    axis: PreparedAxis,
+    opts: AbsorbanceOptions,
+    excitation_px: Option<f64>,
+    beer_px: Option<f64>,
+    pipeline: Option<Pipeline>,
+}
+
+impl AbsorbanceAnalyzer {
+    /// Validates `axis_nm` and `opts` and prepares everything that depends only on them.
+    ///
+    /// # Errors
+    /// As [`absorbance_features`], for everything but the spectra themselves.
+    pub fn new(
+        axis_nm: &[f64],
+        opts: &AbsorbanceOptions,
+    ) -> Result<AbsorbanceAnalyzer, SpectralError> {
+        let full = WavelengthAxis::new(axis_nm)?;
+        opts.validate()?;
+        let prepared = PreparedAxis::new(full, opts.window_nm)?;
+        let axis = prepared.analysed();
+        let locate = |what: &'static str, nm: Option<f64>| -> Result<Option<f64>, SpectralError> {
+            nm.map(|nm| {
+                axis.pixel_of(nm).ok_or(SpectralError::OutsideAxis {
+                    what,
+                    nm,
+                    min: axis.min_nm(),
+                    max: axis.max_nm(),
+                })
             })
+            .transpose()
+        };
+        let excitation_px = locate("excitation_nm", opts.excitation_nm)?;
+        let beer_px = locate(
+            "beer_lambert.wavelength_nm",
+            opts.beer_lambert.and_then(|b| b.wavelength_nm),
+        )?;
+        let pipeline = if opts.preprocessing.is_identity() {
+            None
+        } else {
+            Some(Pipeline::new(&opts.preprocessing, axis.len())?)
+        };
+        Ok(AbsorbanceAnalyzer {
+            axis: prepared,
+            opts: opts.clone(),
+            excitation_px,
+            beer_px,
+            pipeline,
         })
-        .transpose()
-    };
-    let excitation_px = locate("excitation_nm", opts.excitation_nm)?;
-    let beer_px = locate(
-        "beer_lambert.wavelength_nm",
-        opts.beer_lambert.and_then(|b| b.wavelength_nm),
-    )?;
-    let pipeline = if opts.preprocessing.is_identity() {
-        None
-    } else {
-        Some(Pipeline::new(&opts.preprocessing, axis.len())?)
-    };
-    let mut kernel = AbsKernel {
-        view: &view,
-        window,
-        axis,
-        opts,
-        excitation_px,
-        beer_px,
-        pipeline,
-        cols: AbsColumns::new(view.len()),
-        error: None,
-    };
-    match view.pixels {
-        Pixels::F32(p) => dispatch(&mut kernel, p),
-        Pixels::F64(p) => dispatch(&mut kernel, p),
     }
-    if let Some(e) = kernel.error {
-        return Err(e);
+
+    /// The axis this analyzer was built for (nm per pixel).
+    pub fn axis_nm(&self) -> &[f64] {
+        self.axis.full_nm()
     }
-    Ok(kernel.cols.finish())
+
+    /// Absorbance features of every spectrum of `absorbance` (see [`absorbance_features`]).
+    ///
+    /// # Errors
+    /// [`SpectralError`] for an unsupported array type or a non-null spectrum whose length
+    /// differs from the axis.
+    pub fn features(
+        &mut self,
+        absorbance: &dyn Array,
+    ) -> Result<AbsorbanceFeatures, SpectralError> {
+        let view = SpectraView::new(absorbance)?;
+        view.check_lengths(self.axis.full_nm().len())?;
+        let mut kernel = AbsKernel {
+            view: &view,
+            window: self.axis.window(),
+            axis: self.axis.analysed(),
+            opts: &self.opts,
+            excitation_px: self.excitation_px,
+            beer_px: self.beer_px,
+            pipeline: self.pipeline.as_mut(),
+            cols: AbsColumns::new(view.len()),
+            error: None,
+        };
+        dispatch_pixels(&mut kernel, &view.pixels);
+        if let Some(e) = kernel.error {
+            return Err(e);
+        }
+        Ok(kernel.cols.finish())
+    }
 }
 
 struct AbsKernel<'a> {
@@ -286,7 +333,7 @@ struct AbsKernel<'a> {
     opts: &'a AbsorbanceOptions,
     excitation_px: Option<f64>,
     beer_px: Option<f64>,
-    pipeline: Option<Pipeline>,
+    pipeline: Option<&'a mut Pipeline>,
     cols: AbsColumns,
     error: Option<SpectralError>,
 }

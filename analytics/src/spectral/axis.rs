@@ -66,11 +66,6 @@ impl<'a> WavelengthAxis<'a> {
         Ok(Self { nm, descending })
     }
 
-    /// An axis already validated by [`Self::new`] (same slice, same direction).
-    pub(crate) fn validated(nm: &'a [f64], descending: bool) -> Self {
-        Self { nm, descending }
-    }
-
     /// Number of pixels.
     #[inline]
     pub fn len(&self) -> usize {
@@ -197,6 +192,46 @@ impl<'a> WavelengthAxis<'a> {
         out.clear();
         out.extend(self.nm.windows(2).map(|w| 0.5 * (w[1] - w[0]).abs()));
         out.push(0.0);
+    }
+}
+
+/// A validated axis kept by an analyzer for its calibration, with the window it analyses.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedAxis {
+    nm: Vec<f64>,
+    descending: bool,
+    window: Range<usize>,
+}
+
+impl PreparedAxis {
+    /// A copy of `full` with the pixels of `window_nm` ([`WavelengthAxis::window`]).
+    pub(crate) fn new(
+        full: WavelengthAxis<'_>,
+        window_nm: Option<(f64, f64)>,
+    ) -> Result<Self, SpectralError> {
+        Ok(Self {
+            window: full.window(window_nm)?,
+            nm: full.as_slice().to_vec(),
+            descending: full.is_descending(),
+        })
+    }
+
+    /// The whole axis (nm per pixel).
+    pub(crate) fn full_nm(&self) -> &[f64] {
+        &self.nm
+    }
+
+    /// The analysed pixels.
+    pub(crate) fn window(&self) -> Range<usize> {
+        self.window.clone()
+    }
+
+    /// The analysed part of the axis.
+    pub(crate) fn analysed(&self) -> WavelengthAxis<'_> {
+        WavelengthAxis {
+            nm: &self.nm[self.window.clone()],
+            descending: self.descending,
+        }
     }
 }
 

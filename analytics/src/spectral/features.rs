@@ -14,11 +14,11 @@ use arrow_array::{
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 
-use super::axis::{nm_to_ev, WavelengthAxis};
+use super::axis::{nm_to_ev, PreparedAxis, WavelengthAxis};
 use super::flags::QualityFlags;
-use super::input::{Pixels, SpectraView};
+use super::input::SpectraView;
 use super::integrate::quantile_pixels;
-use super::output::{dispatch, offsets_i32, Ahead, BatchKernel, F64Col, U32Col};
+use super::output::{dispatch_pixels, offsets_i32, Ahead, BatchKernel, F64Col, U32Col};
 use super::peaks::{find_peaks_summarized, Peak, PeakScratch, Sample};
 use super::preprocess::{Pipeline, Preprocessing};
 use super::scan::Weights;
@@ -276,11 +276,8 @@ pub fn pl_features(
 /// }
 /// ```
 pub struct PlAnalyzer {
-    /// The whole axis, as given (validated).
-    axis_nm: Vec<f64>,
-    descending: bool,
-    /// The analysed pixels ([`PeakOptions::window_nm`]).
-    window: Range<usize>,
+    /// The axis (validated) and the analysed window of it.
+    axis: PreparedAxis,
     /// Trapezoid half-steps of the window's axis, and their maximum.
     h: Vec<f64>,
     hmax: f64,
@@ -298,21 +295,18 @@ impl PlAnalyzer {
     pub fn new(axis_nm: &[f64], opts: &PeakOptions) -> Result<PlAnalyzer, SpectralError> {
         let full = WavelengthAxis::new(axis_nm)?;
         opts.validate()?;
-        let window = full.window(opts.window_nm)?;
-        let axis = full.slice(window.clone());
+        let axis = PreparedAxis::new(full, opts.window_nm)?;
         let mut h = Vec::new();
-        axis.half_steps(&mut h);
+        axis.analysed().half_steps(&mut h);
         let w = Weights::from_half_steps(&h);
         let pipeline = if opts.preprocessing.is_identity() {
             None
         } else {
-            Some(Pipeline::new(&opts.preprocessing, axis.len())?)
+            Some(Pipeline::new(&opts.preprocessing, axis.analysed().len())?)
         };
         Ok(PlAnalyzer {
-            axis_nm: axis_nm.to_vec(),
-            descending: full.is_descending(),
             hmax: h.iter().copied().fold(0.0, f64::max),
-            window,
+            axis,
             h,
             w,
             opts: opts.clone(),
@@ -322,7 +316,7 @@ impl PlAnalyzer {
 
     /// The axis this analyzer was built for (nm per pixel).
     pub fn axis_nm(&self) -> &[f64] {
-        &self.axis_nm
+        self.axis.full_nm()
     }
 
     /// PL features of every spectrum of `intensities` (see [`pl_features`]).
@@ -332,13 +326,12 @@ impl PlAnalyzer {
     /// differs from the axis. Spectrum content never errors.
     pub fn features(&mut self, intensities: &dyn Array) -> Result<PlFeatures, SpectralError> {
         let view = SpectraView::new(intensities)?;
-        view.check_lengths(self.axis_nm.len())?;
-        let full = WavelengthAxis::validated(&self.axis_nm, self.descending);
+        view.check_lengths(self.axis.full_nm().len())?;
         let mut kernel = PlKernel {
             view: &view,
-            window: self.window.clone(),
+            window: self.axis.window(),
             ctx: Ctx {
-                axis: full.slice(self.window.clone()),
+                axis: self.axis.analysed(),
                 h: &self.h,
                 hmax: self.hmax,
                 w: &self.w,
@@ -348,10 +341,7 @@ impl PlAnalyzer {
             cols: PlColumns::new(view.len()),
             error: None,
         };
-        match view.pixels {
-            Pixels::F32(p) => dispatch(&mut kernel, p),
-            Pixels::F64(p) => dispatch(&mut kernel, p),
-        }
+        dispatch_pixels(&mut kernel, &view.pixels);
         if let Some(e) = kernel.error {
             return Err(e);
         }

@@ -15,7 +15,8 @@
 //! - [`integrate`]: trapezoid integral and emission quantiles (interquartile range).
 //! - [`features`]: the PL entry points [`pl_features`] and [`PlAnalyzer`] (the same with the
 //!   axis prepared once per calibration) and their output schema.
-//! - [`mod@absorbance`]: the absorbance entry point [`absorbance_features`] (band edge, OD, size).
+//! - [`mod@absorbance`]: the absorbance entry points [`absorbance_features`] and
+//!   [`AbsorbanceAnalyzer`] (band edge, OD, size).
 //! - [`plqy`]: relative photoluminescence quantum yield against a reference dye.
 //! - [`size`]: effective-mass (Brus) size from the band-edge energy, material constants.
 //! - [`flags`]: the quality bitmask.
@@ -42,7 +43,9 @@ pub mod size;
 pub mod smoothing;
 pub mod width;
 
-pub use absorbance::{absorbance_features, AbsorbanceFeatures, AbsorbanceOptions, BeerLambert};
+pub use absorbance::{
+    absorbance_features, AbsorbanceAnalyzer, AbsorbanceFeatures, AbsorbanceOptions, BeerLambert,
+};
 pub use axis::{ev_to_nm, nm_to_ev, WavelengthAxis, HC_EV_NM};
 pub use baseline::{AslsParams, Baseline};
 pub use error::SpectralError;

@@ -13,6 +13,7 @@ use arrow_array::{Float32Array, Float64Array, ListArray, UInt32Array};
 use arrow_buffer::{BooleanBuffer, NullBuffer, NullBufferBuilder, OffsetBuffer};
 use arrow_schema::{DataType, Field};
 
+use super::input::Pixels;
 use super::peaks::Sample;
 use super::SpectralError;
 
@@ -126,6 +127,14 @@ pub(crate) fn dispatch<K: BatchKernel, T: Sample>(kernel: &mut K, pixels: &[T]) 
         }
     }
     kernel.run(pixels);
+}
+
+/// [`dispatch`] on the pixels of a batch, whichever their float type.
+pub(crate) fn dispatch_pixels<K: BatchKernel>(kernel: &mut K, pixels: &Pixels<'_>) {
+    match pixels {
+        Pixels::F32(p) => dispatch(kernel, p),
+        Pixels::F64(p) => dispatch(kernel, p),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

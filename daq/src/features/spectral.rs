@@ -2,8 +2,8 @@
 //!
 //! A spectra message carries its rows and, in `spectral_calibrations`, the axis of each
 //! calibration it uses. Rows are grouped by (calibration, kind): `pl` rows go through
-//! [`PlAnalyzer::features`] (one analyzer per calibration, prepared on first use),
-//! `absorbance` rows through [`absorbance_features`]; `sample`, `dark` and
+//! [`PlAnalyzer::features`], `absorbance` rows through [`AbsorbanceAnalyzer::features`] (one
+//! analyzer of each per calibration, prepared on first use); `sample`, `dark` and
 //! `reference` rows are the raw ingredients of an absorbance and get no features of their own.
 //! Every analysed spectrum gets exactly one row, keyed to it by `source`, `seq` and
 //! `spectrum_index`, with nulls where a value is meaningless and the reason in `quality_flags`.
@@ -25,7 +25,7 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use flowdaq_analytics::spectral::{
-    absorbance_features, relative_plqy, AbsorbanceOptions, AslsParams, Baseline, PeakOptions,
+    relative_plqy, AbsorbanceAnalyzer, AbsorbanceOptions, AslsParams, Baseline, PeakOptions,
     PlAnalyzer, PlqyReference, Preprocessing, QualityFlags, SpectralError,
 };
 use flowdaq_schemas::tables::{ABSORBANCE_FEATURE_COLUMNS, PL_FEATURE_COLUMNS};
@@ -65,11 +65,13 @@ pub struct SpectralFeatures {
     latest_absorbance: HashMap<(String, String, Option<String>), f64>,
     /// Velocity history and mixing point (mm) for reaction times, when flow is measured.
     reaction: Option<(SharedVelocity, f64)>,
-    /// The PL analysis prepared per calibration id (axis validated, weights built once).
+    /// The PL and absorbance analyses prepared per calibration id (axis validated, weights
+    /// and pixel positions found once).
     pl_analyzers: HashMap<u64, PlAnalyzer>,
+    absorbance_analyzers: HashMap<u64, AbsorbanceAnalyzer>,
 }
 
-/// Calibrations whose prepared PL analysis is kept; past this many the cache starts over.
+/// Calibrations whose prepared analyses are kept; past this many a cache starts over.
 const MAX_PREPARED_CALIBRATIONS: usize = 64;
 
 impl SpectralFeatures {
@@ -141,29 +143,7 @@ impl SpectralFeatures {
             latest_absorbance: HashMap::new(),
             reaction,
             pl_analyzers: HashMap::new(),
-        })
-    }
-
-    /// The prepared PL analysis of `calibration`, built on first use, and built again if the
-    /// id ever comes with another axis.
-    fn pl_analyzer(
-        &mut self,
-        calibration: u64,
-        axis_nm: &[f64],
-    ) -> Result<&mut PlAnalyzer, FeatureError> {
-        if self.pl_analyzers.len() >= MAX_PREPARED_CALIBRATIONS
-            && !self.pl_analyzers.contains_key(&calibration)
-        {
-            self.pl_analyzers.clear();
-        }
-        Ok(match self.pl_analyzers.entry(calibration) {
-            Entry::Occupied(mut entry) => {
-                if entry.get().axis_nm() != axis_nm {
-                    entry.insert(PlAnalyzer::new(axis_nm, &self.peak)?);
-                }
-                entry.into_mut()
-            }
-            Entry::Vacant(entry) => entry.insert(PlAnalyzer::new(axis_nm, &self.peak)?),
+            absorbance_analyzers: HashMap::new(),
         })
     }
 
@@ -185,9 +165,14 @@ impl SpectralFeatures {
         }
         let flags: UInt32Array = match analysis {
             Analysis::Pl => {
-                let f = self
-                    .pl_analyzer(calibration, axis_nm)?
-                    .features(intensities.as_ref())?;
+                let f = prepared(
+                    &mut self.pl_analyzers,
+                    calibration,
+                    axis_nm,
+                    PlAnalyzer::axis_nm,
+                    || PlAnalyzer::new(axis_nm, &self.peak),
+                )?
+                .features(intensities.as_ref())?;
                 let plqy: ArrayRef = match &self.plqy {
                     Some((reference, sample_index)) => {
                         let absorbance = self.paired_absorbance(rows)?;
@@ -217,7 +202,14 @@ impl SpectralFeatures {
                 f.quality_flags
             }
             Analysis::Absorbance => {
-                let f = absorbance_features(axis_nm, intensities.as_ref(), &self.absorbance)?;
+                let f = prepared(
+                    &mut self.absorbance_analyzers,
+                    calibration,
+                    axis_nm,
+                    AbsorbanceAnalyzer::axis_nm,
+                    || AbsorbanceAnalyzer::new(axis_nm, &self.absorbance),
+                )?
+                .features(intensities.as_ref())?;
                 self.remember_absorbance(rows, &f.absorbance_at_excitation)?;
                 columns.extend((0..PL_FEATURE_COLUMNS.len()).map(|_| null_f64()));
                 let secondary_type = schema.field_with_name("secondary_peaks")?.data_type();
@@ -371,6 +363,29 @@ impl Extractor for SpectralFeatures {
             }
         }
     }
+}
+
+/// The analysis `cache` holds for `calibration`, built on first use, and built again if the
+/// id ever comes with another axis; past [`MAX_PREPARED_CALIBRATIONS`] the cache starts over.
+fn prepared<'c, A>(
+    cache: &'c mut HashMap<u64, A>,
+    calibration: u64,
+    axis_nm: &[f64],
+    axis_of: impl Fn(&A) -> &[f64],
+    build: impl Fn() -> Result<A, SpectralError>,
+) -> Result<&'c mut A, FeatureError> {
+    if cache.len() >= MAX_PREPARED_CALIBRATIONS && !cache.contains_key(&calibration) {
+        cache.clear();
+    }
+    Ok(match cache.entry(calibration) {
+        Entry::Occupied(mut entry) => {
+            if axis_of(entry.get()) != axis_nm {
+                entry.insert(build()?);
+            }
+            entry.into_mut()
+        }
+        Entry::Vacant(entry) => entry.insert(build()?),
+    })
 }
 
 /// The axis of every calibration in the message, by calibration id (views of the message's
