@@ -480,6 +480,7 @@ fn an_analyzer_kept_across_batches_equals_pl_features() {
         for opts in &options {
             let mut analyzer = PlAnalyzer::new(&x, opts).unwrap();
             assert_eq!(analyzer.axis_nm(), &x[..]);
+            assert!(format!("{analyzer:?}").starts_with("PlAnalyzer"));
             for (batch, rows) in [1usize, 5, 3].into_iter().enumerate() {
                 let spectra: Vec<Option<Vec<f32>>> = (0..rows)
                     .map(|row| {
@@ -555,6 +556,7 @@ fn an_absorbance_analyzer_kept_across_batches_equals_absorbance_features() {
         for opts in &options {
             let mut analyzer = AbsorbanceAnalyzer::new(&x, opts).unwrap();
             assert_eq!(analyzer.axis_nm(), &x[..]);
+            assert!(format!("{analyzer:?}").starts_with("AbsorbanceAnalyzer"));
             for (batch, rows) in [1usize, 4].into_iter().enumerate() {
                 let spectra: Vec<Vec<f32>> = (0..rows)
                     .map(|row| {

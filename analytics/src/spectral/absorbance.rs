@@ -239,6 +239,7 @@ pub fn absorbance_features(
 /// are prepared once, in [`AbsorbanceAnalyzer::new`]. Results are identical to
 /// [`absorbance_features`] with the same axis and options (see also
 /// [`super::PlAnalyzer`]).
+#[derive(Debug)]
 pub struct AbsorbanceAnalyzer {
     /// The axis (validated) and the analysed window of it.
     axis: PreparedAxis,

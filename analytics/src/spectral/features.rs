@@ -275,6 +275,7 @@ pub fn pl_features(
 ///     assert_eq!(f.fwhm_nm, once.fwhm_nm);
 /// }
 /// ```
+#[derive(Debug)]
 pub struct PlAnalyzer {
     /// The axis (validated) and the analysed window of it.
     axis: PreparedAxis,

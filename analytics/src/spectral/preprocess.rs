@@ -31,6 +31,7 @@ impl Preprocessing {
 }
 
 /// The preprocessing pipeline built for spectra of one length (reusable buffers).
+#[derive(Debug)]
 pub(crate) struct Pipeline {
     savgol: Option<SavitzkyGolay>,
     baseline: Baseline,
