@@ -278,11 +278,7 @@ impl AbsorbanceAnalyzer {
             "beer_lambert.wavelength_nm",
             opts.beer_lambert.and_then(|b| b.wavelength_nm),
         )?;
-        let pipeline = if opts.preprocessing.is_identity() {
-            None
-        } else {
-            Some(Pipeline::new(&opts.preprocessing, axis.len())?)
-        };
+        let pipeline = Pipeline::unless_identity(&opts.preprocessing, axis.len())?;
         Ok(AbsorbanceAnalyzer {
             axis: prepared,
             opts: opts.clone(),

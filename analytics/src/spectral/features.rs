@@ -300,11 +300,7 @@ impl PlAnalyzer {
         let mut h = Vec::new();
         axis.analysed().half_steps(&mut h);
         let w = Weights::from_half_steps(&h);
-        let pipeline = if opts.preprocessing.is_identity() {
-            None
-        } else {
-            Some(Pipeline::new(&opts.preprocessing, axis.analysed().len())?)
-        };
+        let pipeline = Pipeline::unless_identity(&opts.preprocessing, axis.analysed().len())?;
         Ok(PlAnalyzer {
             hmax: h.iter().copied().fold(0.0, f64::max),
             axis,

@@ -73,6 +73,22 @@ impl Pipeline {
         })
     }
 
+    /// The pipeline for `p` on `n`-pixel spectra, or `None` when `p` leaves spectra untouched
+    /// (the kernels then analyse the raw pixels directly).
+    ///
+    /// # Errors
+    /// As [`Pipeline::new`].
+    pub(crate) fn unless_identity(
+        p: &Preprocessing,
+        n: usize,
+    ) -> Result<Option<Self>, SpectralError> {
+        if p.is_identity() {
+            Ok(None)
+        } else {
+            Self::new(p, n).map(Some)
+        }
+    }
+
     /// Runs the pipeline on `y` (length `n`, wavelengths `axis_nm`) into `out`.
     pub(crate) fn run<T: Sample>(
         &mut self,
