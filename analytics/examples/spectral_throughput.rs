@@ -16,7 +16,14 @@
 //! - `peaks_widths`: what scipy's `find_peaks(prominence=50)` + `peak_widths(rel_height=0.5)`
 //!   return, no more: every peak with its prominence and bases, and every peak's width and
 //!   crossings ([`find_peaks`] and [`peak_width`] per spectrum, results into flat vectors).
+//!
+//! With `SPECTRAL_THROUGHPUT_SERVE` set, it then prints `ready` and answers requests on
+//! stdin, one per line: `pl_features` or `peaks_widths` runs one pass over all spectra and
+//! prints its rate (spectra/s); end of input ends it. The peer script uses this to alternate
+//! scipy and flowdaq every few tens of milliseconds, so that each ratio compares the machine
+//! with itself (its speed drifts by tens of percent within seconds).
 
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -124,6 +131,33 @@ fn main() {
             buf.extend_from_slice(&p.to_le_bytes());
         }
         std::fs::write(out, buf).expect("write results");
+    }
+    if std::env::var_os("SPECTRAL_THROUGHPUT_SERVE").is_some() {
+        let mut pl_pass = || {
+            let _ = run();
+        };
+        serve(n_spectra, &mut pl_pass, &mut peaks_widths);
+    }
+}
+
+/// Answers pass requests on stdin (see the module doc).
+fn serve(n_spectra: usize, pl_pass: &mut dyn FnMut(), pw_pass: &mut dyn FnMut() -> usize) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").expect("stdout");
+    out.flush().expect("stdout");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("stdin");
+        let t = Instant::now();
+        match line.trim() {
+            "pl_features" => pl_pass(),
+            "peaks_widths" => {
+                std::hint::black_box(pw_pass());
+            }
+            other => panic!("unknown request {other:?}"),
+        }
+        let rate = n_spectra as f64 / t.elapsed().as_secs_f64();
+        writeln!(out, "{rate:.0}").expect("stdout");
+        out.flush().expect("stdout");
     }
 }
 

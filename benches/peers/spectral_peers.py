@@ -17,7 +17,12 @@ One run:
   (e) then alternates the two, ROUNDS times (scipy on 2,000 of the spectra, then the Rust
       binary on all of them), and prints each round's ratios and their medians. On a shared
       machine whose speed drifts by tens of percent within minutes, a ratio of two rates taken
-      seconds apart is the figure to quote; (b) and (c) can be a minute apart.
+      seconds apart is the figure to quote; (b) and (c) can be a minute apart;
+  (f) finally alternates them PAIRS times at a finer grain: scipy on 200 spectra (~45 ms),
+      then one pass of each Rust kernel over all spectra (~20 ms each) in one kept process
+      (the example's serve mode), and prints the median and quartiles of these ratios. The
+      machine's speed changes over seconds, so pairs a few tens of milliseconds apart compare
+      it with itself most closely: this is the headline figure.
 
 The Rust binary comes from $SPECTRAL_THROUGHPUT_BIN, or is built with
 `cargo build --release -p flowdaq-analytics --example spectral_throughput` using
@@ -43,6 +48,8 @@ PROMINENCE = 50.0
 SEED = 20240611
 ROUNDS = 5
 ROUND_SPECTRA = 2000
+PAIRS = 40
+PAIR_SPECTRA = 200
 
 
 def generate(n):
@@ -81,6 +88,41 @@ def rust_binary():
     return str(Path(target) / "release" / "examples" / "spectral_throughput")
 
 
+def fine_pairs(exe, path, as64):
+    """(f): PAIRS triples (scipy rate, pl_features rate, peaks_widths rate), each taken within
+    about 0.1 s, the Rust kernels by one kept process of the example in serve mode."""
+    env = dict(os.environ, SPECTRAL_THROUGHPUT_SERVE="1")
+    proc = subprocess.Popen(
+        [exe, str(path), str(PIXELS), "1000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        while proc.stdout.readline().strip() != "ready":
+            if proc.poll() is not None:
+                raise RuntimeError("spectral_throughput ended before serving")
+
+        def rust(kernel):
+            proc.stdin.write(kernel + "\n")
+            proc.stdin.flush()
+            return float(proc.stdout.readline())
+
+        out = []
+        n = len(as64)
+        for k in range(PAIRS):
+            lo = (k * PAIR_SPECTRA) % max(n - PAIR_SPECTRA, 1)
+            part = as64[lo: lo + PAIR_SPECTRA]
+            t = time.perf_counter()
+            scipy_pass(part)
+            out.append((len(part) / (time.perf_counter() - t), rust("pl_features"), rust("peaks_widths")))
+        return out
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     x, spectra = generate(n)
@@ -114,6 +156,8 @@ def main():
             pl_r = float(r["pl_features_spectra_per_s_median"])
             pw_r = float(r["peaks_widths_spectra_per_s_median"])
             rounds.append((scipy_rate_r, pl_r, pw_r))
+
+        pairs_fine = fine_pairs(exe, path, as64)
 
     # Agreement on the main (most prominent) peak's FWHM in nm.
     px = np.arange(PIXELS, dtype=np.float64)
@@ -149,6 +193,13 @@ def main():
     pl_med = float(np.median([pl / sr for sr, pl, _ in rounds]))
     pw_med = float(np.median([pw / sr for sr, _, pw in rounds]))
     print(f"interleaved ratio, median of {len(rounds)} rounds: pl_features {pl_med:,.1f}x, find_peaks + peak_width {pw_med:,.1f}x")
+    for name, k in (("pl_features", 1), ("find_peaks + peak_width", 2)):
+        r = np.array([p[k] / p[0] for p in pairs_fine])
+        q1, med, q3 = np.percentile(r, [25, 50, 75])
+        print(
+            f"paired ratio, {len(r)} pairs ~0.1 s apart: {name} median {med:,.1f}x "
+            f"(quartiles {q1:,.1f}-{q3:,.1f}x, min {r.min():,.1f}x, max {r.max():,.1f}x)"
+        )
     print(
         f"main-peak FWHM agreement: max |rust - scipy| = {max(diffs, default=float('nan')):.3e} nm over {len(diffs)} spectra; "
         f"rows where only one side found a peak: {missing}"
