@@ -755,7 +755,6 @@ mod tests {
         // noise and every magnitude.
         let mut rng = StdRng::seed_from_u64(3);
         let mut s = Summary::default();
-        let (mut got, mut want) = (Vec::new(), Vec::new());
         for trial in 0..2000 {
             let n = rng.random_range(3..700);
             let y: Vec<f32> = if trial % 2 == 0 {
@@ -777,19 +776,61 @@ mod tests {
             } else {
                 [3.0, 30.0, 200.0][trial % 3] * [1e-6, 1.0, 3.0e5][trial % 3]
             };
-            s.compute(&y, None);
-            hysteresis_segments(&y, &s, p, &mut got);
-            let mut st = Hysteresis {
-                rising: false,
-                lo: y[0],
-                hi: y[0],
-                start: 0,
-            };
-            want.clear();
-            for (k, &x) in y.iter().enumerate() {
-                st.step(x, k, p, &mut want);
+            assert_scan_matches_steps(&y, p, &mut s, &format!("trial {trial} n={n} p={p}"));
+        }
+    }
+
+    /// The chunk- and block-level hysteresis scan closes exactly the segments that stepping
+    /// through every sample closes.
+    fn assert_scan_matches_steps(y: &[f32], p: f64, s: &mut Summary<f32>, case: &str) {
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        s.compute(y, None);
+        hysteresis_segments(y, s, p, &mut got);
+        let mut st = Hysteresis {
+            rising: false,
+            lo: y[0],
+            hi: y[0],
+            start: 0,
+        };
+        for (k, &x) in y.iter().enumerate() {
+            st.step(x, k, p, &mut want);
+        }
+        assert_eq!(got, want, "{case}");
+    }
+
+    #[test]
+    fn block_scans_are_exact_at_the_threshold() {
+        // Thresholds equal to a difference that occurs in the data, and one f64 ulp either
+        // side of it, on magnitudes where f32 differences round: the f32 pre-test of the block
+        // scan must never skip a switch the exact f64 test makes.
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut s = Summary::default();
+        for trial in 0..600 {
+            let n = rng.random_range(16..400);
+            let base = [1.0e3f64, 3.7e6, 2.5e8][trial % 3];
+            let step = base * 1e-3;
+            let mut v = base;
+            let y: Vec<f32> = (0..n)
+                .map(|_| {
+                    v += rng.random_range(-step..step);
+                    v as f32
+                })
+                .collect();
+            let (i, j) = (rng.random_range(0..n - 1), rng.random_range(1..n));
+            let (i, j) = (i.min(j), i.max(j).max(i + 1));
+            let d = (y[i] as f64 - y[j] as f64).abs().max(f64::MIN_POSITIVE);
+            for p in [
+                d,
+                d.next_up(),
+                d.next_down(),
+                d * (1.0 + 1e-9),
+                d * (1.0 - 1e-9),
+            ] {
+                if !(p > 0.0) {
+                    continue;
+                }
+                assert_scan_matches_steps(&y, p, &mut s, &format!("trial {trial} n={n} p={p}"));
             }
-            assert_eq!(got, want, "trial {trial} n={n} p={p}");
         }
     }
 

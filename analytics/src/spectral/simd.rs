@@ -430,6 +430,11 @@ unsafe fn running_extreme8(x: __m256, rising: bool) -> __m256 {
 /// as the scalar step does (`hi - x >= p` rising, `x - lo >= p` falling, in f64) against the
 /// running extreme up to that pixel.
 ///
+/// The differences are first taken in f32 against [`f32_floor`]`(p)`: rounding to nearest is
+/// monotonic, so a difference of at least `p` never rounds below that threshold, and a block
+/// that passes this test cannot switch. Only a block that fails it (a switch, or a difference
+/// within rounding of `p`) is tested again in f64, exactly.
+///
 /// # Safety
 /// The CPU must support AVX2; `start <= end <= y.len()` and `end - start` a multiple of 8.
 #[target_feature(enable = "avx2")]
@@ -442,6 +447,7 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
     p: f64,
 ) -> (usize, f32) {
     let pv = _mm256_set1_pd(p);
+    let p32 = _mm256_set1_ps(f32_floor(p));
     // The running extreme before the current block, in every lane.
     let mut carry = _mm256_set1_ps(extreme);
     let op = |a: __m256, b: __m256| {
@@ -460,25 +466,41 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
         let own = running_extreme8(x, rising);
         let run = op(own, carry);
         let (a, b) = if rising { (run, x) } else { (x, run) };
-        let lo = _mm256_sub_pd(
-            _mm256_cvtps_pd(_mm256_castps256_ps128(a)),
-            _mm256_cvtps_pd(_mm256_castps256_ps128(b)),
-        );
-        let hi = _mm256_sub_pd(
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(a)),
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(b)),
-        );
-        let switch = _mm256_or_pd(
-            _mm256_cmp_pd::<_CMP_GE_OQ>(lo, pv),
-            _mm256_cmp_pd::<_CMP_GE_OQ>(hi, pv),
-        );
-        if _mm256_movemask_pd(switch) != 0 {
-            return (k, _mm256_cvtss_f32(carry));
+        let near = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, b), p32);
+        if _mm256_movemask_ps(near) != 0 {
+            let lo = _mm256_sub_pd(
+                _mm256_cvtps_pd(_mm256_castps256_ps128(a)),
+                _mm256_cvtps_pd(_mm256_castps256_ps128(b)),
+            );
+            let hi = _mm256_sub_pd(
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(a)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(b)),
+            );
+            let switch = _mm256_or_pd(
+                _mm256_cmp_pd::<_CMP_GE_OQ>(lo, pv),
+                _mm256_cmp_pd::<_CMP_GE_OQ>(hi, pv),
+            );
+            if _mm256_movemask_pd(switch) != 0 {
+                return (k, _mm256_cvtss_f32(carry));
+            }
         }
         carry = op(carry, _mm256_permutevar8x32_ps(own, _mm256_set1_epi32(7)));
         k += 8;
     }
     (end, _mm256_cvtss_f32(carry))
+}
+
+/// The largest f32 not above `p` (for `p > 0`; `f32::MAX` for larger `p`).
+#[inline(always)]
+pub(crate) fn f32_floor(p: f64) -> f32 {
+    let t = p as f32;
+    if (t as f64) > p {
+        // `t` is positive here (p > 0 rounds to a non-negative f32), so one step down in the
+        // bit pattern is the next smaller f32 (from infinity: f32::MAX).
+        f32::from_bits(t.to_bits() - 1)
+    } else {
+        t
+    }
 }
 
 /// [`super::scan::Sample::find_eq`] for f32, 8 pixels per step.
@@ -581,4 +603,30 @@ pub(crate) unsafe fn min_in_f32(y: &[f32], lo: usize, hi: usize) -> f32 {
     y[j..hi]
         .iter()
         .fold(hmin(m), |a, &x| if x < a { x } else { a })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f32_floor;
+
+    #[test]
+    fn f32_floor_is_the_largest_f32_not_above() {
+        for p in [
+            1.0,
+            0.1,
+            1.0 / 3.0,
+            50.0,
+            6.0e7 + 0.3,
+            1e-40,
+            1e300,
+            f64::MIN_POSITIVE,
+        ] {
+            let t = f32_floor(p);
+            assert!(t as f64 <= p, "{p}");
+            let up = f32::from_bits(t.to_bits() + 1);
+            assert!(up as f64 > p || t == f32::MAX, "{p}: {t} {up}");
+        }
+        assert_eq!(f32_floor(50.0), 50.0);
+        assert_eq!(f32_floor(1e300), f32::MAX);
+    }
 }
