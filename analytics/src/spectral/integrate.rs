@@ -160,20 +160,15 @@ pub(crate) fn quantile_pixels<T: Sample, const K: usize>(
                 wend
             };
             if c_end >= target {
-                let mut cum = if start > 0 {
+                let cum = if start > 0 {
                     wcum + h[start - 1] * pos(y[start])
                 } else {
                     0.0
                 };
-                for i in start..n - 1 {
-                    let seg = h[i] * (pos(y[i]) + pos(y[i + 1]));
-                    if seg > 0.0 && cum + seg >= target {
-                        *slot = i as f64 + ((target - cum) / seg).clamp(0.0, 1.0);
-                        continue 'targets;
-                    }
-                    cum += seg;
+                if let Some((i, before, seg)) = T::quantile_cross(y, h, start, cum, target) {
+                    *slot = i as f64 + ((target - before) / seg).clamp(0.0, 1.0);
                 }
-                // not reached pixel by pixel: the last pixel (the next search starts here too)
+                // else not reached pixel by pixel: the last pixel (the next search starts here too)
                 continue 'targets;
             }
             wcum = wend;

@@ -95,6 +95,23 @@ pub trait Sample:
         (lo..hi).rev().find(|&j| !(h < y[j].to_f64()))
     }
 
+    /// Where the running sum of the trapezoid segments `h[i] * (max(y[i], 0) + max(y[i+1], 0))`
+    /// for `i` from `from`, starting at `cum`, first reaches `target` on a positive segment:
+    /// `(i, sum before segment i, segment i)`, or `None` if it never does. The running sum is
+    /// sequential here; vectorised versions may add in another order (same result to rounding).
+    /// Requires `h.len() + 1 >= y.len()`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn quantile_cross(
+        y: &[Self],
+        h: &[f64],
+        from: usize,
+        cum: f64,
+        target: f64,
+    ) -> Option<(usize, f64, f64)> {
+        quantile_cross_portable(y, h, from, cum, target)
+    }
+
     /// The hysteresis scan of `peaks.rs` over `y[start..end]` in blocks of 8 pixels, for as
     /// long as no block switches the mode: returns the start of the first block in which a
     /// sample would switch (or `end`) and the running extreme (`rising`: maximum, else
@@ -122,6 +139,26 @@ pub trait Sample:
     fn block_stats(y: &[Self], start: usize, end: usize) -> (Self, Self, f64, f64) {
         block_stats_portable(y, start, end)
     }
+}
+
+/// Portable [`Sample::quantile_cross`].
+#[inline(always)]
+pub(crate) fn quantile_cross_portable<T: Sample>(
+    y: &[T],
+    h: &[f64],
+    from: usize,
+    mut cum: f64,
+    target: f64,
+) -> Option<(usize, f64, f64)> {
+    let pos = |v: f64| if v > 0.0 { v } else { 0.0 };
+    for i in from..y.len().saturating_sub(1) {
+        let seg = h[i] * (pos(y[i].to_f64()) + pos(y[i + 1].to_f64()));
+        if seg > 0.0 && cum + seg >= target {
+            return Some((i, cum, seg));
+        }
+        cum += seg;
+    }
+    None
 }
 
 /// Portable [`Sample::block_stats`] (differences and sums in f64).
@@ -262,6 +299,22 @@ impl Sample for f32 {
             return unsafe { super::simd::last_not_above_f32(y, lo, hi, h) };
         }
         (lo..hi).rev().find(|&j| !(h < y[j] as f64))
+    }
+
+    #[inline(always)]
+    fn quantile_cross(
+        y: &[Self],
+        h: &[f64],
+        from: usize,
+        cum: f64,
+        target: f64,
+    ) -> Option<(usize, f64, f64)> {
+        #[cfg(target_arch = "x86_64")]
+        if h.len() + 1 >= y.len() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 checked; h covers every segment of y.
+            return unsafe { super::simd::quantile_cross_f32(y, h, from, cum, target) };
+        }
+        quantile_cross_portable(y, h, from, cum, target)
     }
 }
 

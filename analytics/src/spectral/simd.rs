@@ -490,6 +490,59 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
     (end, _mm256_cvtss_f32(carry))
 }
 
+/// [`super::scan::Sample::quantile_cross`] for f32: 4 segments per step in f64 lanes, their
+/// running sum taken within the step as a prefix sum (so added in another order than one by
+/// one: the result can differ in the last bits).
+///
+/// # Safety
+/// The CPU must support AVX2; `h.len() + 1 >= y.len()`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn quantile_cross_f32(
+    y: &[f32],
+    h: &[f64],
+    from: usize,
+    cum: f64,
+    target: f64,
+) -> Option<(usize, f64, f64)> {
+    let n = y.len();
+    let zero = _mm256_setzero_pd();
+    let tv = _mm256_set1_pd(target);
+    let mut run = _mm256_set1_pd(cum);
+    let mut i = from;
+    // Segments i..i+4 need y[i..i+5].
+    while i + 5 <= n {
+        // SAFETY: i + 5 <= n, and h has at least n - 1 >= i + 4 entries.
+        let a = _mm256_cvtps_pd(_mm_loadu_ps(y.as_ptr().add(i)));
+        let b = _mm256_cvtps_pd(_mm_loadu_ps(y.as_ptr().add(i + 1)));
+        let seg = _mm256_mul_pd(
+            _mm256_loadu_pd(h.as_ptr().add(i)),
+            _mm256_add_pd(_mm256_max_pd(a, zero), _mm256_max_pd(b, zero)),
+        );
+        // Inclusive prefix sum over the 4 lanes: shift by one lane, then by two.
+        let s1 = _mm256_add_pd(
+            seg,
+            _mm256_blend_pd::<0b0001>(_mm256_permute4x64_pd::<0b10_01_00_00>(seg), zero),
+        );
+        let s2 = _mm256_add_pd(s1, _mm256_permute2f128_pd::<0x08>(s1, s1));
+        let incl = _mm256_add_pd(run, s2);
+        let hit = _mm256_and_pd(
+            _mm256_cmp_pd::<_CMP_GE_OQ>(incl, tv),
+            _mm256_cmp_pd::<_CMP_GT_OQ>(seg, zero),
+        );
+        let m = _mm256_movemask_pd(hit);
+        if m != 0 {
+            let k = m.trailing_zeros() as usize;
+            let (mut incl_l, mut seg_l) = ([0.0f64; 4], [0.0f64; 4]);
+            _mm256_storeu_pd(incl_l.as_mut_ptr(), incl);
+            _mm256_storeu_pd(seg_l.as_mut_ptr(), seg);
+            return Some((i + k, incl_l[k] - seg_l[k], seg_l[k]));
+        }
+        run = _mm256_permute4x64_pd::<0b11_11_11_11>(incl);
+        i += 4;
+    }
+    super::scan::quantile_cross_portable(y, h, i, _mm256_cvtsd_f64(run), target)
+}
+
 /// The largest f32 not above `p` (for `p > 0`; `f32::MAX` for larger `p`).
 #[inline(always)]
 pub(crate) fn f32_floor(p: f64) -> f32 {
@@ -608,6 +661,52 @@ pub(crate) unsafe fn min_in_f32(y: &[f32], lo: usize, hi: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::f32_floor;
+    use crate::spectral::scan::{quantile_cross_portable, Sample};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn quantile_cross_agrees_with_the_sequential_sum() {
+        // Whatever the CPU, f32 spectra take Sample::quantile_cross (AVX2 where available);
+        // it must find the segment the one-by-one sum finds, up to rounding of the sum.
+        let mut rng = StdRng::seed_from_u64(9);
+        for trial in 0..3000 {
+            let n = rng.random_range(2..90);
+            let y: Vec<f32> = (0..n)
+                .map(|_| match trial % 3 {
+                    0 => rng.random_range(-5.0f32..100.0),
+                    1 => rng.random_range(0..3) as f32,
+                    _ => rng.random_range(-1.0f32..1.0) * 1e30,
+                })
+                .collect();
+            let h: Vec<f64> = (0..n).map(|_| rng.random_range(0.01..2.0)).collect();
+            let from = rng.random_range(0..n);
+            let cum = rng.random_range(0.0..10.0);
+            let total = quantile_cross_portable(&y, &h, from, cum, f64::INFINITY)
+                .map_or(cum, |(_, before, _)| before);
+            let total = if total.is_finite() { total } else { 1e60 };
+            for target in [
+                cum,
+                cum + 1e-9,
+                0.5 * (cum + total),
+                total,
+                2.0 * total + 1.0,
+            ] {
+                let want = quantile_cross_portable(&y, &h, from, cum, target);
+                let got = <f32 as Sample>::quantile_cross(&y, &h, from, cum, target);
+                let at = |r: Option<(usize, f64, f64)>| {
+                    r.map(|(i, before, seg)| i as f64 + ((target - before) / seg).clamp(0.0, 1.0))
+                };
+                match (at(got), at(want)) {
+                    (Some(a), Some(b)) => assert!(
+                        (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                        "trial {trial} target {target}: {a} vs {b}"
+                    ),
+                    (a, b) => assert_eq!(a, b, "trial {trial} target {target}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn f32_floor_is_the_largest_f32_not_above() {
