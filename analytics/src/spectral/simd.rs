@@ -682,14 +682,20 @@ mod tests {
             let h: Vec<f64> = (0..n).map(|_| rng.random_range(0.01..2.0)).collect();
             let from = rng.random_range(0..n);
             let cum = rng.random_range(0.0..10.0);
-            let total = quantile_cross_portable(&y, &h, from, cum, f64::INFINITY)
-                .map_or(cum, |(_, before, _)| before);
-            let total = if total.is_finite() { total } else { 1e60 };
+            let part = |v: f32| (v as f64).max(0.0);
+            let total = cum
+                + (from..n - 1)
+                    .map(|i| h[i] * (part(y[i]) + part(y[i + 1])))
+                    .sum::<f64>();
+            // Targets at the start, inside and beyond the reach of the segments (not exactly
+            // at the total, where the two orders of summation may disagree on reaching it).
+            let inside = |f: f64| cum + f * (total - cum);
             for target in [
                 cum,
-                cum + 1e-9,
-                0.5 * (cum + total),
-                total,
+                inside(1e-9),
+                inside(0.25),
+                inside(0.5),
+                inside(0.9),
                 2.0 * total + 1.0,
             ] {
                 let want = quantile_cross_portable(&y, &h, from, cum, target);
