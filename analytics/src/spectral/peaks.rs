@@ -362,161 +362,102 @@ fn candidates<T: Sample>(
     }
 }
 
-/// One stretch of scipy's base walk over `y[lo..hi]`: from `hi - 1` down (`LEFT`) or from `lo`
-/// up, while samples are `<= v`, lowering `best` only on a strictly smaller sample and moving
-/// `base` there (so among equal minima the first one met). Done as three vector searches
-/// (where the walk stops, the minimum before that, its first occurrence) instead of a branch
-/// per pixel. Returns (stopped at a sample above `v`, `best` lowered).
+/// The smaller of two samples (finite).
 #[inline(always)]
-fn walk_span<T: Sample, const LEFT: bool>(
-    y: &[T],
-    lo: usize,
-    hi: usize,
-    v: T,
-    best: &mut T,
-    base: &mut usize,
-) -> (bool, bool) {
-    let stop = if LEFT {
-        T::last_above(y, lo, hi, v)
+fn min2<T: Sample>(a: T, b: T) -> T {
+    if b < a {
+        b
     } else {
-        T::first_above(y, lo, hi, v)
-    };
-    let (a, b) = match stop {
-        Some(k) if LEFT => (k + 1, hi),
-        Some(k) => (lo, k),
-        None => (lo, hi),
-    };
-    let mut lowered = false;
-    if a < b {
-        let m = T::min_in(y, a, b);
-        if m < *best {
-            let at = if LEFT {
-                T::rfind_eq(y, a, b, m)
-            } else {
-                T::find_eq(y, a, b, m)
-            };
-            if let Some(k) = at {
-                *best = m;
-                *base = k;
-                lowered = true;
-            }
-        }
+        a
     }
-    (stop.is_some(), lowered)
 }
 
-/// scipy's left base walk, skipping whole chunks whose maximum does not exceed the peak.
+/// scipy's left base walk from peak `i`: back over the samples `<= y[i]` to the nearest one
+/// above it, the minimum met and its occurrence nearest the peak (scipy lowers its minimum
+/// only on a strictly smaller sample). Done as a few vector searches rather than a branch per
+/// chunk: where the walk stops (the peak's chunk, else the nearest chunk whose maximum exceeds
+/// the peak, then the pixel in it), the minima of the three parts walked (the peak's chunk up
+/// to the peak, the whole chunks, the stopping chunk after its stop) and the nearest
+/// occurrence of the smallest.
 #[inline(always)]
 fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
     let v = y[i];
-    let mut best = v;
-    let mut base = i;
-    let mut best_chunk = None;
     let ci = i / CHUNK;
-    if walk_span::<T, true>(y, ci * CHUNK, i + 1, v, &mut best, &mut base).0 {
-        return (best, base);
+    let c0 = ci * CHUNK;
+    if let Some(k) = T::last_above(y, c0, i, v) {
+        let m = T::min_in(y, k + 1, i + 1);
+        return (m, T::rfind_eq(y, k + 1, i + 1, m).unwrap_or(i));
     }
-    let mut c = ci;
-    let mut best_super = None;
-    while c > 0 {
-        if c.is_multiple_of(SUPER) {
-            // chunks c - SUPER .. c form a whole super-chunk left of the peak's chunk
-            let sc = c / SUPER - 1;
-            if s.smax[sc] <= v {
-                if s.smin[sc] < best {
-                    best = s.smin[sc];
-                    best_super = Some(sc);
-                    best_chunk = None;
-                }
-                c -= SUPER;
-                continue;
-            }
-        }
-        c -= 1;
-        if s.max[c] <= v {
-            if s.min[c] < best {
-                best = s.min[c];
-                best_chunk = Some(c);
-                best_super = None;
-            }
-            continue;
-        }
-        let (lo, hi) = (c * CHUNK, (c + 1) * CHUNK);
-        if walk_span::<T, true>(y, lo, hi, v, &mut best, &mut base).1 {
-            best_chunk = None;
-            best_super = None;
-        }
-        break;
-    }
-    if let Some(sc) = best_super {
-        // the chunk of that super-chunk nearest the peak holding the minimum
-        best_chunk = (sc * SUPER..(sc + 1) * SUPER)
-            .rev()
-            .find(|&c| s.min[c] == best);
-    }
-    if let Some(c) = best_chunk {
-        // the occurrence nearest the peak (the walk keeps the first one it meets)
-        if let Some(k) = T::rfind_eq(y, c * CHUNK, (c + 1) * CHUNK, best) {
-            base = k;
-        }
-    }
-    (best, base)
+    let near = T::min_in(y, c0, i + 1);
+    let stop = T::last_above(&s.max, 0, ci, v);
+    let whole = stop.map_or(0, |c| c + 1)..ci;
+    let mid = if whole.is_empty() {
+        v
+    } else {
+        T::min_in(&s.min, whole.start, whole.end)
+    };
+    // The stopping chunk from just after its last sample above `v` (it has one).
+    let far = stop.map_or(0..0, |c| {
+        let end = (c + 1) * CHUNK;
+        T::last_above(y, c * CHUNK, end, v).map_or(end, |k| k + 1)..end
+    });
+    let tail = if far.is_empty() {
+        v
+    } else {
+        T::min_in(y, far.start, far.end)
+    };
+    let best = min2(min2(near, mid), tail);
+    let base = if near == best {
+        T::rfind_eq(y, c0, i + 1, best)
+    } else if mid == best {
+        T::rfind_eq(&s.min, whole.start, whole.end, best)
+            .and_then(|c| T::rfind_eq(y, c * CHUNK, (c + 1) * CHUNK, best))
+    } else {
+        T::rfind_eq(y, far.start, far.end, best)
+    };
+    (best, base.unwrap_or(i))
 }
 
-/// scipy's right base walk, skipping whole chunks whose maximum does not exceed the peak.
+/// scipy's right base walk (mirror of [`walk_left`]; among equal minima the first one met).
 #[inline(always)]
 fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
     let n = y.len();
     let v = y[i];
-    let mut best = v;
-    let mut base = i;
-    let mut best_chunk = None;
     let ci = i / CHUNK;
-    let first_end = ((ci + 1) * CHUNK).min(n);
-    if walk_span::<T, false>(y, i, first_end, v, &mut best, &mut base).0 {
-        return (best, base);
+    let e0 = ((ci + 1) * CHUNK).min(n);
+    if let Some(k) = T::first_above(y, i + 1, e0, v) {
+        let m = T::min_in(y, i, k);
+        return (m, T::find_eq(y, i, k, m).unwrap_or(i));
     }
+    let near = T::min_in(y, i, e0);
     let chunks = s.max.len();
-    let mut best_super = None;
-    let mut c = ci + 1;
-    while c < chunks {
-        if c.is_multiple_of(SUPER) {
-            let sc = c / SUPER;
-            if s.smax[sc] <= v {
-                if s.smin[sc] < best {
-                    best = s.smin[sc];
-                    best_super = Some(sc);
-                    best_chunk = None;
-                }
-                c = (c + SUPER).min(chunks);
-                continue;
-            }
-        }
-        if s.max[c] <= v {
-            if s.min[c] < best {
-                best = s.min[c];
-                best_chunk = Some(c);
-                best_super = None;
-            }
-            c += 1;
-            continue;
-        }
-        let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
-        if walk_span::<T, false>(y, lo, hi, v, &mut best, &mut base).1 {
-            best_chunk = None;
-            best_super = None;
-        }
-        break;
-    }
-    if let Some(sc) = best_super {
-        best_chunk = (sc * SUPER..((sc + 1) * SUPER).min(chunks)).find(|&c| s.min[c] == best);
-    }
-    if let Some(c) = best_chunk {
-        if let Some(k) = T::find_eq(y, c * CHUNK, ((c + 1) * CHUNK).min(n), best) {
-            base = k;
-        }
-    }
-    (best, base)
+    let stop = T::first_above(&s.max, ci + 1, chunks, v);
+    let whole = ci + 1..stop.unwrap_or(chunks);
+    let mid = if whole.is_empty() {
+        v
+    } else {
+        T::min_in(&s.min, whole.start, whole.end)
+    };
+    // The stopping chunk up to its first sample above `v` (it has one).
+    let far = stop.map_or(0..0, |c| {
+        let start = c * CHUNK;
+        start..T::first_above(y, start, ((c + 1) * CHUNK).min(n), v).unwrap_or(start)
+    });
+    let tail = if far.is_empty() {
+        v
+    } else {
+        T::min_in(y, far.start, far.end)
+    };
+    let best = min2(min2(near, mid), tail);
+    let base = if near == best {
+        T::find_eq(y, i, e0, best)
+    } else if mid == best {
+        T::find_eq(&s.min, whole.start, whole.end, best)
+            .and_then(|c| T::find_eq(y, c * CHUNK, ((c + 1) * CHUNK).min(n), best))
+    } else {
+        T::find_eq(y, far.start, far.end, best)
+    };
+    (best, base.unwrap_or(i))
 }
 
 /// Left bases of all `cands` (sorted) in O(n): a stack of strictly decreasing samples, each

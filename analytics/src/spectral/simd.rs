@@ -369,16 +369,7 @@ unsafe fn not_above8(b: *const f32, hv: __m256d) -> u32 {
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn first_not_above_f32(y: &[f32], lo: usize, hi: usize, h: f64) -> Option<usize> {
     let hv = _mm256_set1_pd(h);
-    let mut j = lo;
-    while j + 8 <= hi {
-        // SAFETY: j + 8 <= hi <= len.
-        let m = not_above8(y.as_ptr().add(j), hv);
-        if m != 0 {
-            return Some(j + m.trailing_zeros() as usize);
-        }
-        j += 8;
-    }
-    (j..hi).find(|&k| !(h < y[k] as f64))
+    first_lane(y, lo, hi, |b| not_above8(b, hv), |x| !(h < x as f64))
 }
 
 /// [`super::scan::Sample::last_not_above`] for f32, 8 pixels per step.
@@ -388,16 +379,7 @@ pub(crate) unsafe fn first_not_above_f32(y: &[f32], lo: usize, hi: usize, h: f64
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn last_not_above_f32(y: &[f32], lo: usize, hi: usize, h: f64) -> Option<usize> {
     let hv = _mm256_set1_pd(h);
-    let mut e = hi;
-    while e >= lo + 8 {
-        // SAFETY: lo <= e - 8 and e <= hi <= len.
-        let m = not_above8(y.as_ptr().add(e - 8), hv);
-        if m != 0 {
-            return Some(e - 8 + (31 - m.leading_zeros()) as usize);
-        }
-        e -= 8;
-    }
-    (lo..e).rev().find(|&k| !(h < y[k] as f64))
+    last_lane(y, lo, hi, |b| not_above8(b, hv), |x| !(h < x as f64))
 }
 
 /// Running maximum (`rising`) or minimum of 8 pixels: lane `j` is `max(x[0..=j])` (or the
@@ -556,6 +538,97 @@ pub(crate) fn f32_floor(p: f64) -> f32 {
     }
 }
 
+/// Bits `from..to` of a lane mask (`from <= to <= 8`).
+#[inline(always)]
+fn lanes(from: usize, to: usize) -> u32 {
+    ((1u32 << to) - 1) & !((1u32 << from) - 1)
+}
+
+/// Where the 1 to 7 pixels `y[lo..hi]` left over by a search lie in one 8-lane load: the load's
+/// start `b <= lo` (clamped so the load ends inside `y`) and the mask of the wanted lanes, so
+/// that the rest of a search costs one masked step instead of a loop of scalar steps. `None` if
+/// `y` is shorter than 8.
+#[inline(always)]
+fn tail_window(len: usize, lo: usize, hi: usize) -> Option<(usize, u32)> {
+    let b = lo.min(len.checked_sub(8)?);
+    Some((b, lanes(lo - b, hi - b)))
+}
+
+/// The first `j` in `lo..hi` whose lane `mask8` sets (`mask8(p)` tests the 8 pixels at `p`);
+/// `scalar` is the same test for one pixel, used only when `y` is shorter than 8.
+///
+/// # Safety
+/// `lo <= hi <= y.len()`; `mask8` may read 8 pixels at any `p` it is given.
+#[inline(always)]
+unsafe fn first_lane(
+    y: &[f32],
+    lo: usize,
+    hi: usize,
+    mask8: impl Fn(*const f32) -> u32,
+    scalar: impl Fn(f32) -> bool,
+) -> Option<usize> {
+    let mut j = lo;
+    while j + 8 <= hi {
+        // SAFETY: j + 8 <= hi <= len.
+        let m = mask8(y.as_ptr().add(j));
+        if m != 0 {
+            return Some(j + m.trailing_zeros() as usize);
+        }
+        j += 8;
+    }
+    if j == hi {
+        return None;
+    }
+    match tail_window(y.len(), j, hi) {
+        Some((b, want)) => {
+            // SAFETY: b + 8 <= len.
+            let m = mask8(y.as_ptr().add(b)) & want;
+            (m != 0).then(|| b + m.trailing_zeros() as usize)
+        }
+        None => (j..hi).find(|&k| scalar(y[k])),
+    }
+}
+
+/// The last `j` in `lo..hi` whose lane `mask8` sets (mirror of [`first_lane`]).
+///
+/// # Safety
+/// As [`first_lane`].
+#[inline(always)]
+unsafe fn last_lane(
+    y: &[f32],
+    lo: usize,
+    hi: usize,
+    mask8: impl Fn(*const f32) -> u32,
+    scalar: impl Fn(f32) -> bool,
+) -> Option<usize> {
+    let mut e = hi;
+    while e >= lo + 8 {
+        // SAFETY: lo <= e - 8 and e <= hi <= len.
+        let m = mask8(y.as_ptr().add(e - 8));
+        if m != 0 {
+            return Some(e - 8 + (31 - m.leading_zeros()) as usize);
+        }
+        e -= 8;
+    }
+    if e == lo {
+        return None;
+    }
+    match tail_window(y.len(), lo, e) {
+        Some((b, want)) => {
+            // SAFETY: b + 8 <= len.
+            let m = mask8(y.as_ptr().add(b)) & want;
+            (m != 0).then(|| b + (31 - m.leading_zeros()) as usize)
+        }
+        None => (lo..e).rev().find(|&k| scalar(y[k])),
+    }
+}
+
+/// Bit mask of `x == v` over the 8 pixels at `b`.
+#[inline(always)]
+unsafe fn eq8(b: *const f32, vv: __m256) -> u32 {
+    _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(b), vv)) as u32
+}
+
 /// [`super::scan::Sample::find_eq`] for f32, 8 pixels per step.
 ///
 /// # Safety
@@ -563,17 +636,7 @@ pub(crate) fn f32_floor(p: f64) -> f32 {
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn find_eq_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Option<usize> {
     let vv = _mm256_set1_ps(v);
-    let mut j = lo;
-    while j + 8 <= hi {
-        // SAFETY: j + 8 <= hi <= len.
-        let x = _mm256_loadu_ps(y.as_ptr().add(j));
-        let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(x, vv));
-        if m != 0 {
-            return Some(j + m.trailing_zeros() as usize);
-        }
-        j += 8;
-    }
-    (j..hi).find(|&k| y[k] == v)
+    first_lane(y, lo, hi, |b| eq8(b, vv), |x| x == v)
 }
 
 /// [`super::scan::Sample::rfind_eq`] for f32, 8 pixels per step.
@@ -583,17 +646,7 @@ pub(crate) unsafe fn find_eq_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Opt
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn rfind_eq_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Option<usize> {
     let vv = _mm256_set1_ps(v);
-    let mut e = hi;
-    while e >= lo + 8 {
-        // SAFETY: lo <= e - 8 and e <= hi <= len.
-        let x = _mm256_loadu_ps(y.as_ptr().add(e - 8));
-        let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(x, vv)) as u32;
-        if m != 0 {
-            return Some(e - 8 + (31 - m.leading_zeros()) as usize);
-        }
-        e -= 8;
-    }
-    (lo..e).rev().find(|&k| y[k] == v)
+    last_lane(y, lo, hi, |b| eq8(b, vv), |x| x == v)
 }
 
 /// Bit mask of `!(x <= v)` (true for NaN) over the 8 pixels at `b`.
@@ -609,16 +662,7 @@ unsafe fn above8(b: *const f32, vv: __m256) -> u32 {
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn first_above_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Option<usize> {
     let vv = _mm256_set1_ps(v);
-    let mut j = lo;
-    while j + 8 <= hi {
-        // SAFETY: j + 8 <= hi <= len.
-        let m = above8(y.as_ptr().add(j), vv);
-        if m != 0 {
-            return Some(j + m.trailing_zeros() as usize);
-        }
-        j += 8;
-    }
-    (j..hi).find(|&k| !(y[k] <= v))
+    first_lane(y, lo, hi, |b| above8(b, vv), |x| !(x <= v))
 }
 
 /// [`super::scan::Sample::last_above`] for f32, 8 pixels per step.
@@ -628,34 +672,45 @@ pub(crate) unsafe fn first_above_f32(y: &[f32], lo: usize, hi: usize, v: f32) ->
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn last_above_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Option<usize> {
     let vv = _mm256_set1_ps(v);
-    let mut e = hi;
-    while e >= lo + 8 {
-        // SAFETY: lo <= e - 8 and e <= hi <= len.
-        let m = above8(y.as_ptr().add(e - 8), vv);
-        if m != 0 {
-            return Some(e - 8 + (31 - m.leading_zeros()) as usize);
-        }
-        e -= 8;
-    }
-    (lo..e).rev().find(|&k| !(y[k] <= v))
+    last_lane(y, lo, hi, |b| above8(b, vv), |x| !(x <= v))
 }
 
-/// [`super::scan::Sample::min_in`] for f32, 8 pixels per step.
+/// [`super::scan::Sample::min_in`] for f32, 8 pixels per step; the last step overlaps the one
+/// before it (harmless for a minimum), or a short range is one load with the lanes outside it
+/// replaced by `y[lo]`.
 ///
 /// # Safety
 /// The CPU must support AVX2; `lo < hi <= y.len()`.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn min_in_f32(y: &[f32], lo: usize, hi: usize) -> f32 {
-    let mut m = _mm256_set1_ps(y[lo]);
-    let mut j = lo;
-    while j + 8 <= hi {
-        // SAFETY: j + 8 <= hi <= len.
-        m = _mm256_min_ps(m, _mm256_loadu_ps(y.as_ptr().add(j)));
-        j += 8;
+    let first = _mm256_set1_ps(y[lo]);
+    if hi - lo >= 8 {
+        let mut m = first;
+        let mut j = lo;
+        while j + 8 <= hi {
+            // SAFETY: j + 8 <= hi <= len.
+            m = _mm256_min_ps(m, _mm256_loadu_ps(y.as_ptr().add(j)));
+            j += 8;
+        }
+        if j < hi {
+            // SAFETY: lo <= hi - 8 and hi <= len.
+            m = _mm256_min_ps(m, _mm256_loadu_ps(y.as_ptr().add(hi - 8)));
+        }
+        return hmin(m);
     }
-    y[j..hi]
-        .iter()
-        .fold(hmin(m), |a, &x| if x < a { x } else { a })
+    match tail_window(y.len(), lo, hi) {
+        Some((b, want)) => {
+            let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+            let inside =
+                _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(want as i32), bit), bit);
+            // SAFETY: b + 8 <= len.
+            let x = _mm256_loadu_ps(y.as_ptr().add(b));
+            hmin(_mm256_blendv_ps(first, x, _mm256_castsi256_ps(inside)))
+        }
+        None => y[lo + 1..hi]
+            .iter()
+            .fold(y[lo], |a, &x| if x < a { x } else { a }),
+    }
 }
 
 #[cfg(test)]
@@ -664,6 +719,61 @@ mod tests {
     use crate::spectral::scan::{quantile_cross_portable, Sample};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn searches_agree_with_one_by_one_definitions() {
+        // f32 takes the 8-lane searches (AVX2 where available), whose last 1-7 pixels are one
+        // masked load placed inside the slice; every range of short and long slices, with
+        // repeated values so equality and ties occur in every lane.
+        let mut rng = StdRng::seed_from_u64(17);
+        for trial in 0..400 {
+            let n = [1, 3, 7, 8, 9, 15, 16, 17, 40, 71][trial % 10];
+            let y: Vec<f32> = (0..n).map(|_| rng.random_range(0..5) as f32).collect();
+            for lo in 0..=n {
+                for hi in lo..=n {
+                    let v = rng.random_range(0..5) as f32;
+                    let h = v as f64 - 0.5;
+                    let r = lo..hi;
+                    let case = format!("n={n} {lo}..{hi} v={v} y={y:?}");
+                    assert_eq!(
+                        f32::first_above(&y, lo, hi, v),
+                        r.clone().find(|&j| y[j] > v),
+                        "first_above {case}"
+                    );
+                    assert_eq!(
+                        f32::last_above(&y, lo, hi, v),
+                        r.clone().rev().find(|&j| y[j] > v),
+                        "last_above {case}"
+                    );
+                    assert_eq!(
+                        f32::find_eq(&y, lo, hi, v),
+                        r.clone().find(|&j| y[j] == v),
+                        "find_eq {case}"
+                    );
+                    assert_eq!(
+                        f32::rfind_eq(&y, lo, hi, v),
+                        r.clone().rev().find(|&j| y[j] == v),
+                        "rfind_eq {case}"
+                    );
+                    let not_above = |j: &usize| y[*j] as f64 <= h;
+                    assert_eq!(
+                        f32::first_not_above(&y, lo, hi, h),
+                        r.clone().find(not_above),
+                        "first_not_above {case}"
+                    );
+                    assert_eq!(
+                        f32::last_not_above(&y, lo, hi, h),
+                        r.clone().rev().find(not_above),
+                        "last_not_above {case}"
+                    );
+                    if lo < hi {
+                        let min = y[r.clone()].iter().copied().fold(f32::INFINITY, f32::min);
+                        assert_eq!(f32::min_in(&y, lo, hi), min, "min_in {case}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn quantile_cross_agrees_with_the_sequential_sum() {
