@@ -263,9 +263,9 @@ impl<T: Sample> Hysteresis<T> {
     }
 
     /// Scans the whole chunk `y[cs..end]` with [`Sample::hysteresis_quiet`] (exact: each
-    /// sample is tested against the running extreme up to it), stepping one by one only
-    /// through the 8-pixel blocks in which the mode switches. False (nothing done) if the
-    /// type has no such scan.
+    /// sample is tested against the running extreme up to it), which stops at each pixel that
+    /// switches the mode; the switch is made here and the scan goes on after that pixel. False
+    /// (nothing done) if the type has no such scan.
     #[inline(always)]
     fn quiet_scan(
         &mut self,
@@ -275,27 +275,36 @@ impl<T: Sample> Hysteresis<T> {
         p: f64,
         out: &mut Vec<(usize, usize, T)>,
     ) -> bool {
-        let mut k = cs;
-        while k < end {
+        let (mut k, mut skip) = (cs, 0);
+        loop {
             let extreme = if self.rising { self.hi } else { self.lo };
-            let Some((stop, ext)) = T::hysteresis_quiet(y, k, end, self.rising, extreme, p) else {
+            let Some((stop, ext)) = T::hysteresis_quiet(y, k, end, skip, self.rising, extreme, p)
+            else {
                 return false;
             };
-            if self.rising {
-                self.hi = ext;
-            } else {
-                self.lo = ext;
-            }
             if stop >= end {
-                break;
+                if self.rising {
+                    self.hi = ext;
+                } else {
+                    self.lo = ext;
+                }
+                return true;
             }
-            let e = (stop + SUB).min(end);
-            for (j, &x) in y[stop..e].iter().enumerate() {
-                self.step(x, stop + j, p, out);
+            let x = y[stop];
+            if self.rising {
+                out.push((self.start, stop, ext));
+                self.rising = false;
+                self.lo = x;
+            } else {
+                self.rising = true;
+                self.hi = x;
+                self.start = stop;
             }
-            k = e;
+            // Resume in the same 8-pixel block after the switching pixel.
+            let next = stop + 1;
+            k = next - (next - cs) % SUB;
+            skip = next - k;
         }
-        true
     }
 
     /// One sample of the scan; closes a segment `(start, k, max)` on a fall of `p`.

@@ -112,23 +112,25 @@ pub trait Sample:
         quantile_cross_portable(y, h, from, cum, target)
     }
 
-    /// The hysteresis scan of `peaks.rs` over `y[start..end]` in blocks of 8 pixels, for as
-    /// long as no block switches the mode: returns the start of the first block in which a
-    /// sample would switch (or `end`) and the running extreme (`rising`: maximum, else
-    /// minimum, starting from `extreme`) over the blocks before it. `None` if this type has no
-    /// such scan (the caller then tests blocks with [`Sample::block_stats`]). Requires
-    /// `start <= end <= len` with `end - start` a multiple of 8, finite values and `p > 0`.
+    /// The hysteresis scan of `peaks.rs` over `y[start..end]` in blocks of 8 pixels, the first
+    /// `skip` pixels of the first block left out (they were scanned before), for as long as no
+    /// sample switches the mode: returns the first pixel that would switch (or `end`) and the
+    /// running extreme (`rising`: maximum, else minimum, starting from `extreme`) over the
+    /// pixels before it. `None` if this type has no such scan (the caller then tests blocks
+    /// with [`Sample::block_stats`]). Requires `start <= end <= len` with `end - start` a
+    /// multiple of 8, `skip < 8`, finite values and `p > 0`.
     #[doc(hidden)]
     #[inline(always)]
     fn hysteresis_quiet(
         y: &[Self],
         start: usize,
         end: usize,
+        skip: usize,
         rising: bool,
         extreme: Self,
         p: f64,
     ) -> Option<(usize, Self)> {
-        let _ = (y, start, end, rising, extreme, p);
+        let _ = (y, start, end, skip, rising, extreme, p);
         None
     }
 
@@ -212,6 +214,7 @@ impl Sample for f32 {
         y: &[Self],
         start: usize,
         end: usize,
+        skip: usize,
         rising: bool,
         extreme: Self,
         p: f64,
@@ -220,14 +223,15 @@ impl Sample for f32 {
         if start <= end
             && end <= y.len()
             && (end - start).is_multiple_of(8)
+            && skip < 8
             && std::arch::is_x86_feature_detected!("avx2")
         {
-            // SAFETY: AVX2 checked; start <= end <= len, whole 8-pixel blocks.
+            // SAFETY: AVX2 checked; start <= end <= len, whole 8-pixel blocks, skip < 8.
             return Some(unsafe {
-                super::simd::hysteresis_quiet_f32(y, start, end, rising, extreme, p)
+                super::simd::hysteresis_quiet_f32(y, start, end, skip, rising, extreme, p)
             });
         }
-        let _ = (y, start, end, rising, extreme, p);
+        let _ = (y, start, end, skip, rising, extreme, p);
         None
     }
 

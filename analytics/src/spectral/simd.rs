@@ -410,20 +410,23 @@ unsafe fn running_extreme8(x: __m256, rising: bool) -> __m256 {
 
 /// [`super::scan::Sample::hysteresis_quiet`] for f32: 8 pixels per step, each tested exactly
 /// as the scalar step does (`hi - x >= p` rising, `x - lo >= p` falling, in f64) against the
-/// running extreme up to that pixel.
+/// running extreme up to that pixel, so the first switching pixel is found without stepping.
 ///
 /// The differences are first taken in f32 against [`f32_floor`]`(p)`: rounding to nearest is
 /// monotonic, so a difference of at least `p` never rounds below that threshold, and a block
 /// that passes this test cannot switch. Only a block that fails it (a switch, or a difference
-/// within rounding of `p`) is tested again in f64, exactly.
+/// within rounding of `p`) is tested again in f64, exactly. The `skip` pixels left out of the
+/// first block take the running extreme's value, which neither moves it nor switches.
 ///
 /// # Safety
-/// The CPU must support AVX2; `start <= end <= y.len()` and `end - start` a multiple of 8.
+/// The CPU must support AVX2; `start <= end <= y.len()`, `end - start` a multiple of 8 and
+/// `skip < 8`.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn hysteresis_quiet_f32(
     y: &[f32],
     start: usize,
     end: usize,
+    skip: usize,
     rising: bool,
     extreme: f32,
     p: f64,
@@ -439,10 +442,20 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
             _mm256_min_ps(a, b)
         }
     };
+    // Lanes below `skip` of the first block are replaced by the carry.
+    let mut keep = _mm256_cmpgt_epi32(
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm256_set1_epi32(skip as i32 - 1),
+    );
     let mut k = start;
     while k < end {
         // SAFETY: k + 8 <= end <= len.
-        let x = _mm256_loadu_ps(y.as_ptr().add(k));
+        let x = _mm256_blendv_ps(
+            carry,
+            _mm256_loadu_ps(y.as_ptr().add(k)),
+            _mm256_castsi256_ps(keep),
+        );
+        keep = _mm256_set1_epi32(-1);
         // The block's own running extreme does not wait for the carry, which joins last (one
         // max/min per block on the loop-carried path).
         let own = running_extreme8(x, rising);
@@ -458,12 +471,14 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
                 _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(a)),
                 _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(b)),
             );
-            let switch = _mm256_or_pd(
-                _mm256_cmp_pd::<_CMP_GE_OQ>(lo, pv),
-                _mm256_cmp_pd::<_CMP_GE_OQ>(hi, pv),
-            );
-            if _mm256_movemask_pd(switch) != 0 {
-                return (k, _mm256_cvtss_f32(carry));
+            let switch = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(lo, pv))
+                | (_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(hi, pv)) << 4);
+            if switch != 0 {
+                // The switching pixel is not a new extreme, so the running extreme there is
+                // the one before it.
+                let j = switch.trailing_zeros() as i32;
+                let before = _mm256_permutevar8x32_ps(run, _mm256_set1_epi32(j));
+                return (k + j as usize, _mm256_cvtss_f32(before));
             }
         }
         carry = op(carry, _mm256_permutevar8x32_ps(own, _mm256_set1_epi32(7)));
