@@ -157,7 +157,6 @@ fn hysteresis_segments<T: Sample>(
     out: &mut Vec<(usize, usize, T)>,
 ) {
     out.clear();
-    let n = y.len();
     let mut st = Hysteresis {
         rising: false,
         lo: y[0],
@@ -169,42 +168,26 @@ fn hysteresis_segments<T: Sample>(
     while next < chunks {
         let c = next;
         next += 1;
-        // Baseline stretches: skip 8 chunks at once with the same exact test.
-        if c.is_multiple_of(SUPER) && st.skip(s.smin[c / SUPER], s.smax[c / SUPER], p) {
-            next = (c + SUPER).min(chunks);
+        // A chunk is tested alone first (on a flank every chunk is eventful); after a quiet
+        // one the vector scan looks for the next eventful chunk 8 at a time.
+        if !st.skip(s.min[c], s.max[c], p) {
+            next = st.flank(y, s, c, p, out);
             continue;
         }
-        if st.skip(s.min[c], s.max[c], p) {
-            continue;
+        if next == chunks {
+            break;
         }
-        // Something may happen in this chunk.
-        let (cs, end) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
-        if end - cs == CHUNK && st.quiet_scan(y, cs, end, p, out) {
-            continue;
-        }
-        // Without the exact block scan: a flank usually runs one way, try that first, then
-        // look at it in blocks of 8 with both tests, and step through what remains.
-        if end - cs == CHUNK && cs > 0 {
-            let (mn, mx, up, down) = T::block_stats(y, cs, end);
-            if st.skip_one_way(mn, mx, up, down, p) {
-                continue;
-            }
-        }
-        let mut k = cs;
-        while k < end {
-            let e = (k + SUB).min(end);
-            let skipped = if e - k == SUB && k > 0 {
-                let (mn, mx, up, down) = T::block_stats(y, k, e);
-                st.skip(mn, mx, p) || st.skip_one_way(mn, mx, up, down, p)
-            } else {
-                false
-            };
-            if !skipped {
-                for (j, &x) in y[k..e].iter().enumerate() {
-                    st.step(x, k + j, p, out);
+        match st.quiet_chunks(s, next, p) {
+            Some(e) if e < chunks => next = st.flank(y, s, e, p, out),
+            Some(_) => break,
+            // Without the vector chunk scan: 8 chunks at once on baselines, then one by one.
+            None => {
+                if next.is_multiple_of(SUPER)
+                    && st.skip(s.smin[next / SUPER], s.smax[next / SUPER], p)
+                {
+                    next = (next + SUPER).min(chunks);
                 }
             }
-            k = e;
         }
     }
 }
@@ -242,6 +225,89 @@ impl<T: Sample> Hysteresis<T> {
         false
     }
 
+    /// Scans chunk `c`, in which a sample may switch the mode, and returns the next chunk to
+    /// test. With the exact block scan, the whole chunks after it that span `p` themselves
+    /// (the rest of a flank, whose chunk tests would fail too) go into the same scan.
+    #[inline(always)]
+    fn flank(
+        &mut self,
+        y: &[T],
+        s: &Summary<T>,
+        c: usize,
+        p: f64,
+        out: &mut Vec<(usize, usize, T)>,
+    ) -> usize {
+        let whole = y.len() / CHUNK;
+        if c < whole {
+            let mut e = c + 1;
+            while e < whole && s.max[e].to_f64() - s.min[e].to_f64() >= p {
+                e += 1;
+            }
+            if self.quiet_scan(y, c * CHUNK, e * CHUNK, p, out) {
+                return e;
+            }
+        }
+        self.eventful_chunk(y, c, p, out);
+        c + 1
+    }
+
+    /// Scans chunk `c`, in which a sample may switch the mode, without the exact block scan:
+    /// flank tests on blocks and stepping through the rest.
+    #[inline(always)]
+    fn eventful_chunk(&mut self, y: &[T], c: usize, p: f64, out: &mut Vec<(usize, usize, T)>) {
+        let (cs, end) = (c * CHUNK, ((c + 1) * CHUNK).min(y.len()));
+        // A flank usually runs one way: try that first, then look at it in blocks of 8 with
+        // both tests, and step through what remains.
+        if end - cs == CHUNK && cs > 0 {
+            let (mn, mx, up, down) = T::block_stats(y, cs, end);
+            if self.skip_one_way(mn, mx, up, down, p) {
+                return;
+            }
+        }
+        let mut k = cs;
+        while k < end {
+            let e = (k + SUB).min(end);
+            let skipped = if e - k == SUB && k > 0 {
+                let (mn, mx, up, down) = T::block_stats(y, k, e);
+                self.skip(mn, mx, p) || self.skip_one_way(mn, mx, up, down, p)
+            } else {
+                false
+            };
+            if !skipped {
+                for (j, &x) in y[k..e].iter().enumerate() {
+                    self.step(x, k + j, p, out);
+                }
+            }
+            k = e;
+        }
+    }
+
+    /// Skips the whole chunks from `from` on that cannot switch the mode (the [`Self::skip`]
+    /// test, 8 chunks per step with [`Sample::hysteresis_quiet`] over the chunk extremes) and
+    /// returns the first that might, or the number of chunks; the running extreme moves over
+    /// the skipped ones. `None` (nothing done) if the type has no such scan or the chunks
+    /// from `from` on do not fill whole blocks of 8 counted back from the end.
+    #[inline(always)]
+    fn quiet_chunks(&mut self, s: &Summary<T>, from: usize, p: f64) -> Option<usize> {
+        let chunks = s.min.len();
+        // Blocks end at the last chunk; the first one starts up to 7 chunks before `from`.
+        let skip = (SUB - (chunks - from) % SUB) % SUB;
+        let start = from.checked_sub(skip)?;
+        let (ext, test, extreme) = if self.rising {
+            (&s.max, &s.min, self.hi)
+        } else {
+            (&s.min, &s.max, self.lo)
+        };
+        let (stop, moved) =
+            T::hysteresis_quiet(ext, test, start, chunks, skip, self.rising, extreme, p)?;
+        if self.rising {
+            self.hi = moved;
+        } else {
+            self.lo = moved;
+        }
+        Some(stop)
+    }
+
     /// Test for steep flanks, where a block spans more than `p` but runs one way. Rising, a
     /// fall of the running maximum to a sample is either from the maximum before the block
     /// (at most `hi - min`) or from a sample inside it (at most the sum of the block's
@@ -262,7 +328,7 @@ impl<T: Sample> Hysteresis<T> {
         false
     }
 
-    /// Scans the whole chunk `y[cs..end]` with [`Sample::hysteresis_quiet`] (exact: each
+    /// Scans the whole chunks `y[cs..end]` with [`Sample::hysteresis_quiet`] (exact: each
     /// sample is tested against the running extreme up to it), which stops at each pixel that
     /// switches the mode; the switch is made here and the scan goes on after that pixel. False
     /// (nothing done) if the type has no such scan.
@@ -278,7 +344,8 @@ impl<T: Sample> Hysteresis<T> {
         let (mut k, mut skip) = (cs, 0);
         loop {
             let extreme = if self.rising { self.hi } else { self.lo };
-            let Some((stop, ext)) = T::hysteresis_quiet(y, k, end, skip, self.rising, extreme, p)
+            let Some((stop, ext)) =
+                T::hysteresis_quiet(y, y, k, end, skip, self.rising, extreme, p)
             else {
                 return false;
             };

@@ -112,17 +112,22 @@ pub trait Sample:
         quantile_cross_portable(y, h, from, cum, target)
     }
 
-    /// The hysteresis scan of `peaks.rs` over `y[start..end]` in blocks of 8 pixels, the first
-    /// `skip` pixels of the first block left out (they were scanned before), for as long as no
-    /// sample switches the mode: returns the first pixel that would switch (or `end`) and the
-    /// running extreme (`rising`: maximum, else minimum, starting from `extreme`) over the
-    /// pixels before it. `None` if this type has no such scan (the caller then tests blocks
-    /// with [`Sample::block_stats`]). Requires `start <= end <= len` with `end - start` a
-    /// multiple of 8, `skip < 8`, finite values and `p > 0`.
+    /// The hysteresis scan of `peaks.rs` over `start..end` in blocks of 8, the first `skip`
+    /// entries of the first block left out (scanned before), for as long as nothing switches
+    /// the mode. Entry `j` moves the running extreme by `ext[j]` (`rising`: maximum, else
+    /// minimum, starting from `extreme`) and switches if `test[j]` lies `p` or more beyond it
+    /// (below it rising, above it falling). Pixels pass `y` twice; whole chunks pass their
+    /// maxima and minima (rising `ext = max, test = min`, falling the reverse), which is the
+    /// chunk skip test. Returns the first entry that would switch (or `end`) and the running
+    /// extreme over the entries before it. `None` if this type has no such scan (the caller
+    /// then tests one by one). Requires `ext` and `test` of equal length, `start <= end <=
+    /// len` with `end - start` a multiple of 8, `skip < 8`, finite values and `p > 0`.
     #[doc(hidden)]
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn hysteresis_quiet(
-        y: &[Self],
+        ext: &[Self],
+        test: &[Self],
         start: usize,
         end: usize,
         skip: usize,
@@ -130,7 +135,7 @@ pub trait Sample:
         extreme: Self,
         p: f64,
     ) -> Option<(usize, Self)> {
-        let _ = (y, start, end, skip, rising, extreme, p);
+        let _ = (ext, test, start, end, skip, rising, extreme, p);
         None
     }
 
@@ -211,7 +216,8 @@ impl Sample for f32 {
 
     #[inline(always)]
     fn hysteresis_quiet(
-        y: &[Self],
+        ext: &[Self],
+        test: &[Self],
         start: usize,
         end: usize,
         skip: usize,
@@ -220,18 +226,19 @@ impl Sample for f32 {
         p: f64,
     ) -> Option<(usize, Self)> {
         #[cfg(target_arch = "x86_64")]
-        if start <= end
-            && end <= y.len()
+        if ext.len() == test.len()
+            && start <= end
+            && end <= ext.len()
             && (end - start).is_multiple_of(8)
             && skip < 8
             && std::arch::is_x86_feature_detected!("avx2")
         {
-            // SAFETY: AVX2 checked; start <= end <= len, whole 8-pixel blocks, skip < 8.
+            // SAFETY: AVX2 checked; equal lengths, start <= end <= len, whole blocks, skip < 8.
             return Some(unsafe {
-                super::simd::hysteresis_quiet_f32(y, start, end, skip, rising, extreme, p)
+                super::simd::hysteresis_quiet_f32(ext, test, start, end, skip, rising, extreme, p)
             });
         }
-        let _ = (y, start, end, skip, rising, extreme, p);
+        let _ = (ext, test, start, end, skip, rising, extreme, p);
         None
     }
 

@@ -382,48 +382,42 @@ pub(crate) unsafe fn last_not_above_f32(y: &[f32], lo: usize, hi: usize, h: f64)
     last_lane(y, lo, hi, |b| not_above8(b, hv), |x| !(h < x as f64))
 }
 
-/// Running maximum (`rising`) or minimum of 8 pixels: lane `j` is `max(x[0..=j])` (or the
-/// min), by three shift-and-combine steps (the lanes shifted in from below repeat lane 0,
-/// which max/min absorb).
+/// Running maximum of 8 lanes: lane `j` is `max(x[0..=j])`, by three shift-and-combine steps
+/// (the lanes shifted in from below repeat lane 0, which the maximum absorbs).
 #[inline(always)]
-unsafe fn running_extreme8(x: __m256, rising: bool) -> __m256 {
-    let op = |a: __m256, b: __m256| {
-        if rising {
-            _mm256_max_ps(a, b)
-        } else {
-            _mm256_min_ps(a, b)
-        }
-    };
-    let m1 = op(
+unsafe fn running_max8(x: __m256) -> __m256 {
+    let m1 = _mm256_max_ps(
         x,
         _mm256_permutevar8x32_ps(x, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6)),
     );
-    let m2 = op(
+    let m2 = _mm256_max_ps(
         m1,
         _mm256_permutevar8x32_ps(m1, _mm256_setr_epi32(0, 0, 0, 1, 2, 3, 4, 5)),
     );
-    op(
+    _mm256_max_ps(
         m2,
         _mm256_permutevar8x32_ps(m2, _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 2, 3)),
     )
 }
 
-/// [`super::scan::Sample::hysteresis_quiet`] for f32: 8 pixels per step, each tested exactly
+/// [`super::scan::Sample::hysteresis_quiet`] for f32: 8 entries per step, each tested exactly
 /// as the scalar step does (`hi - x >= p` rising, `x - lo >= p` falling, in f64) against the
-/// running extreme up to that pixel, so the first switching pixel is found without stepping.
+/// running extreme up to it, so the first switching entry is found without stepping.
 ///
 /// The differences are first taken in f32 against [`f32_floor`]`(p)`: rounding to nearest is
 /// monotonic, so a difference of at least `p` never rounds below that threshold, and a block
 /// that passes this test cannot switch. Only a block that fails it (a switch, or a difference
-/// within rounding of `p`) is tested again in f64, exactly. The `skip` pixels left out of the
+/// within rounding of `p`) is tested again in f64, exactly. The `skip` entries left out of the
 /// first block take the running extreme's value, which neither moves it nor switches.
 ///
 /// # Safety
-/// The CPU must support AVX2; `start <= end <= y.len()`, `end - start` a multiple of 8 and
-/// `skip < 8`.
+/// The CPU must support AVX2; `ext.len() == test.len()`, `start <= end <= ext.len()`,
+/// `end - start` a multiple of 8 and `skip < 8`.
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn hysteresis_quiet_f32(
-    y: &[f32],
+    ext: &[f32],
+    test: &[f32],
     start: usize,
     end: usize,
     skip: usize,
@@ -433,58 +427,59 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
 ) -> (usize, f32) {
     let pv = _mm256_set1_pd(p);
     let p32 = _mm256_set1_ps(f32_floor(p));
-    // The running extreme before the current block, in every lane.
-    let mut carry = _mm256_set1_ps(extreme);
-    let op = |a: __m256, b: __m256| {
-        if rising {
-            _mm256_max_ps(a, b)
-        } else {
-            _mm256_min_ps(a, b)
-        }
-    };
+    // Falling is rising on negated values (`x - lo >= p` is `-lo - -x >= p`; negation is
+    // exact), so one branch-free loop serves both modes: the sign bit is flipped on the way
+    // in and out.
+    let flip_bits = if rising { 0u32 } else { 0x8000_0000 };
+    let flip = _mm256_castsi256_ps(_mm256_set1_epi32(flip_bits as i32));
+    let unflip = |v: f32| f32::from_bits(v.to_bits() ^ flip_bits);
+    // The running maximum before the current block, in every lane.
+    let mut carry = _mm256_set1_ps(unflip(extreme));
     // Lanes below `skip` of the first block are replaced by the carry.
-    let mut keep = _mm256_cmpgt_epi32(
+    let mut keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
         _mm256_set1_epi32(skip as i32 - 1),
-    );
+    ));
     let mut k = start;
     while k < end {
-        // SAFETY: k + 8 <= end <= len.
-        let x = _mm256_blendv_ps(
-            carry,
-            _mm256_loadu_ps(y.as_ptr().add(k)),
-            _mm256_castsi256_ps(keep),
-        );
-        keep = _mm256_set1_epi32(-1);
-        // The block's own running extreme does not wait for the carry, which joins last (one
-        // max/min per block on the loop-carried path).
-        let own = running_extreme8(x, rising);
-        let run = op(own, carry);
-        let (a, b) = if rising { (run, x) } else { (x, run) };
-        let near = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, b), p32);
+        // SAFETY: k + 8 <= end <= len of both.
+        let load = |src: &[f32]| _mm256_xor_ps(_mm256_loadu_ps(src.as_ptr().add(k)), flip);
+        let e = _mm256_blendv_ps(carry, load(ext), keep);
+        let x = _mm256_blendv_ps(carry, load(test), keep);
+        keep = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        // The block's own running maximum does not wait for the carry, which joins last (one
+        // max per block on the loop-carried path).
+        let own = running_max8(e);
+        let run = _mm256_max_ps(own, carry);
+        let near = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(run, x), p32);
         if _mm256_movemask_ps(near) != 0 {
             let lo = _mm256_sub_pd(
-                _mm256_cvtps_pd(_mm256_castps256_ps128(a)),
-                _mm256_cvtps_pd(_mm256_castps256_ps128(b)),
+                _mm256_cvtps_pd(_mm256_castps256_ps128(run)),
+                _mm256_cvtps_pd(_mm256_castps256_ps128(x)),
             );
             let hi = _mm256_sub_pd(
-                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(a)),
-                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(b)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(run)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)),
             );
             let switch = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(lo, pv))
                 | (_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(hi, pv)) << 4);
             if switch != 0 {
-                // The switching pixel is not a new extreme, so the running extreme there is
-                // the one before it.
+                // The running maximum before entry j: the carry joined with the block's own
+                // maximum up to j - 1 (lane 0: the carry alone).
                 let j = switch.trailing_zeros() as i32;
-                let before = _mm256_permutevar8x32_ps(run, _mm256_set1_epi32(j));
-                return (k + j as usize, _mm256_cvtss_f32(before));
+                let before = _mm256_permutevar8x32_ps(run, _mm256_set1_epi32((j - 1).max(0)));
+                let before = if j == 0 {
+                    _mm256_cvtss_f32(carry)
+                } else {
+                    _mm256_cvtss_f32(before)
+                };
+                return (k + j as usize, unflip(before));
             }
         }
-        carry = op(carry, _mm256_permutevar8x32_ps(own, _mm256_set1_epi32(7)));
+        carry = _mm256_max_ps(carry, _mm256_permutevar8x32_ps(own, _mm256_set1_epi32(7)));
         k += 8;
     }
-    (end, _mm256_cvtss_f32(carry))
+    (end, unflip(_mm256_cvtss_f32(carry)))
 }
 
 /// [`super::scan::Sample::quantile_cross`] for f32: 4 segments per step in f64 lanes, their
