@@ -460,12 +460,16 @@ fn walk_left<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
     let v = y[i];
     let ci = i / CHUNK;
     let c0 = ci * CHUNK;
-    if let Some(k) = T::last_above(y, c0, i, v) {
+    // Nothing stops the walk of the spectrum's maximum (the main peak, usually).
+    let highest = !(v < s.gmax);
+    if let Some(k) = (!highest).then(|| T::last_above(y, c0, i, v)).flatten() {
         let m = T::min_in(y, k + 1, i + 1);
         return (m, T::rfind_eq(y, k + 1, i + 1, m).unwrap_or(i));
     }
     let near = T::min_in(y, c0, i + 1);
-    let stop = T::last_above(&s.max, 0, ci, v);
+    let stop = (!highest)
+        .then(|| T::last_above(&s.max, 0, ci, v))
+        .flatten();
     let whole = stop.map_or(0, |c| c + 1)..ci;
     let mid = if whole.is_empty() {
         v
@@ -501,13 +505,19 @@ fn walk_right<T: Sample>(y: &[T], s: &Summary<T>, i: usize) -> (T, usize) {
     let v = y[i];
     let ci = i / CHUNK;
     let e0 = ((ci + 1) * CHUNK).min(n);
-    if let Some(k) = T::first_above(y, i + 1, e0, v) {
+    let highest = !(v < s.gmax);
+    if let Some(k) = (!highest)
+        .then(|| T::first_above(y, i + 1, e0, v))
+        .flatten()
+    {
         let m = T::min_in(y, i, k);
         return (m, T::find_eq(y, i, k, m).unwrap_or(i));
     }
     let near = T::min_in(y, i, e0);
     let chunks = s.max.len();
-    let stop = T::first_above(&s.max, ci + 1, chunks, v);
+    let stop = (!highest)
+        .then(|| T::first_above(&s.max, ci + 1, chunks, v))
+        .flatten();
     let whole = ci + 1..stop.unwrap_or(chunks);
     let mid = if whole.is_empty() {
         v
