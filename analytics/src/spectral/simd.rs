@@ -413,6 +413,7 @@ unsafe fn running_max8(x: __m256) -> __m256 {
 /// # Safety
 /// The CPU must support AVX2; `ext.len() == test.len()`, `start <= end <= ext.len()`,
 /// `end - start` a multiple of 8 and `skip < 8`.
+#[inline]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn hysteresis_quiet_f32(
@@ -488,6 +489,7 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
 ///
 /// # Safety
 /// The CPU must support AVX2; `h.len() + 1 >= y.len()`.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn quantile_cross_f32(
     y: &[f32],
@@ -643,6 +645,7 @@ unsafe fn eq8(b: *const f32, vv: __m256) -> u32 {
 ///
 /// # Safety
 /// The CPU must support AVX2; `lo <= hi <= y.len()`.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn find_eq_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Option<usize> {
     let vv = _mm256_set1_ps(v);
@@ -653,6 +656,7 @@ pub(crate) unsafe fn find_eq_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Opt
 ///
 /// # Safety
 /// The CPU must support AVX2; `lo <= hi <= y.len()`.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn rfind_eq_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> Option<usize> {
     let vv = _mm256_set1_ps(v);
