@@ -426,6 +426,28 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
     extreme: f32,
     p: f64,
 ) -> (usize, f32) {
+    if std::ptr::eq(ext.as_ptr(), test.as_ptr()) {
+        quiet_blocks::<true>(ext, test, start, end, skip, rising, extreme, p)
+    } else {
+        quiet_blocks::<false>(ext, test, start, end, skip, rising, extreme, p)
+    }
+}
+
+/// The loop of [`hysteresis_quiet_f32`]; `SAME`: `ext` and `test` are one array (pixels), so
+/// each block is loaded once. Blocks go two at a time while neither comes near a switch.
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn quiet_blocks<const SAME: bool>(
+    ext: &[f32],
+    test: &[f32],
+    start: usize,
+    end: usize,
+    skip: usize,
+    rising: bool,
+    extreme: f32,
+    p: f64,
+) -> (usize, f32) {
     let pv = _mm256_set1_pd(p);
     let p32 = _mm256_set1_ps(f32_floor(p));
     // Falling is rising on negated values (`x - lo >= p` is `-lo - -x >= p`; negation is
@@ -434,24 +456,21 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
     let flip_bits = if rising { 0u32 } else { 0x8000_0000 };
     let flip = _mm256_castsi256_ps(_mm256_set1_epi32(flip_bits as i32));
     let unflip = |v: f32| f32::from_bits(v.to_bits() ^ flip_bits);
-    // The running maximum before the current block, in every lane.
-    let mut carry = _mm256_set1_ps(unflip(extreme));
-    // Lanes below `skip` of the first block are replaced by the carry.
-    let mut keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        _mm256_set1_epi32(skip as i32 - 1),
-    ));
-    let mut k = start;
-    while k < end {
-        // SAFETY: k + 8 <= end <= len of both.
-        let load = |src: &[f32]| _mm256_xor_ps(_mm256_loadu_ps(src.as_ptr().add(k)), flip);
-        let e = _mm256_blendv_ps(carry, load(ext), keep);
-        let x = _mm256_blendv_ps(carry, load(test), keep);
-        keep = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    let last = _mm256_set1_epi32(7);
+    // SAFETY (both closures): callers pass k + 8 <= end <= len of both arrays.
+    let load = |src: &[f32], k: usize| _mm256_xor_ps(_mm256_loadu_ps(src.as_ptr().add(k)), flip);
+    let pair = |k: usize| {
+        let e = load(ext, k);
+        (e, if SAME { e } else { load(test, k) })
+    };
+    // One block of entries `e` (moving the maximum) and `x` (tested) from `k`: the switching
+    // entry and the running maximum before it, or None and the carry (the running maximum
+    // before the block, in every lane) moved past the block.
+    let block = |k: usize, e: __m256, x: __m256, carry: &mut __m256| {
         // The block's own running maximum does not wait for the carry, which joins last (one
         // max per block on the loop-carried path).
         let own = running_max8(e);
-        let run = _mm256_max_ps(own, carry);
+        let run = _mm256_max_ps(own, *carry);
         let near = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(run, x), p32);
         if _mm256_movemask_ps(near) != 0 {
             let lo = _mm256_sub_pd(
@@ -470,15 +489,64 @@ pub(crate) unsafe fn hysteresis_quiet_f32(
                 let j = switch.trailing_zeros() as i32;
                 let before = _mm256_permutevar8x32_ps(run, _mm256_set1_epi32((j - 1).max(0)));
                 let before = if j == 0 {
-                    _mm256_cvtss_f32(carry)
+                    _mm256_cvtss_f32(*carry)
                 } else {
                     _mm256_cvtss_f32(before)
                 };
-                return (k + j as usize, unflip(before));
+                return Some((k + j as usize, unflip(before)));
             }
         }
-        carry = _mm256_max_ps(carry, _mm256_permutevar8x32_ps(own, _mm256_set1_epi32(7)));
+        *carry = _mm256_max_ps(*carry, _mm256_permutevar8x32_ps(own, last));
+        None
+    };
+    let mut carry = _mm256_set1_ps(unflip(extreme));
+    let mut k = start;
+    if k < end {
+        // Lanes below `skip` of the first block are replaced by the carry.
+        let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32(skip as i32 - 1),
+        ));
+        let (e, x) = pair(k);
+        let (e, x) = (
+            _mm256_blendv_ps(carry, e, keep),
+            _mm256_blendv_ps(carry, x, keep),
+        );
+        if let Some(found) = block(k, e, x, &mut carry) {
+            return found;
+        }
         k += 8;
+    }
+    if (end - k) % 16 == 8 {
+        let (e, x) = pair(k);
+        if let Some(found) = block(k, e, x, &mut carry) {
+            return found;
+        }
+        k += 8;
+    }
+    while k < end {
+        // Two blocks: the second's carry is the first's last running maximum.
+        let ((e1, x1), (e2, x2)) = (pair(k), pair(k + 8));
+        let (own1, own2) = (running_max8(e1), running_max8(e2));
+        let mid = _mm256_max_ps(carry, _mm256_permutevar8x32_ps(own1, last));
+        let d1 = _mm256_sub_ps(_mm256_max_ps(own1, carry), x1);
+        let d2 = _mm256_sub_ps(_mm256_max_ps(own2, mid), x2);
+        let near = _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(d1, p32),
+            _mm256_cmp_ps::<_CMP_GE_OQ>(d2, p32),
+        );
+        if _mm256_movemask_ps(near) != 0 {
+            // Near a switch: the exact test, one block at a time.
+            if let Some(found) = block(k, e1, x1, &mut carry) {
+                return found;
+            }
+            if let Some(found) = block(k + 8, e2, x2, &mut carry) {
+                return found;
+            }
+        } else {
+            carry = _mm256_max_ps(mid, _mm256_permutevar8x32_ps(own2, last));
+        }
+        k += 16;
     }
     (end, unflip(_mm256_cvtss_f32(carry)))
 }
