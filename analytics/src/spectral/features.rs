@@ -279,9 +279,8 @@ pub fn pl_features(
 pub struct PlAnalyzer {
     /// The axis (validated) and the analysed window of it.
     axis: PreparedAxis,
-    /// Trapezoid half-steps of the window's axis, and their maximum.
+    /// Trapezoid half-steps of the window's axis.
     h: Vec<f64>,
-    hmax: f64,
     w: Weights,
     opts: PeakOptions,
     pipeline: Option<Pipeline>,
@@ -302,7 +301,6 @@ impl PlAnalyzer {
         let w = Weights::from_half_steps(&h);
         let pipeline = Pipeline::unless_identity(&opts.preprocessing, axis.analysed().len())?;
         Ok(PlAnalyzer {
-            hmax: h.iter().copied().fold(0.0, f64::max),
             axis,
             h,
             w,
@@ -330,7 +328,6 @@ impl PlAnalyzer {
             ctx: Ctx {
                 axis: self.axis.analysed(),
                 h: &self.h,
-                hmax: self.hmax,
                 w: &self.w,
                 opts: &self.opts,
             },
@@ -350,8 +347,6 @@ impl PlAnalyzer {
 struct Ctx<'a> {
     axis: WavelengthAxis<'a>,
     h: &'a [f64],
-    /// Largest of `h` (bounds the quantile search's skips).
-    hmax: f64,
     w: &'a Weights,
     opts: &'a PeakOptions,
 }
@@ -473,7 +468,7 @@ fn analyze<T: Sample>(
     }
     let integral = (n >= 2).then_some(s.integral);
     ahead.upto(5, 8);
-    let iqr = quantile_pixels(y, ctx.h, ctx.hmax, s, [0.25, 0.75])
+    let iqr = quantile_pixels(y, ctx.h, s, [0.25, 0.75])
         .map(|[a, b]| (ctx.axis.nm_at(b) - ctx.axis.nm_at(a)).abs());
     let range = gmax - gmin;
     if !(range > ctx.opts.flat_threshold) {

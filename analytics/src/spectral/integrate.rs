@@ -9,7 +9,7 @@ use super::axis::WavelengthAxis;
 use super::peaks::Sample;
 #[cfg(test)]
 use super::scan::Weights;
-use super::scan::{Summary, CHUNK, SUPER};
+use super::scan::{Summary, CHUNK};
 use super::SpectralError;
 
 #[inline(always)]
@@ -108,21 +108,19 @@ pub fn iqr_nm<T: Sample>(axis: &WavelengthAxis<'_>, y: &[T]) -> Result<Option<f6
 /// fraction `q` of the total, using the chunk summaries to skip to the right chunk.
 #[cfg(test)]
 pub(crate) fn quantile_pixel<T: Sample>(y: &[T], h: &[f64], s: &Summary<T>, q: f64) -> Option<f64> {
-    let hmax = h.iter().copied().fold(0.0, f64::max);
-    quantile_pixels(y, h, hmax, s, [q]).map(|[p]| p)
+    quantile_pixels(y, h, s, [q]).map(|[p]| p)
 }
 
 /// [`quantile_pixel`] for several fractions `qs` (ascending) in one walk: each search resumes
 /// at the chunk where the previous one ended, which is where it would have arrived anyway
 /// (every earlier chunk ends below the smaller target), so the results are identical to
-/// separate searches. `hmax` is the largest half-step: with it a whole super-chunk is passed
-/// in one step when even the largest cumulative value any of its chunks could test is below
-/// the target (all terms are non-negative and rounding is monotonic, so this is exact).
+/// separate searches. With the running sums per chunk (`wcum`, from the AVX2 pass) the chunk is
+/// found by binary search instead of chunk by chunk; both add the chunk sums in the same order,
+/// so both find the same chunk and start its pixel search from the same value.
 #[inline(always)]
 pub(crate) fn quantile_pixels<T: Sample, const K: usize>(
     y: &[T],
     h: &[f64],
-    hmax: f64,
     s: &Summary<T>,
     qs: [f64; K],
 ) -> Option<[f64; K]> {
@@ -131,49 +129,48 @@ pub(crate) fn quantile_pixels<T: Sample, const K: usize>(
         return None;
     }
     let mut out = [(n - 1) as f64; K];
-    let (mut c, mut wcum) = (0, 0.0);
-    'targets: for (slot, &q) in out.iter_mut().zip(&qs) {
-        let target = q * s.integral_pos;
-        while let Some(&wc) = s.wpos.get(c) {
-            if c.is_multiple_of(SUPER) {
-                if let Some(&wnext) = s.wcum_super.get(c / SUPER) {
-                    // the largest pixel a chunk end of this super-chunk can look at
-                    let next = (c + SUPER) * CHUNK;
-                    let top = match y.get(next) {
-                        Some(&v) if v > s.smax[c / SUPER] => v,
-                        _ => s.smax[c / SUPER],
-                    };
-                    if wnext + hmax * pos(top) < target {
-                        wcum = wnext;
-                        c += SUPER;
-                        continue;
-                    }
-                }
-            }
-            let start = c * CHUNK;
-            let end = (start + CHUNK).min(n);
-            let wend = wcum + wc;
-            // cumulative integral at pixel `end`: sum(w*y+) before it plus the half segment into it
-            let c_end = if end < n {
-                wend + h[end - 1] * pos(y[end])
-            } else {
-                wend
-            };
-            if c_end >= target {
-                let cum = if start > 0 {
-                    wcum + h[start - 1] * pos(y[start])
-                } else {
-                    0.0
-                };
-                if let Some((i, before, seg)) = T::quantile_cross(y, h, start, cum, target) {
-                    *slot = i as f64 + ((target - before) / seg).clamp(0.0, 1.0);
-                }
-                // else not reached pixel by pixel: the last pixel (the next search starts here too)
-                continue 'targets;
-            }
-            wcum = wend;
-            c += 1;
+    let chunks = s.wpos.len();
+    // cumulative integral at pixel `end`: sum(w*y+) before it plus the half segment into it
+    let at_end = |sum: f64, end: usize| {
+        if end < n {
+            sum + h[end - 1] * pos(y[end])
+        } else {
+            sum
         }
+    };
+    let (mut c, mut wcum) = (0, 0.0);
+    for (slot, &q) in out.iter_mut().zip(&qs) {
+        let target = q * s.integral_pos;
+        if s.wcum.len() == chunks {
+            // The first chunk whose end reaches the target lies at or before the first whose
+            // sum alone does (the sums only grow); the half segment into the next chunk can
+            // make an earlier one reach it.
+            let mut cc = c + s.wcum[c..].partition_point(|&v| v < target);
+            while cc > c && at_end(s.wcum[cc - 1], (cc * CHUNK).min(n)) >= target {
+                cc -= 1;
+            }
+            c = cc;
+            wcum = if c == 0 { 0.0 } else { s.wcum[c - 1] };
+        } else {
+            while c < chunks && at_end(wcum + s.wpos[c], ((c + 1) * CHUNK).min(n)) < target {
+                wcum += s.wpos[c];
+                c += 1;
+            }
+        }
+        if c == chunks {
+            // not reached: the last pixel (and so for every larger fraction)
+            continue;
+        }
+        let start = c * CHUNK;
+        let cum = if start > 0 {
+            wcum + h[start - 1] * pos(y[start])
+        } else {
+            0.0
+        };
+        if let Some((i, before, seg)) = T::quantile_cross(y, h, start, cum, target) {
+            *slot = i as f64 + ((target - before) / seg).clamp(0.0, 1.0);
+        }
+        // else not reached pixel by pixel: the last pixel (the next search starts here too)
     }
     Some(out)
 }
@@ -193,6 +190,28 @@ mod tests {
         assert_eq!(a, 1.5 + 6.0 + 9.0 + 6.0);
         assert_eq!(a, d);
         assert!(trapezoid(&WavelengthAxis::new(&asc).unwrap(), &y[..3]).is_err());
+    }
+
+    #[test]
+    fn quantiles_in_the_half_segment_before_a_chunk() {
+        // All emission in one pixel at the start of a chunk (or super-chunk): half of it lies
+        // in the segment before that pixel, in the previous chunk, whose own sum is zero. The
+        // quartile must be found there (pixel k - 0.5), not at the pixel itself.
+        let x: Vec<f64> = (0..600).map(|i| 400.0 + i as f64).collect();
+        let axis = WavelengthAxis::new(&x).unwrap();
+        let mut h = Vec::new();
+        axis.half_steps(&mut h);
+        let w = Weights::from_half_steps(&h);
+        for k in [32usize, 64, 256, 288] {
+            let mut y = vec![0.0f32; x.len()];
+            y[k] = 1000.0;
+            let mut s = Summary::<f32>::default();
+            s.compute(&y, Some(&w));
+            let want = emission_quantile_nm(&axis, &y, 0.25).unwrap().unwrap();
+            assert!((want - (x[k] - 0.5)).abs() < 1e-9, "k={k}: {want}");
+            let got = quantile_pixel(&y, &h, &s, 0.25).unwrap();
+            assert!((axis.nm_at(got) - want).abs() < 1e-9, "k={k}: {got}");
+        }
     }
 
     #[test]
@@ -260,22 +279,22 @@ mod tests {
                     "n={n} portable={portable}"
                 );
                 // One walk for several fractions gives what separate walks give.
-                let hmax = h.iter().copied().fold(0.0, f64::max);
                 let qs = [0.1, 0.25, 0.5, 0.75, 0.9];
-                let joint = quantile_pixels(&y, &h, hmax, &s, qs).unwrap();
+                let joint = quantile_pixels(&y, &h, &s, qs).unwrap();
                 for (q, j) in qs.into_iter().zip(joint) {
                     assert_eq!(Some(j), quantile_pixel(&y, &h, &s, q), "n={n} q={q}");
                 }
-                // Skipping whole super-chunks changes nothing.
+                // The binary search over the running sums finds what the chunk-by-chunk walk
+                // finds.
                 let mut plain = Summary::<f32>::default();
                 if portable {
                     plain.compute_portable(&y, Some(&w.w64));
                 } else {
                     plain.compute(&y, Some(&w));
-                    assert_eq!(s.wcum_super.len(), n / (CHUNK * SUPER), "n={n}");
+                    assert_eq!(s.wcum.len(), s.wpos.len(), "n={n}");
                 }
-                plain.wcum_super.clear();
-                assert_eq!(quantile_pixels(&y, &h, hmax, &plain, qs), Some(joint));
+                plain.wcum.clear();
+                assert_eq!(quantile_pixels(&y, &h, &plain, qs), Some(joint));
                 for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
                     let want = emission_quantile_nm(&axis, &y, q).unwrap().unwrap();
                     let got = axis.nm_at(quantile_pixel(&y, &h, &s, q).unwrap());

@@ -393,10 +393,10 @@ pub(crate) struct Summary<T> {
     /// Minimum and maximum of each run of [`SUPER`] chunks (the last run may be shorter).
     pub(crate) smin: Vec<T>,
     pub(crate) smax: Vec<T>,
-    /// Running sum of `wpos` at the end of each whole run of [`SUPER`] chunks, added in chunk
-    /// order from 0 in f64 (so bit-identical to a sequential walk over `wpos`); may be empty
-    /// (the portable pass sums in lanes and leaves it empty).
-    pub(crate) wcum_super: Vec<f64>,
+    /// Running sum of `wpos` at the end of each chunk, added in chunk order from 0 in f64 (so
+    /// bit-identical to a sequential walk over `wpos`); may be empty (the portable pass sums
+    /// in lanes and leaves it empty).
+    pub(crate) wcum: Vec<f64>,
 }
 
 impl<T: Sample> Summary<T> {
@@ -433,7 +433,7 @@ impl<T: Sample> Summary<T> {
                             wpos: &mut s32.wpos,
                             smin: &mut s32.smin,
                             smax: &mut s32.smax,
-                            wcum_super: &mut s32.wcum_super,
+                            wcum: &mut s32.wcum,
                         },
                     )
                 };
@@ -474,7 +474,7 @@ impl<T: Sample> Summary<T> {
         self.min.clear();
         self.max.clear();
         self.wpos.clear();
-        self.wcum_super.clear();
+        self.wcum.clear();
         self.integral = 0.0;
         self.integral_pos = 0.0;
         if n == 0 {

@@ -18,7 +18,7 @@ pub(crate) struct SummaryOut<'a> {
     pub(crate) wpos: &'a mut Vec<f64>,
     pub(crate) smin: &'a mut Vec<f32>,
     pub(crate) smax: &'a mut Vec<f32>,
-    pub(crate) wcum_super: &'a mut Vec<f64>,
+    pub(crate) wcum: &'a mut Vec<f64>,
 }
 
 /// Whole-spectrum results of [`summarize_f32`].
@@ -129,7 +129,7 @@ pub(crate) unsafe fn summarize_f32(
         wpos,
         smin,
         smax,
-        wcum_super,
+        wcum,
     } = out;
     let n = y.len();
     let full = n / CHUNK;
@@ -144,11 +144,12 @@ pub(crate) unsafe fn summarize_f32(
     maxs.resize(chunks, 0.0);
     smin.clear();
     smax.clear();
-    wcum_super.clear();
     if w.is_some() {
         wpos.resize(chunks, 0.0);
+        wcum.resize(chunks, 0.0);
     } else {
         wpos.clear();
+        wcum.clear();
     }
     let p = y.as_ptr();
     // `ahead` is prefetched a super-chunk's share per super-chunk (the rest at the end).
@@ -228,10 +229,11 @@ pub(crate) unsafe fn summarize_f32(
                     _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(signed)),
                 ),
             );
+            let cp = wcum.as_mut_ptr().add(c0);
             for k in 0..SUPER {
                 integral_pos += *wp.add(k);
+                *cp.add(k) = integral_pos;
             }
-            wcum_super.push(integral_pos);
         }
     }
     let mut lanes = [0.0f64; 4];
@@ -272,6 +274,7 @@ pub(crate) unsafe fn summarize_f32(
             let sp = hsum(weighted4(vp, wv)) as f64;
             integral_pos += sp;
             *wpos.get_unchecked_mut(c) = sp;
+            *wcum.get_unchecked_mut(c) = integral_pos;
         }
     }
     let mut finite = _mm256_movemask_ps(unordered) == 0;
@@ -296,6 +299,7 @@ pub(crate) unsafe fn summarize_f32(
             integral += a;
             integral_pos += q;
             wpos[full] = q;
+            wcum[full] = integral_pos;
         }
     }
     // The super-chunk made of the chunks after the last whole one (if any).
