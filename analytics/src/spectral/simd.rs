@@ -638,6 +638,33 @@ fn tail_window(len: usize, lo: usize, hi: usize) -> Option<(usize, u32)> {
     Some((b, lanes(lo - b, hi - b)))
 }
 
+/// For a search over at most 32 pixels: the start `a` of four 8-lane loads inside `y` that
+/// cover `lo..hi` (at `lo`, or ending at the end of `y`) and the mask of the wanted
+/// bits, so that the search is four tests and one bit scan, with no exit that depends on where
+/// (or whether) it finds. `None` for longer ranges or a `y` shorter than 32.
+#[inline(always)]
+fn window32(len: usize, lo: usize, hi: usize) -> Option<(usize, u64)> {
+    if hi - lo > 32 || len < 32 {
+        return None;
+    }
+    let a = lo.min(len - 32);
+    let bits = |k: usize| (1u64 << k) - 1;
+    Some((a, bits(hi - a) & !bits(lo - a)))
+}
+
+/// `mask8` over the 32 pixels at `a`, as one bit mask (bit `k`: pixel `a + k`).
+///
+/// # Safety
+/// `a + 32 <= y.len()`.
+#[inline(always)]
+unsafe fn mask32(y: &[f32], a: usize, mask8: &impl Fn(*const f32) -> u32) -> u64 {
+    let p = y.as_ptr().add(a);
+    (mask8(p) as u64)
+        | ((mask8(p.add(8)) as u64) << 8)
+        | ((mask8(p.add(16)) as u64) << 16)
+        | ((mask8(p.add(24)) as u64) << 24)
+}
+
 /// The first `j` in `lo..hi` whose lane `mask8` sets (`mask8(p)` tests the 8 pixels at `p`);
 /// `scalar` is the same test for one pixel, used only when `y` is shorter than 8.
 ///
@@ -651,6 +678,10 @@ unsafe fn first_lane(
     mask8: impl Fn(*const f32) -> u32,
     scalar: impl Fn(f32) -> bool,
 ) -> Option<usize> {
+    if let Some((a, want)) = window32(y.len(), lo, hi) {
+        let m = mask32(y, a, &mask8) & want;
+        return (m != 0).then(|| a + m.trailing_zeros() as usize);
+    }
     let mut j = lo;
     while j + 8 <= hi {
         // SAFETY: j + 8 <= hi <= len.
@@ -685,6 +716,10 @@ unsafe fn last_lane(
     mask8: impl Fn(*const f32) -> u32,
     scalar: impl Fn(f32) -> bool,
 ) -> Option<usize> {
+    if let Some((a, want)) = window32(y.len(), lo, hi) {
+        let m = mask32(y, a, &mask8) & want;
+        return (m != 0).then(|| a + 63 - m.leading_zeros() as usize);
+    }
     let mut e = hi;
     while e >= lo + 8 {
         // SAFETY: lo <= e - 8 and e <= hi <= len.
