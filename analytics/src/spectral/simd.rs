@@ -796,15 +796,38 @@ pub(crate) unsafe fn last_above_f32(y: &[f32], lo: usize, hi: usize, v: f32) -> 
     last_lane(y, lo, hi, |b| above8(b, vv), |x| !(x <= v))
 }
 
-/// [`super::scan::Sample::min_in`] for f32, 8 pixels per step; the last step overlaps the one
-/// before it (harmless for a minimum), or a short range is one load with the lanes outside it
-/// replaced by `y[lo]`.
+/// [`super::scan::Sample::min_in`] for f32: up to 32 pixels as four loads (see [`window32`]),
+/// longer ranges 8 pixels per step with the last step overlapping the one before it (harmless
+/// for a minimum); in a slice shorter than 32, a short range is one load with the lanes outside
+/// it replaced by `y[lo]`.
 ///
 /// # Safety
 /// The CPU must support AVX2; `lo < hi <= y.len()`.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn min_in_f32(y: &[f32], lo: usize, hi: usize) -> f32 {
     let first = _mm256_set1_ps(y[lo]);
+    if let Some((a, want)) = window32(y.len(), lo, hi) {
+        // Up to 32 pixels: four loads, the lanes outside the range replaced by `y[lo]`.
+        let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let p = y.as_ptr().add(a);
+        let part = |k: usize| {
+            let inside = _mm256_cmpeq_epi32(
+                _mm256_and_si256(_mm256_set1_epi32((want >> (8 * k)) as i32), bit),
+                bit,
+            );
+            // SAFETY: a + 32 <= len.
+            _mm256_blendv_ps(
+                first,
+                _mm256_loadu_ps(p.add(8 * k)),
+                _mm256_castsi256_ps(inside),
+            )
+        };
+        let m = _mm256_min_ps(
+            _mm256_min_ps(part(0), part(1)),
+            _mm256_min_ps(part(2), part(3)),
+        );
+        return hmin(m);
+    }
     if hi - lo >= 8 {
         let mut m = first;
         let mut j = lo;
