@@ -665,8 +665,9 @@ unsafe fn mask32(y: &[f32], a: usize, mask8: &impl Fn(*const f32) -> u32) -> u64
         | ((mask8(p.add(24)) as u64) << 24)
 }
 
-/// The first `j` in `lo..hi` whose lane `mask8` sets (`mask8(p)` tests the 8 pixels at `p`);
-/// `scalar` is the same test for one pixel, used only when `y` is shorter than 8.
+/// The first `j` in `lo..hi` whose lane `mask8` sets (`mask8(p)` tests the 8 pixels at `p`):
+/// up to 32 pixels in one window ([`window32`]), else 8 per step and the rest in one masked
+/// load; `scalar` is the same test for one pixel, used only when `y` is shorter than 8.
 ///
 /// # Safety
 /// `lo <= hi <= y.len()`; `mask8` may read 8 pixels at any `p` it is given.
@@ -679,6 +680,7 @@ unsafe fn first_lane(
     scalar: impl Fn(f32) -> bool,
 ) -> Option<usize> {
     if let Some((a, want)) = window32(y.len(), lo, hi) {
+        // SAFETY: window32 places a + 32 <= len.
         let m = mask32(y, a, &mask8) & want;
         return (m != 0).then(|| a + m.trailing_zeros() as usize);
     }
@@ -717,6 +719,7 @@ unsafe fn last_lane(
     scalar: impl Fn(f32) -> bool,
 ) -> Option<usize> {
     if let Some((a, want)) = window32(y.len(), lo, hi) {
+        // SAFETY: window32 places a + 32 <= len.
         let m = mask32(y, a, &mask8) & want;
         return (m != 0).then(|| a + 63 - m.leading_zeros() as usize);
     }
