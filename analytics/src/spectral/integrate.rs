@@ -114,9 +114,8 @@ pub(crate) fn quantile_pixel<T: Sample>(y: &[T], h: &[f64], s: &Summary<T>, q: f
 /// [`quantile_pixel`] for several fractions `qs` (ascending) in one walk: each search resumes
 /// at the chunk where the previous one ended, which is where it would have arrived anyway
 /// (every earlier chunk ends below the smaller target), so the results are identical to
-/// separate searches. With the running sums per chunk (`wcum`, from the AVX2 pass) the chunk is
-/// found by binary search instead of chunk by chunk; both add the chunk sums in the same order,
-/// so both find the same chunk and start its pixel search from the same value.
+/// separate searches. The chunk is found by binary search over the running sums per chunk
+/// (`wcum`, added in chunk order as a walk from chunk to chunk would add them).
 #[inline(always)]
 pub(crate) fn quantile_pixels<T: Sample, const K: usize>(
     y: &[T],
@@ -129,50 +128,59 @@ pub(crate) fn quantile_pixels<T: Sample, const K: usize>(
         return None;
     }
     let mut out = [(n - 1) as f64; K];
-    let chunks = s.wpos.len();
-    // cumulative integral at pixel `end`: sum(w*y+) before it plus the half segment into it
-    let at_end = |sum: f64, end: usize| {
-        if end < n {
-            sum + h[end - 1] * pos(y[end])
-        } else {
-            sum
-        }
-    };
-    let (mut c, mut wcum) = (0, 0.0);
+    let chunks = s.wcum.len();
+    let mut c = 0;
     for (slot, &q) in out.iter_mut().zip(&qs) {
         let target = q * s.integral_pos;
-        if s.wcum.len() == chunks {
-            // The first chunk whose end reaches the target lies at or before the first whose
-            // sum alone does (the sums only grow); the half segment into the next chunk can
-            // make an earlier one reach it.
-            let mut cc = c + s.wcum[c..].partition_point(|&v| v < target);
-            while cc > c && at_end(s.wcum[cc - 1], (cc * CHUNK).min(n)) >= target {
-                cc -= 1;
+        // The first chunk whose end reaches the target lies at or before the first whose sum
+        // alone does (the sums only grow); the half segment into the next chunk can make an
+        // earlier one reach it.
+        let mut cc = c + s.wcum[c..].partition_point(|&v| v < target);
+        while cc > c && cum_at(y, h, s.wcum[cc - 1], (cc * CHUNK).min(n)) >= target {
+            cc -= 1;
+        }
+        c = cc;
+        // not reached: the last pixel (and so for every larger fraction)
+        if c < chunks {
+            let before = if c == 0 { 0.0 } else { s.wcum[c - 1] };
+            if let Some(px) = crossing_from_chunk(y, h, c, before, target) {
+                *slot = px;
             }
-            c = cc;
-            wcum = if c == 0 { 0.0 } else { s.wcum[c - 1] };
-        } else {
-            while c < chunks && at_end(wcum + s.wpos[c], ((c + 1) * CHUNK).min(n)) < target {
-                wcum += s.wpos[c];
-                c += 1;
-            }
         }
-        if c == chunks {
-            // not reached: the last pixel (and so for every larger fraction)
-            continue;
-        }
-        let start = c * CHUNK;
-        let cum = if start > 0 {
-            wcum + h[start - 1] * pos(y[start])
-        } else {
-            0.0
-        };
-        if let Some((i, before, seg)) = T::quantile_cross(y, h, start, cum, target) {
-            *slot = i as f64 + ((target - before) / seg).clamp(0.0, 1.0);
-        }
-        // else not reached pixel by pixel: the last pixel (the next search starts here too)
     }
     Some(out)
+}
+
+/// The cumulative integral at pixel `end`: `sum`, the sum of `w * y+` before it, plus the half
+/// segment into it.
+#[inline(always)]
+fn cum_at<T: Sample>(y: &[T], h: &[f64], sum: f64, end: usize) -> f64 {
+    if end < y.len() {
+        sum + h[end - 1] * pos(y[end])
+    } else {
+        sum
+    }
+}
+
+/// The fractional pixel where the cumulative integral reaches `target`, searched pixel by pixel
+/// from the start of chunk `c` (`before`: the sum of `w * y+` over the chunks before it);
+/// `None` if it is not reached.
+#[inline(always)]
+fn crossing_from_chunk<T: Sample>(
+    y: &[T],
+    h: &[f64],
+    c: usize,
+    before: f64,
+    target: f64,
+) -> Option<f64> {
+    let start = c * CHUNK;
+    let cum = if start > 0 {
+        cum_at(y, h, before, start)
+    } else {
+        0.0
+    };
+    T::quantile_cross(y, h, start, cum, target)
+        .map(|(i, sum, seg)| i as f64 + ((target - sum) / seg).clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -190,6 +198,36 @@ mod tests {
         assert_eq!(a, 1.5 + 6.0 + 9.0 + 6.0);
         assert_eq!(a, d);
         assert!(trapezoid(&WavelengthAxis::new(&asc).unwrap(), &y[..3]).is_err());
+    }
+
+    /// [`quantile_pixels`] with its chunk found by walking from chunk to chunk, adding `wpos`
+    /// in chunk order (the search the binary search over `wcum` replaced).
+    fn quantiles_by_walk<const K: usize>(
+        y: &[f32],
+        h: &[f64],
+        s: &Summary<f32>,
+        qs: [f64; K],
+    ) -> Option<[f64; K]> {
+        let n = y.len();
+        if !(s.integral_pos > 0.0 && s.integral_pos.is_finite()) || n < 2 {
+            return None;
+        }
+        let mut out = [(n - 1) as f64; K];
+        let chunks = s.wpos.len();
+        let (mut c, mut wcum) = (0, 0.0);
+        for (slot, &q) in out.iter_mut().zip(&qs) {
+            let target = q * s.integral_pos;
+            while c < chunks && cum_at(y, h, wcum + s.wpos[c], ((c + 1) * CHUNK).min(n)) < target {
+                wcum += s.wpos[c];
+                c += 1;
+            }
+            if c < chunks {
+                if let Some(px) = crossing_from_chunk(y, h, c, wcum, target) {
+                    *slot = px;
+                }
+            }
+        }
+        Some(out)
     }
 
     #[test]
@@ -286,15 +324,8 @@ mod tests {
                 }
                 // The binary search over the running sums finds what the chunk-by-chunk walk
                 // finds.
-                let mut plain = Summary::<f32>::default();
-                if portable {
-                    plain.compute_portable(&y, Some(&w.w64));
-                } else {
-                    plain.compute(&y, Some(&w));
-                    assert_eq!(s.wcum.len(), s.wpos.len(), "n={n}");
-                }
-                plain.wcum.clear();
-                assert_eq!(quantile_pixels(&y, &h, &plain, qs), Some(joint));
+                assert_eq!(s.wcum.len(), s.wpos.len(), "n={n}");
+                assert_eq!(quantiles_by_walk(&y, &h, &s, qs), Some(joint), "n={n}");
                 for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
                     let want = emission_quantile_nm(&axis, &y, q).unwrap().unwrap();
                     let got = axis.nm_at(quantile_pixel(&y, &h, &s, q).unwrap());

@@ -394,8 +394,7 @@ pub(crate) struct Summary<T> {
     pub(crate) smin: Vec<T>,
     pub(crate) smax: Vec<T>,
     /// Running sum of `wpos` at the end of each chunk, added in chunk order from 0 in f64 (so
-    /// bit-identical to a sequential walk over `wpos`); may be empty (the portable pass sums
-    /// in lanes and leaves it empty).
+    /// bit-identical to a sequential walk over `wpos`; only when weights were given).
     pub(crate) wcum: Vec<f64>,
 }
 
@@ -488,6 +487,7 @@ impl<T: Sample> Summary<T> {
         let mut gmax = [y[0]; LANES];
         let mut integral = [0.0f64; LANES];
         let mut integral_pos = [0.0f64; LANES];
+        let mut running = 0.0f64;
         for c in 0..chunks {
             let s = c * CHUNK;
             let e = (s + CHUNK).min(n);
@@ -536,6 +536,8 @@ impl<T: Sample> Summary<T> {
             if weights.is_some() {
                 let (a, p) = (acc.iter().sum::<f64>(), accp.iter().sum::<f64>());
                 self.wpos.push(p);
+                running += p;
+                self.wcum.push(running);
                 integral[c % LANES] += a;
                 integral_pos[c % LANES] += p;
             }
