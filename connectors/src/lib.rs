@@ -6,6 +6,7 @@
 //! - [`message`] and [`runner`]: the sending side used by Rust connectors.
 //! - [`sim`], [`replay`]: simulated instruments and instrument-file replay.
 
+pub mod acked;
 pub mod connector;
 pub mod decode;
 pub mod message;

@@ -25,6 +25,7 @@ impl OutboundMessage {
                 source: source.to_string(),
                 stream,
                 seq: 0,
+                session: None,
                 run_id: None,
                 condition_id: None,
                 instrument_time_ns: None,

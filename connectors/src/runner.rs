@@ -30,6 +30,16 @@ pub enum RunnerError {
     /// The connector failed.
     #[error(transparent)]
     Connector(#[from] crate::connector::ConnectorError),
+    /// The server stopped answering an acknowledged sender.
+    #[error(
+        "{endpoint}: {messages} messages still unacknowledged after the server stopped answering"
+    )]
+    Unanswered {
+        /// The ROUTER endpoint.
+        endpoint: String,
+        /// Messages neither acknowledged nor refused.
+        messages: u64,
+    },
 }
 
 /// A connected PUSH sender that numbers messages per source.
@@ -116,4 +126,24 @@ pub async fn run_connector(
     }
     tracing::debug!(source = connector.source_id(), sent, "connector finished");
     Ok(sent)
+}
+
+/// Sends every message of `connector` to a server's ROUTER `endpoint` with acknowledgements,
+/// resending until each is durable or refused; returns what the server answered.
+///
+/// # Errors
+/// [`RunnerError`] if the socket or the connector fails, or the server stops answering.
+pub async fn run_connector_acked(
+    mut connector: Box<dyn Connector>,
+    endpoint: &str,
+) -> Result<crate::acked::AckStats, RunnerError> {
+    let session = crate::acked::new_session();
+    let mut sender =
+        crate::acked::AckedSender::connect(endpoint, session, Default::default()).await?;
+    while let Some(message) = connector.next_message()? {
+        sender.send(message).await?;
+    }
+    let stats = sender.finish().await?;
+    tracing::debug!(source = connector.source_id(), ?stats, "connector finished");
+    Ok(stats)
 }

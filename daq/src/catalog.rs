@@ -3,11 +3,16 @@
 //! A file counts only once it is in the catalog; the catalog is rewritten atomically (temp
 //! file, fsync, rename, fsync of the directory), so after a crash it names either the old set
 //! of files or the new one, never half. `wal_persisted_through` tells replay which WAL
-//! segments are already in Parquet and must not be replayed twice.
+//! segments are already in Parquet and must not be replayed twice, and `seq_ledger` which
+//! messages those segments committed (the WAL groups after the watermark hold the rest).
 
+use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::ledger::SeqLedger;
+use crate::storage::Storage;
 
 /// Catalog failures.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,9 @@ pub struct Catalog {
     pub next_file_id: u64,
     /// Persisted files, in persist order.
     pub files: Vec<CatalogFile>,
+    /// Committed `(source, session, seq)` as of `wal_persisted_through`.
+    #[serde(default)]
+    pub seq_ledger: SeqLedger,
 }
 
 impl Catalog {
@@ -87,28 +95,31 @@ impl Catalog {
         }
     }
 
-    /// Writes the catalog atomically.
+    /// Writes the catalog atomically: a temp file, fsynced, renamed over the old one, and the
+    /// directory fsynced. A failure removes the temp file and leaves the old catalog in place.
     ///
     /// # Errors
-    /// [`CatalogError::Io`]; the previous catalog is then still in place.
-    pub fn save(&self, path: &Path) -> Result<(), CatalogError> {
+    /// [`CatalogError::Io`].
+    pub fn save(&self, storage: &dyn Storage, path: &Path) -> Result<(), CatalogError> {
         let io = |source| CatalogError::Io {
             path: path.display().to_string(),
             source,
         };
         let temp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temp).map_err(io)?;
-            file.write_all(&bytes).map_err(io)?;
-            file.sync_all().map_err(io)?;
+        let bytes = serde_json::to_vec(self).map_err(|e| io(std::io::Error::other(e)))?;
+        let written = (|| {
+            let mut file = storage.create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            drop(file);
+            storage.rename(&temp, path)
+        })();
+        if let Err(err) = written {
+            let _ = storage.remove_file(&temp);
+            return Err(io(err));
         }
-        std::fs::rename(&temp, path).map_err(io)?;
         if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
+            storage.sync_dir(dir).map_err(io)?;
         }
         Ok(())
     }
@@ -143,8 +154,11 @@ mod tests {
             wal_persisted_through: 4,
             next_file_id: 2,
             files: vec![file],
+            seq_ledger: SeqLedger::default(),
         };
-        catalog.save(&path).expect("save");
+        catalog
+            .save(&crate::storage::LocalStorage, &path)
+            .expect("save");
         assert_eq!(Catalog::load(&path).expect("load"), catalog);
         assert!(!path.with_extension("json.tmp").exists());
         std::fs::write(&path, b"{ not json").expect("corrupt");

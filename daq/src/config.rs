@@ -210,6 +210,8 @@ pub struct IngestConfig {
     pub max_message_bytes: u64,
     /// Most messages committed to the WAL together (group commit).
     pub max_group_messages: usize,
+    /// A group takes no more messages once their frames hold this many bytes.
+    pub max_group_bytes: usize,
     /// Refuse spectra holding NaN or infinite intensities.
     pub reject_non_finite_intensities: bool,
     /// Accept sources not listed under `[sources]`.
@@ -223,9 +225,10 @@ impl Default for IngestConfig {
             sub: "tcp://127.0.0.1:5556".into(),
             router: "tcp://127.0.0.1:5557".into(),
             queue_capacity_messages: 4096,
-            max_queued_bytes: 256 * 1024 * 1024,
+            max_queued_bytes: 64 * 1024 * 1024,
             max_message_bytes: 64 * 1024 * 1024,
             max_group_messages: 512,
+            max_group_bytes: 16 * 1024 * 1024,
             reject_non_finite_intensities: true,
             allow_unknown_sources: true,
         }
@@ -266,13 +269,17 @@ pub struct BufferConfig {
     pub flush_bytes: usize,
     /// Persist at least this often while anything is buffered, ms.
     pub flush_interval_ms: u64,
+    /// Bound on Arrow bytes buffered (open and being persisted together): at it, intake
+    /// stops until the persister catches up, and senders block.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig {
-            flush_bytes: 128 * 1024 * 1024,
+            flush_bytes: 64 * 1024 * 1024,
             flush_interval_ms: 10_000,
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -688,6 +695,12 @@ impl ServerConfig {
         }
         if (ingest.max_queued_bytes as u64) < ingest.max_message_bytes {
             return Err("ingest: max_queued_bytes must be >= max_message_bytes".into());
+        }
+        if ingest.max_group_bytes == 0 {
+            return Err("ingest: max_group_bytes must be > 0".into());
+        }
+        if self.buffer.max_buffered_bytes < self.buffer.flush_bytes {
+            return Err("buffer: max_buffered_bytes must be >= flush_bytes".into());
         }
         if !(1..=22).contains(&self.parquet.zstd_level) {
             return Err(format!(

@@ -39,7 +39,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/sql", post(sql))
         .route("/conditions", post(conditions))
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .with_state(state)
 }
 
@@ -112,6 +112,18 @@ async fn conditions(State(state): State<HttpState>, body: Bytes) -> Response {
     (status, Json(answer)).into_response()
 }
 
+/// `GET /health`: 200 while the write path keeps its promises, 503 with the reasons while the
+/// WAL or the persister is failing.
+async fn health(State(state): State<HttpState>) -> Response {
+    let report = state.metrics.health.report();
+    let status = if report.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
 async fn metrics(State(state): State<HttpState>) -> Response {
     let snapshot = state.metrics.snapshot();
     let buffer = state.buffer.stats();
@@ -127,6 +139,8 @@ async fn metrics(State(state): State<HttpState>) -> Response {
                 "open_rows": buffer.open_rows,
                 "open_bytes": buffer.open_bytes,
                 "persisting_rows": buffer.persisting_rows,
+                "persisting_bytes": buffer.persisting_bytes,
+                "persisting_snapshots": buffer.persisting_snapshots,
                 "persisted_rows": buffer.persisted_rows,
                 "persisted_files": buffer.persisted_files,
             }),

@@ -1,10 +1,12 @@
 //! flowdaq-daq: the server. Data flows through these modules in this order:
 //!
 //! - [`config`]: typed configuration with embedded defaults.
-//! - `flowdaq_connectors::transport` receives frames; [`ingest`] decodes them, commits each
-//!   group to the [`wal`], inserts it into the [`write_buffer`] and acknowledges it; the
-//!   [`features`] extractors add derived rows (e.g. `spectral_features`) to the same group.
+//! - `flowdaq_connectors::transport` receives frames; [`ingest`] accepts them (decode, resend
+//!   check against the [`ledger`], the [`features`] extractors' derived rows) and commits each
+//!   group as one entry to the [`wal`], inserts it into the [`write_buffer`] and acknowledges it.
 //! - [`persister`] writes buffer snapshots to Parquet and records them in the [`catalog`].
+//! - Every file the write path writes goes through [`storage`]; failures are reported to
+//!   [`health`].
 //! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`] exposes it.
 //! - [`conditions`] are registered through [`control`] or HTTP and tag later measurements;
 //!   [`outcomes`] decides when each condition's features have settled; [`publish`] streams every
@@ -16,8 +18,10 @@ pub mod conditions;
 pub mod config;
 pub mod control;
 pub mod features;
+pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod ledger;
 pub mod metrics;
 pub mod outcomes;
 pub mod paths;
@@ -25,6 +29,7 @@ pub mod persister;
 pub mod publish;
 pub mod query;
 pub mod server;
+pub mod storage;
 #[cfg(test)]
 mod test_rng;
 pub mod wal;

@@ -30,8 +30,11 @@ pub struct SourceStats {
     pub missing_messages: u64,
     /// Number of distinct gaps.
     pub gaps: u64,
-    /// Messages whose `seq` was not above the last one (restart, duplicate, reordering).
+    /// Messages whose `seq` was not above the last one (restart, reordering); resends of
+    /// committed messages are counted in `duplicates` instead.
     pub seq_regressions: u64,
+    /// Resends of messages already committed: acknowledged again, not stored again.
+    pub duplicates: u64,
 }
 
 /// Latency summary in microseconds.
@@ -58,8 +61,11 @@ pub struct MetricsSnapshot {
     pub bytes_received: u64,
     /// WAL group commits.
     pub wal_groups: u64,
-    /// WAL appends that failed (their messages were not acknowledged).
-    pub wal_errors: u64,
+    /// Write-path failures: WAL appends and rotations, persists, WAL clean-up.
+    pub health: crate::health::HealthCounters,
+    /// Messages not taken while the WAL refused a group: ROUTER messages nacked with
+    /// `retry: true` and PUB messages dropped.
+    pub not_durable_messages: u64,
     /// Rows made durable and queryable.
     pub rows_ingested: u64,
     /// Messages a feature extractor failed on, by extractor (their raw rows were kept).
@@ -98,6 +104,8 @@ pub struct Metrics {
     pub publish: std::sync::Arc<crate::publish::zmtp::PubCounters>,
     /// Replay requests, updated by the control endpoint.
     pub replay_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Write-path health, updated by the WAL's user and the persister.
+    pub health: std::sync::Arc<crate::health::Health>,
     /// Messages fully processed (committed or failed), for waiters.
     processed: tokio::sync::watch::Sender<u64>,
 }
@@ -116,6 +124,7 @@ impl Default for Metrics {
             processed: tokio::sync::watch::Sender::new(0),
             publish: Default::default(),
             replay_requests: Default::default(),
+            health: Default::default(),
         }
     }
 }
@@ -151,6 +160,38 @@ impl Metrics {
             }
             Some(_) => stats.seq_regressions += 1,
         }
+    }
+
+    /// Records a resend of a committed message.
+    pub fn duplicate(&self, source: &str) {
+        let mut state = self.lock();
+        state.snapshot.messages_received += 1;
+        state
+            .snapshot
+            .sources
+            .entry(source.to_string())
+            .or_default()
+            .duplicates += 1;
+    }
+
+    /// Records a message not taken because the WAL is failing (nacked or dropped).
+    pub fn not_durable(&self) {
+        self.processed.send_modify(|n| *n += 1);
+        let mut state = self.lock();
+        state.snapshot.messages_received += 1;
+        state.snapshot.not_durable_messages += 1;
+    }
+
+    /// Starts a source's seq tracking where the last run left it (from the seq ledger), so
+    /// gaps and regressions across a restart are counted.
+    pub fn resume_seq(&self, source: &str, last_seq: u64) {
+        let mut state = self.lock();
+        state
+            .snapshot
+            .sources
+            .entry(source.to_string())
+            .or_default()
+            .last_seq = Some(last_seq);
     }
 
     /// Records a rejected message.
@@ -197,12 +238,6 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// Records a failed WAL append of a group of `messages`.
-    pub fn wal_failed(&self, messages: u64) {
-        self.lock().snapshot.wal_errors += 1;
-        self.processed.send_modify(|n| *n += messages);
-    }
-
     /// Waits until at least `messages` messages have been processed (durable and queryable,
     /// or failed) since start, or `timeout` passes. Returns whether the count was reached.
     pub async fn wait_processed(&self, messages: u64, timeout: Duration) -> bool {
@@ -240,6 +275,7 @@ impl Metrics {
         snapshot.publish_queued_bytes_max = load_usize(&self.publish.queued_bytes_max);
         snapshot.publish_subscribers = load_usize(&self.publish.subscribers);
         snapshot.replay_requests = load(&self.replay_requests);
+        snapshot.health = self.health.counters();
         snapshot
     }
 }

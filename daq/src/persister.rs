@@ -4,6 +4,9 @@
 //! name, fsynced and renamed into place; only then does the catalog learn of them, and only
 //! after the catalog is saved are WAL segments deleted. A crash at any point leaves either the
 //! WAL or the catalog holding every row; stray files not in the catalog are removed at start.
+//! Snapshots are persisted strictly in order and a failed one is retried (with back-off) until
+//! it succeeds: a later snapshot never moves the watermark past one whose rows are not in
+//! Parquet. A failed attempt removes the files it wrote.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,7 +25,9 @@ use parquet::schema::types::ColumnPath;
 
 use crate::catalog::{CatalogError, CatalogFile};
 use crate::config::ParquetConfig;
+use crate::health::Health;
 use crate::paths::DataPaths;
+use crate::storage::{SharedStorage, StorageFile};
 use crate::wal;
 use crate::write_buffer::{Snapshot, WriteBuffer};
 
@@ -56,6 +61,8 @@ pub struct Persister {
     paths: DataPaths,
     config: ParquetConfig,
     buffer: Arc<WriteBuffer>,
+    storage: SharedStorage,
+    health: Arc<Health>,
 }
 
 /// Rows of one (date, run) partition of one table.
@@ -66,20 +73,60 @@ struct Partition {
 }
 
 impl Persister {
-    /// A persister writing under `paths` and completing into `buffer`.
-    pub fn new(paths: DataPaths, config: ParquetConfig, buffer: Arc<WriteBuffer>) -> Persister {
+    /// A persister writing under `paths` through `storage` and completing into `buffer`;
+    /// failures go to `health`.
+    pub fn new(
+        paths: DataPaths,
+        config: ParquetConfig,
+        buffer: Arc<WriteBuffer>,
+        storage: SharedStorage,
+        health: Arc<Health>,
+    ) -> Persister {
         Persister {
             paths,
             config,
             buffer,
+            storage,
+            health,
         }
     }
 
-    /// Persists one snapshot: files, catalog, then WAL segments.
+    /// Persists one snapshot: files, catalog, then WAL segments. Once the catalog is saved the
+    /// snapshot is persisted, whatever happens to the WAL segments' deletion (they are deleted
+    /// at the next start instead, and never replayed: they are at or below the watermark).
     ///
     /// # Errors
-    /// [`PersistError`]; nothing acknowledged is lost (the WAL still holds it).
+    /// [`PersistError`]; nothing acknowledged is lost (the WAL still holds it), and the files
+    /// this attempt wrote are removed.
     pub fn persist(&self, snapshot: &Snapshot) -> Result<Vec<CatalogFile>, PersistError> {
+        let mut written = Vec::new();
+        let result = self.write_and_catalog(snapshot, &mut written);
+        if result.is_err() {
+            for path in &written {
+                match self.storage.remove_file(path) {
+                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(path = %path.display(), %err, "cannot remove a file of a failed persist; removed at the next start");
+                    }
+                    _ => {}
+                }
+            }
+            return result;
+        }
+        let wal_dir = self.paths.wal_dir();
+        if let Err(err) =
+            wal::remove_segments_through(&self.storage, &wal_dir, snapshot.wal_through)
+        {
+            self.health.cleanup_failed();
+            tracing::warn!(%err, "persisted WAL segments not deleted; deleted at the next start");
+        }
+        result
+    }
+
+    fn write_and_catalog(
+        &self,
+        snapshot: &Snapshot,
+        written: &mut Vec<std::path::PathBuf>,
+    ) -> Result<Vec<CatalogFile>, PersistError> {
         let mut partitions: Vec<(Table, Partition)> = Vec::new();
         for (table, batches) in &snapshot.batches {
             for partition in partition(batches)? {
@@ -89,19 +136,20 @@ impl Persister {
         let first_id = self.buffer.allocate_file_ids(partitions.len() as u64);
         let mut files = Vec::with_capacity(partitions.len());
         for (offset, (table, partition)) in partitions.into_iter().enumerate() {
-            files.push(self.write_file(table, partition, first_id + offset as u64)?);
+            files.push(self.write_file(table, partition, first_id + offset as u64, written)?);
         }
-        self.buffer
-            .complete(snapshot.generation, files.clone(), snapshot.wal_through)?;
-        wal::remove_segments_through(&self.paths.wal_dir(), snapshot.wal_through)?;
+        self.buffer.complete(snapshot, files.clone())?;
         Ok(files)
     }
 
+    /// Writes one partition's file (temp name, fsync, rename, directory fsync); every path it
+    /// creates is pushed to `written` first, so a failure can remove it.
     fn write_file(
         &self,
         table: Table,
         partition: Partition,
         file_id: u64,
+        written: &mut Vec<std::path::PathBuf>,
     ) -> Result<CatalogFile, PersistError> {
         let relative =
             DataPaths::parquet_relative(table.name(), &partition.date, &partition.run, file_id);
@@ -111,7 +159,7 @@ impl Persister {
             move |source| PersistError::Io { path, source }
         };
         let dir = path.parent().unwrap_or(self.paths.root()).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        self.storage.create_dir_all(&dir).map_err(io(&dir))?;
         let temp = path.with_extension("parquet.tmp");
         let rows: usize = partition.batches.iter().map(RecordBatch::num_rows).sum();
         let bytes: usize = partition
@@ -143,8 +191,13 @@ impl Persister {
             .build();
         let schema = table.schema();
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
-        {
-            let file = std::fs::File::create(&temp).map_err(io(&temp))?;
+        written.push(temp.clone());
+        let size_bytes = {
+            let file = self.storage.create(&temp).map_err(io(&temp))?;
+            let file = CountingFile {
+                inner: file,
+                bytes: 0,
+            };
             let mut writer = ArrowWriter::try_new(file, schema, Some(properties))?;
             for batch in &partition.batches {
                 let times = arrival_times(batch);
@@ -156,12 +209,13 @@ impl Persister {
                 }
                 writer.write(batch)?;
             }
-            let file = writer.into_inner()?;
-            file.sync_all().map_err(io(&temp))?;
-        }
-        std::fs::rename(&temp, &path).map_err(io(&path))?;
-        wal::sync_dir(&dir)?;
-        let size_bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
+            let mut file = writer.into_inner()?;
+            file.inner.sync_all().map_err(io(&temp))?;
+            file.bytes
+        };
+        written.push(path.clone());
+        self.storage.rename(&temp, &path).map_err(io(&path))?;
+        wal::sync_dir(&self.storage, &dir)?;
         Ok(CatalogFile {
             table: table.name().to_string(),
             path: relative,
@@ -242,40 +296,76 @@ fn partition(batches: &[RecordBatch]) -> Result<Vec<Partition>, PersistError> {
         .collect())
 }
 
-/// Runs the persister on its own thread: snapshots in, files out, in order. A failed snapshot
-/// is retried with back-off; if the channel closes while it still fails, it is left to the WAL
-/// (replayed at the next start), which loses nothing.
+/// Longest wait between two attempts at a failing snapshot.
+const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Attempts at a failing snapshot once the server is stopping, before it is left to the WAL.
+const ATTEMPTS_WHILE_STOPPING: u32 = 3;
+
+/// Runs the persister on its own thread: snapshots in, files out, strictly in order. A failed
+/// snapshot is retried with back-off until it succeeds, and no later snapshot is persisted
+/// before it. Once `stopping` is set, a snapshot that still fails after a few attempts ends the
+/// thread: it and every later one stay in the WAL, replayed at the next start.
 ///
 /// # Errors
 /// The OS error if the thread cannot be started.
 pub fn spawn(
     persister: Persister,
     snapshots: std::sync::mpsc::Receiver<Arc<Snapshot>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
     std::thread::Builder::new()
         .name("flowdaq-persister".into())
         .spawn(move || {
             for snapshot in snapshots {
-                let mut attempt = 0u32;
+                let mut delay = std::time::Duration::from_millis(50);
+                let mut attempts_while_stopping = 0;
                 loop {
                     match persister.persist(&snapshot) {
                         Ok(files) => {
+                            persister.health.persist_ok();
                             tracing::debug!(generation = snapshot.generation, files = files.len(), "persisted");
                             break;
                         }
-                        Err(err) if attempt < 5 => {
-                            attempt += 1;
-                            tracing::error!(%err, attempt, "persist failed; retrying");
-                            std::thread::sleep(std::time::Duration::from_millis(200 << attempt));
-                        }
                         Err(err) => {
-                            tracing::error!(%err, "persist failed; rows stay in the WAL for the next start");
-                            break;
+                            persister.health.persist_failed(err.to_string());
+                            if stopping.load(Ordering::Acquire) {
+                                attempts_while_stopping += 1;
+                                if attempts_while_stopping >= ATTEMPTS_WHILE_STOPPING {
+                                    tracing::error!(%err, "persist failed while stopping; rows stay in the WAL for the next start");
+                                    return;
+                                }
+                            }
+                            tracing::error!(%err, retry_in_ms = delay.as_millis() as u64, "persist failed; retrying");
+                            // Back-off between attempts, cut short when the server stops.
+                            let until = std::time::Instant::now() + delay;
+                            while std::time::Instant::now() < until && !stopping.load(Ordering::Acquire) {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                            }
+                            delay = (delay * 2).min(MAX_RETRY_DELAY);
                         }
                     }
                 }
             }
         })
+}
+
+/// Counts what goes through to the file, so the size is known without a `stat`.
+struct CountingFile {
+    inner: Box<dyn StorageFile>,
+    bytes: u64,
+}
+
+impl std::io::Write for CountingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Removes Parquet files (and temp files) under `tables/` that the catalog does not list:

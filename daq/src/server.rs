@@ -17,7 +17,8 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::conditions::{ConditionTimes, Conditions};
 use crate::config::ServerConfig;
 use crate::features::FeatureExtractors;
-use crate::ingest::{known_calibrations, Pipeline, StreamParts};
+use crate::ingest::{known_calibrations, Pipeline, PipelineParts, StreamParts};
+use crate::ledger::SeqLedger;
 use crate::metrics::Metrics;
 use crate::outcomes::OutcomeTracker;
 use crate::paths::DataPaths;
@@ -26,6 +27,7 @@ use crate::publish::sequencer::StreamSequencer;
 use crate::publish::zmtp::{PubLimits, PubSocket};
 use crate::publish::{Publisher, StreamFormat};
 use crate::query::{QueryEngine, QueryError};
+use crate::storage::SharedStorage;
 use crate::wal::{self, Wal, WalError};
 use crate::write_buffer::WriteBuffer;
 
@@ -87,6 +89,8 @@ pub struct Recovered {
     pub buffer: Arc<WriteBuffer>,
     /// Rows replayed from the WAL.
     pub replayed_rows: usize,
+    /// Committed seqs: the catalog's, then the replayed groups'.
+    pub ledger: SeqLedger,
 }
 
 /// Loads catalog and WAL of `data_dir`. With `repair`, stray files and persisted WAL segments
@@ -95,7 +99,11 @@ pub struct Recovered {
 ///
 /// # Errors
 /// [`ServerError`] if the catalog or WAL cannot be read.
-pub fn recover(data_dir: &std::path::Path, repair: bool) -> Result<Recovered, ServerError> {
+pub fn recover(
+    data_dir: &std::path::Path,
+    repair: bool,
+    storage: SharedStorage,
+) -> Result<Recovered, ServerError> {
     let paths = DataPaths::new(data_dir);
     if repair {
         std::fs::create_dir_all(paths.root()).map_err(|source| ServerError::DataDir {
@@ -109,12 +117,18 @@ pub fn recover(data_dir: &std::path::Path, repair: bool) -> Result<Recovered, Se
         if strays > 0 {
             tracing::warn!(strays, "removed files left by an interrupted persist");
         }
-        wal::remove_segments_through(&paths.wal_dir(), catalog.wal_persisted_through)?;
+        wal::remove_segments_through(&storage, &paths.wal_dir(), catalog.wal_persisted_through)?;
     }
     let replay = wal::replay(&paths.wal_dir(), catalog.wal_persisted_through)?;
-    let buffer = Arc::new(WriteBuffer::new(catalog, paths.clone()));
-    let replayed_rows = replay.batches.iter().map(|(_, b)| b.num_rows()).sum();
-    buffer.insert(&replay.batches);
+    let mut ledger = catalog.seq_ledger.clone();
+    for group in &replay.groups {
+        ledger.commit_all(&group.seqs);
+    }
+    let buffer = Arc::new(WriteBuffer::new(catalog, paths.clone(), storage));
+    let replayed_rows = replay.rows();
+    for group in &replay.groups {
+        buffer.insert(&group.batches);
+    }
     if replayed_rows > 0 {
         tracing::info!(
             replayed_rows,
@@ -126,6 +140,7 @@ pub fn recover(data_dir: &std::path::Path, repair: bool) -> Result<Recovered, Se
         paths,
         buffer,
         replayed_rows,
+        ledger,
     })
 }
 
@@ -154,6 +169,7 @@ pub struct RunningServer {
     transport_tasks: Vec<JoinHandle<()>>,
     pipeline: std::thread::JoinHandle<()>,
     persister: std::thread::JoinHandle<()>,
+    persister_stopping: Arc<std::sync::atomic::AtomicBool>,
     ack_task: JoinHandle<()>,
     http_task: Option<JoinHandle<()>>,
 }
@@ -163,15 +179,27 @@ pub struct RunningServer {
 /// # Errors
 /// [`ServerError`] for anything that prevents a correct start.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    start_with_storage(config, crate::storage::LocalStorage::shared()).await
+}
+
+/// As [`start`], with the write path's files going through `storage` (tests inject faults).
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with_storage(
+    config: ServerConfig,
+    storage: SharedStorage,
+) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
     let extractors = FeatureExtractors::new(&config.features)?;
-    let recovered = recover(&config.data_dir, true)?;
+    let recovered = recover(&config.data_dir, true, storage.clone())?;
     let Recovered {
         paths,
         buffer,
         replayed_rows,
+        ledger,
     } = recovered;
-    let wal = Wal::open(&paths.wal_dir(), config.wal.fsync)?;
+    let wal = Wal::open(&paths.wal_dir(), config.wal.fsync, storage.clone())?;
     let calibrations = buffer.chunks(Table::SpectralCalibrations);
     let calibration_files: Vec<_> = calibrations
         .files
@@ -181,6 +209,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let seen = known_calibrations(&calibrations.batches, &calibration_files);
 
     let metrics = Arc::new(Metrics::default());
+    for (source, last_seq) in ledger.last_seqs() {
+        metrics.resume_seq(source, last_seq);
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (inbound_tx, inbound_rx) = mpsc::channel(config.ingest.queue_capacity_messages);
     let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
@@ -201,9 +232,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     });
 
-    let persister = Persister::new(paths.clone(), config.parquet.clone(), buffer.clone());
-    let persister =
-        persister::spawn(persister, snapshot_rx).map_err(|e| ServerError::Thread(e.to_string()))?;
+    let persister = Persister::new(
+        paths.clone(),
+        config.parquet.clone(),
+        buffer.clone(),
+        storage,
+        metrics.health.clone(),
+    );
+    let persister_stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let persister = persister::spawn(persister, snapshot_rx, persister_stopping.clone())
+        .map_err(|e| ServerError::Thread(e.to_string()))?;
 
     let query = QueryEngine::new(buffer.clone(), &paths)?;
     let (conditions, tracker, sequencer) = recover_streams(&query, &config).await?;
@@ -262,15 +300,19 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         registrations: registrations_rx,
     };
     let pipeline = Pipeline::new(
-        config.clone(),
-        wal,
-        buffer.clone(),
-        metrics.clone(),
-        snapshot_tx,
-        ack_tx,
-        seen,
+        PipelineParts {
+            config: config.clone(),
+            wal,
+            buffer: buffer.clone(),
+            metrics: metrics.clone(),
+            health: metrics.health.clone(),
+            snapshots: snapshot_tx,
+            acks: ack_tx,
+            seen_calibrations: seen,
+            ledger,
+            streams,
+        },
         extractors,
-        streams,
     );
     let runtime = tokio::runtime::Handle::current();
     let pipeline = std::thread::Builder::new()
@@ -326,6 +368,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         transport_tasks: transport.tasks,
         pipeline,
         persister,
+        persister_stopping,
         ack_task,
         http_task,
     })
@@ -404,6 +447,9 @@ impl RunningServer {
         // control endpoint or HTTP are answered "shutting down" as those tasks end.
         drop(self.registrations);
         join(self.pipeline).await?;
+        // From here a persist that keeps failing is left to the WAL after a few attempts.
+        self.persister_stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         join(self.persister).await?;
         for task in self.stream_tasks {
             let _ = task.await;

@@ -7,14 +7,16 @@
 //! The buffer owns the in-memory catalog for that reason.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 use flowdaq_schemas::Table;
 
 use crate::catalog::{Catalog, CatalogError, CatalogFile};
+use crate::ledger::SeqLedger;
 use crate::paths::DataPaths;
+use crate::storage::SharedStorage;
 
 /// Rows moved out of `open`, on their way to Parquet.
 #[derive(Debug)]
@@ -25,6 +27,10 @@ pub struct Snapshot {
     pub wal_through: u64,
     /// The batches, per table.
     pub batches: BTreeMap<Table, Vec<RecordBatch>>,
+    /// Arrow bytes of the batches.
+    pub bytes: usize,
+    /// Committed seqs as of `wal_through`, saved with the catalog.
+    pub ledger: SeqLedger,
 }
 
 impl Snapshot {
@@ -45,6 +51,7 @@ struct State {
     open_rows: usize,
     open_since: Option<Instant>,
     persisting: Vec<Arc<Snapshot>>,
+    persisting_bytes: usize,
     catalog: Catalog,
     next_generation: u64,
 }
@@ -67,6 +74,10 @@ pub struct BufferStats {
     pub open_bytes: usize,
     /// Rows in persisting generations.
     pub persisting_rows: usize,
+    /// Arrow bytes in persisting generations.
+    pub persisting_bytes: usize,
+    /// Snapshots written or waiting to be written.
+    pub persisting_snapshots: usize,
     /// Rows in catalogued Parquet files.
     pub persisted_rows: u64,
     /// Catalogued Parquet files.
@@ -76,18 +87,23 @@ pub struct BufferStats {
 /// The queryable write buffer; see the module doc.
 pub struct WriteBuffer {
     state: Mutex<State>,
+    /// Signalled when a snapshot completes and its bytes leave the buffer.
+    room: Condvar,
     paths: DataPaths,
+    storage: SharedStorage,
 }
 
 impl WriteBuffer {
-    /// A buffer over an existing catalog.
-    pub fn new(catalog: Catalog, paths: DataPaths) -> WriteBuffer {
+    /// A buffer over an existing catalog, saving it through `storage`.
+    pub fn new(catalog: Catalog, paths: DataPaths, storage: SharedStorage) -> WriteBuffer {
         WriteBuffer {
             state: Mutex::new(State {
                 catalog,
                 ..State::default()
             }),
+            room: Condvar::new(),
             paths,
+            storage,
         }
     }
 
@@ -120,12 +136,15 @@ impl WriteBuffer {
     }
 
     /// Moves everything open into a new persisting generation, or `None` if nothing is open.
-    pub fn take_snapshot(&self, wal_through: u64) -> Option<Arc<Snapshot>> {
+    /// `ledger` is the seq ledger as of `wal_through`.
+    pub fn take_snapshot(&self, wal_through: u64, ledger: SeqLedger) -> Option<Arc<Snapshot>> {
         let mut state = self.lock();
         if state.open.is_empty() {
             return None;
         }
         let batches = std::mem::take(&mut state.open);
+        let bytes = state.open_bytes;
+        state.persisting_bytes += bytes;
         state.open_bytes = 0;
         state.open_rows = 0;
         state.open_since = None;
@@ -135,6 +154,8 @@ impl WriteBuffer {
             generation,
             wal_through,
             batches,
+            bytes,
+            ledger,
         });
         state.persisting.push(snapshot.clone());
         Some(snapshot)
@@ -148,25 +169,49 @@ impl WriteBuffer {
         first
     }
 
-    /// Records the snapshot's files in the catalog (saved atomically) and drops the snapshot
-    /// from the buffer, in one step as seen by queries.
+    /// Records the snapshot's files in the catalog (saved atomically, with the snapshot's WAL
+    /// watermark and seq ledger) and drops the snapshot from the buffer, in one step as seen
+    /// by queries. The catalog is written outside the lock; only the swap happens under it.
+    /// Snapshots must complete in generation order: the watermark says every segment up to it
+    /// is in Parquet.
     ///
     /// # Errors
     /// [`CatalogError`] if the catalog cannot be saved; the snapshot then stays buffered.
     pub fn complete(
         &self,
-        generation: u64,
+        snapshot: &Snapshot,
         files: Vec<CatalogFile>,
-        wal_through: u64,
     ) -> Result<(), CatalogError> {
-        let mut state = self.lock();
-        let mut next = state.catalog.clone();
+        let mut next = self.lock().catalog.clone();
         next.files.extend(files);
-        next.wal_persisted_through = next.wal_persisted_through.max(wal_through);
-        next.save(&self.paths.catalog_file())?;
+        next.wal_persisted_through = next.wal_persisted_through.max(snapshot.wal_through);
+        next.seq_ledger = snapshot.ledger.clone();
+        next.save(self.storage.as_ref(), &self.paths.catalog_file())?;
+        let mut state = self.lock();
+        // Only the persister allocates file ids and completes, so nothing changed meanwhile
+        // but, to be safe, ids handed out since are never handed out again.
+        next.next_file_id = next.next_file_id.max(state.catalog.next_file_id);
         state.catalog = next;
-        state.persisting.retain(|s| s.generation != generation);
+        state
+            .persisting
+            .retain(|s| s.generation != snapshot.generation);
+        state.persisting_bytes = state.persisting_bytes.saturating_sub(snapshot.bytes);
+        drop(state);
+        self.room.notify_all();
         Ok(())
+    }
+
+    /// Waits until the buffer (open and persisting) holds fewer than `max_bytes`, or `timeout`
+    /// passes. Returns whether there is room.
+    pub fn wait_for_room(&self, max_bytes: usize, timeout: std::time::Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .room
+            .wait_timeout_while(state, timeout, |s| {
+                s.open_bytes + s.persisting_bytes >= max_bytes
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        state.open_bytes + state.persisting_bytes < max_bytes
     }
 
     /// Files and buffered batches of one table, consistent with each other.
@@ -193,6 +238,8 @@ impl WriteBuffer {
             open_rows: state.open_rows,
             open_bytes: state.open_bytes,
             persisting_rows: state.persisting.iter().map(|s| s.rows()).sum(),
+            persisting_bytes: state.persisting_bytes,
+            persisting_snapshots: state.persisting.len(),
             persisted_rows: state.catalog.files.iter().map(|f| f.rows).sum(),
             persisted_files: state.catalog.files.len(),
         }
@@ -220,10 +267,16 @@ mod tests {
     #[test]
     fn rows_are_seen_once_through_snapshot_and_completion() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let buffer = WriteBuffer::new(Catalog::default(), DataPaths::new(dir.path()));
+        let buffer = WriteBuffer::new(
+            Catalog::default(),
+            DataPaths::new(dir.path()),
+            crate::storage::LocalStorage::shared(),
+        );
         buffer.insert(&[(Table::Photons, batch(3))]);
         assert_eq!(buffer.chunks(Table::Photons).batches.len(), 1);
-        let snapshot = buffer.take_snapshot(1).expect("snapshot");
+        let snapshot = buffer
+            .take_snapshot(1, SeqLedger::default())
+            .expect("snapshot");
         buffer.insert(&[(Table::Photons, batch(2))]);
         let during = buffer.chunks(Table::Photons);
         assert_eq!(
@@ -245,9 +298,7 @@ mod tests {
             run_id: "r".into(),
             date: "d".into(),
         };
-        buffer
-            .complete(snapshot.generation, vec![file], 1)
-            .expect("complete");
+        buffer.complete(&snapshot, vec![file]).expect("complete");
         let after = buffer.chunks(Table::Photons);
         assert_eq!(after.files.len(), 1);
         assert_eq!(

@@ -27,9 +27,10 @@ import zmq
 
 
 def header_frame(source, stream, seq, arrays, meta, run_id=None, condition_id=None,
-                 instrument_time_ns=None, end_of_stream=False):
+                 instrument_time_ns=None, end_of_stream=False, session=None):
     """The JSON header frame of one message: `arrays` lists (name, dtype string, shape) of the
-    frames that follow, in order; the optional keys are left out when not given."""
+    frames that follow, in order; the optional keys are left out when not given. `session`
+    names this life of the sender's seq counter (see "Exactly once" in docs/wire-protocol.md)."""
     header = {
         "protocol": 1,
         "source": source,
@@ -38,6 +39,8 @@ def header_frame(source, stream, seq, arrays, meta, run_id=None, condition_id=No
         "arrays": [{"name": name, "dtype": dtype, "shape": list(shape)} for name, dtype, shape in arrays],
         "meta": meta,
     }
+    if session is not None:
+        header["session"] = session
     if run_id is not None:
         header["run_id"] = run_id
     if condition_id is not None:
@@ -50,7 +53,8 @@ def header_frame(source, stream, seq, arrays, meta, run_id=None, condition_id=No
 
 
 def spectrum_frames(source, seq, wavelength_nm, counts, kind="pl", integration_time_ms=10.0,
-                    run_id=None, condition_id=None, probe_position_mm=None, instrument_time_ns=None):
+                    run_id=None, condition_id=None, probe_position_mm=None, instrument_time_ns=None,
+                    session=None):
     """Return the multipart frames of one spectra message.
 
     `counts` is one spectrum (shape [pixels]) or a batch (shape [n_spectra, pixels]).
@@ -63,7 +67,7 @@ def spectrum_frames(source, seq, wavelength_nm, counts, kind="pl", integration_t
     arrays = [("wavelength_nm", wavelength_nm.dtype.str, wavelength_nm.shape),
               ("intensity_counts", counts.dtype.str, counts.shape)]
     header = header_frame(source, "spectra", seq, arrays, meta, run_id=run_id, condition_id=condition_id,
-                          instrument_time_ns=instrument_time_ns)
+                          instrument_time_ns=instrument_time_ns, session=session)
     return [header, wavelength_nm.tobytes(), counts.tobytes()]
 
 
@@ -163,34 +167,64 @@ def send_ptu(push, source, path, records_per_message=65536, run_id=None):
 class AcknowledgedSender:
     """DEALER sender that keeps every message until the server acknowledges its `seq`.
 
-    The server acknowledges only once the message is durable in its write-ahead log, so a
-    sender that resends whatever is unacknowledged after a reconnect never loses data.
+    The server acknowledges only once the message is durable in its write-ahead log, and a
+    resend of a message it already holds is acknowledged as a duplicate, not stored twice. So a
+    sender that resends whatever is unacknowledged (after a `retry: true` nack, or after a
+    silence, over a new connection) stores every message exactly once. Give every message of
+    one counter the same `session` (docs/wire-protocol.md, "Exactly once").
     """
 
     def __init__(self, context, endpoint):
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(endpoint)
+        self.context = context
+        self.endpoint = endpoint
+        self.socket = None
         self.unacknowledged = {}
+        self.refused = {}
+        self.duplicates = 0
+        self.connect()
+
+    def connect(self):
+        """(Re)connect: after a server restart the old connection is gone."""
+        if self.socket is not None:
+            self.socket.close(linger=0)
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(self.endpoint)
 
     def send(self, seq, frames):
         self.unacknowledged[seq] = frames
         self.socket.send_multipart(frames)
 
     def collect_acks(self, timeout_ms=100):
-        """Read every acknowledgement available; return the decoded replies."""
+        """Read every reply available; return the decoded replies. An ack (plain or duplicate)
+        or a final nack (`retry: false`) settles its message; a `retry: true` nack keeps it."""
         replies = []
         while self.socket.poll(timeout_ms):
             reply = json.loads(self.socket.recv_multipart()[-1])
             replies.append(reply)
-            seq = reply.get("ack", reply.get("nack"))
-            self.unacknowledged.pop(seq, None)
+            if "ack" in reply:
+                self.duplicates += bool(reply.get("duplicate"))
+                self.unacknowledged.pop(reply["ack"], None)
+            elif not reply.get("retry") and reply.get("nack") is not None:
+                self.refused[reply["nack"]] = reply.get("error")
+                self.unacknowledged.pop(reply["nack"], None)
             timeout_ms = 0
         return replies
 
     def resend_unacknowledged(self):
         for seq in sorted(self.unacknowledged):
             self.socket.send_multipart(self.unacknowledged[seq])
+
+    def flush(self, silence_ms=2000, attempts=30):
+        """Resend until every message is acknowledged or refused (bounded); return whether it was."""
+        for _ in range(attempts):
+            if not self.unacknowledged:
+                return True
+            if not self.collect_acks(silence_ms):
+                self.connect()
+            self.resend_unacknowledged()
+        self.collect_acks(silence_ms)
+        return not self.unacknowledged
 
 
 def main():

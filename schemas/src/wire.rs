@@ -187,6 +187,10 @@ pub struct Header {
     pub stream: StreamKind,
     /// Per-source message sequence number, +1 per message; gaps reveal lost messages.
     pub seq: u64,
+    /// The sender's session: names one life of its `seq` counter, so the server tells a
+    /// counter that restarted from a resend (same source, session and seq: a duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// Campaign or run the data belongs to; the server's default run if absent.
     #[serde(default)]
     pub run_id: Option<String>,
@@ -217,8 +221,12 @@ impl Header {
     /// # Errors
     /// [`WireError`] naming the first rule the frame breaks.
     pub fn parse(frame: &[u8]) -> Result<Header, WireError> {
+        // Typed first (it refuses duplicate keys), then the shapes it would also have taken.
         let header: Header =
             serde_json::from_slice(frame).map_err(|e| WireError::BadJson(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(frame).map_err(|e| WireError::BadJson(e.to_string()))?;
+        check_shape(&value)?;
         header.validate()?;
         Ok(header)
     }
@@ -230,6 +238,9 @@ impl Header {
             });
         }
         check_identifier("source", &self.source)?;
+        if let Some(session) = &self.session {
+            check_identifier("session", session)?;
+        }
         if let Some(run_id) = &self.run_id {
             check_identifier("run_id", run_id)?;
         }
@@ -251,6 +262,33 @@ impl Header {
     pub fn array(&self, name: &str) -> Option<(usize, &ArrayDesc)> {
         self.arrays.iter().enumerate().find(|(_, a)| a.name == name)
     }
+}
+
+/// The shapes serde would also take but the protocol does not describe: a struct written as
+/// a JSON array of its values, an enum as a one-key object. The header and every array
+/// descriptor must be objects, `stream` and `format` strings.
+fn check_shape(value: &serde_json::Value) -> Result<(), WireError> {
+    use serde_json::Value;
+    let not = |what: &str| Err(WireError::BadJson(what.to_string()));
+    let Value::Object(header) = value else {
+        return not("the header must be a JSON object");
+    };
+    for key in ["stream", "format"] {
+        if header.get(key).is_some_and(|v| !v.is_string()) {
+            return not(&format!("\"{key}\" must be a string"));
+        }
+    }
+    if let Some(arrays) = header.get("arrays") {
+        let Value::Array(arrays) = arrays else {
+            return not("\"arrays\" must be a list of objects");
+        };
+        if arrays.iter().any(|a| !a.is_object()) {
+            return not(
+                "each entry of \"arrays\" must be an object {\"name\", \"dtype\", \"shape\"}",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Identifiers end up in file paths and SQL results: keep them short and printable.
@@ -303,6 +341,29 @@ mod tests {
                 "unknown variant",
             ),
             ("{not json".to_string(), "bad header JSON"),
+            (
+                r#"[1,"spec-1","spectra",7]"#.to_string(),
+                "must be a JSON object",
+            ),
+            (
+                header_json("").replace(r#""stream":"spectra""#, r#""stream":{"spectra":null}"#),
+                "\"stream\" must be a string",
+            ),
+            (
+                header_json(r#","format":{"arrays":null}"#),
+                "\"format\" must be a string",
+            ),
+            (
+                header_json("").replace(
+                    r#"{"name":"intensity_counts","dtype":"<f4","shape":[2,2048]}"#,
+                    r#"["intensity_counts","<f4",[2,2048]]"#,
+                ),
+                "each entry of \"arrays\"",
+            ),
+            (
+                header_json(r#","seq":8"#),
+                "duplicate field",
+            ),
         ];
         for (json, expected) in cases {
             let err = Header::parse(json.as_bytes()).expect_err(&json).to_string();

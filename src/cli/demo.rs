@@ -178,7 +178,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "\nAll rows persisted to Parquet under {}/tables. SQL over them:\n",
         args.data_dir.display()
     );
-    let recovered = flowdaq_daq::server::recover(&args.data_dir, false)?;
+    let recovered = flowdaq_daq::server::recover(
+        &args.data_dir,
+        false,
+        flowdaq_daq::storage::LocalStorage::shared(),
+    )?;
     drop(query);
     let engine = QueryEngine::new(recovered.buffer, &recovered.paths)?;
     for (title, sql) in demo_queries(&run_id, started_ns) {

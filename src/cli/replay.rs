@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use flowdaq_connectors::replay::ptu::PtuReplayConfig;
 use flowdaq_connectors::replay::{SpectraFileConfig, SpectraFileFormat};
-use flowdaq_connectors::runner::{run_connector, Pacing};
+use flowdaq_connectors::runner::{run_connector, run_connector_acked, Pacing};
 use flowdaq_connectors::Connector;
 use flowdaq_daq::config::{StatisticChoice, TcspcSourceConfig};
 use flowdaq_daq::query::output::Format;
@@ -22,7 +22,9 @@ pub struct ReplayArgs {
     /// .scope (OOIBase32) or SpectraSuite/OceanView text, JASCO text, or CSV spectra
     /// (wavelength column, then one column per spectrum).
     pub file: PathBuf,
-    /// PULL endpoint of a running server; without it an embedded server writes to --data-dir.
+    /// ROUTER endpoint of a running server (default port 5557): messages are sent with
+    /// acknowledgements and resent until every one is durable. Without it an embedded server
+    /// writes to --data-dir.
     #[arg(long)]
     pub to: Option<String>,
     /// Data directory for the embedded server.
@@ -88,8 +90,21 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     } = prepared;
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     if let Some(endpoint) = &args.to {
-        let sent = run_connector(connector, endpoint.clone(), Pacing::Unpaced, stop).await?;
-        println!("sent {sent} messages to {endpoint}");
+        let stats = run_connector_acked(connector, endpoint).await?;
+        println!(
+            "sent {} messages to {endpoint}: {} acknowledged ({} as duplicates), {} refused, {} resent",
+            stats.sent,
+            stats.acknowledged,
+            stats.duplicates,
+            stats.refused.len(),
+            stats.resent
+        );
+        for (seq, reason) in &stats.refused {
+            println!("  seq {seq} refused: {reason}");
+        }
+        if !stats.refused.is_empty() {
+            bail!("{} messages refused by the server", stats.refused.len());
+        }
         return Ok(());
     }
     let started_ns = flowdaq_connectors::transport::now_ns();

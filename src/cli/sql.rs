@@ -42,7 +42,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
             if !dir.exists() {
                 bail!("data directory {} does not exist", dir.display());
             }
-            let recovered = flowdaq_daq::server::recover(&dir, false)?;
+            let recovered = flowdaq_daq::server::recover(
+                &dir,
+                false,
+                flowdaq_daq::storage::LocalStorage::shared(),
+            )?;
             let engine = QueryEngine::new(recovered.buffer, &recovered.paths)?;
             let result = engine.execute(&args.query).await?;
             result.render(format)?

@@ -204,6 +204,20 @@ fn decode_payload(
     ctx: &DecodeContext<'_>,
     streams: Option<&mut RecordStreams>,
 ) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    let header = decode_header(frames, ctx)?;
+    decode_after_header(header, frames, ctx, streams)
+}
+
+/// The first step of decoding: the size limit, then the header frame. The server looks at
+/// the header (is this message a resend?) before it decodes the payload.
+///
+/// # Errors
+/// [`DecodeError`], with the header if it parsed (an oversized message's header is parsed
+/// only to attribute the rejection).
+pub fn decode_header(
+    frames: &[Bytes],
+    ctx: &DecodeContext<'_>,
+) -> Result<Header, (Option<Header>, DecodeError)> {
     let total: u64 = frames.iter().map(|f| f.len() as u64).sum();
     if total > ctx.limits.max_message_bytes {
         let header = frames.first().and_then(|f| Header::parse(f).ok());
@@ -214,8 +228,21 @@ fn decode_payload(
         return Err((header, err));
     }
     let header_frame = frames.first().ok_or((None, DecodeError::Empty))?;
-    let header = Header::parse(header_frame).map_err(|e| (None, e.into()))?;
-    let payload = &frames[1..];
+    Header::parse(header_frame).map_err(|e| (None, e.into()))
+}
+
+/// The rest of [`decode_message_deferred`] once [`decode_header`] gave `header`: the payload
+/// frames (`frames[1..]`) decoded into rows, raw PicoQuant records left undecoded.
+///
+/// # Errors
+/// As [`decode_message`].
+pub fn decode_after_header(
+    header: Header,
+    frames: &[Bytes],
+    ctx: &DecodeContext<'_>,
+    streams: Option<&mut RecordStreams>,
+) -> Result<DecodedMessage, (Option<Header>, DecodeError)> {
+    let payload = frames.get(1..).unwrap_or(&[]);
     let result = match header.format {
         PayloadFormat::Arrays => decode_arrays(&header, payload, ctx, streams),
         PayloadFormat::ArrowIpc => decode_ipc(&header, payload, ctx).map(PayloadRows::from),

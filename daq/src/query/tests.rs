@@ -44,11 +44,24 @@ fn photons(run: &str, start_ns: i64, rows: usize) -> RecordBatch {
 fn persisted(dir: &std::path::Path, batches: Vec<RecordBatch>) -> QueryEngine {
     let paths = DataPaths::new(dir);
     std::fs::create_dir_all(paths.wal_dir()).expect("wal dir");
-    let buffer = Arc::new(WriteBuffer::new(Catalog::default(), paths.clone()));
-    let persister = Persister::new(paths.clone(), ParquetConfig::default(), buffer.clone());
+    let storage = crate::storage::LocalStorage::shared();
+    let buffer = Arc::new(WriteBuffer::new(
+        Catalog::default(),
+        paths.clone(),
+        storage.clone(),
+    ));
+    let persister = Persister::new(
+        paths.clone(),
+        ParquetConfig::default(),
+        buffer.clone(),
+        storage,
+        Default::default(),
+    );
     for batch in batches {
         buffer.insert(&[(Table::Photons, batch)]);
-        let snapshot = buffer.take_snapshot(0).expect("snapshot");
+        let snapshot = buffer
+            .take_snapshot(0, Default::default())
+            .expect("snapshot");
         persister.persist(&snapshot).expect("persist");
     }
     QueryEngine::new(buffer, &paths).expect("engine")

@@ -1,0 +1,376 @@
+//! The ingest pipeline: messages in, durable and queryable rows and acknowledgements out.
+//!
+//! Two stages with one direction: [`accept`] (header, resend check, decode, features: per
+//! message) and [`commit`] (in arrival order: tagging, numbering, one WAL entry per group,
+//! write buffer, acknowledgements, feature stream). The loop takes everything waiting, up to
+//! `max_group_messages` and `max_group_bytes`, as one group, so one fsync covers it.
+//!
+//! It never stops for a bad message (a rejection is a row of `ingest_errors`), never blocks
+//! good data for it, and bounds what it holds: while the WAL refuses a group, ROUTER senders
+//! are nacked with `retry: true`, PUB messages are dropped and counted, and PULL messages wait
+//! (their byte budget stops the sockets' reads); while the write buffer is at its bound, the
+//! loop stops taking messages, so senders block. It runs on a dedicated thread (WAL writes and
+//! fsync block). Condition registrations come through the same loop, so "every measurement
+//! arriving after it" has one meaning.
+
+mod accept;
+mod commit;
+mod rejection;
+mod reply;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::UInt64Type;
+use arrow::record_batch::RecordBatch;
+use flowdaq_connectors::transport::{Inbound, ReplyTo, TransportKind};
+use flowdaq_schemas::Header;
+use tokio::sync::mpsc;
+
+use self::accept::{Accepted, Acceptor};
+use self::commit::Committer;
+use crate::conditions::Conditions;
+use crate::config::ServerConfig;
+use crate::control::RegisterRequest;
+use crate::features::FeatureExtractors;
+use crate::health::Health;
+use crate::ledger::SeqLedger;
+use crate::metrics::Metrics;
+use crate::outcomes::OutcomeTracker;
+use crate::publish::sequencer::StreamSequencer;
+use crate::publish::Publisher;
+use crate::wal::Wal;
+use crate::write_buffer::{Snapshot, WriteBuffer};
+
+/// An acknowledgement to send back through the ROUTER socket.
+pub type Ack = (ReplyTo, serde_json::Value);
+
+/// The pipeline's part in conditions, outcomes and the feature stream.
+pub struct StreamParts {
+    /// Registered conditions, current per run.
+    pub conditions: Conditions,
+    /// Steady-state detection.
+    pub tracker: OutcomeTracker,
+    /// Numbers published rows.
+    pub sequencer: StreamSequencer,
+    /// Sends committed rows to subscribers, if publishing is on.
+    pub publisher: Option<Publisher>,
+    /// Registrations from the control endpoint and HTTP.
+    pub registrations: mpsc::Receiver<RegisterRequest>,
+}
+
+/// What the pipeline is built from (the server's start-up assembles it).
+pub struct PipelineParts {
+    /// Server configuration.
+    pub config: Arc<ServerConfig>,
+    /// The WAL, opened after recovery.
+    pub wal: Wal,
+    /// The write buffer, holding the replayed rows.
+    pub buffer: Arc<WriteBuffer>,
+    /// Ingest metrics.
+    pub metrics: Arc<Metrics>,
+    /// Write-path health.
+    pub health: Arc<Health>,
+    /// Where snapshots go to the persister.
+    pub snapshots: std::sync::mpsc::Sender<Arc<Snapshot>>,
+    /// Where acknowledgements go to the ROUTER socket.
+    pub acks: mpsc::UnboundedSender<Ack>,
+    /// `(source, calibration_id)` already stored.
+    pub seen_calibrations: HashSet<(String, u64)>,
+    /// Committed seqs, recovered from the catalog and the WAL.
+    pub ledger: SeqLedger,
+    /// Conditions, outcomes, stream numbers, publisher.
+    pub streams: StreamParts,
+}
+
+/// The pipeline; see the module doc.
+pub struct Pipeline {
+    acceptor: Acceptor,
+    committer: Committer,
+    /// PULL messages taken while a group is held: they wait, in order, for the WAL.
+    deferred: VecDeque<Inbound>,
+}
+
+/// What the loop takes next.
+enum Next {
+    Message(Inbound),
+    Registration(RegisterRequest),
+    Idle,
+    Closed,
+}
+
+/// How often outcomes of conditions whose data stopped are checked for their timeout.
+const OUTCOME_TICK: Duration = Duration::from_secs(1);
+/// First and longest wait between two attempts at a held group.
+const STALL_RETRY_FIRST: Duration = Duration::from_millis(50);
+const STALL_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Attempts at a held group once the server is stopping.
+const STALL_ATTEMPTS_AT_SHUTDOWN: u32 = 3;
+/// How long the loop waits for the persister to free room before it looks around again.
+const ROOM_WAIT: Duration = Duration::from_millis(100);
+
+impl Pipeline {
+    /// A pipeline from its parts, with `extractors` for the accept stage.
+    pub fn new(parts: PipelineParts, extractors: FeatureExtractors) -> Pipeline {
+        let acceptor = Acceptor::new(parts.config.clone(), extractors, parts.metrics.clone());
+        Pipeline {
+            acceptor,
+            committer: Committer::new(parts),
+            deferred: VecDeque::new(),
+        }
+    }
+
+    /// Runs until `inbound` is closed and drained, then writes the last windows and snapshots
+    /// what is left.
+    pub fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, runtime: tokio::runtime::Handle) {
+        let tick = self
+            .committer
+            .config
+            .buffer
+            .flush_interval()
+            .min(Duration::from_millis(500));
+        let mut registrations_open = true;
+        let mut last_tick = std::time::Instant::now();
+        let mut stall_delay = STALL_RETRY_FIRST;
+        loop {
+            if last_tick.elapsed() >= OUTCOME_TICK {
+                last_tick = std::time::Instant::now();
+                self.committer.outcome_tick();
+            }
+            if self.committer.is_stalled() {
+                match self.wait_while_stalled(&mut inbound, &runtime, stall_delay) {
+                    Some(true) => stall_delay = STALL_RETRY_FIRST,
+                    Some(false) => stall_delay = (stall_delay * 2).min(STALL_RETRY_MAX),
+                    None => break,
+                }
+                continue;
+            }
+            if self.over_buffer_bound() {
+                self.committer.health.set_backpressure(true);
+                self.committer.maybe_snapshot(false);
+                self.committer
+                    .buffer
+                    .wait_for_room(self.buffer_bound(), ROOM_WAIT);
+                if inbound.is_closed() && self.committer.buffer.stats().persisting_snapshots > 0 {
+                    // Stopping while the persister cannot keep up: what is queued waits for
+                    // the next start (unacknowledged), the buffered rows are in the WAL.
+                    if self.over_buffer_bound() {
+                        tracing::warn!(
+                            "stopping with the write buffer full; queued messages not taken"
+                        );
+                        break;
+                    }
+                }
+                continue;
+            }
+            self.committer.health.set_backpressure(false);
+            let first = match self.deferred.pop_front() {
+                Some(message) => message,
+                None => {
+                    let registrations = &mut self.committer.streams.registrations;
+                    let next = runtime.block_on(async {
+                        tokio::select! {
+                            biased;
+                            r = registrations.recv(), if registrations_open => match r {
+                                Some(r) => Next::Registration(r),
+                                None => Next::Idle,
+                            },
+                            m = tokio::time::timeout(tick, inbound.recv()) => match m {
+                                Ok(Some(m)) => Next::Message(m),
+                                Ok(None) => Next::Closed,
+                                Err(_elapsed) => Next::Idle,
+                            },
+                        }
+                    });
+                    match next {
+                        Next::Message(message) => message,
+                        Next::Closed => break,
+                        Next::Registration(request) => {
+                            self.committer.register(request);
+                            continue;
+                        }
+                        Next::Idle => {
+                            let registrations = &self.committer.streams.registrations;
+                            registrations_open =
+                                !registrations.is_closed() || !registrations.is_empty();
+                            self.committer.maybe_snapshot(false);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let group = self.take_group(first, &mut inbound);
+            self.process_group(group);
+            self.committer.maybe_snapshot(false);
+        }
+        self.finish();
+    }
+
+    /// `first` and whatever else is waiting (deferred messages first), up to the group bounds.
+    fn take_group(
+        &mut self,
+        first: Inbound,
+        inbound: &mut mpsc::Receiver<Inbound>,
+    ) -> Vec<Inbound> {
+        let ingest = &self.committer.config.ingest;
+        let (max_messages, max_bytes) = (ingest.max_group_messages.max(1), ingest.max_group_bytes);
+        let mut bytes = first.size_bytes();
+        let mut group = Vec::with_capacity(max_messages.min(64));
+        group.push(first);
+        while group.len() < max_messages && bytes < max_bytes as u64 {
+            let next = match self.deferred.pop_front() {
+                Some(message) => message,
+                None => match inbound.try_recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
+            bytes += next.size_bytes();
+            group.push(next);
+        }
+        group
+    }
+
+    fn process_group(&mut self, group: Vec<Inbound>) {
+        let mut accepted = Vec::with_capacity(group.len());
+        for message in group {
+            let committer = &self.committer;
+            let outcome = self.acceptor.accept(message, |source, session, seq| {
+                committer.seen(source, session, seq)
+            });
+            if let Accepted::Rows(rows) = &outcome {
+                self.committer.hold_key(&rows.key);
+            }
+            accepted.push(outcome);
+        }
+        let group = self.committer.assemble(accepted);
+        self.committer.commit(group);
+    }
+
+    /// While a group is held: waits up to `delay` for a message (nacked, dropped or deferred
+    /// by transport), then retries the group. `Some(true)` once it is durable, `Some(false)`
+    /// if it is still held, `None` if the intake closed (the server is stopping) and the group
+    /// still failed a few more times.
+    fn wait_while_stalled(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        runtime: &tokio::runtime::Handle,
+        delay: Duration,
+    ) -> Option<bool> {
+        let deadline = tokio::time::Instant::now() + delay;
+        let mut closed = false;
+        loop {
+            let next =
+                runtime.block_on(async { tokio::time::timeout_at(deadline, inbound.recv()).await });
+            match next {
+                Ok(Some(message)) => self.while_stalled(message),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_elapsed) => break,
+            }
+        }
+        if self.committer.retry_stalled() {
+            return Some(true);
+        }
+        if closed {
+            for _ in 1..STALL_ATTEMPTS_AT_SHUTDOWN {
+                std::thread::sleep(delay);
+                if self.committer.retry_stalled() {
+                    return Some(true);
+                }
+            }
+            tracing::error!("stopping with a group the WAL refused: not acknowledged, not stored");
+            return None;
+        }
+        Some(false)
+    }
+
+    /// A message that arrives while a group is held.
+    fn while_stalled(&mut self, message: Inbound) {
+        match message.transport {
+            TransportKind::Pull => self.deferred.push_back(message),
+            TransportKind::Sub => self.committer.metrics.not_durable(),
+            TransportKind::Router => {
+                let reason = self.committer.stall_reason();
+                let header = message.frames.first().and_then(|f| Header::parse(f).ok());
+                let (source, seq) = header.map_or((None, None), |h| (Some(h.source), Some(h.seq)));
+                if let Some(to) = message.reply_to.clone() {
+                    let body = reply::not_durable(source.as_deref(), seq, &reason);
+                    self.committer.send_reply((to, body));
+                }
+                self.committer.metrics.not_durable();
+            }
+        }
+    }
+
+    /// The write buffer's bound in bytes (open and persisting together).
+    fn buffer_bound(&self) -> usize {
+        self.committer.config.buffer.max_buffered_bytes
+    }
+
+    fn over_buffer_bound(&self) -> bool {
+        let stats = self.committer.buffer.stats();
+        stats.open_bytes + stats.persisting_bytes >= self.buffer_bound()
+    }
+
+    /// At shutdown: the windows still open, deferred messages if the WAL takes them, and the
+    /// last snapshot.
+    fn finish(&mut self) {
+        if !self.committer.is_stalled() && !self.deferred.is_empty() {
+            let deferred: Vec<Inbound> = self.deferred.drain(..).collect();
+            self.process_group(deferred);
+        }
+        let derived = self.acceptor.finish_all();
+        if !derived.is_empty() && !self.committer.is_stalled() {
+            let group = self.committer.rows_group(derived);
+            if !self.committer.commit(group) {
+                tracing::error!("WAL append failed; last windows not written");
+            }
+        }
+        self.committer.maybe_snapshot(true);
+    }
+}
+pub fn known_calibrations(
+    batches: &[RecordBatch],
+    files: &[std::path::PathBuf],
+) -> HashSet<(String, u64)> {
+    let mut known = HashSet::new();
+    let mut add = |batch: &RecordBatch| {
+        let (Some(sources), Some(ids)) = (
+            batch.column_by_name("source"),
+            batch.column_by_name("calibration_id"),
+        ) else {
+            return;
+        };
+        let (Some(sources), Some(ids)) = (
+            sources.as_string_opt::<i32>(),
+            ids.as_primitive_opt::<UInt64Type>(),
+        ) else {
+            return;
+        };
+        for row in 0..batch.num_rows() {
+            if sources.is_valid(row) {
+                known.insert((sources.value(row).to_string(), ids.value(row)));
+            }
+        }
+    };
+    batches.iter().for_each(&mut add);
+    for path in files {
+        let reader = std::fs::File::open(path)
+            .map_err(parquet::errors::ParquetError::from)
+            .and_then(parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new)
+            .and_then(|b| b.build());
+        match reader {
+            Ok(reader) => reader.flatten().for_each(|b| add(&b)),
+            Err(err) => tracing::warn!(path = %path.display(), %err, "cannot read calibrations"),
+        }
+    }
+    known
+}
+
+#[cfg(test)]
+mod tests;
