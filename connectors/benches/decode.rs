@@ -1,7 +1,7 @@
 //! Decoder throughput on the ingest thread's hottest path: one photons message of raw
 //! HydraHarp v2 T3 records (the `flowdaq bench photons` load) decoded to its `photons` Arrow
 //! batch (what a source that stores its photons pays), and accepted without rows (the deferred
-//! decode of a source that does not: since session 5 a scan that counts the records and moves
+//! decode of a source that does not: a scan that counts the records and moves
 //! the overflow state), in records/s. Separates the decoder from the
 //! transport and the pipeline when the live photon rate is short of its goal.
 //!
