@@ -549,3 +549,65 @@ async fn intake_stops_at_the_buffer_bound_while_persistence_is_behind() {
     exactly_once(&server, "bound", 1500).await;
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_of_a_refused_message_is_accepted_not_taken_for_a_duplicate() {
+    use zeromq::{Socket, SocketSend, ZmqMessage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = FaultyStorage::new();
+    let server = flowdaq_daq::server::start_with_storage(config(dir.path()), faults.storage())
+        .await
+        .expect("start");
+    let pull = server.endpoints.pull.clone().expect("pull");
+    let mut push = zeromq::PushSocket::new();
+    push.connect(&pull).await.expect("connect");
+    let frames = |seq: u64, broken: bool| {
+        let mut message = spectrum("fixed", seq as f32);
+        message.header.seq = seq;
+        let mut frames = message.frames();
+        if broken {
+            let counts = frames[2].clone();
+            frames[2] = counts.slice(..counts.len() - 4);
+        }
+        ZmqMessage::try_from(frames).expect("frames")
+    };
+    // The WAL refuses seq 0's group, so the rest are screened while it is held, each before
+    // any of them is refused: seq 1 broken three times, then right; seq 2 right twice.
+    faults.inject(Fault::always(Op::Write, ".wal", ENOSPC));
+    push.send(frames(0, false)).await.expect("send");
+    let health = server.metrics.health.clone();
+    wait_until("a held group", 30, || health.counters().wal_errors > 0).await;
+    let rest = [
+        frames(1, true),
+        frames(1, true),
+        frames(1, true),
+        frames(1, false),
+        frames(2, false),
+        frames(2, false),
+    ];
+    for message in rest {
+        push.send(message).await.expect("send");
+    }
+    // Each retry of the held group comes after a wait that takes every message that arrived:
+    // two more retries and the six messages are in.
+    let errors = health.counters().wal_errors;
+    wait_until("two more retries", 30, || {
+        health.counters().wal_errors >= errors + 2
+    })
+    .await;
+    faults.heal();
+    assert!(
+        server
+            .metrics
+            .wait_processed(7, Duration::from_secs(30))
+            .await
+    );
+    exactly_once(&server, "fixed", 3).await;
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM ingest_errors").await,
+        3
+    );
+    let stats = server.metrics.snapshot().sources["fixed"].clone();
+    assert_eq!((stats.rejected, stats.duplicates), (3, 1), "{stats:?}");
+    server.shutdown().await.expect("shutdown");
+}

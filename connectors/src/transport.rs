@@ -45,6 +45,13 @@ pub struct ReplyTo {
     delimited: bool,
 }
 
+impl ReplyTo {
+    /// The ROUTER identity of the connection: replies to one identity must keep their order.
+    pub fn identity(&self) -> &Bytes {
+        &self.identity
+    }
+}
+
 /// One received message on its way to the pipeline.
 #[derive(Debug)]
 pub struct Inbound {

@@ -212,10 +212,23 @@ pub struct IngestConfig {
     pub max_group_messages: usize,
     /// A group takes no more messages once their frames hold this many bytes.
     pub max_group_bytes: usize,
+    /// Threads that decode messages and extract features (each owns the state of the
+    /// sources routed to it); 0: one per core.
+    pub accept_threads: usize,
     /// Refuse spectra holding NaN or infinite intensities.
     pub reject_non_finite_intensities: bool,
     /// Accept sources not listed under `[sources]`.
     pub allow_unknown_sources: bool,
+}
+
+impl IngestConfig {
+    /// Accept workers to start: `accept_threads`, or one per core.
+    pub fn accept_workers(&self) -> usize {
+        match self.accept_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for IngestConfig {
@@ -229,6 +242,7 @@ impl Default for IngestConfig {
             max_message_bytes: 64 * 1024 * 1024,
             max_group_messages: 512,
             max_group_bytes: 16 * 1024 * 1024,
+            accept_threads: 0,
             reject_non_finite_intensities: true,
             allow_unknown_sources: true,
         }

@@ -66,6 +66,9 @@ pub struct MetricsSnapshot {
     /// Messages not taken while the WAL refused a group: ROUTER messages nacked with
     /// `retry: true` and PUB messages dropped.
     pub not_durable_messages: u64,
+    /// Messages waiting now, in order, for the WAL to take a held group (PULL messages, and
+    /// ROUTER messages of connections owed a reply).
+    pub waiting_messages: u64,
     /// Rows made durable and queryable.
     pub rows_ingested: u64,
     /// Messages a feature extractor failed on, by extractor (their raw rows were kept).
@@ -180,6 +183,11 @@ impl Metrics {
         let mut state = self.lock();
         state.snapshot.messages_received += 1;
         state.snapshot.not_durable_messages += 1;
+    }
+
+    /// Sets how many messages wait for a held group.
+    pub fn set_waiting(&self, messages: usize) {
+        self.lock().snapshot.waiting_messages = messages as u64;
     }
 
     /// Starts a source's seq tracking where the last run left it (from the seq ledger), so

@@ -191,7 +191,8 @@ pub async fn start_with_storage(
     storage: SharedStorage,
 ) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
-    let extractors = FeatureExtractors::new(&config.features)?;
+    // Refuse bad feature options before touching the data directory.
+    FeatureExtractors::new(&config.features)?;
     let recovered = recover(&config.data_dir, true, storage.clone())?;
     let Recovered {
         paths,
@@ -312,8 +313,9 @@ pub async fn start_with_storage(
             ledger,
             streams,
         },
-        extractors,
-    );
+        &config.features,
+        config.ingest.accept_workers(),
+    )?;
     let runtime = tokio::runtime::Handle::current();
     let pipeline = std::thread::Builder::new()
         .name("flowdaq-ingest".into())

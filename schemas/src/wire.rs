@@ -360,10 +360,7 @@ mod tests {
                 ),
                 "each entry of \"arrays\"",
             ),
-            (
-                header_json(r#","seq":8"#),
-                "duplicate field",
-            ),
+            (header_json(r#","seq":8"#), "duplicate field"),
         ];
         for (json, expected) in cases {
             let err = Header::parse(json.as_bytes()).expect_err(&json).to_string();

@@ -15,6 +15,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "docs" / "examples"))
 
+import zmq  # noqa: E402
+
+_context_init = zmq.Context.__init__
+
+
+def _non_blocky_context_init(self, *args, **kwargs):
+    """Every test's zmq.Context closes without waiting for unsent messages: a test that fails
+    before closing its sockets must fail, not hang the interpreter's exit (libzmq's default
+    linger is forever)."""
+    _context_init(self, *args, **kwargs)
+    self.set(zmq.BLOCKY, 0)
+
+
+zmq.Context.__init__ = _non_blocky_context_init
+
 
 def flowdaq_bin():
     path = os.environ.get("FLOWDAQ_BIN")

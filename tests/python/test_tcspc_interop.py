@@ -12,6 +12,7 @@ import sys
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute is used below)
 import ptufile
 
 from conftest import ROOT

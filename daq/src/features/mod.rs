@@ -140,12 +140,28 @@ impl FeatureExtractors {
     /// # Errors
     /// [`FeatureError`] for options an analytics kernel refuses.
     pub fn new(config: &FeaturesConfig) -> Result<FeatureExtractors, FeatureError> {
-        let mut extractors: Vec<Box<dyn Extractor>> = Vec::new();
+        FeatureExtractors::sharing(config, &FeatureExtractors::shared_velocity(config))
+    }
+
+    /// The velocity history that several sets of extractors (one per accept worker) share, so
+    /// spectra get the velocity measured by a phase-sensor pair another worker analyses.
+    pub fn shared_velocity(config: &FeaturesConfig) -> velocity::SharedVelocity {
         // Velocity may extrapolate for five windows past the last one measured.
         let extrapolation_ns = (5.0 * config.flow.window_s * 1e9) as i64;
-        let velocity: velocity::SharedVelocity = std::sync::Arc::new(std::sync::Mutex::new(
-            velocity::VelocityHistory::new(extrapolation_ns),
-        ));
+        std::sync::Arc::new(std::sync::Mutex::new(velocity::VelocityHistory::new(
+            extrapolation_ns,
+        )))
+    }
+
+    /// As [`FeatureExtractors::new`], with a velocity history shared with other sets.
+    ///
+    /// # Errors
+    /// [`FeatureError`] for options an analytics kernel refuses.
+    pub fn sharing(
+        config: &FeaturesConfig,
+        velocity: &velocity::SharedVelocity,
+    ) -> Result<FeatureExtractors, FeatureError> {
+        let mut extractors: Vec<Box<dyn Extractor>> = Vec::new();
         let flow_on = config.flow.enabled && !config.flow.pairs.is_empty();
         // Flow first: a message's spectra get the velocity known when they are analysed.
         if flow_on {
@@ -158,7 +174,7 @@ impl FeatureExtractors {
             extractors.push(Box::new(tcspc::TcspcExtractor::new(&config.tcspc)?));
         }
         if config.spectral.enabled {
-            let reaction = flow_on.then_some((velocity, config.flow.mixing_point_mm));
+            let reaction = flow_on.then_some((velocity.clone(), config.flow.mixing_point_mm));
             extractors.push(Box::new(spectral::SpectralFeatures::new(
                 &config.spectral,
                 reaction,

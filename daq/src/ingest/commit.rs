@@ -8,7 +8,7 @@
 //! nacks what it cannot take. Snapshots for the persister are taken here too, between two
 //! groups, because the WAL rotation and the snapshot must see the same boundary.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,8 @@ use arrow::record_batch::RecordBatch;
 use flowdaq_schemas::Table;
 use serde_json::json;
 use tokio::sync::mpsc;
+
+use flowdaq_connectors::transport::Inbound;
 
 use super::accept::{Accepted, SeqKey};
 use super::rejection::rejection_batch;
@@ -30,6 +32,18 @@ use crate::ledger::{SeqLedger, SeqSpan, SpanBuilder};
 use crate::metrics::Metrics;
 use crate::wal::{Wal, WalError};
 use crate::write_buffer::{Snapshot, WriteBuffer};
+
+/// What the commit stage knows of a message's seq key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Never accepted.
+    New,
+    /// Durable: a resend.
+    Committed,
+    /// Accepted, its group not committed yet: a resend if that message is stored, not if it
+    /// is refused (then this one is accepted after all).
+    Pending,
+}
 
 /// Snapshots written or waiting for the persister; beyond this, rows stay open in the buffer
 /// (whose byte bound then stops intake).
@@ -68,8 +82,8 @@ pub(super) struct Committer {
     ledger: SeqLedger,
     /// Accepted seqs not committed yet.
     pending: HashSet<SeqKey>,
-    /// A group the WAL refused, retried until it takes it.
-    stalled: Option<Group>,
+    /// Groups the WAL refused, oldest first, retried until it takes them.
+    stalled: VecDeque<Group>,
 }
 
 impl Committer {
@@ -86,20 +100,26 @@ impl Committer {
             streams: parts.streams,
             ledger: parts.ledger,
             pending: HashSet::new(),
-            stalled: None,
+            stalled: VecDeque::new(),
         }
     }
 
-    /// Whether `(source, session, seq)` is committed or accepted already. Without a session,
-    /// seq 0 is a restarted counter, never a resend (see `crate::ledger`).
-    pub(super) fn seen(&self, source: &str, session: &str, seq: u64) -> bool {
+    /// Whether `(source, session, seq)` is committed, accepted (not committed yet) or new.
+    /// Without a session, seq 0 is a restarted counter, never a resend (see `crate::ledger`).
+    pub(super) fn seen(&self, source: &str, session: &str, seq: u64) -> Seen {
         if session.is_empty() && seq == 0 {
-            return false;
+            return Seen::New;
         }
-        self.ledger.is_committed(source, session, seq)
-            || self
-                .pending
-                .contains(&(source.to_string(), session.to_string(), seq))
+        if self.ledger.is_committed(source, session, seq) {
+            Seen::Committed
+        } else if self
+            .pending
+            .contains(&(source.to_string(), session.to_string(), seq))
+        {
+            Seen::Pending
+        } else {
+            Seen::New
+        }
     }
 
     /// Marks an accepted message's seq as taken until its group commits.
@@ -109,12 +129,14 @@ impl Committer {
 
     /// Whether a group is held after a failed append.
     pub(super) fn is_stalled(&self) -> bool {
-        self.stalled.is_some()
+        !self.stalled.is_empty()
     }
 
     /// Turns accepted messages (in arrival order) into one group: tagged, numbered, with the
-    /// group's `ingest_errors` and settled outcomes.
-    pub(super) fn assemble(&mut self, accepted: Vec<Accepted>) -> Group {
+    /// group's `ingest_errors` and settled outcomes. Also returns the resends of messages
+    /// that turned out to be refused: they must be accepted after all.
+    pub(super) fn assemble(&mut self, accepted: Vec<Accepted>) -> (Group, Vec<Inbound>) {
+        let mut retry = Vec::new();
         let mut group = Group::default();
         let mut batches = Vec::new();
         let mut rejections = Vec::new();
@@ -156,11 +178,31 @@ impl Committer {
                     group.replies.extend(reply);
                     group.received.push(received_at);
                 }
+                Accepted::ResendOfPending { message, key } => {
+                    // The earlier message with this key is in this group or an earlier one.
+                    if self.ledger.is_committed(&key.0, &key.1, key.2)
+                        || self.pending.contains(&key)
+                    {
+                        self.metrics.duplicate(&key.0);
+                        let reply = message
+                            .reply_to
+                            .clone()
+                            .map(|to| (to, super::reply::duplicate(&key.0, key.2)));
+                        group.replies.extend(reply);
+                        group.received.push(message.received_at);
+                    } else {
+                        retry.push(*message);
+                    }
+                }
                 Accepted::Rejected {
                     rejection,
                     reply,
                     received_at,
+                    held,
                 } => {
+                    if let Some(key) = held {
+                        self.pending.remove(&key);
+                    }
                     rejections.push(rejection);
                     group.replies.extend(reply);
                     group.received.push(received_at);
@@ -176,7 +218,7 @@ impl Committer {
         self.take_outcomes(&mut batches);
         group.batches = self.sequence(coalesce_by_table(batches));
         group.spans = spans.finish();
-        group
+        (group, retry)
     }
 
     /// Rows with no message behind them (windows closed at shutdown, timed-out outcomes) as
@@ -206,9 +248,17 @@ impl Committer {
         batches
     }
 
-    /// Writes the group to the WAL and completes it, or holds it if the WAL refuses it.
-    /// Returns whether it is durable.
+    /// Writes the group to the WAL and completes it, or holds it if the WAL refuses it (or
+    /// an earlier group is held: groups commit in order). Returns whether it is durable.
     pub(super) fn commit(&mut self, group: Group) -> bool {
+        if self.is_stalled() {
+            self.stalled.push_back(group);
+            return false;
+        }
+        self.append(group)
+    }
+
+    fn append(&mut self, group: Group) -> bool {
         if group.batches.is_empty() && group.spans.is_empty() {
             self.complete(group);
             return true;
@@ -222,18 +272,29 @@ impl Committer {
             Err(err) => {
                 tracing::error!(%err, messages = group.messages(), "WAL append failed; group held and retried");
                 self.health.wal_failed(err.to_string());
-                self.stalled = Some(group);
+                self.stalled.push_front(group);
                 false
             }
         }
     }
 
-    /// Tries the held group again. Returns whether nothing is held any more.
+    /// Whether a held group owes a reply to the connection `to`: its later messages must
+    /// then wait too, or their replies would overtake.
+    pub(super) fn owes_reply(&self, to: &flowdaq_connectors::transport::ReplyTo) -> bool {
+        self.stalled
+            .iter()
+            .flat_map(|g| g.replies.iter())
+            .any(|(owed, _)| owed.identity() == to.identity())
+    }
+
+    /// Tries the held groups again, in order. Returns whether none is held any more.
     pub(super) fn retry_stalled(&mut self) -> bool {
-        match self.stalled.take() {
-            Some(group) => self.commit(group),
-            None => true,
+        while let Some(group) = self.stalled.pop_front() {
+            if !self.append(group) {
+                return false;
+            }
         }
+        true
     }
 
     /// Sends a reply to a ROUTER sender (the acknowledgement task sends them in order).

@@ -1,14 +1,17 @@
 //! The ingest pipeline: messages in, durable and queryable rows and acknowledgements out.
 //!
-//! Two stages with one direction: [`accept`] (header, resend check, decode, features: per
-//! message) and [`commit`] (in arrival order: tagging, numbering, one WAL entry per group,
-//! write buffer, acknowledgements, feature stream). The loop takes everything waiting, up to
-//! `max_group_messages` and `max_group_bytes`, as one group, so one fsync covers it.
+//! Two stages with one direction: [`accept`] (header and resend check on this thread, then
+//! decode and features per message on the accept [`workers`], one per core, each owning the
+//! state of its sources) and [`commit`] (in arrival order: tagging, numbering, one WAL entry
+//! per group, write buffer, acknowledgements, feature stream). The loop takes everything
+//! waiting, up to `max_group_messages` and `max_group_bytes`, as one group, so one fsync
+//! covers it; under load the next group is accepted while the previous one is committed.
 //!
 //! It never stops for a bad message (a rejection is a row of `ingest_errors`), never blocks
 //! good data for it, and bounds what it holds: while the WAL refuses a group, ROUTER senders
-//! are nacked with `retry: true`, PUB messages are dropped and counted, and PULL messages wait
-//! (their byte budget stops the sockets' reads); while the write buffer is at its bound, the
+//! are nacked with `retry: true` (unless the held group owes their connection a reply: replies
+//! keep their order per connection, so those wait), PUB messages are dropped and counted, and
+//! PULL messages wait (their byte budget stops the sockets' reads); while the write buffer is at its bound, the
 //! loop stops taking messages, so senders block. It runs on a dedicated thread (WAL writes and
 //! fsync block). Condition registrations come through the same loop, so "every measurement
 //! arriving after it" has one meaning.
@@ -17,6 +20,7 @@ mod accept;
 mod commit;
 mod rejection;
 mod reply;
+mod workers;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,12 +33,12 @@ use flowdaq_connectors::transport::{Inbound, ReplyTo, TransportKind};
 use flowdaq_schemas::Header;
 use tokio::sync::mpsc;
 
-use self::accept::{Accepted, Acceptor};
+use self::accept::{AcceptContext, Screened, Screener};
 use self::commit::Committer;
+use self::workers::{AcceptPool, Handed, Ready};
 use crate::conditions::Conditions;
 use crate::config::ServerConfig;
 use crate::control::RegisterRequest;
-use crate::features::FeatureExtractors;
 use crate::health::Health;
 use crate::ledger::SeqLedger;
 use crate::metrics::Metrics;
@@ -87,10 +91,20 @@ pub struct PipelineParts {
 
 /// The pipeline; see the module doc.
 pub struct Pipeline {
-    acceptor: Acceptor,
+    screener: Screener,
+    pool: AcceptPool,
     committer: Committer,
     /// PULL messages taken while a group is held: they wait, in order, for the WAL.
     deferred: VecDeque<Inbound>,
+    /// The group being accepted by the workers, committed next.
+    in_flight: Option<InFlight>,
+}
+
+/// A group handed to the workers.
+struct InFlight {
+    handed: Handed,
+    /// Messages answered at screening (duplicates, bad headers), by position.
+    screened_out: Vec<(usize, accept::Accepted)>,
 }
 
 /// What the loop takes next.
@@ -112,14 +126,25 @@ const STALL_ATTEMPTS_AT_SHUTDOWN: u32 = 3;
 const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 impl Pipeline {
-    /// A pipeline from its parts, with `extractors` for the accept stage.
-    pub fn new(parts: PipelineParts, extractors: FeatureExtractors) -> Pipeline {
-        let acceptor = Acceptor::new(parts.config.clone(), extractors, parts.metrics.clone());
-        Pipeline {
-            acceptor,
+    /// A pipeline from its parts, with `workers` accept workers (at least one).
+    ///
+    /// # Errors
+    /// [`crate::features::FeatureError`] if the feature options are refused or a worker
+    /// cannot start.
+    pub fn new(
+        parts: PipelineParts,
+        features: &crate::config::FeaturesConfig,
+        workers: usize,
+    ) -> Result<Pipeline, crate::features::FeatureError> {
+        let context = AcceptContext::new(parts.config.clone(), parts.metrics.clone());
+        let pool = AcceptPool::new(&context, features, workers)?;
+        Ok(Pipeline {
+            screener: Screener::new(context),
+            pool,
             committer: Committer::new(parts),
             deferred: VecDeque::new(),
-        }
+            in_flight: None,
+        })
     }
 
     /// Runs until `inbound` is closed and drained, then writes the last windows and snapshots
@@ -137,9 +162,11 @@ impl Pipeline {
         loop {
             if last_tick.elapsed() >= OUTCOME_TICK {
                 last_tick = std::time::Instant::now();
+                self.complete_in_flight();
                 self.committer.outcome_tick();
             }
             if self.committer.is_stalled() {
+                self.complete_in_flight();
                 match self.wait_while_stalled(&mut inbound, &runtime, stall_delay) {
                     Some(true) => stall_delay = STALL_RETRY_FIRST,
                     Some(false) => stall_delay = (stall_delay * 2).min(STALL_RETRY_MAX),
@@ -148,6 +175,7 @@ impl Pipeline {
                 continue;
             }
             if self.over_buffer_bound() {
+                self.complete_in_flight();
                 self.committer.health.set_backpressure(true);
                 self.committer.maybe_snapshot(false);
                 self.committer
@@ -169,6 +197,10 @@ impl Pipeline {
             let first = match self.deferred.pop_front() {
                 Some(message) => message,
                 None => {
+                    if inbound.is_empty() {
+                        // Nothing else waiting: commit what the workers have now, not later.
+                        self.complete_in_flight();
+                    }
                     let registrations = &mut self.committer.streams.registrations;
                     let next = runtime.block_on(async {
                         tokio::select! {
@@ -188,10 +220,13 @@ impl Pipeline {
                         Next::Message(message) => message,
                         Next::Closed => break,
                         Next::Registration(request) => {
+                            // Everything that arrived before it is committed untagged by it.
+                            self.complete_in_flight();
                             self.committer.register(request);
                             continue;
                         }
                         Next::Idle => {
+                            self.complete_in_flight();
                             let registrations = &self.committer.streams.registrations;
                             registrations_open =
                                 !registrations.is_closed() || !registrations.is_empty();
@@ -202,9 +237,13 @@ impl Pipeline {
                 }
             };
             let group = self.take_group(first, &mut inbound);
-            self.process_group(group);
+            let handed = self.hand_out(group);
+            // The previous group commits while the workers accept this one.
+            self.complete_in_flight();
+            self.in_flight = Some(handed);
             self.committer.maybe_snapshot(false);
         }
+        self.complete_in_flight();
         self.finish();
     }
 
@@ -233,20 +272,62 @@ impl Pipeline {
         group
     }
 
-    fn process_group(&mut self, group: Vec<Inbound>) {
-        let mut accepted = Vec::with_capacity(group.len());
-        for message in group {
+    /// Screens a group's messages here (header, resend check) and hands the rest to the
+    /// accept workers.
+    fn hand_out(&mut self, group: Vec<Inbound>) -> InFlight {
+        let mut ready = Vec::with_capacity(group.len());
+        let mut screened_out = Vec::new();
+        for (position, message) in group.into_iter().enumerate() {
             let committer = &self.committer;
-            let outcome = self.acceptor.accept(message, |source, session, seq| {
+            let screened = self.screener.screen(message, |source, session, seq| {
                 committer.seen(source, session, seq)
             });
-            if let Accepted::Rows(rows) = &outcome {
-                self.committer.hold_key(&rows.key);
+            match screened {
+                Screened::Ready {
+                    message,
+                    header,
+                    key,
+                } => {
+                    self.committer.hold_key(&key);
+                    ready.push(Ready {
+                        position,
+                        message,
+                        header,
+                        key,
+                    });
+                }
+                Screened::Done(accepted) => screened_out.push((position, accepted)),
             }
-            accepted.push(outcome);
         }
-        let group = self.committer.assemble(accepted);
+        InFlight {
+            handed: self.pool.hand_out(ready),
+            screened_out,
+        }
+    }
+
+    /// Collects the group in flight from the workers and commits it.
+    fn complete_in_flight(&mut self) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        let mut accepted = self.pool.collect(in_flight.handed);
+        accepted.extend(in_flight.screened_out);
+        accepted.sort_unstable_by_key(|(position, _)| *position);
+        let (group, retry) = self
+            .committer
+            .assemble(accepted.into_iter().map(|(_, a)| a).collect());
         self.committer.commit(group);
+        // Resends of messages that were refused: accepted after all, next.
+        for message in retry.into_iter().rev() {
+            self.deferred.push_front(message);
+        }
+    }
+
+    fn process_group(&mut self, group: Vec<Inbound>) {
+        self.complete_in_flight();
+        let handed = self.hand_out(group);
+        self.in_flight = Some(handed);
+        self.complete_in_flight();
     }
 
     /// While a group is held: waits up to `delay` for a message (nacked, dropped or deferred
@@ -265,7 +346,10 @@ impl Pipeline {
             let next =
                 runtime.block_on(async { tokio::time::timeout_at(deadline, inbound.recv()).await });
             match next {
-                Ok(Some(message)) => self.while_stalled(message),
+                Ok(Some(message)) => {
+                    self.while_stalled(message);
+                    self.committer.metrics.set_waiting(self.deferred.len());
+                }
                 Ok(None) => {
                     closed = true;
                     break;
@@ -274,6 +358,7 @@ impl Pipeline {
             }
         }
         if self.committer.retry_stalled() {
+            self.committer.metrics.set_waiting(0);
             return Some(true);
         }
         if closed {
@@ -289,19 +374,32 @@ impl Pipeline {
         Some(false)
     }
 
-    /// A message that arrives while a group is held.
+    /// A message that arrives while a group is held. Replies to one connection keep their
+    /// order: a ROUTER message from a connection still owed a reply (by a held group, or by an
+    /// earlier waiting message) waits too; others are nacked at once.
     fn while_stalled(&mut self, message: Inbound) {
         match message.transport {
             TransportKind::Pull => self.deferred.push_back(message),
             TransportKind::Sub => self.committer.metrics.not_durable(),
             TransportKind::Router => {
+                let Some(to) = message.reply_to.clone() else {
+                    return;
+                };
+                let owed = self.committer.owes_reply(&to)
+                    || self.deferred.iter().any(|m| {
+                        m.reply_to
+                            .as_ref()
+                            .is_some_and(|r| r.identity() == to.identity())
+                    });
+                if owed {
+                    self.deferred.push_back(message);
+                    return;
+                }
                 let reason = self.committer.stall_reason();
                 let header = message.frames.first().and_then(|f| Header::parse(f).ok());
                 let (source, seq) = header.map_or((None, None), |h| (Some(h.source), Some(h.seq)));
-                if let Some(to) = message.reply_to.clone() {
-                    let body = reply::not_durable(source.as_deref(), seq, &reason);
-                    self.committer.send_reply((to, body));
-                }
+                let body = reply::not_durable(source.as_deref(), seq, &reason);
+                self.committer.send_reply((to, body));
                 self.committer.metrics.not_durable();
             }
         }
@@ -324,7 +422,7 @@ impl Pipeline {
             let deferred: Vec<Inbound> = self.deferred.drain(..).collect();
             self.process_group(deferred);
         }
-        let derived = self.acceptor.finish_all();
+        let derived = self.pool.finish_all();
         if !derived.is_empty() && !self.committer.is_stalled() {
             let group = self.committer.rows_group(derived);
             if !self.committer.commit(group) {

@@ -133,7 +133,15 @@ impl PubSocket {
                             }
                         });
                     }
-                    Err(err) => tracing::warn!(%err, "accept failed on the feature stream"),
+                    Err(err) => {
+                        // Out of descriptors, the connection stays in the backlog and the
+                        // next accept fails at once: pause rather than spin.
+                        tracing::warn!(%err, "accept failed on the feature stream");
+                        tokio::select! {
+                            _ = shutdown.wait_for(|s| *s) => break,
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                        }
+                    }
                 }
             }
             accepting.lock().clear();
