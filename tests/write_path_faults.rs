@@ -151,6 +151,22 @@ async fn a_full_disk_nacks_with_retry_and_loses_nothing_acknowledged() {
         .expect("wal failure")
         .reason
         .contains("No space left"));
+    // A condition registered now is refused at once as not durable, not left waiting.
+    let registration = serde_json::json!({"op": "register_condition", "run_id": "r",
+        "condition_id": "c-1", "parameters": {"temperature": {"value": 120.0, "unit": "degC"}}});
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        flowdaq_daq::control::register(&server.registrations, &registration),
+    )
+    .await
+    .expect("answered while the WAL fails");
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("not durable")),
+        "{answer}"
+    );
     faults.heal();
     let stats = more.await.expect("join").expect("every message answered");
     assert_eq!(stats.acknowledged, 100, "{stats:?}");

@@ -343,18 +343,29 @@ impl Pipeline {
         let deadline = tokio::time::Instant::now() + delay;
         let mut closed = false;
         loop {
-            let next =
-                runtime.block_on(async { tokio::time::timeout_at(deadline, inbound.recv()).await });
+            let registrations = &mut self.committer.streams.registrations;
+            let next = runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    Some(r) = registrations.recv() => Ok(Next::Registration(r)),
+                    m = tokio::time::timeout_at(deadline, inbound.recv()) => m.map(|m| match m {
+                        Some(m) => Next::Message(m),
+                        None => Next::Closed,
+                    }),
+                }
+            });
             match next {
-                Ok(Some(message)) => {
+                Ok(Next::Message(message)) => {
                     self.while_stalled(message);
                     self.committer.metrics.set_waiting(self.deferred.len());
                 }
-                Ok(None) => {
+                // Answered "not durable" at once, not left waiting.
+                Ok(Next::Registration(request)) => self.committer.register(request),
+                Ok(Next::Closed) => {
                     closed = true;
                     break;
                 }
-                Err(_elapsed) => break,
+                Ok(Next::Idle) | Err(_) => break,
             }
         }
         if self.committer.retry_stalled() {
