@@ -220,3 +220,73 @@ fn replayed_ptu_file_is_histogrammed_and_fitted_with_every_photon_accounted_for(
     assert!(fits[0] >= 8.0, "{fits:?}");
     assert!(fits[1] > 0.8 && fits[2] < 1.25, "{fits:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_to_a_running_server_delivers_every_message_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::embedded_pull_only(dir.path());
+    config.ingest.router = "tcp://127.0.0.1:0".into();
+    let server = flowdaq_daq::start(config).await.expect("start");
+    let router = server.endpoints.router.clone().expect("router");
+    let ptu = data_file("hydraharp_t3_beads.ptu");
+    // The process exits right after its last send; every message must still arrive, including
+    // the last one (end_of_stream).
+    let printed = tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_flowdaq"))
+            .args([
+                "replay",
+                ptu.to_str().expect("utf-8 path"),
+                "--source",
+                "hh-to",
+            ])
+            .args(["--to", &router])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run flowdaq");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    })
+    .await
+    .expect("join");
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("sent "))
+        .unwrap_or_else(|| panic!("no summary line: {printed}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let sent: u64 = words[1].parse().expect("sent count");
+    assert!(sent > 1, "{line}");
+    assert!(
+        line.contains(&format!("{sent} acknowledged")) && line.contains("0 refused"),
+        "{line}"
+    );
+    assert!(
+        server
+            .metrics
+            .wait_processed(sent, Duration::from_secs(30))
+            .await
+    );
+    let photons = server
+        .query
+        .execute("SELECT count(*) FROM photons WHERE source = 'hh-to' AND marker_flags = 0")
+        .await
+        .expect("sql");
+    let photons = photons.batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    assert_eq!(
+        photons, 73_787,
+        "every photon of the file (ptufile's count)"
+    );
+    let stats = server.metrics.snapshot().sources["hh-to"].clone();
+    assert_eq!(
+        (stats.messages, stats.missing_messages),
+        (sent, 0),
+        "{stats:?}"
+    );
+    server.shutdown().await.expect("shutdown");
+}
