@@ -32,7 +32,7 @@ pub enum WireError {
 }
 
 /// The kind of stream a message belongs to; decides which table its rows land in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
     /// Spectrometer spectra (PL, absorbance, sample, dark, reference).
@@ -55,7 +55,7 @@ impl StreamKind {
 }
 
 /// How the payload frames are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
     /// One frame per entry of `arrays`, raw little-endian numbers in C order.
@@ -63,6 +63,39 @@ pub enum PayloadFormat {
     Arrays,
     /// A single frame holding an Arrow IPC stream whose columns are the arrays by name.
     ArrowIpc,
+}
+
+/// Deserializes a unit enum from its name only (`names[i]` is `values[i]`): serde's derive
+/// would also take the `{"name": null}` object form, which the protocol does not describe.
+fn variant_named<'de, D: serde::Deserializer<'de>, T: Copy>(
+    deserializer: D,
+    names: &'static [&'static str],
+    values: &[T],
+) -> Result<T, D::Error> {
+    let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+    names
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| values.get(i).copied())
+        .ok_or_else(|| serde::de::Error::unknown_variant(&name, names))
+}
+
+impl<'de> Deserialize<'de> for StreamKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use StreamKind::*;
+        variant_named(
+            deserializer,
+            &["spectra", "photons", "phase_traces"],
+            &[Spectra, Photons, PhaseTraces],
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for PayloadFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use PayloadFormat::*;
+        variant_named(deserializer, &["arrays", "arrow_ipc"], &[Arrays, ArrowIpc])
+    }
 }
 
 /// A little-endian numeric element type, spelled as numpy's `dtype.str` (`"<f4"`, `"|u1"`).
@@ -149,8 +182,7 @@ impl<'de> Deserialize<'de> for Dtype {
 }
 
 /// Declares one payload frame: its name, element type and shape (C order).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArrayDesc {
     /// The array's name; each stream kind documents the names it expects.
     pub name: String,
@@ -158,6 +190,42 @@ pub struct ArrayDesc {
     pub dtype: Dtype,
     /// Shape, C order. A spectra message may carry `[n_spectra, n_pixels]` intensities.
     pub shape: Vec<u64>,
+}
+
+/// [`ArrayDesc`] as serde derives it; read through a map only (not the list form serde's
+/// derive would also take).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArrayDescFields {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<u64>,
+}
+
+impl<'de> Deserialize<'de> for ArrayDesc {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ArrayDesc;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object {\"name\", \"dtype\", \"shape\"}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ArrayDesc, A::Error> {
+                let fields = ArrayDescFields::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(ArrayDesc {
+                    name: fields.name,
+                    dtype: fields.dtype,
+                    shape: fields.shape,
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 impl ArrayDesc {
@@ -221,12 +289,14 @@ impl Header {
     /// # Errors
     /// [`WireError`] naming the first rule the frame breaks.
     pub fn parse(frame: &[u8]) -> Result<Header, WireError> {
-        // Typed first (it refuses duplicate keys), then the shapes it would also have taken.
+        // serde's derive would also read a struct from a JSON array of its values.
+        if frame.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(WireError::BadJson(
+                "the header must be a JSON object".into(),
+            ));
+        }
         let header: Header =
             serde_json::from_slice(frame).map_err(|e| WireError::BadJson(e.to_string()))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(frame).map_err(|e| WireError::BadJson(e.to_string()))?;
-        check_shape(&value)?;
         header.validate()?;
         Ok(header)
     }
@@ -262,33 +332,6 @@ impl Header {
     pub fn array(&self, name: &str) -> Option<(usize, &ArrayDesc)> {
         self.arrays.iter().enumerate().find(|(_, a)| a.name == name)
     }
-}
-
-/// The shapes serde would also take but the protocol does not describe: a struct written as
-/// a JSON array of its values, an enum as a one-key object. The header and every array
-/// descriptor must be objects, `stream` and `format` strings.
-fn check_shape(value: &serde_json::Value) -> Result<(), WireError> {
-    use serde_json::Value;
-    let not = |what: &str| Err(WireError::BadJson(what.to_string()));
-    let Value::Object(header) = value else {
-        return not("the header must be a JSON object");
-    };
-    for key in ["stream", "format"] {
-        if header.get(key).is_some_and(|v| !v.is_string()) {
-            return not(&format!("\"{key}\" must be a string"));
-        }
-    }
-    if let Some(arrays) = header.get("arrays") {
-        let Value::Array(arrays) = arrays else {
-            return not("\"arrays\" must be a list of objects");
-        };
-        if arrays.iter().any(|a| !a.is_object()) {
-            return not(
-                "each entry of \"arrays\" must be an object {\"name\", \"dtype\", \"shape\"}",
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Identifiers end up in file paths and SQL results: keep them short and printable.
@@ -347,18 +390,18 @@ mod tests {
             ),
             (
                 header_json("").replace(r#""stream":"spectra""#, r#""stream":{"spectra":null}"#),
-                "\"stream\" must be a string",
+                "expected a string",
             ),
             (
                 header_json(r#","format":{"arrays":null}"#),
-                "\"format\" must be a string",
+                "expected a string",
             ),
             (
                 header_json("").replace(
                     r#"{"name":"intensity_counts","dtype":"<f4","shape":[2,2048]}"#,
                     r#"["intensity_counts","<f4",[2,2048]]"#,
                 ),
-                "each entry of \"arrays\"",
+                "expected an object {\"name\", \"dtype\", \"shape\"}",
             ),
             (header_json(r#","seq":8"#), "duplicate field"),
         ];
