@@ -313,6 +313,28 @@ pub struct ParquetConfig {
     pub zstd_level: i32,
     /// Target uncompressed size of a row group, bytes.
     pub row_group_target_bytes: usize,
+    /// Encoding of float columns (never dictionary): `byte_stream_split` or `plain`.
+    pub float_encoding: FloatEncoding,
+}
+
+/// How float columns are encoded in Parquet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FloatEncoding {
+    /// The bytes of each float position together: zstd compresses the exponent bytes well.
+    ByteStreamSplit,
+    /// Floats as they are.
+    Plain,
+}
+
+impl ParquetConfig {
+    /// The Parquet encoding of float columns.
+    pub fn float_encoding(&self) -> parquet::basic::Encoding {
+        match self.float_encoding {
+            FloatEncoding::ByteStreamSplit => parquet::basic::Encoding::BYTE_STREAM_SPLIT,
+            FloatEncoding::Plain => parquet::basic::Encoding::PLAIN,
+        }
+    }
 }
 
 impl Default for ParquetConfig {
@@ -320,6 +342,7 @@ impl Default for ParquetConfig {
         ParquetConfig {
             zstd_level: 3,
             row_group_target_bytes: 64 * 1024 * 1024,
+            float_encoding: FloatEncoding::ByteStreamSplit,
         }
     }
 }
@@ -801,5 +824,23 @@ mod tests {
         let err = ServerConfig::from_toml("[ingest]\npull = \"udp://x\"\n", "bad.toml")
             .expect_err("scheme");
         assert!(err.to_string().contains("only tcp://"));
+        let err = ServerConfig::from_toml("[parquet]\nfloat_encoding = \"gorilla\"\n", "bad.toml")
+            .expect_err("encoding");
+        assert!(err.to_string().contains("byte_stream_split"), "{err}");
+    }
+
+    #[test]
+    fn float_encoding_is_byte_stream_split_unless_set_to_plain() {
+        let config = ServerConfig::from_toml("", "empty.toml").expect("defaults");
+        assert_eq!(
+            config.parquet.float_encoding(),
+            parquet::basic::Encoding::BYTE_STREAM_SPLIT
+        );
+        let config = ServerConfig::from_toml("[parquet]\nfloat_encoding = \"plain\"\n", "p.toml")
+            .expect("plain");
+        assert_eq!(
+            config.parquet.float_encoding(),
+            parquet::basic::Encoding::PLAIN
+        );
     }
 }

@@ -181,6 +181,14 @@ impl Persister {
                 .set_column_dictionary_enabled(macro_time.clone(), false)
                 .set_column_encoding(macro_time, Encoding::DELTA_BINARY_PACKED);
         }
+        for path in measurement_columns(&table.schema())? {
+            // Measured floats (pixels, volts, fit values) are nearly all distinct: the writer
+            // would hash every value into a dictionary before giving up on it. Split into byte
+            // streams instead, which zstd compresses better than plain floats.
+            properties = properties
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, self.config.float_encoding());
+        }
         let properties = properties
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(row_group_rows))
@@ -227,6 +235,22 @@ impl Persister {
             date: partition.date,
         })
     }
+}
+
+/// Parquet paths of the float columns of `schema` (list elements included).
+fn measurement_columns(schema: &arrow::datatypes::Schema) -> Result<Vec<ColumnPath>, PersistError> {
+    let descriptor = parquet::arrow::ArrowSchemaConverter::new().convert(schema)?;
+    Ok(descriptor
+        .columns()
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.physical_type(),
+                parquet::basic::Type::FLOAT | parquet::basic::Type::DOUBLE
+            )
+        })
+        .map(|c| c.path().clone())
+        .collect())
 }
 
 fn arrival_times(
@@ -391,3 +415,31 @@ pub fn remove_strays(paths: &DataPaths, known: &[CatalogFile]) -> usize {
     }
     removed
 }
+
+/// A persister over a fresh local data directory at `dir`, with its write buffer: the setup of
+/// tests that need real Parquet files.
+#[cfg(test)]
+pub(crate) fn local_for_tests(
+    dir: &Path,
+    config: ParquetConfig,
+) -> (DataPaths, Arc<WriteBuffer>, Persister) {
+    let paths = DataPaths::new(dir);
+    std::fs::create_dir_all(paths.wal_dir()).expect("wal dir");
+    let storage = crate::storage::LocalStorage::shared();
+    let buffer = Arc::new(WriteBuffer::new(
+        crate::catalog::Catalog::default(),
+        paths.clone(),
+        storage.clone(),
+    ));
+    let persister = Persister::new(
+        paths.clone(),
+        config,
+        buffer.clone(),
+        storage,
+        Default::default(),
+    );
+    (paths, buffer, persister)
+}
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@
 //! that is not purely additive must bump the version.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
@@ -116,8 +116,17 @@ impl Table {
 
     /// The schema without its [`STREAM_SEQ_COLUMN`]: what a feature extractor builds; the
     /// pipeline appends the sequence numbers before the rows are written. Equal to
-    /// [`Table::schema`] for tables that are not published.
+    /// [`Table::schema`] for tables that are not published. Built once, shared (see
+    /// [`Table::schema`]).
     pub fn unsequenced_schema(self) -> SchemaRef {
+        static SCHEMAS: [OnceLock<SchemaRef>; Table::ALL.len()] =
+            [const { OnceLock::new() }; Table::ALL.len()];
+        SCHEMAS[self as usize]
+            .get_or_init(|| self.build_unsequenced_schema())
+            .clone()
+    }
+
+    fn build_unsequenced_schema(self) -> SchemaRef {
         let schema = self.schema();
         if !self.is_published() {
             return schema;
@@ -131,8 +140,18 @@ impl Table {
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 
-    /// The Arrow schema of the table.
+    /// The Arrow schema of the table. Built once and shared: every batch of every message
+    /// holds it, and a schema of its own per batch (forty `Field`s to allocate and free for a
+    /// feature row) cost more than the rows' data.
     pub fn schema(self) -> SchemaRef {
+        static SCHEMAS: [OnceLock<SchemaRef>; Table::ALL.len()] =
+            [const { OnceLock::new() }; Table::ALL.len()];
+        SCHEMAS[self as usize]
+            .get_or_init(|| self.build_schema())
+            .clone()
+    }
+
+    fn build_schema(self) -> SchemaRef {
         let fields = match self {
             Table::Spectra => spectra_fields(),
             Table::SpectralCalibrations => calibration_fields(),
@@ -524,6 +543,20 @@ fn ingest_error_fields() -> Vec<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_table_has_its_own_shared_schema() {
+        for (index, table) in Table::ALL.into_iter().enumerate() {
+            assert_eq!(table as usize, index, "ALL is in declaration order");
+            assert!(Arc::ptr_eq(&table.schema(), &table.schema()), "shared");
+            assert_eq!(table.schema().as_ref(), table.build_schema().as_ref());
+            assert_eq!(
+                table.unsequenced_schema().as_ref(),
+                table.build_unsequenced_schema().as_ref()
+            );
+        }
+        assert_ne!(Table::Spectra.schema(), Table::Photons.schema());
+    }
 
     #[test]
     fn every_table_has_a_unique_name_and_a_version() {

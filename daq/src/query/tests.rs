@@ -10,11 +10,7 @@ use arrow::record_batch::RecordBatch;
 use flowdaq_schemas::Table;
 
 use super::QueryEngine;
-use crate::catalog::Catalog;
 use crate::config::ParquetConfig;
-use crate::paths::DataPaths;
-use crate::persister::Persister;
-use crate::write_buffer::WriteBuffer;
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 /// 2026-12-01T00:00:00Z.
@@ -42,21 +38,8 @@ fn photons(run: &str, start_ns: i64, rows: usize) -> RecordBatch {
 
 /// Persists each batch as its own snapshot (one file per batch), then an engine over them.
 fn persisted(dir: &std::path::Path, batches: Vec<RecordBatch>) -> QueryEngine {
-    let paths = DataPaths::new(dir);
-    std::fs::create_dir_all(paths.wal_dir()).expect("wal dir");
-    let storage = crate::storage::LocalStorage::shared();
-    let buffer = Arc::new(WriteBuffer::new(
-        Catalog::default(),
-        paths.clone(),
-        storage.clone(),
-    ));
-    let persister = Persister::new(
-        paths.clone(),
-        ParquetConfig::default(),
-        buffer.clone(),
-        storage,
-        Default::default(),
-    );
+    let (paths, buffer, persister) =
+        crate::persister::local_for_tests(dir, ParquetConfig::default());
     for batch in batches {
         buffer.insert(&[(Table::Photons, batch)]);
         let snapshot = buffer
