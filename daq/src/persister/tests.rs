@@ -7,7 +7,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Float64Builder, ListBuilder, StringArray, TimestampNanosecondArray,
     UInt32Array, UInt64Array,
 };
-use arrow::datatypes::Float64Type;
+use arrow::datatypes::{DataType, Float64Type};
 use arrow::record_batch::RecordBatch;
 use flowdaq_schemas::Table;
 use parquet::basic::Encoding;
@@ -42,6 +42,34 @@ fn calibrations(pixels: usize) -> RecordBatch {
     RecordBatch::try_new(Table::SpectralCalibrations.schema(), columns).expect("batch")
 }
 
+/// `rows` rows of any table: the row number in every scalar column, cast to its type, and
+/// three-element lists of floats.
+fn rows_of(table: Table, rows: usize) -> RecordBatch {
+    let schema = table.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 => Arc::new(StringArray::from(vec!["x"; rows])) as ArrayRef,
+            DataType::List(item) => {
+                let mut lists = ListBuilder::new(Float64Builder::new());
+                for row in 0..rows {
+                    lists.values().append_slice(&[row as f64, 0.5, -1.25]);
+                    lists.append(true);
+                }
+                let lists = lists.finish();
+                let target = DataType::List(item.clone());
+                arrow::compute::cast(&lists, &target).expect("list cast")
+            }
+            target => {
+                let numbers = arrow::array::Int64Array::from_iter_values(0..rows as i64);
+                arrow::compute::cast(&numbers, target).expect("cast")
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).expect("batch")
+}
+
 /// Persists `batch` with `config`; returns the file's reader.
 fn persist(
     dir: &std::path::Path,
@@ -49,7 +77,11 @@ fn persist(
     batch: RecordBatch,
 ) -> SerializedFileReader<std::fs::File> {
     let (paths, buffer, persister) = super::local_for_tests(dir, config);
-    buffer.insert(&[(Table::SpectralCalibrations, batch)]);
+    let table = Table::ALL
+        .into_iter()
+        .find(|t| t.schema() == batch.schema())
+        .expect("a table's batch");
+    buffer.insert(&[(table, batch)]);
     let snapshot = buffer
         .take_snapshot(0, Default::default())
         .expect("snapshot");
@@ -153,4 +185,38 @@ fn float_encoding_plain_writes_plain_floats() {
     }
     assert_eq!(axis_values(&read_back(dir.path())), axis_values(&batch));
     assert_eq!(read_back(dir.path()).column(2).len(), 3);
+}
+
+#[test]
+fn list_floats_carry_no_statistics_and_scalar_columns_keep_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reader = persist(
+        dir.path(),
+        ParquetConfig::default(),
+        rows_of(Table::PhaseTraces, 100),
+    );
+    let group = reader.metadata().row_group(0);
+    let column = |name: &str| {
+        group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    let rate = column("sample_rate_hz")
+        .statistics()
+        .expect("scalar statistics");
+    let value = |bytes: Option<&[u8]>| {
+        f64::from_le_bytes(bytes.expect("bound").try_into().expect("8 bytes"))
+    };
+    // Parquet writes a minimum of zero as -0.0, which equals 0.0.
+    assert_eq!(value(rate.min_bytes_opt()), 0.0);
+    assert_eq!(value(rate.max_bytes_opt()), 99.0);
+    assert!(column("seq").statistics().is_some());
+    for name in ["sensor_a_volts.list.item", "sensor_b_volts.list.item"] {
+        assert!(column(name).statistics().is_none(), "{name}");
+        assert!(column(name)
+            .encodings()
+            .any(|e| e == Encoding::BYTE_STREAM_SPLIT));
+    }
 }
