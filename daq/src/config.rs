@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub parquet: ParquetConfig,
     /// HTTP query and metrics endpoint.
     pub http: HttpConfig,
+    /// Limits every SQL query runs under.
+    pub query: QueryConfig,
     /// Known sources and per-source options, by source id.
     pub sources: BTreeMap<String, SourceConfig>,
     /// Features computed from the raw streams as they arrive.
@@ -79,6 +81,7 @@ impl Default for ServerConfig {
             buffer: BufferConfig::default(),
             parquet: ParquetConfig::default(),
             http: HttpConfig::default(),
+            query: QueryConfig::default(),
             sources: BTreeMap::new(),
             features: FeaturesConfig::default(),
             publish: PublishConfig::default(),
@@ -360,6 +363,44 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
         }
+    }
+}
+
+/// Limits every SQL query runs under, whichever door it came in by: no query may crash the
+/// server, hold it for ever or take its memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Time a query may take, planning to last row, seconds.
+    pub timeout_s: f64,
+    /// Memory DataFusion's operators (sorts, aggregates, joins) may reserve together, bytes.
+    pub memory_limit_bytes: usize,
+    /// Arrow size of a query's result, bytes; a larger result is an error.
+    pub max_result_bytes: usize,
+    /// Size of the SQL text, bytes.
+    pub max_sql_bytes: usize,
+    /// Operators, parentheses and boolean keywords in one statement: bounds how deep its
+    /// expressions can nest (and how long DataFusion plans them: the time grows with the
+    /// square of a chain's length).
+    pub max_operators: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout_s: 60.0,
+            memory_limit_bytes: 512 << 20,
+            max_result_bytes: 128 << 20,
+            max_sql_bytes: 1 << 20,
+            max_operators: 1024,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The time limit as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_s)
     }
 }
 
@@ -739,6 +780,27 @@ impl ServerConfig {
         if self.buffer.max_buffered_bytes < self.buffer.flush_bytes {
             return Err("buffer: max_buffered_bytes must be >= flush_bytes".into());
         }
+        let query = &self.query;
+        if !(query.timeout_s.is_finite() && query.timeout_s > 0.0 && query.timeout_s <= 86_400.0) {
+            return Err(format!(
+                "query.timeout_s = {}: must be > 0 and at most 86400",
+                query.timeout_s
+            ));
+        }
+        if query.memory_limit_bytes == 0
+            || query.max_result_bytes == 0
+            || query.max_sql_bytes == 0
+            || query.max_operators == 0
+        {
+            return Err("query: memory_limit_bytes, max_result_bytes, max_sql_bytes and max_operators must be > 0".into());
+        }
+        if query.max_operators > crate::query::limits::MAX_OPERATORS_CEILING {
+            return Err(format!(
+                "query.max_operators = {}: at most {} (deeper expressions exceed the query threads' stack)",
+                query.max_operators,
+                crate::query::limits::MAX_OPERATORS_CEILING
+            ));
+        }
         if !(1..=22).contains(&self.parquet.zstd_level) {
             return Err(format!(
                 "parquet.zstd_level = {}: must be 1-22",
@@ -827,6 +889,22 @@ mod tests {
         let err = ServerConfig::from_toml("[parquet]\nfloat_encoding = \"gorilla\"\n", "bad.toml")
             .expect_err("encoding");
         assert!(err.to_string().contains("byte_stream_split"), "{err}");
+    }
+
+    #[test]
+    fn query_limits_are_checked() {
+        let config = ServerConfig::from_toml("", "empty.toml").expect("defaults");
+        assert_eq!(config.query.max_operators, 1024);
+        assert_eq!(config.query.timeout(), Duration::from_secs(60));
+        for (text, needle) in [
+            ("[query]\ntimeout_s = 0\n", "query.timeout_s"),
+            ("[query]\ntimeout_s = nan\n", "query.timeout_s"),
+            ("[query]\nmax_operators = 5000\n", "at most 4096"),
+            ("[query]\nmax_result_bytes = 0\n", "must be > 0"),
+        ] {
+            let err = ServerConfig::from_toml(text, "q.toml").expect_err(text);
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
     }
 
     #[test]

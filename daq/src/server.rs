@@ -244,7 +244,7 @@ pub async fn start_with_storage(
     let persister = persister::spawn(persister, snapshot_rx, persister_stopping.clone())
         .map_err(|e| ServerError::Thread(e.to_string()))?;
 
-    let query = QueryEngine::new(buffer.clone(), &paths)?;
+    let query = QueryEngine::new(buffer.clone(), &paths, &config.query)?;
     let (conditions, tracker, sequencer) = recover_streams(&query, &config).await?;
     let mut stream_tasks = Vec::new();
     let (publisher, publish_endpoint) = if config.publish.listen.is_empty() {

@@ -184,7 +184,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         flowdaq_daq::storage::LocalStorage::shared(),
     )?;
     drop(query);
-    let engine = QueryEngine::new(recovered.buffer, &recovered.paths)?;
+    let engine = QueryEngine::new(
+        recovered.buffer,
+        &recovered.paths,
+        &flowdaq_daq::config::QueryConfig::default(),
+    )?;
     for (title, sql) in demo_queries(&run_id, started_ns) {
         println!("-- {title}\n{sql}");
         let result = engine.execute(&sql).await?;

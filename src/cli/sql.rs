@@ -47,7 +47,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
                 false,
                 flowdaq_daq::storage::LocalStorage::shared(),
             )?;
-            let engine = QueryEngine::new(recovered.buffer, &recovered.paths)?;
+            let engine = QueryEngine::new(
+                recovered.buffer,
+                &recovered.paths,
+                &flowdaq_daq::config::QueryConfig::default(),
+            )?;
             let result = engine.execute(&args.query).await?;
             result.render(format)?
         }

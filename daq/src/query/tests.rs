@@ -47,7 +47,7 @@ fn persisted(dir: &std::path::Path, batches: Vec<RecordBatch>) -> QueryEngine {
             .expect("snapshot");
         persister.persist(&snapshot).expect("persist");
     }
-    QueryEngine::new(buffer, &paths).expect("engine")
+    QueryEngine::new(buffer, &paths, &Default::default()).expect("engine")
 }
 
 async fn count(engine: &QueryEngine, filter: &str) -> i64 {
