@@ -356,12 +356,22 @@ impl Default for ParquetConfig {
 pub struct HttpConfig {
     /// Listen address; empty string disables HTTP.
     pub listen: String,
+    /// Time a client has to send a request's headers, and that an idle connection is kept
+    /// open between requests, seconds.
+    pub header_timeout_s: f64,
+    /// Time a client has to send a request's body, seconds.
+    pub body_timeout_s: f64,
+    /// Connections open at once; further ones are closed at once, counted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
+            header_timeout_s: 10.0,
+            body_timeout_s: 30.0,
+            max_connections: 256,
         }
     }
 }
@@ -779,6 +789,17 @@ impl ServerConfig {
         }
         if self.buffer.max_buffered_bytes < self.buffer.flush_bytes {
             return Err("buffer: max_buffered_bytes must be >= flush_bytes".into());
+        }
+        for (name, seconds) in [
+            ("http.header_timeout_s", self.http.header_timeout_s),
+            ("http.body_timeout_s", self.http.body_timeout_s),
+        ] {
+            if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+                return Err(format!("{name} = {seconds}: must be > 0 and at most 86400"));
+            }
+        }
+        if self.http.max_connections == 0 {
+            return Err("http.max_connections must be > 0".into());
         }
         let query = &self.query;
         if !(query.timeout_s.is_finite() && query.timeout_s > 0.0 && query.timeout_s <= 86_400.0) {

@@ -3,11 +3,15 @@
 //!
 //! Data scientists and tools that do not speak ZeroMQ query here. `POST /sql` takes the SQL
 //! text as the body and answers JSON (default), CSV or Arrow IPC, chosen by `?format=` or the
-//! `Accept` header; a refused or failing query answers 400 with `{"error": ...}`.
+//! `Accept` header; a refused or failing query answers 400 with `{"error": ...}`. Connections
+//! are served under the limits of [`serve`].
+
+pub mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +35,33 @@ pub struct HttpState {
     pub buffer: Arc<WriteBuffer>,
     /// Where condition registrations go.
     pub registrations: crate::control::RegistrationSender,
+    /// Time a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Largest `POST /sql` body (the query's `max_sql_bytes`).
+    pub max_sql_bytes: usize,
+    /// Connection counters.
+    pub connections: Arc<serve::HttpCounters>,
+}
+
+/// Largest `POST /conditions` body.
+const MAX_CONDITION_BYTES: usize = 1 << 20;
+
+/// The body of a request, or the response that refuses it (408 when it is late, else 413);
+/// `limit` says where `max_bytes` is set.
+async fn body_of(
+    state: &HttpState,
+    body: Body,
+    max_bytes: usize,
+    limit: &'static str,
+) -> Result<axum::body::Bytes, Response> {
+    match serve::read_body(body, max_bytes, limit, state.body_timeout).await {
+        Ok(bytes) => Ok(bytes),
+        Err(err @ serve::BodyError::TimedOut(_)) => {
+            state.connections.body_timed_out();
+            Err(error(StatusCode::REQUEST_TIMEOUT, err.to_string()))
+        }
+        Err(err) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())),
+    }
 }
 
 /// The routes.
@@ -74,8 +105,12 @@ async fn sql(
     State(state): State<HttpState>,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match body_of(&state, body, state.max_sql_bytes, "[query] max_sql_bytes").await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let format = match choose_format(&params, &headers) {
         Ok(format) => format,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
@@ -98,7 +133,11 @@ async fn sql(
 
 /// `POST /conditions`: registers a condition (body as in `docs/feature-streams.md`); 200 once
 /// durable, 400 with the reason otherwise.
-async fn conditions(State(state): State<HttpState>, body: Bytes) -> Response {
+async fn conditions(State(state): State<HttpState>, body: Body) -> Response {
+    let body = match body_of(&state, body, MAX_CONDITION_BYTES, "1 MiB for a condition").await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(err) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {err}")),
@@ -144,6 +183,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
                 "persisted_rows": buffer.persisted_rows,
                 "persisted_files": buffer.persisted_files,
             }),
+        );
+        object.insert(
+            "http".into(),
+            serde_json::to_value(state.connections.snapshot()).unwrap_or_default(),
         );
     }
     Json(value).into_response()

@@ -340,18 +340,19 @@ pub async fn start_with_storage(
             metrics: metrics.clone(),
             buffer: buffer.clone(),
             registrations: registrations.clone(),
+            body_timeout: std::time::Duration::from_secs_f64(config.http.body_timeout_s),
+            max_sql_bytes: config.query.max_sql_bytes,
+            connections: Default::default(),
         };
-        let mut stop = shutdown_rx.clone();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, crate::http::router(state)).with_graceful_shutdown(
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            );
-            if let Err(err) = serve.await {
-                tracing::error!(%err, "http server failed");
-            }
-        });
+        let limits = crate::http::serve::HttpLimits::from_config(&config.http);
+        let counters = state.connections.clone();
+        let task = tokio::spawn(crate::http::serve::serve(
+            listener,
+            crate::http::router(state),
+            limits,
+            counters,
+            shutdown_rx.clone(),
+        ));
         (Some(local), Some(task))
     };
     tracing::info!(endpoints = ?transport.endpoints, ?http_addr, data_dir = %paths.root().display(), "flowdaq server started");

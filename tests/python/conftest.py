@@ -48,8 +48,8 @@ def _lines(text):
 class Server:
     """A `flowdaq serve` child process and the endpoints it reported."""
 
-    def __init__(self, data_dir, extra_config="", ingest="", publish="", control=""):
-        """`ingest`, `publish` and `control` are extra lines for those sections (a section
+    def __init__(self, data_dir, extra_config="", ingest="", publish="", control="", http=""):
+        """`ingest`, `http`, `publish` and `control` are extra lines for those sections (a section
         cannot be opened twice in TOML); `extra_config` is appended as it is."""
         self.data_dir = Path(data_dir)
         self.config_path = self.data_dir.parent / f"{self.data_dir.name}.toml"
@@ -59,6 +59,7 @@ class Server:
             'pull = "tcp://127.0.0.1:0"\nsub = "tcp://127.0.0.1:0"\nrouter = "tcp://127.0.0.1:0"\n'
             + _lines(ingest)
             + "[http]\nlisten = \"127.0.0.1:0\"\n"
+            + _lines(http)
             + "[publish]\nlisten = \"tcp://127.0.0.1:0\"\n"
             + _lines(publish)
             + "[control]\nlisten = \"tcp://127.0.0.1:0\"\n"

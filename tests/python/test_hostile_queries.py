@@ -85,8 +85,8 @@ CORPUS = [
     ("SELECT " + "(" * 3000 + "1" + ")" * 3000, 400, "max_operators"),
     # Nested parentheses within max_operators: the parser's own recursion limit.
     ("SELECT " + "(" * 500 + "1" + ")" * 500, 400, "RecursionLimitExceeded"),
-    # Longer than max_sql_bytes.
-    ("SELECT '" + "x" * 300000 + "'", 400, "max_sql_bytes"),
+    # Longer than max_sql_bytes: refused while the body is read.
+    ("SELECT '" + "x" * 300000 + "'", 413, "max_sql_bytes"),
     # Endless work: stopped by the time limit.
     ("SELECT count(*) FROM generate_series(1, 10000000000)", 400, "timeout_s"),
     ("SELECT value FROM range(1000000000) ORDER BY value DESC LIMIT 1", 400, "timeout_s"),
@@ -116,7 +116,7 @@ def test_the_hostile_query_corpus_cannot_crash_hold_or_swell_the_server(server_f
         print(f"{status} in {took:5.2f} s, VmHWM {vm_kib(pid, 'VmHWM') / 1024:6.1f} MiB: {label} -> {text[:150]}")
         if status != want_status or fragment not in text:
             failures.append(f"{label}: got {status} {text[:300]}, wanted {want_status} with {fragment!r}")
-        if status == 400:
+        if status != 200:
             assert "error" in body, body
         assert server.process.poll() is None, f"the server died on {label}: {server.process.stderr.read()[-2000:]}"
         assert_alive(server)
