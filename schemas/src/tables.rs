@@ -46,6 +46,9 @@ pub enum Table {
     ConditionOutcomes,
 }
 
+/// One schema per table, built on first use.
+type SchemaCache = [OnceLock<SchemaRef>; Table::ALL.len()];
+
 impl Table {
     /// All tables, in a stable order.
     pub const ALL: [Table; 12] = [
@@ -119,11 +122,13 @@ impl Table {
     /// [`Table::schema`] for tables that are not published. Built once, shared (see
     /// [`Table::schema`]).
     pub fn unsequenced_schema(self) -> SchemaRef {
-        static SCHEMAS: [OnceLock<SchemaRef>; Table::ALL.len()] =
-            [const { OnceLock::new() }; Table::ALL.len()];
-        SCHEMAS[self as usize]
-            .get_or_init(|| self.build_unsequenced_schema())
-            .clone()
+        static SCHEMAS: SchemaCache = [const { OnceLock::new() }; Table::ALL.len()];
+        self.cached(&SCHEMAS, Table::build_unsequenced_schema)
+    }
+
+    /// `self`'s entry of `cache`, built by `build` the first time.
+    fn cached(self, cache: &'static SchemaCache, build: fn(Table) -> SchemaRef) -> SchemaRef {
+        cache[self as usize].get_or_init(|| build(self)).clone()
     }
 
     fn build_unsequenced_schema(self) -> SchemaRef {
@@ -144,11 +149,8 @@ impl Table {
     /// holds it, and a schema of its own per batch (forty `Field`s to allocate and free for a
     /// feature row) cost more than the rows' data.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: [OnceLock<SchemaRef>; Table::ALL.len()] =
-            [const { OnceLock::new() }; Table::ALL.len()];
-        SCHEMAS[self as usize]
-            .get_or_init(|| self.build_schema())
-            .clone()
+        static SCHEMAS: SchemaCache = [const { OnceLock::new() }; Table::ALL.len()];
+        self.cached(&SCHEMAS, Table::build_schema)
     }
 
     fn build_schema(self) -> SchemaRef {

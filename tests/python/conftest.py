@@ -155,6 +155,27 @@ class Server:
             self.process.wait(timeout=30)
 
 
+def vm_status(pid):
+    """VmHWM and VmRSS of a process, in bytes, from /proc/<pid>/status (those it has: a
+    process that has exited has neither)."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                values[key] = int(rest.split()[0]) * 1024  # kB
+    return values
+
+
+def vm_hwm_bytes(pid):
+    """The peak resident set (VmHWM) of a running process, in bytes; fails the test if the
+    kernel does not report it."""
+    hwm = vm_status(pid).get("VmHWM")
+    if hwm is None:
+        pytest.fail(f"no VmHWM in /proc/{pid}/status: cannot measure the server's memory")
+    return hwm
+
+
 def run_cli(*args):
     result = subprocess.run([flowdaq_bin(), *args], capture_output=True, text=True, timeout=120)
     return result

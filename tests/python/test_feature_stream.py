@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
+from conftest import vm_hwm_bytes
 from flowdaq_client import ControlError, FlowdaqClient
 from flowdaq_send import spectrum_frames
 
@@ -149,17 +150,6 @@ def assert_nothing_more(sub, got, quiet_s=1.5):
     assert not extra, f"rows after the end: {extra[:10]}"
 
 
-def vm_status(pid):
-    """VmHWM and VmRSS of a process, in bytes."""
-    values = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                values[key] = int(rest.split()[0]) * 1024  # kB
-    return values
-
-
 # -- tests -----------------------------------------------------------------------------------
 
 
@@ -269,12 +259,12 @@ def test_slow_subscriber_is_dropped_not_waited_for_and_catches_up_by_replay(serv
         read_rows(sub, got, lambda: total(got) >= 200, 60, "the stream to flow")
         row_bytes = len(json.dumps(sql_rows(server, f"SELECT * FROM spectral_features WHERE run_id = '{run_id}' LIMIT 1")[0]))
         before = server.metrics()
-        hwm_before = vm_status(pid)["VmHWM"]
+        hwm_before = vm_hwm_bytes(pid)
 
         time.sleep(STALL_S)  # the scenario: features stream at full rate, nobody reads
 
         during = server.metrics()
-        hwm_stalled = vm_status(pid)["VmHWM"]
+        hwm_stalled = vm_hwm_bytes(pid)
         # Read again while the sender goes on: the messages queued before the drops come
         # first, then the first one after them reveals the gap, which a replay repairs.
         read_rows(sub, got, lambda: sub.stats["gaps"] > 0, 120, "the gap to be seen")
@@ -291,7 +281,7 @@ def test_slow_subscriber_is_dropped_not_waited_for_and_catches_up_by_replay(serv
         for raw in stalled:
             raw.close(linger=0)
     metrics = server.metrics()
-    hwm_end = vm_status(pid)["VmHWM"]
+    hwm_end = vm_hwm_bytes(pid)
     # What an unbounded server would have queued during the stall, at least: the JSON of every
     # row for each subscriber (the raw ones also take the Arrow copies; not counted).
     backlog_bytes = ((during["messages_processed"] - before["messages_processed"]) * row_bytes

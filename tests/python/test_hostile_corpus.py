@@ -21,14 +21,13 @@ import urllib.error
 import urllib.request
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import zmq
 
-from conftest import Server, flowdaq_bin
+from conftest import Server, flowdaq_bin, vm_hwm_bytes
 from flowdaq_send import spectrum_frames
 
 SEED = 0x5EED_2026
@@ -609,17 +608,6 @@ class Sender:
 # ---------------------------------------------------------------------------------------------
 
 
-def vm_hwm_kb(pid):
-    """The process's peak resident set (VmHWM) in KiB, from the kernel."""
-    status = Path(f"/proc/{pid}/status")
-    if not status.exists():
-        pytest.fail(f"{status} does not exist: cannot measure the server's memory")
-    for line in status.read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    pytest.fail(f"no VmHWM line in {status}: cannot measure the server's memory")
-
-
 def health_status(server):
     try:
         with urllib.request.urlopen(server.http + "/health", timeout=10) as response:
@@ -700,7 +688,7 @@ def run_attack(attack, rng):
     try:
         # 1. The hostile IPC payloads alone, over DEALER, then one good message: how much memory
         #    they cost and how soon the good one is acknowledged after them.
-        attack.hwm_start_kb = vm_hwm_kb(server.process.pid)
+        attack.hwm_start_kb = vm_hwm_bytes(server.process.pid) // 1024
         burst = [corpora["dealer"].bad(by_name["ipc: the 108-byte continuation payload"])]
         burst += [corpora["dealer"].bad(by_name["ipc: random continuation payload, huge metadata length"])
                   for _ in range(IPC_BURST)]
@@ -716,7 +704,7 @@ def run_attack(attack, rng):
             attack.ack_after_burst_s = dealer.acked_at[key] - sent_at
         poll(lambda: not dealer.expected, WAIT_S, lambda: dealer.drain(10))
         server.wait_processed(dealer.sent)
-        attack.hwm_after_ipc_kb = vm_hwm_kb(server.process.pid)
+        attack.hwm_after_ipc_kb = vm_hwm_bytes(server.process.pid) // 1024
 
         # 2. PUB drops until the subscription has propagated: probe until the server sees one.
         for probe in range(1000):
@@ -783,7 +771,7 @@ def run_attack(attack, rng):
                 f"SELECT DISTINCT source, seq FROM {table} WHERE source LIKE 'hostile-%'")
             assert status == 200, body
             attack.hostile_stored += [(table, row["source"], row["seq"]) for row in json.loads(body)]
-        attack.hwm_end_kb = vm_hwm_kb(server.process.pid)
+        attack.hwm_end_kb = vm_hwm_bytes(server.process.pid) // 1024
     finally:
         for sender in senders.values():
             sender.socket.close(linger=0)

@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from conftest import vm_hwm_bytes
+
 MiB = 1 << 20
 MEMORY_LIMIT = 64 * MiB
 MAX_RESULT = 8 * MiB
@@ -31,14 +33,6 @@ max_result_bytes = {MAX_RESULT}
 max_sql_bytes = 262144
 max_operators = 1024
 """
-
-
-def vm_kib(pid, key):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    pytest.fail(f"no {key} in /proc/{pid}/status: cannot measure the server's memory")
 
 
 def cpu_seconds(pid):
@@ -105,7 +99,7 @@ CORPUS = [
 def test_the_hostile_query_corpus_cannot_crash_hold_or_swell_the_server(server_factory):
     server = server_factory(extra_config=QUERY_LIMITS).start()
     pid = server.process.pid
-    hwm_start = vm_kib(pid, "VmHWM")
+    hwm_start = vm_hwm_bytes(pid)
     failures = []
     for query, want_status, fragment in CORPUS:
         started = time.monotonic()
@@ -113,18 +107,18 @@ def test_the_hostile_query_corpus_cannot_crash_hold_or_swell_the_server(server_f
         text = json.dumps(body)
         took = time.monotonic() - started
         label = query[:70] + ("..." if len(query) > 70 else "")
-        print(f"{status} in {took:5.2f} s, VmHWM {vm_kib(pid, 'VmHWM') / 1024:6.1f} MiB: {label} -> {text[:150]}")
+        print(f"{status} in {took:5.2f} s, VmHWM {vm_hwm_bytes(pid) / MiB:6.1f} MiB: {label} -> {text[:150]}")
         if status != want_status or fragment not in text:
             failures.append(f"{label}: got {status} {text[:300]}, wanted {want_status} with {fragment!r}")
         if status != 200:
             assert "error" in body, body
         assert server.process.poll() is None, f"the server died on {label}: {server.process.stderr.read()[-2000:]}"
         assert_alive(server)
-    hwm_end = vm_kib(pid, "VmHWM")
-    print(f"VmHWM {hwm_start / 1024:.1f} MiB at start, {hwm_end / 1024:.1f} MiB after {len(CORPUS)} hostile queries")
+    hwm_end = vm_hwm_bytes(pid)
+    print(f"VmHWM {hwm_start / MiB:.1f} MiB at start, {hwm_end / MiB:.1f} MiB after {len(CORPUS)} hostile queries")
     assert not failures, "\n".join(failures)
-    bound_kib = (MEMORY_LIMIT + MAX_RESULT + MARGIN) // 1024
-    assert hwm_end <= bound_kib, f"VmHWM {hwm_end} KiB > {bound_kib} KiB (pool + results + margin)"
+    bound = MEMORY_LIMIT + MAX_RESULT + MARGIN
+    assert hwm_end <= bound, f"VmHWM {hwm_end / MiB:.1f} MiB > {bound / MiB:.0f} MiB (pool + results + margin)"
 
 
 def test_the_deepest_accepted_chain_is_planned_on_the_query_threads(server_factory):

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pytest
 import zmq
 
-from conftest import ROOT, Server, flowdaq_bin
+from conftest import ROOT, Server, flowdaq_bin, vm_hwm_bytes, vm_status
 from flowdaq_send import AcknowledgedSender, spectrum_frames
 
 PIXELS = 2048
@@ -185,17 +185,6 @@ def fill(path, size):
         os.fsync(f.fileno())
 
 
-def proc_status(pid):
-    """VmRSS and VmHWM of `pid` in bytes (from /proc/<pid>/status)."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
 def tcp_port(endpoint):
     return int(endpoint.rsplit(":", 1)[1])
 
@@ -232,7 +221,7 @@ class StressServer(Server):
         test fails saying so) before it takes the host down."""
         while process.poll() is None:
             try:
-                rss = proc_status(process.pid).get("VmRSS", 0)
+                rss = vm_status(process.pid).get("VmRSS", 0)
             except OSError:
                 return
             if rss > MEMORY_GUARD:
@@ -769,7 +758,7 @@ def test_a_minute_of_overload_stays_under_1_gib(tmp_path, running):
     def sample():
         nonlocal rss_max, samples, backpressure_seen, health_503, http_errors
         try:
-            rss_max = max(rss_max, proc_status(pid)["VmRSS"])
+            rss_max = max(rss_max, vm_status(pid)["VmRSS"])
             samples += 1
         except OSError:
             pass
@@ -816,7 +805,7 @@ def test_a_minute_of_overload_stays_under_1_gib(tmp_path, running):
         assert drained is not None, (f"{total} messages sent, not all processed within 3 min: "
                                      f"{try_metrics(server)}; stderr tail:\n{server.stderr_text()}")
         elapsed = time.monotonic() - start
-        hwm = proc_status(pid)["VmHWM"]
+        hwm = vm_hwm_bytes(pid)
         rows = {r["source"]: r["n"] for r in server.sql_arrow(
             "SELECT source, count(*) AS n FROM spectra WHERE source LIKE 'overload-%' GROUP BY source").to_pylist()}
         expected = {r["source"]: 16 * r["sent"] for r in reports}
