@@ -347,7 +347,7 @@ class Server:
         return self.ready["router"]
 
     def metrics(self):
-        return json.loads(self.http.request("GET", "/metrics"))
+        return json.loads(self.http.request("GET", "/metrics/json"))
 
     def count(self, sql):
         rows = json.loads(self.http.request("POST", "/sql?format=json", sql.encode()))

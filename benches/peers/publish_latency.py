@@ -377,7 +377,7 @@ class Server:
         raise RuntimeError(f"flowdaq serve printed no ready line within {timeout_s} s:\n" + self.stderr_tail())
 
     def metrics(self):
-        with urllib.request.urlopen(f"http://{self.ready['http']}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{self.ready['http']}/metrics/json", timeout=5) as response:
             return json.loads(response.read())
 
     def wait_metrics(self, predicate, what, timeout_s):

@@ -69,6 +69,10 @@ pub struct ServerConfig {
     pub control: ControlConfig,
     /// Steady-state detection and `condition_outcomes`.
     pub outcomes: OutcomesConfig,
+    /// Arrow Flight SQL endpoint (ADBC, JDBC, DBeaver).
+    pub flight_sql: FlightSqlConfig,
+    /// Tokens every query and control surface asks for.
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -87,8 +91,40 @@ impl Default for ServerConfig {
             publish: PublishConfig::default(),
             control: ControlConfig::default(),
             outcomes: OutcomesConfig::default(),
+            flight_sql: FlightSqlConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
+}
+
+/// Arrow Flight SQL endpoint; see `docs/sql.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightSqlConfig {
+    /// Listen address (`host:port`, gRPC without TLS); empty disables Flight SQL.
+    pub listen: String,
+}
+
+impl Default for FlightSqlConfig {
+    fn default() -> Self {
+        FlightSqlConfig {
+            listen: "127.0.0.1:8082".into(),
+        }
+    }
+}
+
+/// Bearer tokens; see `docs/configuration.md`. With none configured (here, in `tokens_file`
+/// or in `FLOWDAQ_TOKENS`), every surface is open, and the server refuses to listen beyond
+/// loopback unless `allow_unauthenticated` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accepted tokens (at least 16 bytes each, no whitespace).
+    pub tokens: Vec<String>,
+    /// A file with one token per line (`#` starts a comment line), read at start-up.
+    pub tokens_file: Option<PathBuf>,
+    /// Start even when HTTP, Flight SQL or control listen beyond loopback without tokens.
+    pub allow_unauthenticated: bool,
 }
 
 /// The feature stream; see `docs/feature-streams.md`.
@@ -728,6 +764,7 @@ impl ServerConfig {
         config.http.listen = String::new();
         config.publish.listen = String::new();
         config.control.listen = String::new();
+        config.flight_sql.listen = String::new();
         config
     }
 

@@ -5,7 +5,8 @@
 //! multipart answer out (REQ and DEALER clients both work). A registration is handed to the
 //! ingest pipeline, which owns the order of everything written, and is answered only once its
 //! row is durable; a replay is answered from the SQL engine in its own task, so a long replay
-//! never holds up a registration.
+//! never holds up a registration. With tokens configured, each request carries one in its
+//! `token` field.
 
 use std::sync::Arc;
 
@@ -66,6 +67,8 @@ pub struct ControlState {
     pub max_replay_rows: usize,
     /// Replay requests served (for `/metrics`).
     pub replay_requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Tokens a request's `token` field must match (none configured: any request passes).
+    pub tokens: crate::auth::Tokens,
 }
 
 /// Binds the ROUTER and serves requests until `shutdown`. Returns the bound endpoint and task.
@@ -135,6 +138,12 @@ async fn handle(state: &ControlState, request: Option<&[u8]>) -> Vec<Bytes> {
         Ok(v) => v,
         Err(err) => return error(format!("request is not JSON: {err}")),
     };
+    if !state
+        .tokens
+        .allows(request.get("token").and_then(Value::as_str))
+    {
+        return error("unauthorized: the request needs a valid \"token\"".into());
+    }
     match request.get("op").and_then(Value::as_str) {
         Some("register_condition") => {
             vec![Bytes::from(

@@ -1,11 +1,16 @@
-//! The HTTP face of a running server: `POST /sql`, `POST /conditions`, `GET /metrics`,
-//! `GET /health`.
+//! The HTTP face of a running server: `POST /sql`, `POST /conditions`, `GET /metrics`
+//! (Prometheus text), `GET /metrics/json` (the same counters and more detail as JSON, for the
+//! demo and scripts), `GET /health`.
 //!
 //! Data scientists and tools that do not speak ZeroMQ query here. `POST /sql` takes the SQL
 //! text as the body and answers JSON (default), CSV or Arrow IPC, chosen by `?format=` or the
-//! `Accept` header; a refused or failing query answers 400 with `{"error": ...}`. Connections
-//! are served under the limits of [`serve`].
+//! `Accept` header, streamed batch by batch as the query produces them; a refused or failing
+//! query answers 400 with `{"error": ...}`, and one that fails after its first batch was sent
+//! (a time limit reached mid-stream) has its body cut, never ended as if complete. Connections
+//! are served under the limits of [`serve`]. With tokens configured, every route but
+//! `/health` asks for `Authorization: Bearer <token>` and answers 401 without it.
 
+pub mod prometheus;
 pub mod serve;
 
 use std::sync::Arc;
@@ -17,10 +22,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::metrics::Metrics;
-use crate::query::output::Format;
+use crate::query::output::{Format, Renderer};
 use crate::query::QueryEngine;
 use crate::write_buffer::WriteBuffer;
 
@@ -41,6 +48,8 @@ pub struct HttpState {
     pub max_sql_bytes: usize,
     /// Connection counters.
     pub connections: Arc<serve::HttpCounters>,
+    /// Tokens a request's bearer header must match (none configured: every request passes).
+    pub tokens: crate::auth::Tokens,
 }
 
 /// Largest `POST /conditions` body.
@@ -66,12 +75,41 @@ async fn body_of(
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/sql", post(sql))
         .route("/conditions", post(conditions))
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .with_state(state)
+        .route("/metrics", get(metrics_prometheus))
+        .route("/metrics/json", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    guarded.route("/health", get(health)).with_state(state)
+}
+
+/// Lets a request through when its bearer token is accepted; 401 otherwise.
+async fn require_token(
+    State(state): State<HttpState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if state.tokens.allows_bearer(header) {
+        return next.run(request).await;
+    }
+    state.connections.unauthorized();
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized: send Authorization: Bearer <token>".into(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,14 +159,67 @@ async fn sql(
             "the body must be UTF-8 SQL text".into(),
         );
     };
-    let result = match state.query.execute(text).await {
-        Ok(result) => result,
+    if format == Format::Table {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "format table is for the terminal: use json, csv or arrow".into(),
+        );
+    }
+    let mut stream = match state.query.stream(text).await {
+        Ok(stream) => stream,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    match result.render(format) {
-        Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    }
+    // Most failures show before the first batch: answer those with a status, not a cut body.
+    let first = match stream.next().await {
+        Some(Err(err)) => return error(StatusCode::BAD_REQUEST, err.to_string()),
+        first => first,
+    };
+    let mut renderer = match Renderer::new(format, &stream.schema()) {
+        Ok(renderer) => renderer,
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    };
+    let head = renderer.take();
+    let body = futures::stream::unfold(
+        (Some(renderer), first, stream, Some(head)),
+        |(renderer, pending, mut stream, head)| async move {
+            if let Some(head) = head {
+                return Some((Ok(Bytes::from(head)), (renderer, pending, stream, None)));
+            }
+            let mut renderer = renderer?;
+            let next = match pending {
+                Some(item) => Some(item),
+                None => stream.next().await,
+            };
+            let chunk = match next {
+                Some(Ok(batch)) => renderer.batch(&batch).map_err(|e| e.to_string()),
+                Some(Err(err)) => Err(err.to_string()),
+                None => {
+                    let end = renderer.finish().map_err(|e| e.to_string());
+                    return Some((
+                        end.map(Bytes::from).map_err(stream_error),
+                        (None, None, stream, None),
+                    ));
+                }
+            };
+            match chunk {
+                Ok(bytes) => Some((Ok(Bytes::from(bytes)), (Some(renderer), None, stream, None))),
+                // The status is sent: cutting the body is how the client learns of the failure.
+                Err(message) => {
+                    tracing::warn!(%message, "query failed while its result was streaming");
+                    Some((Err(stream_error(message)), (None, None, stream, None)))
+                }
+            }
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn stream_error(message: String) -> std::io::Error {
+    std::io::Error::other(message)
 }
 
 /// `POST /conditions`: registers a condition (body as in `docs/feature-streams.md`); 200 once
@@ -163,6 +254,24 @@ async fn health(State(state): State<HttpState>) -> Response {
     (status, Json(report)).into_response()
 }
 
+/// `GET /metrics`: Prometheus text.
+async fn metrics_prometheus(State(state): State<HttpState>) -> Response {
+    let scrape = prometheus::Scrape {
+        metrics: state.metrics.snapshot(),
+        processed: state.metrics.processed(),
+        buffer: state.buffer.stats(),
+        health: state.metrics.health.report(),
+        http: state.connections.snapshot(),
+        query: state.query.counters(),
+    };
+    (
+        [(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)],
+        prometheus::render(scrape),
+    )
+        .into_response()
+}
+
+/// `GET /metrics/json`: every counter as one JSON object.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let snapshot = state.metrics.snapshot();
     let buffer = state.buffer.stats();
@@ -187,6 +296,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         object.insert(
             "http".into(),
             serde_json::to_value(state.connections.snapshot()).unwrap_or_default(),
+        );
+        object.insert(
+            "query".into(),
+            serde_json::to_value(state.query.counters()).unwrap_or_default(),
         );
     }
     Json(value).into_response()

@@ -7,17 +7,21 @@
 //! - [`persister`] writes buffer snapshots to Parquet and records them in the [`catalog`].
 //! - Every file the write path writes goes through [`storage`]; failures are reported to
 //!   [`health`].
-//! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`] exposes it.
+//! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`] and [`flight_sql`]
+//!   expose it.
 //! - [`conditions`] are registered through [`control`] or HTTP and tag later measurements;
 //!   [`outcomes`] decides when each condition's features have settled; [`publish`] streams every
 //!   feature row and outcome to subscribers and replays what they missed.
+//! - [`auth`] decides who may query and control the server.
 //! - [`metrics`] counts everything, including sequence gaps; [`server`] wires it all up.
 
+pub mod auth;
 pub mod catalog;
 pub mod conditions;
 pub mod config;
 pub mod control;
 pub mod features;
+pub mod flight_sql;
 pub mod health;
 pub mod http;
 pub mod ingest;

@@ -76,6 +76,12 @@ pub enum ServerError {
         /// The socket's error.
         source: zeromq::ZmqError,
     },
+    /// Tokens could not be loaded, or a surface would be exposed without them.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// The Flight SQL endpoint could not bind.
+    #[error(transparent)]
+    FlightSql(#[from] crate::flight_sql::BindError),
     /// A worker thread could not start or ended abnormally.
     #[error("worker thread: {0}")]
     Thread(String),
@@ -150,6 +156,8 @@ pub struct RunningServer {
     pub endpoints: BoundEndpoints,
     /// The HTTP address bound, if HTTP is enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Flight SQL address (None when disabled).
+    pub flight_sql_addr: Option<SocketAddr>,
     /// Ingest metrics.
     pub metrics: Arc<Metrics>,
     /// The write buffer (rows and catalog).
@@ -191,8 +199,13 @@ pub async fn start_with_storage(
     storage: SharedStorage,
 ) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
-    // Refuse bad feature options before touching the data directory.
+    // Refuse bad feature options and exposed surfaces before touching the data directory.
     FeatureExtractors::new(&config.features)?;
+    let tokens = crate::auth::Tokens::load(
+        &config.auth,
+        std::env::var(crate::auth::TOKENS_ENV).ok().as_deref(),
+    )?;
+    crate::auth::check_exposure(&config, &tokens)?;
     let recovered = recover(&config.data_dir, true, storage.clone())?;
     let Recovered {
         paths,
@@ -282,6 +295,7 @@ pub async fn start_with_storage(
             query: query.clone(),
             max_replay_rows: config.control.max_replay_rows,
             replay_requests: metrics.replay_requests.clone(),
+            tokens: tokens.clone(),
         };
         let (bound, task) =
             crate::control::serve(&config.control.listen, state, shutdown_rx.clone())
@@ -343,6 +357,7 @@ pub async fn start_with_storage(
             body_timeout: std::time::Duration::from_secs_f64(config.http.body_timeout_s),
             max_sql_bytes: config.query.max_sql_bytes,
             connections: Default::default(),
+            tokens: tokens.clone(),
         };
         let limits = crate::http::serve::HttpLimits::from_config(&config.http);
         let counters = state.connections.clone();
@@ -355,10 +370,24 @@ pub async fn start_with_storage(
         ));
         (Some(local), Some(task))
     };
-    tracing::info!(endpoints = ?transport.endpoints, ?http_addr, data_dir = %paths.root().display(), "flowdaq server started");
+    let flight_sql_addr = if config.flight_sql.listen.is_empty() {
+        None
+    } else {
+        let (bound, task) = crate::flight_sql::serve(
+            &config.flight_sql.listen,
+            query.clone(),
+            tokens.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        stream_tasks.push(task);
+        Some(bound)
+    };
+    tracing::info!(endpoints = ?transport.endpoints, ?http_addr, ?flight_sql_addr, data_dir = %paths.root().display(), "flowdaq server started");
     Ok(RunningServer {
         endpoints: transport.endpoints,
         http_addr,
+        flight_sql_addr,
         metrics,
         buffer,
         query,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
 import time
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -112,11 +113,14 @@ def _check_parameters(parameters: Mapping[str, Any]) -> None:
 
 class FlowdaqClient:
     """Talks to one flowdaq server: `control` is its ROUTER endpoint, `publish` its PUB endpoint
-    (both printed on `flowdaq serve`'s ready line)."""
+    (both printed on `flowdaq serve`'s ready line). `token` is sent with every control request
+    when the server has `[auth]` tokens (default: the FLOWDAQ_TOKEN environment variable)."""
 
-    def __init__(self, control: str, publish: str, context: Optional[zmq.Context] = None):
+    def __init__(self, control: str, publish: str, context: Optional[zmq.Context] = None,
+                 token: Optional[str] = None):
         self.control = control
         self.publish = publish
+        self.token = token if token is not None else os.environ.get("FLOWDAQ_TOKEN")
         self.context = context or zmq.Context.instance()
         # Outcome rows seen by wait_outcomes, so rows read while waiting for one condition are
         # not lost for a later wait: (run_id, condition_id, feature) -> rows.
@@ -134,6 +138,8 @@ class FlowdaqClient:
         socket.setsockopt(zmq.LINGER, 0)
         try:
             socket.connect(self.control)
+            if self.token:
+                message = {**message, "token": self.token}
             socket.send(json.dumps(message).encode())
             if not socket.poll(int(timeout_s * 1000), zmq.POLLIN):
                 raise ControlTimeout(f"no answer from {self.control} to {message.get('op')!r} within {timeout_s} s")

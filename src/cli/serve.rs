@@ -24,6 +24,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::
         "sub": server.endpoints.sub,
         "router": server.endpoints.router,
         "http": server.http_addr.map(|a| a.to_string()),
+        "flight_sql": server.flight_sql_addr.map(|a| a.to_string()),
         "publish": server.publish_endpoint,
         "control": server.control_endpoint,
         "replayed_rows": server.replayed_rows,

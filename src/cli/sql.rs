@@ -23,6 +23,9 @@ pub struct SqlArgs {
     /// Output format: table, json, csv or arrow.
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Token for a server that asks for one (sent as `Authorization: Bearer`).
+    #[arg(long, env = "FLOWDAQ_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Runs the query and writes the result to stdout.
@@ -34,7 +37,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         );
     };
     let bytes = match &args.server {
-        Some(server) => query_server(server, &args.query, format).await?,
+        Some(server) => query_server(server, &args.query, format, args.token.as_deref()).await?,
         None => {
             let dir = args
                 .data_dir
@@ -60,7 +63,12 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn query_server(server: &str, query: &str, format: Format) -> anyhow::Result<Vec<u8>> {
+async fn query_server(
+    server: &str,
+    query: &str,
+    format: Format,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<u8>> {
     let wire_format = if format == Format::Table {
         "arrow"
     } else {
@@ -68,8 +76,13 @@ async fn query_server(server: &str, query: &str, format: Format) -> anyhow::Resu
     };
     let url = format!("{}/sql?format={wire_format}", server.trim_end_matches('/'));
     let query = query.to_string();
+    let authorization = token.map(|t| format!("Bearer {t}"));
     let response = tokio::task::spawn_blocking(move || {
-        ureq::post(&url)
+        let mut request = ureq::post(&url);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        request
             .config()
             .http_status_as_error(false)
             .build()

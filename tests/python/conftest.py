@@ -48,10 +48,15 @@ def _lines(text):
 class Server:
     """A `flowdaq serve` child process and the endpoints it reported."""
 
-    def __init__(self, data_dir, extra_config="", ingest="", publish="", control="", http=""):
-        """`ingest`, `http`, `publish` and `control` are extra lines for those sections (a section
-        cannot be opened twice in TOML); `extra_config` is appended as it is."""
+    def __init__(self, data_dir, extra_config="", ingest="", publish="", control="", http="",
+                 flight_sql="", token=None, env=None):
+        """`ingest`, `http`, `publish`, `control` and `flight_sql` are extra lines for those
+        sections (a section cannot be opened twice in TOML); `extra_config` is appended as it
+        is. `token` is sent as the bearer on HTTP requests; `env` is added to the process's
+        environment."""
         self.data_dir = Path(data_dir)
+        self.token = token
+        self.env = env
         self.config_path = self.data_dir.parent / f"{self.data_dir.name}.toml"
         self.config_path.write_text(
             f'data_dir = "{self.data_dir}"\n'
@@ -64,6 +69,8 @@ class Server:
             + _lines(publish)
             + "[control]\nlisten = \"tcp://127.0.0.1:0\"\n"
             + _lines(control)
+            + "[flight_sql]\nlisten = \"127.0.0.1:0\"\n"
+            + _lines(flight_sql)
             + extra_config
         )
         self.process = None
@@ -72,6 +79,7 @@ class Server:
     def start(self):
         self.process = subprocess.Popen(
             [flowdaq_bin(), "serve", "--config", str(self.config_path)],
+            env={**os.environ, **(self.env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -110,8 +118,18 @@ class Server:
     def http(self):
         return "http://" + self.ready["http"]
 
+    @property
+    def flight_sql(self):
+        """The Flight SQL endpoint as an ADBC URI."""
+        return "grpc://" + self.ready["flight_sql"]
+
+    def headers(self):
+        """The bearer header of `token`, if any."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def metrics(self):
-        with urllib.request.urlopen(self.http + "/metrics", timeout=10) as response:
+        request = urllib.request.Request(self.http + "/metrics/json", headers=self.headers())
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
     def wait_for(self, predicate, what, attempts=1000):
@@ -134,7 +152,8 @@ class Server:
         return pa.ipc.open_stream(body).read_all()
 
     def sql_http(self, query, fmt="json"):
-        request = urllib.request.Request(self.http + f"/sql?format={fmt}", data=query.encode(), method="POST")
+        request = urllib.request.Request(self.http + f"/sql?format={fmt}", data=query.encode(), method="POST",
+                                         headers=self.headers())
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()

@@ -1,11 +1,12 @@
 """Hostile queries against a real `flowdaq serve` over HTTP: none may crash the server, hold it
 for ever or swell it.
 
-Each query of the corpus gets an answer or a clear 400 error naming the limit it hit; after
-the corpus the server still answers, its peak resident memory (VmHWM, from the kernel) stays
+Each query of the corpus gets an answer or a clear 400 error naming the limit it hit; huge
+results stream until the time limit cuts them; after the corpus the server still answers, its peak resident memory (VmHWM, from the kernel) stays
 within the configured query memory plus a fixed margin, and a query whose client hung up stops
 using the CPU.
 """
+import http.client
 import json
 import os
 import socket
@@ -84,11 +85,7 @@ CORPUS = [
     # Endless work: stopped by the time limit.
     ("SELECT count(*) FROM generate_series(1, 10000000000)", 400, "timeout_s"),
     ("SELECT value FROM range(1000000000) ORDER BY value DESC LIMIT 1", 400, "timeout_s"),
-    # Huge results: stopped at max_result_bytes, not collected.
-    ("SELECT * FROM generate_series(1, 10000000000)", 400, "max_result_bytes"),
-    ("SELECT a.value, b.value FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b", 400,
-     "max_result_bytes"),
-    ("SELECT repeat('x', 1000) AS s FROM generate_series(1, 100000)", 400, "max_result_bytes"),
+    # Huge results stream (test_huge_results_stream_and_are_cut_at_the_time_limit).
     # Memory-hungry operators: refused by the pool or stopped by the time limit.
     ("SELECT value % 10000000 AS k, count(*) FROM generate_series(1, 100000000) GROUP BY k ORDER BY k LIMIT 3",
      400, ""),
@@ -117,8 +114,56 @@ def test_the_hostile_query_corpus_cannot_crash_hold_or_swell_the_server(server_f
     hwm_end = vm_hwm_bytes(pid)
     print(f"VmHWM {hwm_start / MiB:.1f} MiB at start, {hwm_end / MiB:.1f} MiB after {len(CORPUS)} hostile queries")
     assert not failures, "\n".join(failures)
-    bound = MEMORY_LIMIT + MAX_RESULT + MARGIN
-    assert hwm_end <= bound, f"VmHWM {hwm_end / MiB:.1f} MiB > {bound / MiB:.0f} MiB (pool + results + margin)"
+    bound = MEMORY_LIMIT + MARGIN
+    assert hwm_end <= bound, f"VmHWM {hwm_end / MiB:.1f} MiB > {bound / MiB:.0f} MiB (pool + margin)"
+
+
+HUGE_RESULTS = [
+    "SELECT * FROM generate_series(1, 10000000000)",
+    "SELECT a.value, b.value FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b",
+    "SELECT repeat('x', 1000) AS s FROM generate_series(1, 1000000000)",
+]
+
+
+def read_streamed(server, query, fmt):
+    """POST `query`; read the answer in chunks, keeping only its size and last bytes. Returns
+    (status, bytes read, last bytes, whether the body was cut)."""
+    request = urllib.request.Request(server.http + f"/sql?format={fmt}", data=query.encode(), method="POST")
+    size, tail, cut = 0, b"", False
+    with urllib.request.urlopen(request, timeout=60) as response:
+        status = response.status
+        try:
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+                tail = (tail + chunk)[-64:]
+        except (http.client.IncompleteRead, ConnectionError):
+            cut = True
+    return status, size, tail, cut
+
+
+def test_huge_results_stream_and_are_cut_at_the_time_limit(server_factory):
+    # Results are not collected: they stream, in bounded memory, until the time limit stops
+    # them, and a stopped result is cut, never ended as if it were complete.
+    server = server_factory(extra_config=QUERY_LIMITS).start()
+    pid = server.process.pid
+    for query in HUGE_RESULTS:
+        for fmt in ("json", "csv", "arrow"):
+            started = time.monotonic()
+            status, size, tail, cut = read_streamed(server, query, fmt)
+            took = time.monotonic() - started
+            print(f"{fmt:5} {size / MiB:8.1f} MiB in {took:5.2f} s, cut={cut}, "
+                  f"VmHWM {vm_hwm_bytes(pid) / MiB:6.1f} MiB: {query[:60]}")
+            assert status == 200
+            assert cut, f"{query} ({fmt}) ended after {size} bytes: the time limit should have cut it"
+            assert size > MAX_RESULT, f"only {size} bytes streamed before the cut"
+            if fmt == "json":
+                assert not tail.rstrip().endswith(b"]"), "a cut JSON result must not look complete"
+            assert_alive(server)
+    hwm = vm_hwm_bytes(pid)
+    bound = MEMORY_LIMIT + MARGIN
+    assert hwm <= bound, f"VmHWM {hwm / MiB:.1f} MiB > {bound / MiB:.0f} MiB (pool + margin) while streaming"
+    status, body = post(server, "SELECT count(*) AS n FROM (SELECT * FROM generate_series(1, 10000000000)) LIMIT 1")
+    assert status == 400 and "timeout_s" in body["error"], body
 
 
 def test_the_deepest_accepted_chain_is_planned_on_the_query_threads(server_factory):

@@ -33,7 +33,7 @@ def closed_by_server(sock, deadline_s=10.0):
 
 
 def http_metrics(server):
-    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
+    with urllib.request.urlopen(server.http + "/metrics/json", timeout=10) as response:
         return json.loads(response.read())["http"]
 
 

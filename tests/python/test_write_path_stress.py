@@ -99,7 +99,7 @@ def health(server, timeout=10):
 
 
 def metrics(server, timeout=10):
-    return http_json(server.http + "/metrics", timeout=timeout)[1]
+    return http_json(server.http + "/metrics/json", timeout=timeout)[1]
 
 
 def try_metrics(server, timeout=2):

@@ -46,10 +46,11 @@ pub struct HttpCounters {
     refused: AtomicU64,
     header_timeouts: AtomicU64,
     body_timeouts: AtomicU64,
+    unauthorized: AtomicU64,
 }
 
 /// A copy of [`HttpCounters`].
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct HttpCountersSnapshot {
     /// Connections open now.
     pub connections_open: u64,
@@ -59,6 +60,8 @@ pub struct HttpCountersSnapshot {
     pub header_timeouts: u64,
     /// Requests answered 408 because the body did not arrive in time.
     pub body_timeouts: u64,
+    /// Requests answered 401 for want of an accepted token.
+    pub unauthorized: u64,
 }
 
 impl HttpCounters {
@@ -69,11 +72,16 @@ impl HttpCounters {
             connections_refused: self.refused.load(Ordering::Relaxed),
             header_timeouts: self.header_timeouts.load(Ordering::Relaxed),
             body_timeouts: self.body_timeouts.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
         }
     }
 
     pub(super) fn body_timed_out(&self) {
         self.body_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 }
 

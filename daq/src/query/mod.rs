@@ -7,16 +7,21 @@
 //! server, hold it for ever or take its memory, and heavy queries do not share the threads that
 //! acknowledge ingest.
 
+pub mod counters;
 pub mod limits;
 pub mod output;
 mod prune;
 pub mod readonly;
+mod stream;
 pub mod table;
+
+pub use stream::QueryStream;
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use flowdaq_schemas::Table;
@@ -78,6 +83,7 @@ pub struct QueryEngine {
     context: SessionContext,
     config: QueryConfig,
     threads: Arc<QueryThreads>,
+    counters: Arc<counters::QueryCounters>,
 }
 
 /// The runtime queries run on: threads with stacks of [`limits::QUERY_STACK_BYTES`].
@@ -93,7 +99,7 @@ impl Drop for QueryThreads {
 }
 
 /// Aborts a query's task when its caller stops waiting (a closed HTTP connection).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -136,6 +142,7 @@ impl QueryEngine {
             context,
             config: config.clone(),
             threads: Arc::new(QueryThreads(Some(runtime))),
+            counters: Arc::default(),
         })
     }
 
@@ -146,28 +153,131 @@ impl QueryEngine {
     /// [`QueryError`]: refused statement, a limit reached, unknown table or column, execution
     /// failure.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let max_result_bytes = self.config.max_result_bytes;
+        self.run(sql, move |frame| async move {
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let stream = frame.execute_stream().await?;
+            let batches = limits::collect_bounded(stream, max_result_bytes).await?;
+            Ok(QueryResult { schema, batches })
+        })
+        .await
+    }
+
+    /// The schema a read-only statement's result would have, planned (not run) under the
+    /// same checks and limits as [`QueryEngine::execute`].
+    ///
+    /// # Errors
+    /// As [`QueryEngine::execute`].
+    pub async fn schema(&self, sql: &str) -> Result<SchemaRef, QueryError> {
+        self.run(sql, |frame| async move {
+            Ok(Arc::new(frame.schema().as_arrow().clone()) as SchemaRef)
+        })
+        .await
+    }
+
+    /// Starts one read-only statement and returns its result as a stream of batches, sent on
+    /// as the client reads them (at most [`stream::QUEUED_BATCHES`] wait), so a result of any
+    /// size takes bounded memory. The time limit covers the whole stream, a slow reader's
+    /// waits included; dropping the stream stops the query.
+    ///
+    /// # Errors
+    /// Planning errors here; execution errors as items of the stream.
+    pub async fn stream(&self, sql: &str) -> Result<QueryStream, QueryError> {
+        self.counters.started();
+        let started = self.start_stream(sql).await;
+        if let Err(err) = &started {
+            self.counters.failed(err);
+        }
+        started
+    }
+
+    async fn start_stream(&self, sql: &str) -> Result<QueryStream, QueryError> {
         limits::check_text(sql, &self.config)?;
-        let Some(runtime) = self.threads.0.as_ref() else {
-            return Err(QueryError::Aborted("the query threads are stopped".into()));
-        };
+        let runtime = self.runtime()?;
+        let counters = self.counters.clone();
         let context = self.context.clone();
         let sql = sql.to_owned();
         let timeout = self.config.timeout();
         let seconds = self.config.timeout_s;
-        let max_result_bytes = self.config.max_result_bytes;
+        let (planned_tx, planned_rx) = tokio::sync::oneshot::channel();
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(stream::QUEUED_BATCHES);
         let task = runtime.spawn(async move {
-            let run = async {
-                readonly::check(&sql)?;
-                let options = SQLOptions::new()
-                    .with_allow_ddl(false)
-                    .with_allow_dml(false)
-                    .with_allow_statements(false);
-                let frame = context.sql_with_options(&sql, options).await?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let timed_out = || QueryError::from(limits::LimitError::TimedOut { seconds });
+            let planned = tokio::time::timeout_at(deadline, async {
+                let frame = plan(&context, &sql).await?;
                 let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-                let stream = frame.execute_stream().await?;
-                let batches = limits::collect_bounded(stream, max_result_bytes).await?;
-                Ok(QueryResult { schema, batches })
+                Ok::<_, QueryError>((schema, frame.execute_stream().await?))
+            })
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+            let batches = match planned {
+                Ok((schema, batches)) => {
+                    if planned_tx.send(Ok(schema)).is_err() {
+                        return;
+                    }
+                    batches
+                }
+                Err(err) => {
+                    let _ = planned_tx.send(Err(err));
+                    return;
+                }
             };
+            let outcome = tokio::time::timeout_at(deadline, stream::forward(batches, &batch_tx))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+            if let Err(err) = outcome {
+                counters.failed(&err);
+                let _ = batch_tx.send(Err(err)).await;
+            }
+        });
+        let task = AbortOnDrop(task);
+        match planned_rx.await {
+            Ok(Ok(schema)) => Ok(QueryStream::new(schema, batch_rx, task)),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(QueryError::Aborted(
+                "the query failed inside the engine before its first batch".into(),
+            )),
+        }
+    }
+
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime, QueryError> {
+        self.threads
+            .0
+            .as_ref()
+            .ok_or_else(|| QueryError::Aborted("the query threads are stopped".into()))
+    }
+
+    /// Checks `sql`, plans it on the query threads and hands the plan to `finish` there, all
+    /// under the time limit; dropping the future stops the work.
+    async fn run<T, F, Fut>(&self, sql: &str, finish: F) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(DataFrame) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, QueryError>> + Send,
+    {
+        self.counters.started();
+        let outcome = self.run_counted(sql, finish).await;
+        if let Err(err) = &outcome {
+            self.counters.failed(err);
+        }
+        outcome
+    }
+
+    async fn run_counted<T, F, Fut>(&self, sql: &str, finish: F) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(DataFrame) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, QueryError>> + Send,
+    {
+        limits::check_text(sql, &self.config)?;
+        let runtime = self.runtime()?;
+        let context = self.context.clone();
+        let sql = sql.to_owned();
+        let timeout = self.config.timeout();
+        let seconds = self.config.timeout_s;
+        let task = runtime.spawn(async move {
+            let run = async { finish(plan(&context, &sql).await?).await };
             match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
                 Err(_) => Err(limits::LimitError::TimedOut { seconds }.into()),
@@ -180,10 +290,25 @@ impl QueryEngine {
         }
     }
 
+    /// Queries run and failed so far, by kind.
+    pub fn counters(&self) -> counters::QueryCountersSnapshot {
+        self.counters.snapshot()
+    }
+
     /// The underlying DataFusion context (for registering UDFs).
     pub fn context(&self) -> &SessionContext {
         &self.context
     }
+}
+
+/// Plans one statement after the read-only guard, with DDL, DML and statements refused.
+async fn plan(context: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
+    readonly::check(sql)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    Ok(context.sql_with_options(sql, options).await?)
 }
 
 #[cfg(test)]
