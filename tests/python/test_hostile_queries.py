@@ -86,6 +86,11 @@ CORPUS = [
     ("SELECT count(*) FROM generate_series(1, 10000000000)", 400, "timeout_s"),
     ("SELECT value FROM range(1000000000) ORDER BY value DESC LIMIT 1", 400, "timeout_s"),
     # Huge results stream (test_huge_results_stream_and_are_cut_at_the_time_limit).
+    # One enormous value built in one allocation, outside any pool: refused from the arguments.
+    ("SELECT repeat('x', 2000000000)", 400, "at most"),
+    ("SELECT length(lpad('a', 1000000000))", 400, "at most"),
+    ("SELECT array_repeat(1, 1000000000)", 400, "at most"),
+    ("SELECT max(length(repeat('x', 100000 + value % 2))) FROM generate_series(1, 100000)", 400, "at most"),
     # Memory-hungry operators: refused by the pool or stopped by the time limit.
     ("SELECT value % 10000000 AS k, count(*) FROM generate_series(1, 100000000) GROUP BY k ORDER BY k LIMIT 3",
      400, ""),

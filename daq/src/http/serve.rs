@@ -154,6 +154,11 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // A response goes out in several writes (headers, then streamed chunks); with Nagle's
+        // algorithm the last one waits for the client's delayed ACK, 40 ms on Linux.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(router.clone());
         let counters = counters.clone();
         let header_timeout = limits.header_timeout;

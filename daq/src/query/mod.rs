@@ -8,6 +8,7 @@
 //! acknowledge ingest.
 
 pub mod counters;
+mod guarded;
 pub mod limits;
 pub mod output;
 mod prune;
@@ -130,6 +131,7 @@ impl QueryEngine {
             let provider = table::FlowdaqTable::new(table, buffer.clone(), paths.clone());
             context.register_table(table.name(), Arc::new(provider))?;
         }
+        guarded::register(&context)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)

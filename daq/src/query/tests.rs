@@ -142,3 +142,46 @@ async fn filters_on_run_and_arrival_time_skip_files_and_keep_the_answers() {
         .collect();
     assert_eq!(runs, vec!["b"; 5]);
 }
+
+/// The first column of the first row, as text.
+async fn scalar_text(engine: &QueryEngine, sql: &str) -> Result<String, String> {
+    let result = engine.execute(sql).await.map_err(|e| e.to_string())?;
+    let column = arrow::util::display::ArrayFormatter::try_new(
+        result.batches[0].column(0).as_ref(),
+        &Default::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(column.value(0).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_that_build_huge_values_are_refused_before_they_allocate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = persisted(dir.path(), vec![]);
+    for sql in [
+        "SELECT repeat('x', 2000000000)",
+        "SELECT lpad('a', 1000000000)",
+        "SELECT rpad('a', 1000000000, 'xy')",
+        "SELECT array_repeat(1, 1000000000)",
+        "SELECT array_repeat([1.5, 2.5], 100000000)",
+        // Small per row, too much for one batch of rows.
+        "SELECT max(length(repeat('x', 100000 + value % 2))) FROM generate_series(1, 10000)",
+    ] {
+        let err = scalar_text(&engine, sql).await.expect_err(sql);
+        assert!(err.contains("at most 67108864"), "{sql}: {err}");
+    }
+    // Reasonable calls still work, under their own names and aliases.
+    for (sql, want) in [
+        ("SELECT repeat('ab', 3)", "ababab"),
+        ("SELECT lpad('7', 3, '0')", "007"),
+        ("SELECT rpad('7', 3, '0')", "700"),
+        ("SELECT array_repeat(2, 3)", "[2, 2, 2]"),
+        ("SELECT list_repeat('a', 2)", "[a, a]"),
+        (
+            "SELECT max(length(repeat('x', 1000))) FROM generate_series(1, 10000)",
+            "1000",
+        ),
+    ] {
+        assert_eq!(scalar_text(&engine, sql).await.expect(sql), want, "{sql}");
+    }
+}
