@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of flowdaq on a fresh machine: installs what the tests need (a Python
-# virtualenv with pyzmq, numpy, pyarrow, duckdb, pytest and the numerical reference packages),
+# virtualenv with pyzmq, numpy, pyarrow, duckdb, pytest, ADBC, psycopg and the numerical reference
+# packages, and Debian's psql),
 # builds the workspace, runs the Rust tests, then the interop tests in which clients we did not
 # write (pyzmq, pyarrow, duckdb) talk to a real flowdaq server. `.ci/run` calls exactly this.
 set -euo pipefail
@@ -16,6 +17,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+echo "== psql (Debian's postgresql-client, a PostgreSQL client the interop tests drive)"
+if ! command -v psql >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql-client >/dev/null
+fi
+psql --version
 
 echo "== cargo build"
 cargo build --workspace --all-targets --locked

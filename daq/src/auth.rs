@@ -183,6 +183,7 @@ pub fn check_exposure(config: &ServerConfig, tokens: &Tokens) -> Result<(), Auth
     for (surface, address) in [
         ("http.listen", &config.http.listen),
         ("flight_sql.listen", &config.flight_sql.listen),
+        ("postgres.listen", &config.postgres.listen),
         ("control.listen", &config.control.listen),
     ] {
         if !address.is_empty() && !is_loopback(address) {

@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub outcomes: OutcomesConfig,
     /// Arrow Flight SQL endpoint (ADBC, JDBC, DBeaver).
     pub flight_sql: FlightSqlConfig,
+    /// PostgreSQL wire protocol endpoint (psql, psycopg, Grafana).
+    pub postgres: PostgresConfig,
     /// Tokens every query and control surface asks for.
     pub auth: AuthConfig,
 }
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             control: ControlConfig::default(),
             outcomes: OutcomesConfig::default(),
             flight_sql: FlightSqlConfig::default(),
+            postgres: PostgresConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -109,6 +112,25 @@ impl Default for FlightSqlConfig {
     fn default() -> Self {
         FlightSqlConfig {
             listen: "127.0.0.1:8082".into(),
+        }
+    }
+}
+
+/// PostgreSQL wire protocol endpoint; see `docs/sql.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Listen address (`host:port`, without TLS); empty disables it.
+    pub listen: String,
+    /// Connections open at once; further ones are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            listen: "127.0.0.1:5433".into(),
+            max_connections: 64,
         }
     }
 }
@@ -765,6 +787,7 @@ impl ServerConfig {
         config.publish.listen = String::new();
         config.control.listen = String::new();
         config.flight_sql.listen = String::new();
+        config.postgres.listen = String::new();
         config
     }
 
@@ -837,6 +860,9 @@ impl ServerConfig {
         }
         if self.http.max_connections == 0 {
             return Err("http.max_connections must be > 0".into());
+        }
+        if self.postgres.max_connections == 0 {
+            return Err("postgres.max_connections must be > 0".into());
         }
         let query = &self.query;
         if !(query.timeout_s.is_finite() && query.timeout_s > 0.0 && query.timeout_s <= 86_400.0) {

@@ -7,8 +7,8 @@
 //! - [`persister`] writes buffer snapshots to Parquet and records them in the [`catalog`].
 //! - Every file the write path writes goes through [`storage`]; failures are reported to
 //!   [`health`].
-//! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`] and [`flight_sql`]
-//!   expose it.
+//! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`], [`flight_sql`] and
+//!   [`postgres`] expose it.
 //! - [`conditions`] are registered through [`control`] or HTTP and tag later measurements;
 //!   [`outcomes`] decides when each condition's features have settled; [`publish`] streams every
 //!   feature row and outcome to subscribers and replays what they missed.
@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod outcomes;
 pub mod paths;
 pub mod persister;
+pub mod postgres;
 pub mod publish;
 pub mod query;
 pub mod server;

@@ -82,6 +82,9 @@ pub enum ServerError {
     /// The Flight SQL endpoint could not bind.
     #[error(transparent)]
     FlightSql(#[from] crate::flight_sql::BindError),
+    /// The PostgreSQL endpoint could not start.
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::PostgresError),
     /// A worker thread could not start or ended abnormally.
     #[error("worker thread: {0}")]
     Thread(String),
@@ -158,6 +161,8 @@ pub struct RunningServer {
     pub http_addr: Option<SocketAddr>,
     /// Flight SQL address (None when disabled).
     pub flight_sql_addr: Option<SocketAddr>,
+    /// PostgreSQL wire address (None when disabled).
+    pub postgres_addr: Option<SocketAddr>,
     /// Ingest metrics.
     pub metrics: Arc<Metrics>,
     /// The write buffer (rows and catalog).
@@ -383,11 +388,26 @@ pub async fn start_with_storage(
         stream_tasks.push(task);
         Some(bound)
     };
-    tracing::info!(endpoints = ?transport.endpoints, ?http_addr, ?flight_sql_addr, data_dir = %paths.root().display(), "flowdaq server started");
+    let postgres_addr = if config.postgres.listen.is_empty() {
+        None
+    } else {
+        let (bound, task) = crate::postgres::serve(
+            &config.postgres,
+            &config.query,
+            query.clone(),
+            tokens.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        stream_tasks.push(task);
+        Some(bound)
+    };
+    tracing::info!(endpoints = ?transport.endpoints, ?http_addr, ?flight_sql_addr, ?postgres_addr, data_dir = %paths.root().display(), "flowdaq server started");
     Ok(RunningServer {
         endpoints: transport.endpoints,
         http_addr,
         flight_sql_addr,
+        postgres_addr,
         metrics,
         buffer,
         query,

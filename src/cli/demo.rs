@@ -55,6 +55,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.publish.listen = "tcp://127.0.0.1:0".into();
     config.control.listen = "tcp://127.0.0.1:0".into();
     config.flight_sql.listen = "127.0.0.1:0".into();
+    config.postgres.listen = "127.0.0.1:0".into();
     config.buffer.flush_interval_ms = 2_000;
     // Conditions last a few seconds here, not minutes: settle on a short window.
     config.outcomes.min_wait_s = 0.5;

@@ -25,6 +25,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::
         "router": server.endpoints.router,
         "http": server.http_addr.map(|a| a.to_string()),
         "flight_sql": server.flight_sql_addr.map(|a| a.to_string()),
+        "postgres": server.postgres_addr.map(|a| a.to_string()),
         "publish": server.publish_endpoint,
         "control": server.control_endpoint,
         "replayed_rows": server.replayed_rows,

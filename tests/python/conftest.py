@@ -49,8 +49,8 @@ class Server:
     """A `flowdaq serve` child process and the endpoints it reported."""
 
     def __init__(self, data_dir, extra_config="", ingest="", publish="", control="", http="",
-                 flight_sql="", token=None, env=None):
-        """`ingest`, `http`, `publish`, `control` and `flight_sql` are extra lines for those
+                 flight_sql="", postgres="", token=None, env=None):
+        """`ingest`, `http`, `publish`, `control`, `flight_sql` and `postgres` are extra lines for those
         sections (a section cannot be opened twice in TOML); `extra_config` is appended as it
         is. `token` is sent as the bearer on HTTP requests; `env` is added to the process's
         environment."""
@@ -71,6 +71,8 @@ class Server:
             + _lines(control)
             + "[flight_sql]\nlisten = \"127.0.0.1:0\"\n"
             + _lines(flight_sql)
+            + "[postgres]\nlisten = \"127.0.0.1:0\"\n"
+            + _lines(postgres)
             + extra_config
         )
         self.process = None
@@ -122,6 +124,12 @@ class Server:
     def flight_sql(self):
         """The Flight SQL endpoint as an ADBC URI."""
         return "grpc://" + self.ready["flight_sql"]
+
+    @property
+    def postgres(self):
+        """(host, port) of the PostgreSQL endpoint."""
+        host, port = self.ready["postgres"].rsplit(":", 1)
+        return host, int(port)
 
     def headers(self):
         """The bearer header of `token`, if any."""

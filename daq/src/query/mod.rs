@@ -292,6 +292,30 @@ impl QueryEngine {
         }
     }
 
+    /// Counts a statement received by a door that runs it itself (PostgreSQL).
+    pub(crate) fn record_start(&self) {
+        self.counters.started();
+    }
+
+    /// Counts a failure of such a statement.
+    pub(crate) fn record_failure(&self, error: &QueryError) {
+        self.counters.failed(error);
+    }
+
+    /// Runs `work` on the query threads (deep stacks, apart from ingest). Dropped when the
+    /// engine's threads stop.
+    pub(crate) fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match self.runtime() {
+            Ok(runtime) => {
+                runtime.spawn(work);
+            }
+            Err(err) => tracing::warn!(%err, "query threads stopped: work dropped"),
+        }
+    }
+
     /// Queries run and failed so far, by kind.
     pub fn counters(&self) -> counters::QueryCountersSnapshot {
         self.counters.snapshot()
