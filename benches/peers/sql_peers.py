@@ -26,13 +26,10 @@ $CARGO_TARGET_DIR/release/flowdaq (CARGO_TARGET_DIR: ~/.cache/flowdaq-target); t
 under --data-root (default ~/.cache/flowdaq-bench, a real disk), removed unless --keep.
 """
 import argparse
-import ctypes
 import datetime
-import http.client
 import json
 import os
 import platform
-import select
 import shlex
 import shutil
 import signal
@@ -40,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -57,6 +53,10 @@ sys.path.insert(0, str(ROOT / "docs" / "examples"))
 
 from flowdaq_send import header_frame  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ingest_peers  # noqa: E402  (its Server, Http and child-process clean-up)
+from ingest_peers import _raise_exit, cleanup  # noqa: E402
+
 SOURCE = "tcspc-0"
 SEED = 20250611
 PERIOD_PS = 50_000  # 20 MHz laser
@@ -66,98 +66,11 @@ CHANNEL_WEIGHTS = [0.4, 0.3, 0.2, 0.1]
 ENGINES = ("duckdb", "http", "flight")
 PERCENTILE_TOLERANCE = 0.01  # of the exact median
 STARTUP_RUNS = 20
-CHILDREN = []  # servers started, killed by cleanup()
-
-try:  # looked up once: _die_with_parent also runs between fork and exec
-    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-except (OSError, AttributeError):
-    _PRCTL = None
 
 
-def _die_with_parent():
-    """Linux: this process gets SIGKILL when the process that started it dies."""
-    if _PRCTL is not None:
-        _PRCTL(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-
-def _raise_exit(signum, _frame):
-    print(f"interrupted by signal {signum}: stopping", file=sys.stderr, flush=True)
-    raise SystemExit(128 + signum)
-
-
-def cleanup():
-    """Kill every server still running; bounded."""
-    while CHILDREN:
-        child = CHILDREN.pop()
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=10)
-
-
-class Http:
-    """One kept-alive HTTP/1.1 connection; reconnects once on a broken connection."""
-
-    def __init__(self, hostport, timeout=120):
-        self.hostport, self.timeout, self.conn = hostport, timeout, None
-
-    def request(self, method, path, body=None):
-        for attempt in (0, 1):
-            try:
-                if self.conn is None:
-                    self.conn = http.client.HTTPConnection(self.hostport, timeout=self.timeout)
-                self.conn.request(method, path, body=body)
-                response = self.conn.getresponse()
-                data = response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"{method} {path}: HTTP {response.status}: {data[:500]!r}")
-                return data
-            except (http.client.HTTPException, ConnectionError, OSError):
-                self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
-class Server:
-    """A `flowdaq serve` child on ephemeral loopback ports (as tests/python/conftest.py)."""
-
-    def __init__(self, binary, data_dir):
-        self.binary, self.data_dir = binary, Path(data_dir)
-        self.config_path = self.data_dir.parent / f"{self.data_dir.name}.toml"
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
-        self.config_path.write_text(
-            f'data_dir = "{self.data_dir}"\n[ingest]\npull = "tcp://127.0.0.1:0"\nsub = "tcp://127.0.0.1:0"\n'
-            'router = "tcp://127.0.0.1:0"\n[http]\nlisten = "127.0.0.1:0"\n[flight_sql]\nlisten = "127.0.0.1:0"\n'
-            '[publish]\nlisten = "tcp://127.0.0.1:0"\n[control]\nlisten = "tcp://127.0.0.1:0"\n')
-        self.process = self.ready = self.http = None
-
-    def start(self, timeout=120):
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([self.binary, "serve", "--config", str(self.config_path)],
-                                            stdout=subprocess.PIPE, stderr=log, text=True,
-                                            preexec_fn=_die_with_parent)
-        CHILDREN.append(self.process)
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else ""
-        if not line:
-            self.process.kill()
-            raise RuntimeError(f"flowdaq serve not ready within {timeout} s: {self.log_tail()}")
-        self.ready = json.loads(line)
-        assert self.ready["event"] == "ready", line
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()  # keep draining
-        self.http = Http(self.ready["http"])
-        return self
-
-    def log_tail(self, chars=2000):
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+class Server(ingest_peers.Server):
+    """ingest_peers' `flowdaq serve` child (every port ephemeral, Flight SQL included), waiting
+    on processed messages and stopped strictly."""
 
     def wait_processed(self, messages, timeout):
         """Poll /metrics/json (bounded) until `messages` messages are processed."""
