@@ -324,6 +324,8 @@ class Server:
             '[http]\nlisten = "127.0.0.1:0"\n'
             '[publish]\nlisten = "tcp://127.0.0.1:0"\n'
             '[control]\nlisten = "tcp://127.0.0.1:0"\n'
+            '[flight_sql]\nlisten = "127.0.0.1:0"\n'
+            '[postgres]\nlisten = "127.0.0.1:0"\n'
         )
         if fsync is not None:
             config += f'[wal]\nfsync = "{fsync}"\n'
