@@ -4,8 +4,8 @@
 //! method="direct")` (no FFT: an independent algorithm) is searched over the same lag range,
 //! and its peak refined by the same three-point parabola. The integer lag must be identical,
 //! the refined lag within 1e-6 samples and the coefficient within 1e-9. Needs python with numpy
-//! and scipy: `$FLOWDAQ_PYTHON`, else `~/.cache/flowdaq-venv/bin/python`; when neither runs,
-//! the test prints why and passes without checking.
+//! and scipy: `$FLOWDAQ_PYTHON`, else `~/.cache/flowdaq-venv/bin/python` (the test command
+//! installs it); when neither runs, the test fails and says why.
 
 mod flow_common;
 
@@ -79,20 +79,18 @@ fn scipy_peak(
 
 #[test]
 fn xcorr_lag_matches_scipy_correlate() {
-    let Some(py) = python() else {
-        eprintln!("SKIPPED flow_reference: no python (set FLOWDAQ_PYTHON or create ~/.cache/flowdaq-venv)");
-        return;
-    };
+    let py = python().expect(
+        "no python for the scipy reference: set FLOWDAQ_PYTHON or run scripts/test-all.sh, \
+         which creates ~/.cache/flowdaq-venv",
+    );
     let probe = Command::new(&py)
         .args(["-c", "import numpy, scipy"])
         .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED flow_reference: {} cannot import numpy and scipy",
-            py.display()
-        );
-        return;
-    }
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "{} cannot import numpy and scipy (scripts/test-all.sh installs them)",
+        py.display()
+    );
     // (name, trace A, trace B, min lag, max lag)
     type Case = (String, Vec<f64>, Vec<f64>, usize, usize);
     let mut cases: Vec<Case> = Vec::new();

@@ -61,9 +61,7 @@ fn decode_whole(bytes: &[u8]) -> (PtuHeader, PhotonColumns, DecodeCounts) {
 
 #[test]
 fn real_files_match_readme_and_ptufile() {
-    let Some(dir) = reference::shared_tcspc_dir() else {
-        return;
-    };
+    let dir = reference::real_tcspc_dir();
     let refs = reference::parse(
         &std::fs::read_to_string(reference::data_dir().join("ptu_reference.txt")).unwrap(),
     );
@@ -315,4 +313,66 @@ fn ptu_batches_become_arrow() {
             .data_type(),
         &arrow_schema::DataType::Int32
     );
+}
+
+/// No photon leaves a window uncounted: over every window of both real files, the binned
+/// photons plus `beyond_last_bin_photons` plus `other_channel_photons` equal the photons the
+/// decoder found, with the histogram the server uses by default (one sync period of bins, one
+/// channel: the HydraHarp file's second channel is then "other"), and with a histogram cut to
+/// three quarters of the period (photons past the last bin).
+#[test]
+fn every_photon_of_a_window_is_binned_or_counted() {
+    use arrow_array::{cast::AsArray, types::UInt64Type};
+    use flowdaq_analytics::tcspc::histogram::{
+        histograms_to_record_batch, HistogramWindow, HistogramWindower,
+    };
+    let dir = reference::real_tcspc_dir();
+    for readme in &README {
+        let bytes = std::fs::read(dir.join(readme.file)).unwrap();
+        let (header, cols, counts) = decode_whole(&bytes);
+        let sync_rate_hz = header.sync_rate_hz.unwrap();
+        let micro_bin_ps = header.resolution_s * 1e12;
+        let period_bins = (1e12 / sync_rate_hz / micro_bin_ps).ceil() as usize;
+        for native_bins in [period_bins, period_bins * 3 / 4] {
+            let layout = HistogramLayout {
+                channels: 1,
+                native_bins,
+                bin_width_native: 1,
+                micro_bin_ps,
+                sync_rate_hz,
+            };
+            let mut windower = HistogramWindower::new(
+                layout,
+                HistogramWindow::Syncs((0.05 * sync_rate_hz) as u64),
+            )
+            .unwrap();
+            let mut windows = Vec::new();
+            windower.push(&cols, &mut windows).unwrap();
+            windower.flush(&mut windows);
+            let batch = histograms_to_record_batch(&windows).unwrap();
+            let sum = |name: &str| -> u64 {
+                let column = batch
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_primitive::<UInt64Type>();
+                column.values().iter().sum()
+            };
+            // One row per window (one channel), so the per-window "other" count is summed once.
+            let (binned, beyond, other) = (
+                sum("photon_count"),
+                sum("beyond_last_bin_photons"),
+                sum("other_channel_photons"),
+            );
+            println!(
+            "{}: {} windows, {binned} binned + {beyond} beyond the last bin + {other} on other \
+             channels = {} photons",
+            readme.file,
+            windows.len(),
+            counts.photons
+        );
+            assert_eq!(binned + beyond + other, counts.photons, "{}", readme.file);
+            assert_eq!(other, counts.photons - counts.photons_per_channel[0]);
+            assert_eq!(beyond > 0, native_bins < period_bins, "{}", readme.file);
+        }
+    }
 }

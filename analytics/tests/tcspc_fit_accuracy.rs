@@ -7,7 +7,9 @@
 //! `write_accuracy_table` writes docs/tcspc-fit-accuracy.md:
 //!     cargo test -p flowdaq-analytics --release --test tcspc_fit_accuracy -- --ignored
 
-use flowdaq_analytics::tcspc::fit::{FitConfig, FitStatistic, Irf, LifetimeFitter};
+mod tcspc_common;
+
+use flowdaq_analytics::tcspc::fit::{FitConfig, FitFlags, FitStatistic, Irf, LifetimeFitter};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, Normal, Poisson};
@@ -70,13 +72,7 @@ impl Scenario {
             let t = if rng.random::<f64>() < self.background {
                 rng.random::<f64>() * self.period_ns
             } else {
-                let mut u: f64 = rng.random();
-                let mut c = 0;
-                while c + 1 < self.fractions.len() && u >= self.fractions[c] {
-                    u -= self.fractions[c];
-                    c += 1;
-                }
-                (normal.sample(rng) + exps[c].sample(rng)).rem_euclid(self.period_ns)
+                tcspc_common::decay_photon_ns(rng, &normal, &exps, &self.fractions, self.period_ns)
             };
             let bin = (t / bw) as usize;
             if bin < BINS {
@@ -100,7 +96,8 @@ impl Scenario {
     }
 }
 
-/// Relative bias and spread of each lifetime over the repetitions that converged.
+/// Relative bias and spread of each lifetime over the repetitions that converged with every
+/// lifetime inside its limits.
 #[derive(Debug)]
 struct Outcome {
     bias: Vec<f64>,
@@ -120,7 +117,7 @@ fn run(s: &Scenario, counts: f64, reps: usize, stats: &[FitStatistic], seed: u64
         s.simulate(&mut rng, counts, &mut hist);
         for (f, fitter) in fitters.iter_mut().enumerate() {
             let fit = fitter.fit(&hist).expect("fit runs");
-            if fit.converged {
+            if fit.converged && !fit.flags.contains(FitFlags::PARAMETER_AT_BOUND) {
                 for (i, per_component) in taus[f].iter_mut().enumerate() {
                     per_component.push(fit.tau_ns[i]);
                 }

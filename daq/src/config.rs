@@ -546,6 +546,15 @@ pub struct TcspcSourceConfig {
     /// Windows with fewer photons on a channel are histogrammed but not fitted.
     #[serde(default = "default_min_photons")]
     pub min_photons_to_fit: u64,
+    /// Micro-time range `[start, end]` the fit covers, ns from the start of the period (whole
+    /// histogram bins: the start rounds down, the end up). Default: the bins the data occupies,
+    /// found per histogram (empty instrument ranges at either end and the period's partial
+    /// last bin left out).
+    #[serde(default)]
+    pub fit_range_ns: Option<[f64; 2]>,
+    /// Fits with a reduced chi-square above this are flagged `CHI_SQUARE_HIGH`.
+    #[serde(default = "default_max_reduced_chi_square")]
+    pub max_reduced_chi_square: f64,
 }
 
 impl TcspcSourceConfig {
@@ -567,6 +576,8 @@ impl TcspcSourceConfig {
             irf_fwhm_ps: default_irf_fwhm_ps(),
             irf_counts: None,
             min_photons_to_fit: default_min_photons(),
+            fit_range_ns: None,
+            max_reduced_chi_square: default_max_reduced_chi_square(),
         }
     }
 }
@@ -585,6 +596,9 @@ fn default_irf_fwhm_ps() -> f64 {
 }
 fn default_min_photons() -> u64 {
     1000
+}
+fn default_max_reduced_chi_square() -> f64 {
+    flowdaq_analytics::tcspc::fit::DEFAULT_MAX_REDUCED_CHI_SQUARE
 }
 
 /// The statistic of lifetime fits.

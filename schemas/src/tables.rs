@@ -92,12 +92,10 @@ impl Table {
     /// The version of this table's layout; stored in schema and Parquet metadata.
     pub fn schema_version(self) -> u32 {
         match self {
+            // Version 3 added the counts of photons no bin holds, and the fit flags and range.
+            Table::TcspcHistograms | Table::LifetimeFeatures => 3,
             // Version 2 added `stream_seq`.
-            Table::SpectralFeatures
-            | Table::FlowFeatures
-            | Table::FlowSegments
-            | Table::TcspcHistograms
-            | Table::LifetimeFeatures => 2,
+            Table::SpectralFeatures | Table::FlowFeatures | Table::FlowSegments => 2,
             _ => 1,
         }
     }
@@ -435,6 +433,9 @@ fn tcspc_histogram_fields() -> Vec<Field> {
             DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
             false,
         ),
+        // Photons of the window that no bin holds (nullable: files of version 2 lack them).
+        Field::new("beyond_last_bin_photons", DataType::UInt64, true),
+        Field::new("other_channel_photons", DataType::UInt64, true),
     ]);
     fields
 }
@@ -478,6 +479,13 @@ fn lifetime_feature_fields() -> Vec<Field> {
     fields.extend([
         Field::new("converged", DataType::Boolean, false),
         Field::new("fit_error", DataType::Utf8, true),
+        // Quality of the fit beside `converged` (nullable: files of version 2 lack them; null
+        // where no fit ran): the flag bits, their names joined by `|` (`OK` if none), and the
+        // micro-time range the statistic covered, ns from the start of the period.
+        Field::new("fit_flags", DataType::UInt32, true),
+        Field::new("fit_flag_names", DataType::Utf8, true),
+        Field::new("fit_range_start_ns", DataType::Float64, true),
+        Field::new("fit_range_end_ns", DataType::Float64, true),
     ]);
     fields
 }

@@ -100,7 +100,10 @@ pub struct MicroTimeHistogram {
     bins: usize,
     /// channel-major counts, `channels * bins`.
     counts: Vec<u32>,
-    out_of_range: u64,
+    /// Per histogrammed channel: photons whose micro time lies past the last bin.
+    beyond_last_bin: Vec<u64>,
+    /// Photons on channels the layout does not histogram.
+    other_channels: u64,
     first_sync: Option<u64>,
     last_sync: u64,
 }
@@ -119,10 +122,11 @@ impl MicroTimeHistogram {
         let counts = vec![0; layout.channels * layout.bins()];
         Ok(MicroTimeHistogram {
             bins: layout.bins(),
+            beyond_last_bin: vec![0; layout.channels],
             layout,
             lut,
             counts,
-            out_of_range: 0,
+            other_channels: 0,
             first_sync: None,
             last_sync: 0,
         })
@@ -136,7 +140,8 @@ impl MicroTimeHistogram {
     /// Zeroes all counts, keeping the allocation.
     pub fn clear(&mut self) {
         self.counts.iter_mut().for_each(|c| *c = 0);
-        self.out_of_range = 0;
+        self.beyond_last_bin.iter_mut().for_each(|c| *c = 0);
+        self.other_channels = 0;
         self.first_sync = None;
         self.last_sync = 0;
     }
@@ -180,9 +185,21 @@ impl MicroTimeHistogram {
         self.counts(channel).iter().map(|&c| u64::from(c)).sum()
     }
 
-    /// Photons ignored because their channel or micro time was outside the layout.
+    /// Photons not binned because their channel or micro time was outside the layout.
     pub fn out_of_range(&self) -> u64 {
-        self.out_of_range
+        self.other_channels + self.beyond_last_bin.iter().sum::<u64>()
+    }
+
+    /// Photons of one histogrammed channel whose micro time lies past the last bin (for
+    /// example in the part of a sync period the layout's `native_bins` leave out); 0 for a
+    /// channel outside the layout.
+    pub fn beyond_last_bin(&self, channel: usize) -> u64 {
+        self.beyond_last_bin.get(channel).copied().unwrap_or(0)
+    }
+
+    /// Photons on channels the layout does not histogram (`channel >= layout.channels`).
+    pub fn other_channel_photons(&self) -> u64 {
+        self.other_channels
     }
 
     /// First and last sync count (macro time) of the photons counted, if any.
@@ -210,7 +227,16 @@ impl MicroTimeHistogram {
                 }
                 self.last_sync = macro_sync;
             }
-            _ => self.out_of_range += 1,
+            _ => self.exclude(channel),
+        }
+    }
+
+    /// Counts a photon that has no bin (off the hot path: rare by construction).
+    #[cold]
+    fn exclude(&mut self, channel: u8) {
+        match self.beyond_last_bin.get_mut(channel as usize) {
+            Some(beyond) => *beyond += 1,
+            None => self.other_channels += 1,
         }
     }
 
@@ -444,13 +470,18 @@ pub fn histogram_schema() -> SchemaRef {
             DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
             false,
         ),
+        Field::new("beyond_last_bin_photons", DataType::UInt64, true),
+        Field::new("other_channel_photons", DataType::UInt64, true),
     ]))
 }
 
 /// Builds the `tcspc_histograms` batch from closed windows.
 ///
 /// Rates are photons over the window length; `pile_up` is the rate above
-/// [`PILE_UP_FRACTION`] of the sync rate.
+/// [`PILE_UP_FRACTION`] of the sync rate. No photon of a window goes uncounted:
+/// `photon_count` is the channel's binned photons, `beyond_last_bin_photons` the channel's
+/// photons past the last bin, and `other_channel_photons` (the same on every row of a window)
+/// the window's photons on channels without a row.
 ///
 /// # Errors
 /// [`TcspcError::Arrow`] if Arrow rejects the batch.
@@ -464,6 +495,8 @@ pub fn histograms_to_record_batch(windows: &[WindowedHistogram]) -> Result<Recor
     let mut sync = Vec::with_capacity(rows);
     let mut pile = Vec::with_capacity(rows);
     let mut width = Vec::with_capacity(rows);
+    let mut beyond = Vec::with_capacity(rows);
+    let mut other = Vec::with_capacity(rows);
     let values: usize = windows.iter().map(|w| w.histogram.counts.len()).sum();
     let mut counts = ListBuilder::with_capacity(UInt32Builder::with_capacity(values), rows);
     for w in windows {
@@ -483,6 +516,8 @@ pub fn histograms_to_record_batch(windows: &[WindowedHistogram]) -> Result<Recor
             sync.push(layout.sync_rate_hz);
             pile.push(w.histogram.pile_up(ch, duration));
             width.push(layout.bin_width_ps());
+            beyond.push(w.histogram.beyond_last_bin(ch));
+            other.push(w.histogram.other_channel_photons());
             counts.values().append_slice(w.histogram.counts(ch));
             counts.append(true);
         }
@@ -497,6 +532,8 @@ pub fn histograms_to_record_batch(windows: &[WindowedHistogram]) -> Result<Recor
         Arc::new(BooleanArray::from(pile)),
         Arc::new(Float64Array::from(width)),
         Arc::new(counts.finish()),
+        Arc::new(UInt64Array::from(beyond)),
+        Arc::new(UInt64Array::from(other)),
     ];
     Ok(RecordBatch::try_new(histogram_schema(), columns)?)
 }

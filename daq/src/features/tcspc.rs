@@ -20,7 +20,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType, UInt64Type, UInt8Type};
 use arrow::record_batch::RecordBatch;
-use flowdaq_analytics::tcspc::fit::{FitConfig, FitStatistic, Irf, LifetimeFit, LifetimeFitter};
+use flowdaq_analytics::tcspc::fit::{
+    FitConfig, FitFlags, FitStatistic, Irf, LifetimeFit, LifetimeFitter,
+};
 use flowdaq_analytics::tcspc::histogram::{
     histograms_to_record_batch, HistogramLayout, HistogramWindow, HistogramWindower,
     WindowedHistogram,
@@ -122,6 +124,26 @@ impl SourceState {
             components => {
                 let mut fit = FitConfig::new(components, statistic, bin_width_ns);
                 fit.period_ns = Some(period_ps * 1e-3);
+                fit.max_reduced_chi_square = c.max_reduced_chi_square;
+                if let Some([start_ns, end_ns]) = c.fit_range_ns {
+                    let in_bins = |ns: f64| ns / bin_width_ns;
+                    let usable = start_ns.is_finite()
+                        && end_ns.is_finite()
+                        && start_ns >= 0.0
+                        && start_ns < end_ns
+                        && in_bins(end_ns).ceil() <= bins as f64;
+                    if !usable {
+                        return bad(&format!(
+                            "fit_range_ns [{start_ns}, {end_ns}] must be increasing and within \
+                             the histogram's {:.3} ns",
+                            bins as f64 * bin_width_ns
+                        ));
+                    }
+                    fit.fit_range = Some((
+                        in_bins(start_ns).floor() as usize,
+                        in_bins(end_ns).ceil() as usize,
+                    ));
+                }
                 let irf = match &c.irf_counts {
                     Some(counts) => Irf::Measured(counts.clone()),
                     None => Irf::Gaussian {
@@ -324,6 +346,13 @@ fn lifetime_rows(
     let mut converged = Vec::with_capacity(n);
     let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
     let mut components = Vec::with_capacity(n);
+    let mut flags: Vec<Option<u32>> = Vec::with_capacity(n);
+    let mut flag_names: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut range_start_ns: Vec<Option<f64>> = Vec::with_capacity(n);
+    let mut range_end_ns: Vec<Option<f64>> = Vec::with_capacity(n);
+    let pile_up = col("pile_up")?;
+    let pile_up = pile_up.as_boolean();
+    let bin_width_ns = state.layout.bin_width_ps() * 1e-3;
     for row in 0..n {
         let channel_counts = counts.value(row);
         let channel_counts = channel_counts.as_primitive::<arrow::datatypes::UInt32Type>();
@@ -358,6 +387,24 @@ fn lifetime_rows(
             column.push(value);
         }
         converged.push(fit.as_ref().is_some_and(|f| f.converged));
+        match &fit {
+            Some(f) => {
+                let mut row_flags = f.flags;
+                if pile_up.value(row) {
+                    row_flags.insert(FitFlags::PILE_UP);
+                }
+                flags.push(Some(row_flags.0));
+                flag_names.push(Some(row_flags.to_string()));
+                range_start_ns.push(Some(f.fit_range.0 as f64 * bin_width_ns));
+                range_end_ns.push(Some(f.fit_range.1 as f64 * bin_width_ns));
+            }
+            None => {
+                flags.push(None);
+                flag_names.push(None);
+                range_start_ns.push(None);
+                range_end_ns.push(None);
+            }
+        }
         components.push(k as u32);
         errors.push(error);
     }
@@ -381,6 +428,10 @@ fn lifetime_rows(
     );
     columns.push(Arc::new(BooleanArray::from(converged)));
     columns.push(Arc::new(StringArray::from(errors)));
+    columns.push(Arc::new(UInt32Array::from(flags)));
+    columns.push(Arc::new(StringArray::from(flag_names)));
+    columns.push(Arc::new(Float64Array::from(range_start_ns)));
+    columns.push(Arc::new(Float64Array::from(range_end_ns)));
     Ok(RecordBatch::try_new(
         Table::LifetimeFeatures.unsequenced_schema(),
         columns,

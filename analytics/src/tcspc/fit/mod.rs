@@ -5,12 +5,20 @@
 //! squares, and Poisson maximum likelihood (LM on the signed square roots of the deviance terms,
 //! whose sum of squares is the Poisson deviance). Starting values are automatic ([`guess`]).
 //! Lifetimes are fitted as `ln tau` so they stay positive; errors are reported for `tau`.
+//!
+//! By default the fit covers the bins the data occupies ([`range::occupied_range`]); each fit
+//! carries [`FitFlags`] beside `converged` (a background significantly below zero, a high
+//! chi-square, a parameter at its limit, too few counts).
 
 mod deviance;
+mod flags;
 mod guess;
 mod model;
 mod normal;
+pub mod range;
 pub mod special;
+
+pub use flags::FitFlags;
 
 use levenberg_marquardt::{LeastSquaresProblem, LevenbergMarquardt, TerminationReason};
 use nalgebra::{DMatrix, DVector, Dyn, Owned};
@@ -72,8 +80,10 @@ pub struct FitConfig {
     /// Sync period in ns: if set, the tails of earlier pulses are included (periodic decay).
     /// Values shorter than the histogram are treated as the histogram length.
     pub period_ns: Option<f64>,
-    /// Bins `[start, end)` that enter the statistic (default: all). The model always spans the
-    /// whole histogram.
+    /// Bins `[start, end)` that enter the statistic. Default (`None`): the bins the data
+    /// occupies, found per histogram by [`range::occupied_range`] (empty instrument ranges at
+    /// either end and the period's partial last bin left out); `Some((0, n_bins))` fits all.
+    /// The model always spans the whole histogram.
     pub fit_range: Option<(usize, usize)>,
     /// Constant background in counts per bin.
     pub background: Parameter,
@@ -85,11 +95,26 @@ pub struct FitConfig {
     pub tolerance: f64,
     /// Evaluations allowed per parameter plus one (LM patience).
     pub patience: usize,
+    /// Reduced chi-square above which a fit is flagged [`FitFlags::CHI_SQUARE_HIGH`].
+    pub max_reduced_chi_square: f64,
+    /// Photons in the fit range per component below which a fit is flagged
+    /// [`FitFlags::FEW_COUNTS`].
+    pub min_counts_per_component: f64,
 }
 
+/// Default [`FitConfig::max_reduced_chi_square`]: a right model over a few hundred bins gives
+/// 1 +- 0.1, a missing component or a wrong range well above 1.5.
+pub const DEFAULT_MAX_REDUCED_CHI_SQUARE: f64 = 1.5;
+
+/// Default [`FitConfig::min_counts_per_component`]: at 1e4 photons a mono-exponential
+/// lifetime has a relative standard error near 1 %.
+pub const DEFAULT_MIN_COUNTS_PER_COMPONENT: f64 = 1e4;
+
 impl FitConfig {
-    /// Defaults: all bins, free background and shift, no previous pulses, automatic start,
-    /// tolerance `sqrt(f64::EPSILON)` (~1.5e-8, MINPACK's and so lmfit's default), patience 100.
+    /// Defaults: the occupied bins, free background and shift, no previous pulses, automatic
+    /// start, tolerance `sqrt(f64::EPSILON)` (~1.5e-8, MINPACK's and so lmfit's default),
+    /// patience 100, flags at [`DEFAULT_MAX_REDUCED_CHI_SQUARE`] and
+    /// [`DEFAULT_MIN_COUNTS_PER_COMPONENT`].
     pub fn new(components: usize, statistic: FitStatistic, bin_width_ns: f64) -> Self {
         FitConfig {
             components,
@@ -102,6 +127,8 @@ impl FitConfig {
             initial_tau_ns: None,
             tolerance: DEFAULT_TOLERANCE,
             patience: 100,
+            max_reduced_chi_square: DEFAULT_MAX_REDUCED_CHI_SQUARE,
+            min_counts_per_component: DEFAULT_MIN_COUNTS_PER_COMPONENT,
         }
     }
 }
@@ -140,8 +167,13 @@ pub struct LifetimeFit {
     pub degrees_of_freedom: usize,
     /// Model evaluations used.
     pub evaluations: usize,
-    /// True when LM met its tolerance and every parameter is finite.
+    /// True when the optimizer met its tolerance and every parameter and the chi-square are
+    /// finite. Says nothing of whether the model fits: see `flags`.
     pub converged: bool,
+    /// Quality problems of the fit (chi-square, bounds, counts); [`FitFlags::OK`] if none.
+    pub flags: FitFlags,
+    /// The bins `[start, end)` that entered the statistic.
+    pub fit_range: (usize, usize),
     /// The statistic used.
     pub statistic: FitStatistic,
 }
@@ -179,6 +211,7 @@ pub struct LifetimeFitter {
     /// bin, so the model is evaluated on `ceil(2 / sigma)` (at most 16) sub-bins per bin.
     oversample: usize,
     period_bins: Option<f64>,
+    /// The fit range of the histogram being fitted (the configured one, or the occupied bins).
     range: (usize, usize),
     /// First harmonic of the period (or of the histogram span) at each bin, for the start.
     harmonic: guess::Harmonic,
@@ -219,6 +252,8 @@ struct Work {
     normal: NormalEquations,
     /// Buffers of the starting-value search.
     guess: guess::GuessScratch,
+    /// Scratch of the default fit range.
+    range_cumulative: Vec<f64>,
     /// Sub-bin grid buffers (`n_bins * oversample`), used when the IRF is oversampled.
     fine_irf: Vec<f64>,
     fine_dirf: Vec<f64>,
@@ -264,11 +299,16 @@ impl LifetimeFitter {
         if !(config.tolerance.is_finite() && config.tolerance >= 0.0) || config.patience == 0 {
             return bad("tolerance must be >= 0 and patience > 0".into());
         }
+        if !(config.max_reduced_chi_square > 0.0 && config.min_counts_per_component >= 0.0) {
+            return bad(
+                "max_reduced_chi_square must be > 0 and min_counts_per_component >= 0".into(),
+            );
+        }
         let range = config.fit_range.unwrap_or((0, n_bins));
         if range.0 >= range.1 || range.1 > n_bins {
             return bad(format!("fit range {range:?} outside 0..{n_bins}"));
         }
-        if range.1 - range.0 < 2 * (2 * config.components + 2) {
+        if range.1 - range.0 < min_fit_bins(config.components) {
             return bad(format!(
                 "{} bins are too few for {} components",
                 range.1 - range.0,
@@ -343,6 +383,7 @@ impl LifetimeFitter {
             jac: vec![0.0; (2 * n + 2) * (range.1 - range.0)],
             normal: NormalEquations::default(),
             guess: guess::GuessScratch::default(),
+            range_cumulative: Vec::new(),
             fine_irf: vec![0.0; fine],
             fine_dirf: vec![0.0; fine],
             fine_a: vec![0.0; fine],
@@ -498,6 +539,64 @@ impl LifetimeFitter {
     /// [`TcspcError::Fit`] if a count is negative or not finite, or the fit range holds no
     /// counts. A fit that runs but does not converge is returned with `converged: false`.
     pub fn fit(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
+        if histogram.len() != self.n_bins {
+            return Err(TcspcError::InvalidArgument(format!(
+                "histogram has {} bins, fitter expects {}",
+                histogram.len(),
+                self.n_bins
+            )));
+        }
+        let range = match self.config.fit_range {
+            Some(range) => range,
+            None => range::occupied_range(
+                histogram,
+                self.period_bins,
+                min_fit_bins(self.config.components),
+                &mut self.work.range_cumulative,
+            ),
+        };
+        self.set_range(range);
+        let mut fit = self.fit_dispatch(histogram)?;
+        // A background a little below zero is noise (and clamping it would bias the lifetimes
+        // of every low-count fit); one further below than its error allows is a wrong model.
+        if fit.background_counts + NEGATIVE_BACKGROUND_STDERRS * fit.background_stderr_counts < 0.0
+        {
+            fit.flags.insert(FitFlags::NEGATIVE_BACKGROUND);
+        }
+        if sum(&histogram[range.0..range.1])
+            < self.config.min_counts_per_component * self.config.components as f64
+        {
+            fit.flags.insert(FitFlags::FEW_COUNTS);
+        }
+        let chi2 = fit.reduced_chi_square;
+        if chi2.is_nan() || chi2 > self.config.max_reduced_chi_square {
+            fit.flags.insert(FitFlags::CHI_SQUARE_HIGH);
+        }
+        Ok(fit)
+    }
+
+    /// Sizes the per-bin buffers of the fit range (reallocating only when the range grows).
+    fn set_range(&mut self, range: (usize, usize)) {
+        if range == self.range {
+            return;
+        }
+        let len = range.1 - range.0;
+        let w = &mut self.work;
+        for v in [
+            &mut w.resid,
+            &mut w.drdm,
+            &mut w.weight,
+            &mut w.inv_y,
+            &mut w.sqrt_y,
+            &mut w.terms,
+        ] {
+            v.resize(len, 0.0);
+        }
+        w.jac.resize((2 * self.config.components + 2) * len, 0.0);
+        self.range = range;
+    }
+
+    fn fit_dispatch(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
         #[cfg(target_arch = "x86_64")]
         if self.simd && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
@@ -616,6 +715,15 @@ impl LifetimeFitter {
         self.work = problem.work;
         Ok(result)
     }
+}
+
+/// Standard errors below zero at which a background is flagged
+/// [`FitFlags::NEGATIVE_BACKGROUND`].
+pub const NEGATIVE_BACKGROUND_STDERRS: f64 = 3.0;
+
+/// Fewest bins a fit of `components` exponentials runs over: twice the parameters.
+fn min_fit_bins(components: usize) -> usize {
+    2 * (2 * components + 2)
 }
 
 /// Fits one histogram: [`LifetimeFitter::new`] then [`LifetimeFitter::fit`].
@@ -825,6 +933,8 @@ impl Problem<'_> {
             degrees_of_freedom: dof,
             evaluations,
             converged: false,
+            flags: FitFlags::OK,
+            fit_range: self.range,
             statistic: self.statistic,
         };
         let (mut sa, mut sat, mut satt) = (0.0, 0.0, 0.0);
@@ -844,11 +954,12 @@ impl Problem<'_> {
         let in_bounds = (0..n).all(|i| {
             let l = self.x[n + i];
             l.is_finite() && l > TAU_MIN_BINS.ln() && l < LN_TAU_MAX
-        });
-        fit.converged = ok_termination
-            && in_bounds
-            && self.x.iter().all(|v| v.is_finite())
-            && reduced.is_finite();
+        }) && self.shift().abs() <= self.y.len() as f64;
+        if !in_bounds {
+            fit.flags.insert(FitFlags::PARAMETER_AT_BOUND);
+        }
+        fit.converged =
+            ok_termination && self.x.iter().all(|v| v.is_finite()) && reduced.is_finite();
         fit
     }
 }

@@ -81,16 +81,17 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tcspc")
 }
 
-/// The shared real-instrument files (`../shared/data/tcspc` beside the workspace), if present.
-pub fn shared_tcspc_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tcspc");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "NOTICE: {} is absent; skipping the real-file checks",
-            dir.display()
+/// The repository's copies of the real-instrument files (`connectors/tests/data/`, copied from
+/// the shared reference data), so the checks run on a clean clone. Panics when a file is
+/// missing: a real-file check that cannot find its file fails, it does not skip.
+pub fn real_tcspc_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../connectors/tests/data");
+    for file in ["hydraharp_t3_beads.ptu", "picoharp_t3_hazelnut_z1.ptu"] {
+        assert!(
+            dir.join(file).is_file(),
+            "{} is missing: the real-file checks need the repository's copy",
+            dir.join(file).display()
         );
-        None
     }
+    dir
 }
