@@ -274,7 +274,13 @@ fn hostile_headers_are_errors() {
     let mut magic = real.clone();
     magic[..8].copy_from_slice(b"PQHISTO\0");
     let why = build_err("magic.ptu", &magic);
-    assert!(why.contains("not a PicoQuant PTU file"), "{why}");
+    assert!(why.contains("histogram file (.phu)"), "{why}");
+    magic[..8].copy_from_slice(b"PQTTTX\0\0");
+    let why = build_err("magic.ptu", &magic);
+    assert!(
+        why.contains("not a PicoQuant PTU, HT3 or PT3 file"),
+        "{why}"
+    );
 
     for cut in [0, 5, 16, 100, header_len - 1] {
         let why = build_err("short-header.ptu", &real[..cut]);
@@ -373,4 +379,181 @@ fn garbage_records_never_panic_and_every_message_is_accepted() {
     assert!(error.is_none(), "{error:?}");
     assert!(stored.messages > 0);
     assert_eq!(replay.records_read(), 155_398);
+}
+
+/// Legacy containers (`tests/data/tcspc_formats/`, written from the real PTU files by
+/// tttrlib 0.26.2 and `make_formats.py`): what tttrlib reads back from each, in
+/// `reference.json`.
+mod legacy_containers {
+    use super::*;
+
+    fn reference(file: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(data("tcspc_formats/reference.json"))
+            .expect("reference.json of the legacy fixtures");
+        let all: serde_json::Value = serde_json::from_str(&text).expect("reference.json parses");
+        all["files"][file].clone()
+    }
+
+    fn replay(name: &str) -> (PtuReplay, Stored) {
+        replay_file(&format!("tcspc_formats/{name}"), 4096)
+    }
+
+    /// Raw micro-time bins of the stored photons.
+    fn micro_bins(replay: &PtuReplay, stored: &Stored) -> Vec<u64> {
+        (0..stored.channel.len())
+            .filter(|&i| stored.marker_flags[i] == 0)
+            .map(|i| (f64::from(stored.micro_time_ps[i]) / replay.resolution_ps()).round() as u64)
+            .collect()
+    }
+
+    /// tttrlib's readback facts against the stored rows: photons per channel, specials per
+    /// marker pattern, the micro-time histogram, and the first and last photons' raw times.
+    fn assert_matches_tttrlib(replay: &PtuReplay, stored: &Stored, facts: &serde_json::Value) {
+        let per_channel = facts["photons_per_routing_channel"]
+            .as_object()
+            .expect("photons per channel");
+        for (channel, count) in per_channel {
+            let channel: u8 = channel.parse().expect("channel number");
+            assert_eq!(stored.photons_on(channel) as u64, count.as_u64().unwrap());
+        }
+        assert_eq!(
+            stored.photons() as u64,
+            facts["number_of_photons"].as_u64().unwrap()
+        );
+        let specials = facts["special_records_per_routing_channel"]
+            .as_object()
+            .expect("specials");
+        for (pattern, count) in specials {
+            let pattern: u8 = pattern.parse().expect("marker pattern");
+            assert_eq!(stored.markers_with(pattern) as u64, count.as_u64().unwrap());
+        }
+        let bins = micro_bins(replay, stored);
+        let want: Vec<u64> = facts["micro_time_histogram"]
+            .as_array()
+            .expect("histogram")
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let mut got = vec![0u64; want.len()];
+        for b in bins {
+            got[b as usize] += 1;
+        }
+        assert_eq!(got, want);
+        let photon_macro: Vec<u64> = (0..stored.channel.len())
+            .filter(|&i| stored.marker_flags[i] == 0)
+            .map(|i| {
+                (stored.macro_time_ps[i] as f64 / replay.global_resolution_ps()).round() as u64
+            })
+            .collect();
+        let raw = |key: &str| -> Vec<u64> {
+            facts[key]["macro_times"]
+                .as_array()
+                .expect("macro times")
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(photon_macro[..20], raw("first_photons")[..]);
+        assert_eq!(
+            photon_macro[photon_macro.len() - 20..],
+            raw("last_photons")[..]
+        );
+    }
+
+    #[test]
+    fn ht3_of_the_hydraharp_file_matches_tttrlib_and_the_ptu() {
+        let (replay, stored) = replay("hydraharp_t3_beads.ht3");
+        assert_eq!(replay.record_type(), RecordType::HydraHarpV2T3);
+        assert_eq!(replay.number_of_records(), 42_976);
+        assert_eq!(replay.records_read(), 42_976);
+        assert!((replay.resolution_ps() - 16.0).abs() < 1e-3);
+        assert_matches_tttrlib(
+            &replay,
+            &stored,
+            &reference("hydraharp_t3_beads.ht3")["tttrlib_readback"],
+        );
+        // The same events as the start of the PTU file they were written from.
+        let (ptu, whole) = replay_file(HYDRAHARP, 4096);
+        let n = stored.channel.len();
+        assert_eq!(stored.channel, whole.channel[..n]);
+        assert_eq!(stored.marker_flags, whole.marker_flags[..n]);
+        assert_eq!(stored.micro_time_ps, whole.micro_time_ps[..n]);
+        let sync_ratio = replay.global_resolution_ps() / ptu.global_resolution_ps();
+        assert!((sync_ratio - 1.0).abs() < 1e-6, "{sync_ratio}");
+    }
+
+    #[test]
+    fn ht3_of_the_picoharp_file_matches_tttrlib() {
+        // tttrlib wrote its own reading of the PicoHarp records: markers with micro time 0
+        // as photons on channel 15, ten photons as markers. The HT3 bytes say so, and so do
+        // the stored rows.
+        let (replay, stored) = replay("picoharp_t3_hazelnut_z1.ht3");
+        assert_eq!(replay.record_type(), RecordType::HydraHarpV2T3);
+        assert_matches_tttrlib(
+            &replay,
+            &stored,
+            &reference("picoharp_t3_hazelnut_z1.ht3")["tttrlib_readback"],
+        );
+    }
+
+    #[test]
+    fn pt3_holds_the_ptu_records_and_decodes_as_the_ptu_does() {
+        let (replay, stored) = replay("picoharp_t3_hazelnut_z1.pt3");
+        assert_eq!(replay.record_type(), RecordType::PicoHarpT3);
+        assert_eq!(replay.records_read(), 30_408);
+        let facts = &reference("picoharp_t3_hazelnut_z1.pt3")["independent_decode"];
+        assert_eq!(
+            stored.photons() as u64,
+            facts["number_of_photons_canonical"].as_u64().unwrap()
+        );
+        assert_eq!(
+            (stored.channel.len() - stored.photons()) as u64,
+            facts["number_of_markers_canonical"].as_u64().unwrap()
+        );
+        // Its records are the PTU's first 30,408: the same rows, micro times in the same bins
+        // (the PT3 stores the resolution as float32 ns, the PTU as float64 s).
+        let (ptu, whole) = replay_file(PICOHARP, 4096);
+        let n = stored.channel.len();
+        assert_eq!(stored.channel, whole.channel[..n]);
+        assert_eq!(stored.marker_flags, whole.marker_flags[..n]);
+        let bins = |r: &PtuReplay, s: &Stored| -> Vec<i64> {
+            s.micro_time_ps[..n]
+                .iter()
+                .map(|&ps| (f64::from(ps) / r.resolution_ps()).round() as i64)
+                .collect()
+        };
+        assert_eq!(bins(&replay, &stored), bins(&ptu, &whole));
+        assert!((replay.resolution_ps() / ptu.resolution_ps() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn hostile_legacy_headers_are_errors() {
+        let good = std::fs::read(data("tcspc_formats/picoharp_t3_hazelnut_z1.pt3")).unwrap();
+        // Every cut inside the header is an error, never a panic.
+        for cut in (0..728).step_by(13) {
+            let result = PtuReplayConfig::new("x")
+                .replay_reader(std::io::Cursor::new(good[..cut].to_vec()), "cut.pt3");
+            assert!(result.is_err(), "cut at {cut}");
+        }
+        let mode = |m: i32| {
+            let mut bytes = good.clone();
+            bytes[348..352].copy_from_slice(&m.to_le_bytes());
+            PtuReplayConfig::new("x")
+                .replay_reader(std::io::Cursor::new(bytes), "mode.pt3")
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(mode(2).contains("T2 files"), "{}", mode(2));
+        assert!(mode(7).contains("measurement mode 7"), "{}", mode(7));
+        let mut absurd = good.clone();
+        absurd[724..728].copy_from_slice(&i32::MAX.to_le_bytes());
+        let err = PtuReplayConfig::new("x")
+            .replay_reader(std::io::Cursor::new(absurd), "img.pt3")
+            .expect_err("refused");
+        assert!(err.to_string().contains("imaging header"), "{err}");
+        let unknown = PtuReplayConfig::new("x")
+            .replay_reader(std::io::Cursor::new(vec![0x5a; 4096]), "blob.bin")
+            .expect_err("refused");
+        assert!(unknown.to_string().contains("PTU, HT3 or PT3"), "{unknown}");
+    }
 }

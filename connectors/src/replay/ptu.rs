@@ -1,5 +1,7 @@
-//! Replay of a PicoQuant PTU (TTTR) file: the connector behind `type = "ptu_replay"`, so
-//! `flowdaq replay file.ptu` sends the file's photons as a live TCSPC source would.
+//! Replay of a PicoQuant TTTR file: the connector behind `type = "ptu_replay"`, so
+//! `flowdaq replay file.ptu` sends the file's photons as a live TCSPC source would. PTU files
+//! and the legacy `.ht3` (HydraHarp) and `.pt3` (PicoHarp) containers, which hold the same
+//! records behind a fixed header, are told apart by their first bytes.
 //!
 //! PTU files reach many GB, so the file is never held in memory: records are read in chunks
 //! of `records_per_message` records, decoded by the analytics crate's record decoder with one
@@ -12,6 +14,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use flowdaq_analytics::tcspc::legacy::read_tttr_header;
 use flowdaq_analytics::tcspc::ptu::{HeaderLimits, PtuHeader};
 use flowdaq_analytics::tcspc::records::{
     decode_records, DecodeCounts, DecoderState, PhotonColumns, RecordType, PQ_RECORD_BYTES,
@@ -103,7 +106,7 @@ impl PtuReplayConfig {
         name: &str,
     ) -> Result<PtuReplay, ConnectorError> {
         self.check()?;
-        let header = PtuHeader::read(&mut reader, &HeaderLimits::default())
+        let header = read_tttr_header(&mut reader, &HeaderLimits::default())
             .map_err(|e| tcspc_error(name, e))?;
         check_micro_time_range(&header, name)?;
         Ok(PtuReplay {
