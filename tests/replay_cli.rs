@@ -290,3 +290,136 @@ async fn replay_to_a_running_server_delivers_every_message_and_says_so() {
     );
     server.shutdown().await.expect("shutdown");
 }
+
+/// The summary line of an embedded replay.
+fn summary_line(printed: &str) -> String {
+    printed
+        .lines()
+        .find(|l| l.starts_with("replayed "))
+        .unwrap_or_else(|| panic!("no summary line: {printed}"))
+        .to_string()
+}
+
+#[test]
+fn replay_summary_is_exact_and_the_same_every_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let ptu = data_file("hydraharp_t3_beads.ptu");
+    let args = [
+        "replay",
+        ptu.to_str().expect("utf-8 path"),
+        "--source",
+        "hh",
+    ];
+    let first = summary_line(&flowdaq(&args, &data_dir));
+    // 73,787 photons and 100 markers (ptufile); 11 windows x 2 channels. The same file again
+    // into the same directory counts only its own rows.
+    assert!(
+        first.contains(
+            "rows stored: photons 73887, tcspc_histograms 22, lifetime_features 22; 0 messages rejected"
+        ),
+        "{first}"
+    );
+    let second = summary_line(&flowdaq(&args, &data_dir));
+    assert_eq!(
+        first.split(": ").skip(1).collect::<Vec<_>>(),
+        second.split(": ").skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn replay_takes_the_config_entry_of_its_source_and_flags_replace_only_what_they_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("flowdaq.toml");
+    std::fs::write(
+        &config,
+        "[features.tcspc.sources.hh]\nsync_rate_hz = 39999960.0\nmicro_bin_ps = 16.0\n\
+         channels = 1\ncomponents = 2\nbin_width_native = 4\nwindow_s = 1.0\n",
+    )
+    .expect("write config");
+    let data_dir = dir.path().join("data");
+    let ptu = data_file("hydraharp_t3_beads.ptu");
+    let printed = flowdaq(
+        &[
+            "replay",
+            ptu.to_str().expect("utf-8 path"),
+            "--source",
+            "hh",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--window-s",
+            "5",
+        ],
+        &data_dir,
+    );
+    // One channel (the config's), 5 s windows (the flag's): 0-5, 5-10 and the last, partial one.
+    assert!(
+        summary_line(&printed).contains("tcspc_histograms 3, lifetime_features 3"),
+        "{printed}"
+    );
+    let sql = |query: &str| csv_values(&flowdaq(&["sql", "--format", "csv", query], &data_dir));
+    // Two components in the fitted windows (the last, short one has too few photons to fit)
+    // and 4-bin histograms (1562 native bins -> 391), as the config says.
+    let row = sql(
+        "SELECT count(*) FILTER (WHERE components = 2), max(components), max(channel), \
+         max(array_length(counts)) FROM lifetime_features JOIN tcspc_histograms \
+         USING (source, window_start_ps, channel)",
+    );
+    assert_eq!(row, vec![2.0, 2.0, 0.0, 391.0]);
+}
+
+#[test]
+fn legacy_and_spc_files_are_recognised_by_content_and_unknown_bytes_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    // An HT3 file under a misleading name is still read as what it is.
+    let renamed = dir.path().join("beads_export.txt");
+    std::fs::copy(data_file("tcspc_formats/hydraharp_t3_beads.ht3"), &renamed).expect("copy");
+    let printed = flowdaq(
+        &[
+            "replay",
+            renamed.to_str().expect("utf-8"),
+            "--source",
+            "ht3",
+        ],
+        &data_dir,
+    );
+    assert!(printed.contains("HydraHarpV2T3"), "{printed}");
+    // tttrlib: 29,969 photons and 31 markers.
+    assert!(
+        summary_line(&printed).contains("photons 30000,"),
+        "{printed}"
+    );
+    let spc = data_file("tcspc_formats/hydraharp_t3_beads.spc");
+    let printed = flowdaq(
+        &[
+            "replay",
+            spc.to_str().expect("utf-8"),
+            "--source",
+            "spc",
+            "--micro-bin-ps",
+            "16",
+        ],
+        &data_dir,
+    );
+    assert!(printed.contains("BeckerHicklSpc130"), "{printed}");
+    // tttrlib: 30,000 photons (the SPC writer turned the markers into photons).
+    assert!(
+        summary_line(&printed).contains("photons 30000,"),
+        "{printed}"
+    );
+    // Bytes of no known format: refused, naming what flowdaq reads.
+    let blob = dir.path().join("mystery.ptu");
+    std::fs::write(&blob, [0x00u8, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07]).expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_flowdaq"))
+        .args(["replay", blob.to_str().expect("utf-8"), "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .expect("run flowdaq");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("not a format flowdaq reads") && stderr.contains("PT3 (PicoHarp T3)"),
+        "{stderr}"
+    );
+}

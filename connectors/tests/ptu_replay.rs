@@ -527,6 +527,33 @@ mod legacy_containers {
     }
 
     #[test]
+    fn spc130_files_match_tttrlib() {
+        for name in ["hydraharp_t3_beads.spc", "picoharp_t3_hazelnut_z1.spc"] {
+            let (replay, stored) = replay(name);
+            assert_eq!(replay.record_type(), RecordType::BeckerHicklSpc130);
+            let facts = &reference(name)["tttrlib_readback"];
+            assert_eq!(
+                replay.records_read(),
+                facts["number_of_records"].as_u64().unwrap(),
+                "{name}"
+            );
+            let period_s = facts["macro_time_resolution_s"].as_f64().unwrap();
+            assert!((replay.global_resolution_ps() * 1e-12 / period_s - 1.0).abs() < 1e-9);
+            // Without the .set file the bins are the period / 4096, as tttrlib has them.
+            let bin_s = facts["micro_time_resolution_s"].as_f64().unwrap();
+            assert!((replay.resolution_ps() * 1e-12 / bin_s - 1.0).abs() < 1e-9);
+            assert_matches_tttrlib(&replay, &stored, facts);
+        }
+        // A known bin width replaces the default.
+        let config = PtuReplayConfig {
+            micro_bin_ps: Some(16.0),
+            ..PtuReplayConfig::new(data("tcspc_formats/hydraharp_t3_beads.spc"))
+        };
+        let replay = config.build().expect("opens");
+        assert_eq!(replay.resolution_ps(), 16.0);
+    }
+
+    #[test]
     fn hostile_legacy_headers_are_errors() {
         let good = std::fs::read(data("tcspc_formats/picoharp_t3_hazelnut_z1.pt3")).unwrap();
         // Every cut inside the header is an error, never a panic.
@@ -554,6 +581,21 @@ mod legacy_containers {
         let unknown = PtuReplayConfig::new("x")
             .replay_reader(std::io::Cursor::new(vec![0x5a; 4096]), "blob.bin")
             .expect_err("refused");
-        assert!(unknown.to_string().contains("PTU, HT3 or PT3"), "{unknown}");
+        assert!(
+            unknown
+                .to_string()
+                .contains("PTU, HT3 or PT3 file, nor a Becker & Hickl SPC-130"),
+            "{unknown}"
+        );
+        // SPC first frames without a clock, or of a raw diagnostic file, are refused.
+        for frame in [0x8000_0000u32, 0x8400_00FA] {
+            let mut bytes = frame.to_le_bytes().to_vec();
+            bytes.extend([0u8; 64]);
+            let why = PtuReplayConfig::new("x")
+                .replay_reader(std::io::Cursor::new(bytes), "bad.spc")
+                .expect_err("refused")
+                .to_string();
+            assert!(why.contains("SPC"), "{why}");
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use super::ptu::{HeaderLimits, PqHeader, PtuHeader, PHU_MAGIC, PTU_MAGIC};
+use super::ptu::{PqHeader, PtuHeader};
 use super::records::RecordType;
 use super::{Result, TcspcError};
 
@@ -38,29 +38,6 @@ pub fn legacy_kind(ident: &[u8]) -> Option<&'static str> {
         Some("TimeHarp 200 (.t3r/.thd)")
     } else {
         None
-    }
-}
-
-/// Reads the header of a PTU, HT3 or PT3 file, told apart by their first bytes (never by the
-/// file name), leaving `reader` at the first record.
-///
-/// # Errors
-/// As [`PtuHeader::read`] for PTU files and [`read_legacy_header`] for the others;
-/// [`TcspcError::BadMagic`] naming the three formats for anything else.
-pub fn read_tttr_header<R: Read>(reader: &mut R, limits: &HeaderLimits) -> Result<PtuHeader> {
-    let mut first = [0u8; 8];
-    read_exact(reader, &mut first, "the file's magic")?;
-    let mut whole = (&first[..]).chain(reader);
-    if &first == PTU_MAGIC {
-        PtuHeader::read(&mut whole, limits)
-    } else if &first == PHU_MAGIC {
-        Err(TcspcError::InvalidHeader(
-            "a PicoQuant histogram file (.phu) holds histograms, not photon records: \
-             it is not replayed as a photon stream"
-                .into(),
-        ))
-    } else {
-        read_legacy_header(&mut whole)
     }
 }
 
@@ -253,7 +230,7 @@ fn grow<R: Read>(reader: &mut R, head: &mut Vec<u8>, len: usize) -> Result<()> {
     Ok(())
 }
 
-fn read_exact<R: Read>(reader: &mut R, buf: &mut [u8], what: &str) -> Result<()> {
+pub(super) fn read_exact<R: Read>(reader: &mut R, buf: &mut [u8], what: &str) -> Result<()> {
     reader.read_exact(buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => {
             TcspcError::Truncated(format!("input ends inside {what}"))

@@ -7,6 +7,7 @@
 //! - [`records`]: raw 32-bit PicoQuant TTTR records and 64-bit time tags -> photon columns.
 //! - [`ptu`]: the PicoQuant tagged header (PTU and PHU files) and a bounded-memory record reader.
 //! - [`legacy`]: the fixed headers of legacy PicoQuant `.ht3` and `.pt3` files.
+//! - [`tttr_file`]: which time-tagged format a file is, from its first bytes.
 //! - [`histogram`]: micro-time histograms per channel, windows, count rates and pile-up.
 //! - [`fit`]: multi-exponential reconvolution fits (Neyman least squares or Poisson MLE).
 //! - [`phasor`]: IRF-calibrated phasor coordinates and phasor lifetimes.
@@ -17,6 +18,7 @@ pub mod legacy;
 pub mod phasor;
 pub mod ptu;
 pub mod records;
+pub mod tttr_file;
 
 /// Errors of every TCSPC kernel.
 #[derive(Debug, thiserror::Error)]

@@ -54,6 +54,10 @@ pub enum RecordType {
     GenericT2,
     /// Generic T3 of MultiHarp and PicoHarp 330 (0x00010307).
     GenericT3,
+    /// Becker & Hickl SPC-130/134/140/150/160/830 FIFO records (flowdaq's code 0x42480130:
+    /// "BH" and the model; not a PicoQuant code): 12-bit macro time, 4-bit routing channel,
+    /// 12-bit ADC (micro time reversed), marker, gap, overflow and invalid bits.
+    BeckerHicklSpc130,
 }
 
 /// Bit layout family of a record type; all that the decode loop needs to know.
@@ -69,11 +73,12 @@ enum Layout {
     HydraT3 {
         v1: bool,
     },
+    Spc130,
 }
 
 impl RecordType {
     /// All record types, in code order.
-    pub const ALL: [RecordType; 12] = [
+    pub const ALL: [RecordType; 13] = [
         RecordType::PicoHarpT2,
         RecordType::PicoHarpT3,
         RecordType::HydraHarpV1T2,
@@ -86,6 +91,7 @@ impl RecordType {
         RecordType::TimeHarp260PT3,
         RecordType::GenericT2,
         RecordType::GenericT3,
+        RecordType::BeckerHicklSpc130,
     ];
 
     /// Looks up a `TTResultFormat_TTTRRecType` code.
@@ -114,18 +120,22 @@ impl RecordType {
             RecordType::TimeHarp260PT3 => 0x0001_0306,
             RecordType::GenericT2 => 0x0001_0207,
             RecordType::GenericT3 => 0x0001_0307,
+            RecordType::BeckerHicklSpc130 => 0x4248_0130,
         }
     }
 
     /// True for T3 formats (sync count + micro time), false for T2 (absolute time tags).
     pub fn is_t3(self) -> bool {
-        matches!(self.layout(), Layout::PicoHarpT3 | Layout::HydraT3 { .. })
+        matches!(
+            self.layout(),
+            Layout::PicoHarpT3 | Layout::HydraT3 { .. } | Layout::Spc130
+        )
     }
 
     /// Number of distinct micro-time values a T3 record can hold (0 for T2).
     pub fn micro_time_range(self) -> usize {
         match self.layout() {
-            Layout::PicoHarpT3 => 1 << 12,
+            Layout::PicoHarpT3 | Layout::Spc130 => 1 << 12,
             Layout::HydraT3 { .. } => 1 << 15,
             _ => 0,
         }
@@ -145,6 +155,7 @@ impl RecordType {
             | RecordType::TimeHarp260NT3
             | RecordType::TimeHarp260PT3
             | RecordType::GenericT3 => Layout::HydraT3 { v1: false },
+            RecordType::BeckerHicklSpc130 => Layout::Spc130,
         }
     }
 }
@@ -305,6 +316,7 @@ pub fn decode_into<S: EventSink>(
         Layout::PicoHarpT2 => decode_picoharp_t2(bytes, state, sink, &mut counts),
         Layout::HydraT3 { v1 } => decode_hydra_t3(bytes, v1, state, sink, &mut counts),
         Layout::HydraT2 { v1 } => decode_hydra_t2(bytes, v1, state, sink, &mut counts),
+        Layout::Spc130 => decode_spc130(bytes, state, sink, &mut counts),
     }
     counts.photons = counts.photons_per_channel.iter().sum();
     counts.markers = counts.markers_per_pattern.iter().sum();
@@ -348,6 +360,48 @@ fn decode_picoharp_t3<S: EventSink>(
         } else {
             c.invalid += 1;
         }
+    }
+    state.overflow_offset = ofl;
+}
+
+/// Becker & Hickl SPC-130 FIFO records: bits 0-11 macro time, 12-15 routing channel, 16-27 ADC
+/// value (micro time = 4095 - ADC: the TAC runs reversed), 28 MARK, 29 GAP (data were lost
+/// before this record), 30 MTOV (the macro time wrapped, 4096 units, before this record), 31
+/// INVALID. INVALID with MTOV: bits 0-27 count the wraps; INVALID with MARK: a marker whose
+/// bits are the routing field; INVALID alone: a photon the hardware discarded.
+fn decode_spc130<S: EventSink>(
+    bytes: &[u8],
+    state: &mut DecoderState,
+    sink: &mut S,
+    c: &mut DecodeCounts,
+) {
+    const WRAP: u64 = 4096;
+    let mut ofl = state.overflow_offset;
+    for r in words(bytes) {
+        let invalid = r >> 31 != 0;
+        let overflow = (r >> 30) & 1 != 0;
+        let mark = (r >> 28) & 1 != 0;
+        let macro_time = u64::from(r & 0xFFF);
+        let routing = ((r >> 12) & 0xF) as u8;
+        if invalid {
+            if overflow {
+                ofl += WRAP * u64::from(r & 0x0FFF_FFFF);
+                c.overflows += 1;
+            } else if mark && routing != 0 {
+                sink.marker(ofl + macro_time, routing);
+                c.markers_per_pattern[routing as usize] += 1;
+            } else {
+                c.invalid += 1;
+            }
+            continue;
+        }
+        if overflow {
+            ofl += WRAP;
+            c.overflows += 1;
+        }
+        let adc = ((r >> 16) & 0xFFF) as u16;
+        sink.photon(ofl + macro_time, 4095 - adc, routing);
+        c.photons_per_channel[routing as usize] += 1;
     }
     state.overflow_offset = ofl;
 }

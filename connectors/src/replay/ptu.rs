@@ -1,7 +1,7 @@
 //! Replay of a PicoQuant TTTR file: the connector behind `type = "ptu_replay"`, so
-//! `flowdaq replay file.ptu` sends the file's photons as a live TCSPC source would. PTU files
-//! and the legacy `.ht3` (HydraHarp) and `.pt3` (PicoHarp) containers, which hold the same
-//! records behind a fixed header, are told apart by their first bytes.
+//! `flowdaq replay file.ptu` sends the file's photons as a live TCSPC source would. PTU files,
+//! the legacy `.ht3` (HydraHarp) and `.pt3` (PicoHarp) containers, which hold the same records
+//! behind a fixed header, and Becker & Hickl SPC-130 files are told apart by their first bytes.
 //!
 //! PTU files reach many GB, so the file is never held in memory: records are read in chunks
 //! of `records_per_message` records, decoded by the analytics crate's record decoder with one
@@ -14,11 +14,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flowdaq_analytics::tcspc::legacy::read_tttr_header;
 use flowdaq_analytics::tcspc::ptu::{HeaderLimits, PtuHeader};
 use flowdaq_analytics::tcspc::records::{
     decode_records, DecodeCounts, DecoderState, PhotonColumns, RecordType, PQ_RECORD_BYTES,
 };
+use flowdaq_analytics::tcspc::tttr_file::read_tttr_header;
 use flowdaq_analytics::tcspc::TcspcError;
 use flowdaq_schemas::StreamKind;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,11 @@ pub struct PtuReplayConfig {
     /// When false only photons (and HydraHarp-family T2 sync rows) are sent.
     #[serde(default = "default_include_markers")]
     pub include_markers: bool,
+    /// Micro-time bin width, ps, replacing what the file says. Becker & Hickl SPC files store
+    /// none (it follows from the TAC range and gain in the separate `.set` file): without this
+    /// their bins are taken as the macro-time period / 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_bin_ps: Option<f64>,
 }
 
 fn default_source() -> String {
@@ -76,6 +81,7 @@ impl PtuReplayConfig {
             run_id: None,
             records_per_message: DEFAULT_RECORDS_PER_MESSAGE,
             include_markers: true,
+            micro_bin_ps: None,
         }
     }
 
@@ -106,8 +112,11 @@ impl PtuReplayConfig {
         name: &str,
     ) -> Result<PtuReplay, ConnectorError> {
         self.check()?;
-        let header = read_tttr_header(&mut reader, &HeaderLimits::default())
+        let mut header = read_tttr_header(&mut reader, &HeaderLimits::default())
             .map_err(|e| tcspc_error(name, e))?;
+        if let Some(micro_bin_ps) = self.micro_bin_ps {
+            header.resolution_s = micro_bin_ps * 1e-12;
+        }
         check_micro_time_range(&header, name)?;
         Ok(PtuReplay {
             source: self.source.clone(),
@@ -128,6 +137,13 @@ impl PtuReplayConfig {
     }
 
     fn check(&self) -> Result<(), ConnectorError> {
+        if let Some(v) = self.micro_bin_ps {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConnectorError::Config(format!(
+                    "micro_bin_ps = {v} must be finite and > 0"
+                )));
+            }
+        }
         if !(1..=MAX_RECORDS_PER_MESSAGE).contains(&self.records_per_message) {
             return Err(ConnectorError::Config(format!(
                 "records_per_message = {} must be in 1..={MAX_RECORDS_PER_MESSAGE}",
