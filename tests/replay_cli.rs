@@ -423,3 +423,39 @@ fn legacy_and_spc_files_are_recognised_by_content_and_unknown_bytes_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cary_export_replays_as_it_comes_off_the_instrument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let cary = data_file("cary60_two_samples.csv");
+    let printed = flowdaq(
+        &["replay", cary.to_str().expect("utf-8"), "--source", "cary"],
+        &data_dir,
+    );
+    assert!(
+        printed.contains("Cary UV-vis CSV format, 2 spectra of 501 pixels, kind absorbance"),
+        "{printed}"
+    );
+    assert!(
+        summary_line(&printed).contains("spectra 2, spectral_features 2"),
+        "{printed}"
+    );
+    // The %T sample, converted, and the absorbance sample give the same band edge: the curve's
+    // local maximum at 502.52 nm.
+    let csv = flowdaq(
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT min(exciton_wavelength_nm), max(exciton_wavelength_nm) FROM spectral_features",
+        ],
+        &data_dir,
+    );
+    let values = csv_values(&csv);
+    assert!(
+        (values[0] - 502.52).abs() < 1.0 && (values[1] - 502.52).abs() < 1.0,
+        "{csv}"
+    );
+    assert!((values[1] - values[0]).abs() < 0.1, "{csv}");
+}

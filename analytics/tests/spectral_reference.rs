@@ -269,3 +269,32 @@ fn jasco_first_excitonic_peak_matches_scipy() {
         assert!((got_nm - 1448.0).abs() < 3.0, "{got_nm}");
     }
 }
+
+#[test]
+fn jasco_exciton_with_default_options_is_not_the_band_beyond_it() {
+    // With only the absolute 0.01 threshold the longest-wavelength peak is a band at 2304 nm of
+    // prominence 0.0126; the relative rule (20 % of the most prominent peak) skips it.
+    let (x, y) = read_jasco();
+    let spectra = list_f64(std::slice::from_ref(&y));
+    let exciton = |relative: f64| {
+        let opts = AbsorbanceOptions {
+            min_exciton_relative_prominence: relative,
+            material: None,
+            ..Default::default()
+        };
+        let feats = absorbance_features(&x, &spectra, &opts).unwrap();
+        (
+            feats.exciton_wavelength_nm.value(0),
+            feats.exciton_prominence.value(0),
+        )
+    };
+    let (absolute_only_nm, band_prominence) = exciton(0.0);
+    assert!(
+        (absolute_only_nm - 2304.0).abs() < 2.0,
+        "{absolute_only_nm}"
+    );
+    assert!(band_prominence < 0.02, "{band_prominence}");
+    let (nm, prominence) = exciton(AbsorbanceOptions::default().min_exciton_relative_prominence);
+    assert!((nm - 1448.0).abs() < 3.0, "{nm}");
+    assert!((prominence - 0.14452).abs() < 1e-4, "{prominence}");
+}

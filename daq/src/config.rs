@@ -731,6 +731,9 @@ pub struct SpectralFeaturesConfig {
     pub baseline: BaselineChoice,
     /// Minimum prominence of the first excitonic absorption peak, absorbance units.
     pub min_exciton_prominence: f64,
+    /// Minimum prominence of the first excitonic peak as a fraction of the most prominent
+    /// peak's (0.2): solvent and overtone bands beyond the band edge are not the exciton.
+    pub min_exciton_relative_prominence: f64,
     /// Excitation wavelength, nm: absorbance there is reported and used for PLQY.
     pub excitation_nm: Option<f64>,
     /// Optical density above which a spectrum is flagged `INNER_FILTER`.
@@ -751,6 +754,7 @@ impl Default for SpectralFeaturesConfig {
             savgol: None,
             baseline: BaselineChoice::None,
             min_exciton_prominence: 0.01,
+            min_exciton_relative_prominence: 0.2,
             excitation_nm: None,
             inner_filter_od: 0.05,
             plqy: None,

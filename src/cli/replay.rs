@@ -29,8 +29,9 @@ pub struct ReplayArgs {
     /// histograms, lifetimes): PicoQuant PTU (T2/T3 of every PicoQuant instrument), legacy
     /// PicoQuant HT3 (HydraHarp T3) and PT3 (PicoHarp T3), Becker & Hickl SPC-130/134/140/
     /// 150/160/830 FIFO (.spc; see --micro-bin-ps). Spectra (text): Ocean Optics OOIBase32
-    /// (.scope) and SpectraSuite/OceanView, JASCO, or CSV (wavelength column, then one column
-    /// per spectrum).
+    /// (.scope) and SpectraSuite/OceanView, JASCO, Agilent Cary UV-vis CSV (column pairs per
+    /// sample, %T converted to absorbance), or CSV (wavelength column, then one column per
+    /// spectrum).
     pub file: PathBuf,
     /// ROUTER endpoint of a running server (default port 5557): messages are sent with
     /// acknowledgements and resent until every one is durable. Without it an embedded server
@@ -43,7 +44,8 @@ pub struct ReplayArgs {
     /// Source id of the replayed stream.
     #[arg(long, default_value = "replay")]
     pub source: String,
-    /// File format: ooibase32, spectrasuite, jasco, csv. Detected from the content if absent.
+    /// Spectra file format: ooibase32, spectrasuite (oceanview), jasco, cary, csv. Detected
+    /// from the content if absent.
     #[arg(long)]
     pub format: Option<String>,
     /// Spectrum kind (pl, absorbance, sample, dark, reference); default: what the file says,
@@ -257,7 +259,7 @@ fn sniff(path: &std::path::Path) -> anyhow::Result<FileKind> {
     bail!(
         "{}: not a format flowdaq reads (binary content without a known magic). \
          Time-tagged: {READABLE_FORMATS}; spectra: text exports of Ocean Optics (OOIBase32, \
-         SpectraSuite/OceanView), JASCO, or CSV",
+         SpectraSuite/OceanView), JASCO, Agilent Cary, or CSV",
         path.display()
     )
 }
@@ -292,7 +294,7 @@ fn prepare_spectra(args: &ReplayArgs) -> anyhow::Result<Prepared> {
             serde_json::from_value::<SpectraFileFormat>(serde_json::Value::String(name.clone()))
                 .map_err(|_| {
                     anyhow::anyhow!(
-                        "unknown --format {name:?}: use ooibase32, spectrasuite, jasco or csv"
+                        "unknown --format {name:?}: use ooibase32, spectrasuite, jasco, cary or csv"
                     )
                 })?,
         ),

@@ -1,6 +1,8 @@
 //! The absorbance entry point: band edge, optical density, concentration and size per spectrum.
 //!
-//! The first excitonic peak (the longest-wavelength local maximum with enough prominence) gives
+//! The first excitonic peak (the longest-wavelength local maximum with enough prominence, both
+//! absolute and relative to the spectrum's most prominent peak, so a small solvent or overtone
+//! band beyond the band edge is not taken for it) gives
 //! the band-edge energy and, through the Brus relation, the dot size; the absorbance at the
 //! excitation wavelength feeds the PLQY and the inner-filter guard (OD > 0.05 quenches and
 //! red-shifts PL). Same rules as the PL kernel: content problems are flags, never errors.
@@ -15,7 +17,7 @@ use super::axis::{nm_to_ev, PreparedAxis, WavelengthAxis};
 use super::flags::QualityFlags;
 use super::input::SpectraView;
 use super::output::{dispatch_pixels, prefetch, BatchKernel, F64Col, U32Col};
-use super::peaks::{find_peaks_summarized, PeakScratch, Sample};
+use super::peaks::{find_peaks_summarized, Peak, PeakScratch, Sample};
 use super::preprocess::{Pipeline, Preprocessing};
 use super::size::MaterialConstants;
 use super::width::parabolic_vertex;
@@ -37,6 +39,11 @@ pub struct BeerLambert {
 pub struct AbsorbanceOptions {
     /// Minimum prominence (absorbance units) of the excitonic peak. Default 0.01.
     pub min_exciton_prominence: f64,
+    /// Minimum prominence of the excitonic peak as a fraction of the most prominent peak of
+    /// the analysed range. Default 0.2: a quantum dot's first exciton is its most prominent
+    /// feature or close to it, while solvent, overtone and noise bands beyond it are a few
+    /// percent of it (PbSe in a JASCO spectrum: exciton 0.144, a band at 2304 nm 0.0126).
+    pub min_exciton_relative_prominence: f64,
     /// Excitation wavelength (nm) at which absorbance is reported (for PLQY and the
     /// inner-filter guard). Default `None`.
     pub excitation_nm: Option<f64>,
@@ -66,6 +73,7 @@ impl Default for AbsorbanceOptions {
     fn default() -> Self {
         Self {
             min_exciton_prominence: 0.01,
+            min_exciton_relative_prominence: 0.2,
             excitation_nm: None,
             inner_filter_od: 0.05,
             negative_tolerance: 0.01,
@@ -90,6 +98,9 @@ impl AbsorbanceOptions {
         let bad = |name, reason| Err(SpectralError::InvalidOption { name, reason });
         if !(self.min_exciton_prominence.is_finite() && self.min_exciton_prominence > 0.0) {
             return bad("min_exciton_prominence", "must be finite and > 0");
+        }
+        if !(0.0..=1.0).contains(&self.min_exciton_relative_prominence) {
+            return bad("min_exciton_relative_prominence", "must be in 0..=1");
         }
         if !self.inner_filter_od.is_finite() {
             return bad("inner_filter_od", "must be finite");
@@ -201,7 +212,9 @@ impl AbsorbanceFeatures {
 /// Extracts absorbance features from every absorbance spectrum of a batch.
 ///
 /// The excitonic peak is the longest-wavelength local maximum whose prominence (scipy
-/// definition) is at least `min_exciton_prominence`, found after the optional preprocessing.
+/// definition) is at least `min_exciton_prominence` and at least
+/// `min_exciton_relative_prominence` of the most prominent peak's, found after the optional
+/// preprocessing.
 ///
 /// # Errors
 /// [`SpectralError`] for an invalid axis or options, an unsupported array type, a spectrum
@@ -433,11 +446,14 @@ impl AbsKernel<'_> {
             flags.insert(QualityFlags::FLAT_SPECTRUM | QualityFlags::NO_PEAK);
         } else {
             find_peaks_summarized(y, o.min_exciton_prominence, s, work, peaks);
+            let most_prominent = peaks.iter().map(|p| p.prominence).fold(0.0, f64::max);
+            let significant =
+                |p: &&Peak| p.prominence >= o.min_exciton_relative_prominence * most_prominent;
             // Longest wavelength = last pixel on an ascending axis, first on a descending one.
             let exciton = if self.axis.is_descending() {
-                peaks.first()
+                peaks.iter().find(significant)
             } else {
-                peaks.last()
+                peaks.iter().rev().find(significant)
             };
             match exciton {
                 None => flags.insert(QualityFlags::NO_PEAK),

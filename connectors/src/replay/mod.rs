@@ -9,6 +9,7 @@
 //! To add a format: write one file here with a `SPEC` (sniffer, extensions, parser), add a
 //! [`SpectraFileFormat`] variant and one line to `FORMATS`.
 
+pub mod cary;
 pub mod csv_spectra;
 pub mod jasco;
 pub mod ooibase32;
@@ -70,6 +71,9 @@ pub enum SpectraFileFormat {
     /// Generic delimited text: wavelength column then one column per spectrum.
     #[serde(rename = "csv")]
     Csv,
+    /// Agilent Cary UV-vis CSV export: wavelength-value column pairs per sample, metadata after.
+    #[serde(rename = "cary")]
+    Cary,
 }
 
 impl SpectraFileFormat {
@@ -92,10 +96,11 @@ pub(crate) struct FormatSpec {
 }
 
 /// Registered formats, in sniffing order: the most specific markers first, CSV last.
-static FORMATS: [FormatSpec; 4] = [
+static FORMATS: [FormatSpec; 5] = [
     ooibase32::SPEC,
     spectrasuite::SPEC,
     jasco::SPEC,
+    cary::SPEC,
     csv_spectra::SPEC,
 ];
 
@@ -210,6 +215,7 @@ mod tests {
             SpectraFileFormat::OoiBase32,
             SpectraFileFormat::SpectraSuite,
             SpectraFileFormat::Jasco,
+            SpectraFileFormat::Cary,
             SpectraFileFormat::Csv,
         ] {
             let entries = FORMATS.iter().filter(|s| s.format == format).count();
@@ -224,6 +230,7 @@ mod tests {
             (SpectraFileFormat::SpectraSuite, "spectrasuite"),
             (SpectraFileFormat::Jasco, "jasco"),
             (SpectraFileFormat::Csv, "csv"),
+            (SpectraFileFormat::Cary, "cary"),
         ] {
             let json = serde_json::to_value(format).expect("serialises");
             assert_eq!(json, serde_json::json!(name));

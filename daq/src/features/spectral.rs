@@ -104,6 +104,7 @@ impl SpectralFeatures {
         peak.validate()?;
         let absorbance = AbsorbanceOptions {
             min_exciton_prominence: config.min_exciton_prominence,
+            min_exciton_relative_prominence: config.min_exciton_relative_prominence,
             excitation_nm: config.excitation_nm,
             inner_filter_od: config.inner_filter_od,
             window_nm,
