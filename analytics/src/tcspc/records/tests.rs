@@ -360,3 +360,43 @@ fn a_partial_record_leaves_the_event_columns_untouched() {
     assert!(matches!(err, Err(TcspcError::PartialRecord { len: 5, .. })));
     assert!(events.is_empty());
 }
+
+#[test]
+fn spc130_overflows_markers_and_discarded_photons() {
+    // Bits: 0-11 macro time, 12-15 routing, 16-27 ADC, 28 MARK, 29 GAP, 30 MTOV, 31 INVALID.
+    let photon = |mt: u32, rout: u32, adc: u32| mt | (rout << 12) | (adc << 16);
+    let mtov = 1u32 << 30;
+    let invalid = 1u32 << 31;
+    let recs = bytes(&[
+        photon(5, 1, 4095),                  // micro 0 at macro 5
+        invalid | mtov | 3,                  // three wraps of 4096
+        photon(7, 0, 95) | mtov,             // one more wrap, then micro 4000 at 4 x 4096 + 7
+        invalid | (1 << 28) | (2 << 12) | 9, // marker bits 2 at 4 x 4096 + 9
+        invalid | photon(11, 0, 0),          // a photon the hardware discarded
+        photon(12, 3, 0) | (1 << 29),        // after a gap: still a photon, micro 4095
+    ]);
+    let mut state = DecoderState::default();
+    let mut sink = PushSink::default();
+    let counts = decode_into(RecordType::BeckerHicklSpc130, &recs, &mut state, &mut sink).unwrap();
+    assert_eq!(
+        (
+            counts.photons,
+            counts.markers,
+            counts.overflows,
+            counts.invalid
+        ),
+        (3, 1, 2, 1)
+    );
+    assert_eq!(state.overflow_offset, 4 * 4096);
+    assert_eq!(
+        sink.0,
+        vec![
+            (5, 0, 1, 0),
+            (4 * 4096 + 7, 4000, 0, 0),
+            (4 * 4096 + 9, 0, 0, 2),
+            (4 * 4096 + 12, 4095, 3, 0),
+        ]
+    );
+    assert!(RecordType::BeckerHicklSpc130.is_t3());
+    assert_eq!(RecordType::BeckerHicklSpc130.micro_time_range(), 4096);
+}
