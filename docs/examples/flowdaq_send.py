@@ -1,6 +1,6 @@
 """Send spectra or TCSPC records to a flowdaq server with nothing but pyzmq and numpy.
 
-This is the whole of wire protocol v1 for spectra and raw PicoQuant records
+This is the whole of wire protocol v1 for spectra, raw PicoQuant records and TCSPC histograms
 (docs/wire-protocol.md): a JSON header frame, then one frame per array, little-endian, C order.
 Copy it into an instrument driver.
 
@@ -69,6 +69,25 @@ def spectrum_frames(source, seq, wavelength_nm, counts, kind="pl", integration_t
     header = header_frame(source, "spectra", seq, arrays, meta, run_id=run_id, condition_id=condition_id,
                           instrument_time_ns=instrument_time_ns, session=session)
     return [header, wavelength_nm.tobytes(), counts.tobytes()]
+
+
+def histogram_frames(source, seq, counts, bin_width_ps, sync_rate_hz, irf_counts=None, channel=0,
+                     acquisition_time_s=None, run_id=None, condition_id=None):
+    """Return the multipart frames of one tcspc_histogram message: the counts per micro-time bin
+    of one channel from an instrument in histogram mode, optionally with the measured IRF (one
+    value per bin) the server fits the decay with."""
+    counts = np.ascontiguousarray(counts, dtype="<u4")
+    meta = {"bin_width_ps": float(bin_width_ps), "sync_rate_hz": float(sync_rate_hz), "channel": int(channel)}
+    if acquisition_time_s is not None:
+        meta["acquisition_time_s"] = float(acquisition_time_s)
+    arrays = [("counts", counts.dtype.str, counts.shape)]
+    frames = [counts.tobytes()]
+    if irf_counts is not None:
+        irf_counts = np.ascontiguousarray(irf_counts, dtype="<f8")
+        arrays.append(("irf_counts", irf_counts.dtype.str, irf_counts.shape))
+        frames.append(irf_counts.tobytes())
+    header = header_frame(source, "tcspc_histogram", seq, arrays, meta, run_id=run_id, condition_id=condition_id)
+    return [header, *frames]
 
 
 def picoquant_record_frames(source, seq, records, record_type, macro_unit_ps, micro_bin_ps,

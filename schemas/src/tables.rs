@@ -92,7 +92,8 @@ impl Table {
     /// The version of this table's layout; stored in schema and Parquet metadata.
     pub fn schema_version(self) -> u32 {
         match self {
-            // Version 3 added the counts of photons no bin holds, and the fit flags and range.
+            // Version 3 added the counts of photons no bin holds and the IRF of histogram
+            // messages, and the fit flags and range.
             Table::TcspcHistograms | Table::LifetimeFeatures => 3,
             // Version 2 added `stream_seq`.
             Table::SpectralFeatures | Table::FlowFeatures | Table::FlowSegments => 2,
@@ -436,6 +437,12 @@ fn tcspc_histogram_fields() -> Vec<Field> {
         // Photons of the window that no bin holds (nullable: files of version 2 lack them).
         Field::new("beyond_last_bin_photons", DataType::UInt64, true),
         Field::new("other_channel_photons", DataType::UInt64, true),
+        // The measured IRF a histogram message came with (null for windows of photons).
+        Field::new(
+            "irf_counts",
+            DataType::List(Arc::new(Field::new("item", DataType::Float64, true))),
+            true,
+        ),
     ]);
     fields
 }

@@ -41,6 +41,9 @@ pub enum StreamKind {
     Photons,
     /// Phase-sensor pair voltage traces.
     PhaseTraces,
+    /// A TCSPC histogram from an instrument in histogram mode (counts per micro-time bin of
+    /// one channel), optionally with the measured IRF to fit it with.
+    TcspcHistogram,
 }
 
 impl StreamKind {
@@ -50,6 +53,7 @@ impl StreamKind {
             StreamKind::Spectra => "spectra",
             StreamKind::Photons => "photons",
             StreamKind::PhaseTraces => "phase_traces",
+            StreamKind::TcspcHistogram => "tcspc_histogram",
         }
     }
 }
@@ -85,8 +89,8 @@ impl<'de> Deserialize<'de> for StreamKind {
         use StreamKind::*;
         variant_named(
             deserializer,
-            &["spectra", "photons", "phase_traces"],
-            &[Spectra, Photons, PhaseTraces],
+            &["spectra", "photons", "phase_traces", "tcspc_histogram"],
+            &[Spectra, Photons, PhaseTraces, TcspcHistogram],
         )
     }
 }

@@ -472,7 +472,13 @@ pub fn histogram_schema() -> SchemaRef {
         ),
         Field::new("beyond_last_bin_photons", DataType::UInt64, true),
         Field::new("other_channel_photons", DataType::UInt64, true),
+        Field::new("irf_counts", irf_list_type(), true),
     ]))
+}
+
+/// The type of `irf_counts`: the measured IRF a histogram message came with.
+fn irf_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
 }
 
 /// Builds the `tcspc_histograms` batch from closed windows.
@@ -486,6 +492,7 @@ pub fn histogram_schema() -> SchemaRef {
 /// # Errors
 /// [`TcspcError::Arrow`] if Arrow rejects the batch.
 pub fn histograms_to_record_batch(windows: &[WindowedHistogram]) -> Result<RecordBatch> {
+    let schema = histogram_schema();
     let rows: usize = windows.iter().map(|w| w.histogram.layout.channels).sum();
     let mut start = Vec::with_capacity(rows);
     let mut end = Vec::with_capacity(rows);
@@ -534,8 +541,10 @@ pub fn histograms_to_record_batch(windows: &[WindowedHistogram]) -> Result<Recor
         Arc::new(counts.finish()),
         Arc::new(UInt64Array::from(beyond)),
         Arc::new(UInt64Array::from(other)),
+        // Windows of photons carry no IRF of their own.
+        arrow_array::new_null_array(&irf_list_type(), rows),
     ];
-    Ok(RecordBatch::try_new(histogram_schema(), columns)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 #[cfg(test)]

@@ -396,8 +396,9 @@ fn decode_spc130<S: EventSink>(
             continue;
         }
         if overflow {
+            // A photon record that also wraps: counted as the photon it is (every record is
+            // counted once), its wrap applied.
             ofl += WRAP;
-            c.overflows += 1;
         }
         let adc = ((r >> 16) & 0xFFF) as u16;
         sink.photon(ofl + macro_time, 4095 - adc, routing);

@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 mod arrays;
+mod histogram;
 mod ipc;
 mod phase;
 mod photons;
@@ -268,6 +269,9 @@ fn decode_arrays(
         StreamKind::Spectra => spectra::from_arrays(header, &arrays, ctx).map(PayloadRows::from),
         StreamKind::Photons => photons::from_arrays(header, &arrays, ctx, streams),
         StreamKind::PhaseTraces => phase::from_arrays(header, &arrays, ctx).map(PayloadRows::from),
+        StreamKind::TcspcHistogram => {
+            histogram::from_arrays(header, &arrays, ctx).map(PayloadRows::from)
+        }
     }
 }
 
@@ -281,6 +285,7 @@ fn decode_ipc(
         StreamKind::Spectra => spectra::from_ipc(header, &batch, ctx),
         StreamKind::Photons => photons::from_ipc(header, &batch, ctx),
         StreamKind::PhaseTraces => phase::from_ipc(header, &batch, ctx),
+        StreamKind::TcspcHistogram => histogram::from_ipc(header, &batch, ctx),
     }
 }
 

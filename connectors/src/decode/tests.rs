@@ -449,3 +449,85 @@ fn deferred_raw_records_are_native_events_and_build_the_same_photons_rows() {
     assert_eq!(events.macro_time, vec![4 * 1024 + 5]);
     assert_eq!(deferred_streams.resets(), 0);
 }
+
+fn histogram_msg() -> OutboundMessage {
+    OutboundMessage::new("hist-1", StreamKind::TcspcHistogram)
+        .meta("bin_width_ps", 16.0)
+        .meta("sync_rate_hz", 40.0e6)
+}
+
+#[test]
+fn histogram_messages_as_arrays_and_as_arrow_ipc_give_the_same_row() {
+    use arrow::ipc::writer::StreamWriter;
+    let counts = [0u32, 5, 100, 40, 7];
+    let arrays = histogram_msg()
+        .meta("acquisition_time_s", 2.0)
+        .array_i64("counts", &[5], &counts.map(i64::from))
+        .array_f64("irf_counts", &[5], &[0.0, 9.0, 1.0, 0.0, 0.0]);
+    let batch = RecordBatch::try_from_iter([
+        (
+            "counts",
+            Arc::new(arrow_array::UInt32Array::from(counts.to_vec())) as arrow_array::ArrayRef,
+        ),
+        (
+            "irf_counts",
+            Arc::new(arrow_array::Float64Array::from(vec![
+                0.0, 9.0, 1.0, 0.0, 0.0,
+            ])),
+        ),
+    ])
+    .expect("batch");
+    let mut buffer = Vec::new();
+    {
+        let mut writer = StreamWriter::try_new(&mut buffer, &batch.schema()).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.finish().expect("finish");
+    }
+    let mut ipc = histogram_msg().meta("acquisition_time_s", 2.0);
+    ipc.header.format = flowdaq_schemas::PayloadFormat::ArrowIpc;
+    ipc.payload.push(Bytes::from(buffer));
+    let from_arrays = decode(&arrays).expect("arrays");
+    let from_ipc = decode(&ipc).expect("ipc");
+    assert_eq!(from_arrays.batches, from_ipc.batches);
+    let (table, row) = &from_arrays.batches[0];
+    assert_eq!(*table, Table::TcspcHistograms);
+    let photons = row.column_by_name("photon_count").expect("photons");
+    assert_eq!(photons.as_primitive::<UInt64Type>().value(0), 152);
+    let end = row.column_by_name("window_end_ps").expect("end");
+    assert_eq!(
+        end.as_primitive::<arrow::datatypes::Int64Type>().value(0),
+        2_000_000_000_000
+    );
+}
+
+#[test]
+fn bad_histogram_messages_say_what_is_wrong() {
+    let with = |counts: &[f64]| histogram_msg().array_f64("counts", &[counts.len() as u64], counts);
+    for (msg, expected) in [
+        (with(&[1.0, f64::NAN, 2.0]), "whole numbers"),
+        (with(&[1.0, -1.0, 2.0]), "whole numbers"),
+        (with(&[1.0, 5e9, 2.0]), "whole numbers"),
+        (with(&[1.0]), "2 to 65536"),
+        (with(&[1.0, 2.0]).meta("channel", 64), "meta.channel"),
+        (
+            with(&[1.0, 2.0]).meta("bin_width_ps", -1.0),
+            "meta.bin_width_ps",
+        ),
+        (
+            with(&[1.0, 2.0]).meta("acquisition_time_s", -1.0),
+            "acquisition_time_s",
+        ),
+        (with(&[1.0, 2.0]).meta("window", 1), "unknown meta key"),
+        (
+            with(&[1.0, 2.0]).array_f64("irf_counts", &[2], &[0.0, 0.0]),
+            "positive sum",
+        ),
+        (
+            histogram_msg().array_f64("irf_counts", &[2], &[1.0, 1.0]),
+            "counts is required",
+        ),
+    ] {
+        let why = reason(&msg);
+        assert!(why.contains(expected), "{why} (expected {expected:?})");
+    }
+}

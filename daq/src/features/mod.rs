@@ -170,9 +170,9 @@ impl FeatureExtractors {
                 velocity.clone(),
             )?));
         }
-        if !config.tcspc.sources.is_empty() {
-            extractors.push(Box::new(tcspc::TcspcExtractor::new(&config.tcspc)?));
-        }
+        // Always: histogram messages carry their own timing and are fitted with or without a
+        // configured source.
+        extractors.push(Box::new(tcspc::TcspcExtractor::new(&config.tcspc)?));
         if config.spectral.enabled {
             let reaction = flow_on.then_some((velocity.clone(), config.flow.mixing_point_mm));
             extractors.push(Box::new(spectral::SpectralFeatures::new(

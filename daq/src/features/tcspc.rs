@@ -56,7 +56,22 @@ struct SourceState {
 /// The extractor; see the module doc.
 pub struct TcspcExtractor {
     sources: HashMap<String, SourceState>,
+    /// Fitting state of histogram messages, by source and layout (reused while a source keeps
+    /// sending histograms of one shape with no IRF of their own).
+    histogram_states: HashMap<HistogramKey, SourceState>,
 }
+
+/// What a histogram message's fitting state depends on besides its source's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HistogramKey {
+    source: String,
+    bins: usize,
+    bin_width_ps_bits: u64,
+    sync_rate_hz_bits: u64,
+}
+
+/// Histogram layouts kept at once; more (a sender changing shape every message) start over.
+const MAX_HISTOGRAM_STATES: usize = 64;
 
 impl TcspcExtractor {
     /// An extractor for the configured sources.
@@ -68,7 +83,94 @@ impl TcspcExtractor {
         for (source, c) in &config.sources {
             sources.insert(source.clone(), SourceState::new(c)?);
         }
-        Ok(TcspcExtractor { sources })
+        Ok(TcspcExtractor {
+            sources,
+            histogram_states: HashMap::new(),
+        })
+    }
+
+    /// `lifetime_features` of the rows of a histogram message: each row fitted with its
+    /// source's options (defaults when the source is not configured), in the message's own
+    /// bins and timing, with the IRF the message brought (else the configured one when it has
+    /// as many bins, else the Gaussian).
+    fn fit_histograms(
+        &mut self,
+        histograms: &RecordBatch,
+    ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+        let column = |name: &str| {
+            histograms
+                .column_by_name(name)
+                .ok_or_else(|| FeatureError::Missing(format!("histogram column {name}")))
+        };
+        let sources = column("source")?.as_string::<i32>();
+        let runs = column("run_id")?.as_string::<i32>();
+        let conditions = column("condition_id")?.as_string::<i32>();
+        let arrivals = column("arrival_time_ns")?.as_primitive::<TimestampNanosecondType>();
+        let instruments = column("instrument_time_ns")?.as_primitive::<TimestampNanosecondType>();
+        let seqs = column("seq")?.as_primitive::<UInt64Type>();
+        let widths = column("bin_width_ps")?.as_primitive::<arrow::datatypes::Float64Type>();
+        let syncs = column("sync_rate_hz")?.as_primitive::<arrow::datatypes::Float64Type>();
+        let counts = column("counts")?.as_list::<i32>();
+        let irfs = column("irf_counts")?.as_list::<i32>();
+        let mut out = Vec::new();
+        for row in 0..histograms.num_rows() {
+            let source = sources.value(row);
+            let (bins, width_ps, sync_hz) =
+                (counts.value(row).len(), widths.value(row), syncs.value(row));
+            let irf = irfs.is_valid(row).then(|| {
+                irfs.value(row)
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .values()
+                    .to_vec()
+            });
+            let base = self.sources.get(source).map(|s| s.config.clone());
+            let mut config = base.unwrap_or_else(|| TcspcSourceConfig::new(sync_hz, width_ps));
+            config.sync_rate_hz = sync_hz;
+            config.micro_bin_ps = width_ps;
+            config.native_bins = Some(bins);
+            config.bin_width_native = 1;
+            config.channels = 1;
+            config.window_photons = None;
+            config.irf_counts = match irf {
+                Some(irf) => Some(irf),
+                None => config.irf_counts.filter(|c| c.len() == bins),
+            };
+            let brought_irf = irfs.is_valid(row);
+            let key = HistogramKey {
+                source: source.to_string(),
+                bins,
+                bin_width_ps_bits: width_ps.to_bits(),
+                sync_rate_hz_bits: sync_hz.to_bits(),
+            };
+            let mut fresh;
+            let state = if brought_irf {
+                fresh = SourceState::new(&config)?;
+                &mut fresh
+            } else {
+                if self.histogram_states.len() >= MAX_HISTOGRAM_STATES
+                    && !self.histogram_states.contains_key(&key)
+                {
+                    self.histogram_states.clear();
+                }
+                match self.histogram_states.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(SourceState::new(&config)?)
+                    }
+                }
+            };
+            let origin = MessageOrigin {
+                arrival_time_ns: arrivals.value(row),
+                instrument_time_ns: instruments.is_valid(row).then(|| instruments.value(row)),
+                source,
+                run_id: runs.value(row),
+                condition_id: conditions.is_valid(row).then(|| conditions.value(row)),
+                seq: seqs.value(row),
+            };
+            let rows = lifetime_rows(state, &origin, &histograms.slice(row, 1))?;
+            out.push((Table::LifetimeFeatures, rows));
+        }
+        Ok(out)
     }
 }
 
@@ -447,6 +549,9 @@ impl Extractor for TcspcExtractor {
         &mut self,
         message: &[(Table, RecordBatch)],
     ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+        if let Some((_, histograms)) = message.iter().find(|(t, _)| *t == Table::TcspcHistograms) {
+            return self.fit_histograms(histograms);
+        }
         let Some((_, photons)) = message.iter().find(|(t, _)| *t == Table::Photons) else {
             return Ok(Vec::new());
         };

@@ -355,5 +355,6 @@ fn own_table(stream: StreamKind) -> Table {
         StreamKind::Spectra => Table::Spectra,
         StreamKind::Photons => Table::Photons,
         StreamKind::PhaseTraces => Table::PhaseTraces,
+        StreamKind::TcspcHistogram => Table::TcspcHistograms,
     }
 }

@@ -385,7 +385,8 @@ fn spc130_overflows_markers_and_discarded_photons() {
             counts.overflows,
             counts.invalid
         ),
-        (3, 1, 2, 1)
+        (3, 1, 1, 1),
+        "the wrapping photon is counted as a photon"
     );
     assert_eq!(state.overflow_offset, 4 * 4096);
     assert_eq!(
