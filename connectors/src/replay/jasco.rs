@@ -21,7 +21,8 @@
 //! Rows end at the end of the file or at a `#####` line (the "Extended Information" section
 //! newer Spectra Manager versions append). NPOINTS, FIRSTX and LASTX, when present, must agree
 //! with the rows, so a cut file is refused. XUNITS must be nanometres (micrometres are
-//! converted); YUNITS ABSORBANCE gives the kind hint `absorbance`.
+//! converted); YUNITS ABSORBANCE gives the kind hint `absorbance`, and YUNITS %T is converted to
+//! absorbance (`A = 2 - log10(%T)`) with the same hint.
 //!
 //! The axis keeps the file's order, often descending (2500 -> 700 nm): the server and the
 //! analytics accept a strictly descending axis, so nothing is reversed. DATE has no century
@@ -153,6 +154,7 @@ pub fn parse(text: &str, path: &str) -> Result<SpectrumFile, ConnectorError> {
     }
     let mut nm_per_x_unit = 1.0;
     let mut kind_hint = None;
+    let mut percent_transmission = false;
     for &(line_no, key, value) in &header_lines {
         match key.to_ascii_uppercase().as_str() {
             name @ ("FIRSTX" | "LASTX") if !value.is_empty() => {
@@ -197,6 +199,11 @@ pub fn parse(text: &str, path: &str) -> Result<SpectrumFile, ConnectorError> {
                 if value.eq_ignore_ascii_case("ABSORBANCE") || value.eq_ignore_ascii_case("ABS") {
                     kind_hint = Some("absorbance".to_string());
                 }
+                if value.eq_ignore_ascii_case("%T") || value.eq_ignore_ascii_case("%TRANSMITTANCE")
+                {
+                    percent_transmission = true;
+                    kind_hint = Some("absorbance".to_string());
+                }
                 meta.insert("yunits".into(), value.into());
             }
             "ORIGIN" => {
@@ -219,6 +226,12 @@ pub fn parse(text: &str, path: &str) -> Result<SpectrumFile, ConnectorError> {
     }
     let axis_nm: Vec<f64> = rows.x.iter().map(|x| x * nm_per_x_unit).collect();
     check_axis(path, &axis_nm, &rows.lines)?;
+    if percent_transmission {
+        // Transmission in percent to absorbance, A = 2 - log10(%T), so a %T scan gets the band
+        // edge features of an absorbance scan.
+        rows.y.iter_mut().for_each(|t| *t = 2.0 - t.log10());
+        meta.insert("converted_from".into(), "%T".into());
+    }
     meta.insert("header".into(), header.into());
     Ok(SpectrumFile {
         format: SpectraFileFormat::Jasco,
@@ -257,8 +270,10 @@ mod tests {
             0.5,10\n0.6,20\n\n##### Extended Information\n\n[Comments]\nSample name,x\n";
         let file = parse(text, "j.csv").expect("parses");
         assert_eq!(file.axis_nm, vec![500.0, 600.0]);
-        assert_eq!(file.spectra, vec![vec![10.0, 20.0]]);
-        assert_eq!(file.kind_hint, None);
+        // %T becomes absorbance: 2 - log10(10) = 1, 2 - log10(20).
+        assert_eq!(file.spectra, vec![vec![1.0, 2.0 - 20f64.log10()]]);
+        assert_eq!(file.kind_hint.as_deref(), Some("absorbance"));
+        assert_eq!(file.meta["converted_from"], "%T");
     }
 
     #[test]
