@@ -40,6 +40,28 @@ pub enum FeatureError {
     /// The message lacks rows the extractor needs (e.g. the axis of its spectra).
     #[error("{0}")]
     Missing(String),
+    /// The extractor panicked on this message (a bug a message triggered): the panic was
+    /// caught, the message's raw rows are kept and the pipeline goes on.
+    #[error("extractor panicked: {0}")]
+    Panicked(String),
+}
+
+/// Runs one extractor call, turning a panic into [`FeatureError::Panicked`]: a kernel bug that
+/// some input triggers must not take the accept worker, and every later message of its
+/// sources, with it. The extractor's state may be half-updated by the panic; its next windows
+/// can be off, which is logged and counted like any failure, not silent.
+fn guarded<T>(call: impl FnOnce() -> Result<T, FeatureError>) -> Result<T, FeatureError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(FeatureError::Panicked(message))
+        }
+    }
 }
 
 /// Provenance of one message, for the derived rows it gives.
@@ -207,12 +229,12 @@ impl FeatureExtractors {
         };
         let mut failures = Vec::new();
         for extractor in &mut self.extractors {
-            let mut rows = extractor.extract(message).unwrap_or_else(|err| {
+            let mut rows = guarded(|| extractor.extract(message)).unwrap_or_else(|err| {
                 failures.push((extractor.name(), err));
                 Vec::new()
             });
             if let Some(records) = records {
-                match extractor.extract_records(records) {
+                match guarded(|| extractor.extract_records(records)) {
                     Ok(more) => rows.extend(more),
                     Err(err) => failures.push((extractor.name(), err)),
                 }
@@ -231,11 +253,66 @@ impl FeatureExtractors {
     ) -> Vec<(&'static str, FeatureError)> {
         let mut failures = Vec::new();
         for extractor in &mut self.extractors {
-            match extractor.finish(source) {
+            match guarded(|| extractor.finish(source)) {
                 Ok(rows) => out.extend(rows.into_iter().filter(|(_, b)| b.num_rows() > 0)),
                 Err(err) => failures.push((extractor.name(), err)),
             }
         }
         failures
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+
+    /// Panics on its first message, then works.
+    struct PanicsOnce {
+        calls: usize,
+    }
+
+    impl Extractor for PanicsOnce {
+        fn name(&self) -> &'static str {
+            "panics_once"
+        }
+
+        fn extract(
+            &mut self,
+            _message: &[(Table, RecordBatch)],
+        ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+            self.calls += 1;
+            if self.calls == 1 {
+                let bins: Vec<u32> = Vec::new();
+                // An out-of-bounds index, as a kernel bug would make.
+                let _ = bins[self.calls];
+            }
+            Ok(Vec::new())
+        }
+
+        fn finish(
+            &mut self,
+            _source: Option<&str>,
+        ) -> Result<Vec<(Table, RecordBatch)>, FeatureError> {
+            panic!("finish failed");
+        }
+    }
+
+    #[test]
+    fn a_panicking_extractor_is_a_counted_failure_and_the_next_message_runs() {
+        let mut extractors = FeatureExtractors {
+            extractors: vec![Box::new(PanicsOnce { calls: 0 })],
+        };
+        let mut out = Vec::new();
+        let failures = extractors.extract(&[], None, &mut out);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, "panics_once");
+        assert!(
+            matches!(&failures[0].1, FeatureError::Panicked(m) if m.contains("index out of bounds")),
+            "{:?}",
+            failures[0].1
+        );
+        assert!(extractors.extract(&[], None, &mut out).is_empty());
+        let failures = extractors.finish(None, &mut out);
+        assert!(matches!(&failures[0].1, FeatureError::Panicked(m) if m == "finish failed"));
     }
 }
