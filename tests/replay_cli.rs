@@ -62,6 +62,18 @@ fn flowdaq(args: &[&str], data_dir: &Path) -> String {
     stdout
 }
 
+/// `flowdaq replay FILE --source SOURCE EXTRA... --data-dir DATA_DIR`, its output.
+fn replay(file: &Path, source: &str, extra: &[&str], data_dir: &Path) -> String {
+    let mut args = vec![
+        "replay",
+        file.to_str().expect("utf-8 path"),
+        "--source",
+        source,
+    ];
+    args.extend_from_slice(extra);
+    flowdaq(&args, data_dir)
+}
+
 fn csv_values(csv: &str) -> Vec<f64> {
     let row = csv.lines().nth(1).expect("one data row");
     row.split(',')
@@ -181,15 +193,7 @@ fn replayed_ptu_file_is_histogrammed_and_fitted_with_every_photon_accounted_for(
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     let ptu = data_file("hydraharp_t3_beads.ptu");
-    let printed = flowdaq(
-        &[
-            "replay",
-            ptu.to_str().expect("utf-8 path"),
-            "--source",
-            "hh400",
-        ],
-        &data_dir,
-    );
+    let printed = replay(&ptu, "hh400", &[], &data_dir);
     assert!(printed.contains("HydraHarpV2T3"), "{printed}");
     let sql = |query: &str| csv_values(&flowdaq(&["sql", "--format", "csv", query], &data_dir));
     // ptufile: 73,787 photons on channels 0 and 1, 100 markers.
@@ -305,13 +309,7 @@ fn replay_summary_is_exact_and_the_same_every_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     let ptu = data_file("hydraharp_t3_beads.ptu");
-    let args = [
-        "replay",
-        ptu.to_str().expect("utf-8 path"),
-        "--source",
-        "hh",
-    ];
-    let first = summary_line(&flowdaq(&args, &data_dir));
+    let first = summary_line(&replay(&ptu, "hh", &[], &data_dir));
     // 73,787 photons and 100 markers (ptufile); 11 windows x 2 channels. The same file again
     // into the same directory counts only its own rows.
     assert!(
@@ -320,7 +318,7 @@ fn replay_summary_is_exact_and_the_same_every_time() {
         ),
         "{first}"
     );
-    let second = summary_line(&flowdaq(&args, &data_dir));
+    let second = summary_line(&replay(&ptu, "hh", &[], &data_dir));
     assert_eq!(
         first.split(": ").skip(1).collect::<Vec<_>>(),
         second.split(": ").skip(1).collect::<Vec<_>>()
@@ -339,12 +337,10 @@ fn replay_takes_the_config_entry_of_its_source_and_flags_replace_only_what_they_
     .expect("write config");
     let data_dir = dir.path().join("data");
     let ptu = data_file("hydraharp_t3_beads.ptu");
-    let printed = flowdaq(
+    let printed = replay(
+        &ptu,
+        "hh",
         &[
-            "replay",
-            ptu.to_str().expect("utf-8 path"),
-            "--source",
-            "hh",
             "--config",
             config.to_str().expect("utf-8 path"),
             "--window-s",
@@ -375,15 +371,7 @@ fn legacy_and_spc_files_are_recognised_by_content_and_unknown_bytes_refused() {
     // An HT3 file under a misleading name is still read as what it is.
     let renamed = dir.path().join("beads_export.txt");
     std::fs::copy(data_file("tcspc_formats/hydraharp_t3_beads.ht3"), &renamed).expect("copy");
-    let printed = flowdaq(
-        &[
-            "replay",
-            renamed.to_str().expect("utf-8"),
-            "--source",
-            "ht3",
-        ],
-        &data_dir,
-    );
+    let printed = replay(&renamed, "ht3", &[], &data_dir);
     assert!(printed.contains("HydraHarpV2T3"), "{printed}");
     // tttrlib: 29,969 photons and 31 markers.
     assert!(
@@ -391,17 +379,7 @@ fn legacy_and_spc_files_are_recognised_by_content_and_unknown_bytes_refused() {
         "{printed}"
     );
     let spc = data_file("tcspc_formats/hydraharp_t3_beads.spc");
-    let printed = flowdaq(
-        &[
-            "replay",
-            spc.to_str().expect("utf-8"),
-            "--source",
-            "spc",
-            "--micro-bin-ps",
-            "16",
-        ],
-        &data_dir,
-    );
+    let printed = replay(&spc, "spc", &["--micro-bin-ps", "16"], &data_dir);
     assert!(printed.contains("BeckerHicklSpc130"), "{printed}");
     // tttrlib: 30,000 photons (the SPC writer turned the markers into photons).
     assert!(
@@ -429,10 +407,7 @@ fn cary_export_replays_as_it_comes_off_the_instrument() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     let cary = data_file("cary60_two_samples.csv");
-    let printed = flowdaq(
-        &["replay", cary.to_str().expect("utf-8"), "--source", "cary"],
-        &data_dir,
-    );
+    let printed = replay(&cary, "cary", &[], &data_dir);
     assert!(
         printed.contains("Cary UV-vis CSV format, 2 spectra of 501 pixels, kind absorbance"),
         "{printed}"

@@ -84,7 +84,9 @@ impl PushSender {
 }
 
 /// Sends every message of `connector` to `endpoint` until it is exhausted or `shutdown` fires.
-/// Returns how many messages were sent.
+/// Returns how many messages were sent. Messages without a `session` get one for this run: the
+/// run's seq counter starts again, so the server must not take a second run (a file replayed
+/// twice, a restarted simulator) for resends of the first and drop it as duplicates.
 ///
 /// # Errors
 /// [`RunnerError`] if the socket or the connector fails.
@@ -95,6 +97,7 @@ pub async fn run_connector(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<u64, RunnerError> {
     let mut sender = PushSender::connect(&endpoint).await?;
+    let session = crate::acked::new_session();
     let mut ticker = match pacing {
         Pacing::Unpaced => None,
         Pacing::RateHz(rate) => {
@@ -115,9 +118,13 @@ pub async fn run_connector(
                 _ = ticker.tick() => {}
             }
         }
-        let Some(message) = connector.next_message()? else {
+        let Some(mut message) = connector.next_message()? else {
             break;
         };
+        message
+            .header
+            .session
+            .get_or_insert_with(|| session.clone());
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             result = sender.send(message) => { result?; }

@@ -27,6 +27,20 @@ CASES = [
 ]
 
 
+def replay(path, data_dir, *extra):
+    """`flowdaq replay` of one file into a new data directory (it must succeed)."""
+    result = subprocess.run(
+        [flowdaq_bin(), "replay", str(path), "--data-dir", str(data_dir), *extra],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def table_of(data_dir, table):
+    """The Parquet of one table of a data directory, for duckdb."""
+    return f"read_parquet('{data_dir}/tables/{table}/**/*.parquet', hive_partitioning = true)"
+
+
 @pytest.mark.parametrize("path,container,extra", CASES, ids=[c[1] for c in CASES])
 def test_replayed_container_matches_tttrlib(tmp_path, path, container, extra):
     reference = tttrlib.TTTR(str(path), container)
@@ -38,14 +52,9 @@ def test_replayed_container_matches_tttrlib(tmp_path, path, container, extra):
     bin_ps = reference.header.micro_time_resolution * 1e12
 
     data_dir = tmp_path / "data"
-    result = subprocess.run(
-        [flowdaq_bin(), "replay", str(path), "--source", "ref", "--data-dir", str(data_dir), *extra],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    replay(path, data_dir, "--source", "ref", *extra)
     photons = duckdb.sql(
-        "SELECT macro_time_ps, micro_time_ps, channel FROM "
-        f"read_parquet('{data_dir}/tables/photons/**/*.parquet', hive_partitioning = true) "
+        f"SELECT macro_time_ps, micro_time_ps, channel FROM {table_of(data_dir, 'photons')} "
         "WHERE marker_flags = 0 ORDER BY macro_time_ps, channel, micro_time_ps"
     ).fetchnumpy()
 
@@ -76,16 +85,10 @@ def test_ptufile_written_decay_filling_part_of_the_period_replays_within_one_per
         ptufile.imwrite(path, histogram.reshape(1, 1, 512), period_ns * 1e-9, bin_ns * 1e-9)
 
         data_dir = tmp_path / f"data_{tau_ns:g}"
-        result = subprocess.run(
-            [flowdaq_bin(), "replay", str(path), "--source", "written", "--data-dir", str(data_dir),
-             "--window-s", "10"],
-            capture_output=True, text=True, timeout=120,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        replay(path, data_dir, "--source", "written", "--window-s", "10")
         rows = duckdb.sql(
             "SELECT photon_count, tau_1_ns, fit_flags, fit_range_end_ns, background_counts FROM "
-            f"read_parquet('{data_dir}/tables/lifetime_features/**/*.parquet', hive_partitioning = true) "
-            "WHERE channel = 0"
+            f"{table_of(data_dir, 'lifetime_features')} WHERE channel = 0"
         ).fetchall()
         assert len(rows) == 1, rows
         photon_count, tau, flags, range_end_ns, background = rows[0]
