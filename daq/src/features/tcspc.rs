@@ -123,6 +123,7 @@ impl TcspcExtractor {
                     .values()
                     .to_vec()
             });
+            let brought_irf = irf.is_some();
             let base = self.sources.get(source).map(|s| s.config.clone());
             let mut config = base.unwrap_or_else(|| TcspcSourceConfig::new(sync_hz, width_ps));
             config.sync_rate_hz = sync_hz;
@@ -135,7 +136,6 @@ impl TcspcExtractor {
                 Some(irf) => Some(irf),
                 None => config.irf_counts.filter(|c| c.len() == bins),
             };
-            let brought_irf = irfs.is_valid(row);
             let key = HistogramKey {
                 source: source.to_string(),
                 bins,

@@ -618,13 +618,7 @@ impl LifetimeFitter {
 
     #[inline(always)]
     fn fit_inner(&mut self, histogram: &[f64]) -> Result<LifetimeFit> {
-        if histogram.len() != self.n_bins {
-            return Err(TcspcError::InvalidArgument(format!(
-                "histogram has {} bins, fitter expects {}",
-                histogram.len(),
-                self.n_bins
-            )));
-        }
+        // The length was checked by `fit`, the only way in.
         // A fold without early exit vectorises; the search for the culprit runs only on error.
         let all_valid = histogram
             .iter()
