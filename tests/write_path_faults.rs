@@ -325,10 +325,20 @@ async fn a_failed_catalog_save_or_wal_cleanup_never_stores_a_row_twice() {
             .await
     );
     let buffer = server.buffer.clone();
-    wait_until("everything persisted", 60, || {
-        let stats = buffer.stats();
-        stats.persisted_rows > 30 && stats.open_rows == 0 && stats.persisting_snapshots == 0
-    })
+    let health = server.metrics.health.clone();
+    // A snapshot counts as persisted once its catalog is saved; the deletion of its WAL
+    // segments comes after, so wait for that attempt as well.
+    wait_until(
+        "everything persisted and its segments' deletion tried",
+        60,
+        || {
+            let stats = buffer.stats();
+            stats.persisted_rows > 30
+                && stats.open_rows == 0
+                && stats.persisting_snapshots == 0
+                && health.counters().wal_cleanup_errors >= 1
+        },
+    )
     .await;
     let counters = server.metrics.health.counters();
     assert!(counters.persist_errors >= 1, "{counters:?}");
