@@ -106,12 +106,15 @@ impl Default for ServerConfig {
 pub struct FlightSqlConfig {
     /// Listen address (`host:port`, gRPC without TLS); empty disables Flight SQL.
     pub listen: String,
+    /// Connections open at once; further ones are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for FlightSqlConfig {
     fn default() -> Self {
         FlightSqlConfig {
             listen: "127.0.0.1:8082".into(),
+            max_connections: 64,
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -41,6 +41,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Tokens;
+use crate::doorway::{DoorCounters, Doorway};
 use crate::query::{QueryEngine, QueryError};
 
 /// Requests in flight on one connection at most.
@@ -91,6 +92,8 @@ pub async fn serve(
     address: &str,
     query: QueryEngine,
     tokens: Tokens,
+    max_connections: usize,
+    counters: Arc<DoorCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), BindError> {
     let bind_error = |source| BindError {
@@ -102,7 +105,7 @@ pub async fn serve(
         .map_err(bind_error)?;
     let local = listener.local_addr().map_err(bind_error)?;
     let service = FlightServiceServer::new(FlightSql { query, tokens });
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = Doorway::new("flight_sql", listener, max_connections, counters).into_stream();
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod conditions;
 pub mod config;
 pub mod control;
+pub mod doorway;
 pub mod features;
 pub mod flight_sql;
 pub mod health;

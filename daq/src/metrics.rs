@@ -92,6 +92,10 @@ pub struct MetricsSnapshot {
     pub publish_subscribers: u64,
     /// Replay requests served.
     pub replay_requests: u64,
+    /// Flight SQL connections open and refused.
+    pub flight_sql: crate::doorway::DoorSnapshot,
+    /// PostgreSQL connections open and refused.
+    pub postgres: crate::doorway::DoorSnapshot,
 }
 
 struct State {
@@ -109,6 +113,10 @@ pub struct Metrics {
     pub replay_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Write-path health, updated by the WAL's user and the persister.
     pub health: std::sync::Arc<crate::health::Health>,
+    /// Flight SQL connections, counted by its door.
+    pub flight_sql_door: std::sync::Arc<crate::doorway::DoorCounters>,
+    /// PostgreSQL connections, counted by its door.
+    pub postgres_door: std::sync::Arc<crate::doorway::DoorCounters>,
     /// Messages fully processed (committed or failed), for waiters.
     processed: tokio::sync::watch::Sender<u64>,
 }
@@ -128,6 +136,8 @@ impl Default for Metrics {
             publish: Default::default(),
             replay_requests: Default::default(),
             health: Default::default(),
+            flight_sql_door: Default::default(),
+            postgres_door: Default::default(),
         }
     }
 }
@@ -284,6 +294,8 @@ impl Metrics {
         snapshot.publish_subscribers = load_usize(&self.publish.subscribers);
         snapshot.replay_requests = load(&self.replay_requests);
         snapshot.health = self.health.counters();
+        snapshot.flight_sql = self.flight_sql_door.snapshot();
+        snapshot.postgres = self.postgres_door.snapshot();
         snapshot
     }
 }

@@ -382,6 +382,8 @@ pub async fn start_with_storage(
             &config.flight_sql.listen,
             query.clone(),
             tokens.clone(),
+            config.flight_sql.max_connections,
+            metrics.flight_sql_door.clone(),
             shutdown_rx.clone(),
         )
         .await?;
@@ -396,6 +398,7 @@ pub async fn start_with_storage(
             &config.query,
             query.clone(),
             tokens.clone(),
+            metrics.postgres_door.clone(),
             shutdown_rx.clone(),
         )
         .await?;

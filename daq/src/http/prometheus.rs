@@ -388,6 +388,21 @@ impl Collector for Scrape {
             ],
         )?;
 
+        for (door, counters) in [("flight_sql", &m.flight_sql), ("postgres", &m.postgres)] {
+            gauge(
+                e,
+                &format!("{door}_connections_open"),
+                "Connections open now at this door.",
+                counters.connections_open,
+            )?;
+            counter(
+                e,
+                &format!("{door}_connections_refused"),
+                "Connections closed at once at this door (max_connections open).",
+                counters.connections_refused,
+            )?;
+        }
+
         let h = &self.http;
         gauge(
             e,

@@ -17,6 +17,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 
+use crate::doorway::{Admitted, DoorCounters, Doorway};
+
 /// The limits connections are served under.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
@@ -42,8 +44,7 @@ impl HttpLimits {
 /// What the connection limits did, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
-    open: AtomicU64,
-    refused: AtomicU64,
+    door: Arc<DoorCounters>,
     header_timeouts: AtomicU64,
     body_timeouts: AtomicU64,
     unauthorized: AtomicU64,
@@ -68,8 +69,8 @@ impl HttpCounters {
     /// The counters now.
     pub fn snapshot(&self) -> HttpCountersSnapshot {
         HttpCountersSnapshot {
-            connections_open: self.open.load(Ordering::Relaxed),
-            connections_refused: self.refused.load(Ordering::Relaxed),
+            connections_open: self.door.snapshot().connections_open,
+            connections_refused: self.door.snapshot().connections_refused,
             header_timeouts: self.header_timeouts.load(Ordering::Relaxed),
             body_timeouts: self.body_timeouts.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
@@ -133,38 +134,24 @@ pub async fn serve(
     counters: Arc<HttpCounters>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let door = Doorway::new(
+        "http",
+        listener,
+        limits.max_connections,
+        counters.door.clone(),
+    );
     let mut stopping = stop.clone();
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let admitted = tokio::select! {
+            admitted = door.admit() => admitted,
             () = stopped(&mut stopping) => return,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(err) => {
-                // Out of descriptors, for instance: back off instead of spinning.
-                tracing::warn!(%err, "http accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
-        };
-        // A response goes out in several writes (headers, then streamed chunks); with Nagle's
-        // algorithm the last one waits for the client's delayed ACK, 40 ms on Linux.
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
+        let Admitted { stream, slot } = admitted;
         let service = TowerToHyperService::new(router.clone());
         let counters = counters.clone();
         let header_timeout = limits.header_timeout;
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            counters.open.fetch_add(1, Ordering::Relaxed);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -187,7 +174,6 @@ pub async fn serve(
                     tracing::debug!(%err, "http connection ended with an error");
                 }
             }
-            counters.open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::auth::Tokens;
 use crate::config::{PostgresConfig, QueryConfig};
+use crate::doorway::{Admitted, DoorCounters, Doorway};
 use crate::query::{limits::LimitError, QueryEngine, QueryError};
 
 /// Why the endpoint could not start.
@@ -100,6 +101,7 @@ pub async fn serve(
     query_config: &QueryConfig,
     engine: QueryEngine,
     tokens: Tokens,
+    counters: Arc<DoorCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), PostgresError> {
     let bind_error = |source| PostgresError::Bind {
@@ -132,26 +134,17 @@ pub async fn serve(
         }),
         startup: Arc::new(startup::TokenStartup::new(tokens)),
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let door = Doorway::new("postgres", listener, config.max_connections, counters);
     let task = tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let admitted = tokio::select! {
+                admitted = door.admit() => admitted,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
-            let socket = match accepted {
-                Ok((socket, _peer)) => socket,
-                Err(err) => {
-                    tracing::warn!(%err, "postgres accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!("postgres connection refused: max_connections are open");
-                continue;
-            };
-            let _ = socket.set_nodelay(true);
+            let Admitted {
+                stream: socket,
+                slot,
+            } = admitted;
             let handlers = handlers.clone();
             // On the query threads: statements plan and run there, with their deep stacks.
             engine.spawn(async move {

@@ -9,7 +9,9 @@
 
 pub mod counters;
 mod guarded;
+mod integral_rounding;
 pub mod limits;
+mod ordered_merge;
 pub mod output;
 mod prune;
 pub mod readonly;
@@ -132,6 +134,8 @@ impl QueryEngine {
             context.register_table(table.name(), Arc::new(provider))?;
         }
         guarded::register(&context)?;
+        ordered_merge::register(&context)?;
+        integral_rounding::register(&context);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
