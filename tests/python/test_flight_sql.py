@@ -14,6 +14,7 @@ import adbc_driver_manager
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow.flight as flight
 import pytest
 import zmq
 
@@ -191,3 +192,52 @@ def test_tokens_guard_flight_sql_by_bearer_or_handshake(server_factory):
     assert json.dumps(server.ready)  # the server is still up and answering
     status, _ = server.sql_http("SELECT 4")
     assert status == 200
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def statement_descriptor(sql):
+    """The FlightDescriptor of a Flight SQL CommandStatementQuery, encoded by hand (protobuf Any)."""
+    command = _field(1, sql.encode())
+    any_message = _field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + _field(2, command)
+    return flight.FlightDescriptor.for_command(any_message)
+
+
+def test_tickets_can_be_fetched_again_and_unfetched_statements_do_not_block_others(server_factory):
+    """GetFlightInfo starts a statement's query for the DoGet that follows; a ticket fetched twice,
+    or never, must not change what any client gets."""
+    import pyarrow.flight as flight
+
+    server = server_factory().start()
+    fill(server)
+    client = flight.FlightClient(server.flight_sql)
+    sql = "SELECT source, count(*) AS n FROM spectra GROUP BY source ORDER BY source"
+    expected = [{"source": "spec-a", "n": 20}, {"source": "spec-b", "n": 20}]
+
+    info = client.get_flight_info(statement_descriptor(sql))
+    ticket = info.endpoints[0].ticket
+    assert info.schema.names == ["source", "n"]
+    assert client.do_get(ticket).read_all().to_pylist() == expected
+    assert client.do_get(ticket).read_all().to_pylist() == expected, "a ticket fetched again runs again"
+
+    # More statements than the server keeps waiting, none fetched: every ticket still answers.
+    tickets = [client.get_flight_info(statement_descriptor(f"SELECT {i} AS i")).endpoints[0].ticket
+               for i in range(100)]
+    for i in (0, 63, 64, 99):
+        assert client.do_get(tickets[i]).read_all().to_pylist() == [{"i": i}]
+    with connect(server) as conn, conn.cursor() as cursor:
+        cursor.execute(sql)
+        assert cursor.fetch_arrow_table().to_pylist() == expected
+    client.close()

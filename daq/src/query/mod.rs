@@ -122,9 +122,16 @@ impl QueryEngine {
         paths: &DataPaths,
         config: &QueryConfig,
     ) -> Result<QueryEngine, QueryError> {
+        // Without work stealing each partition reads the files of its group in order, so an
+        // order-sensitive aggregate (approx_percentile_cont) sees the same rows in the same
+        // batches on every run; with it, which partition reads a file is a race.
         let session = SessionConfig::new()
             .with_information_schema(true)
-            .with_target_partitions(2);
+            .with_target_partitions(2)
+            .set_bool(
+                "datafusion.execution.enable_file_stream_work_stealing",
+                false,
+            );
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_bytes, 1.0)
             .build_arc()?;

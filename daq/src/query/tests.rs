@@ -185,3 +185,44 @@ async fn functions_that_build_huge_values_are_refused_before_they_allocate() {
         assert_eq!(scalar_text(&engine, sql).await.expect(sql), want, "{sql}");
     }
 }
+
+/// `photons` with the micro times of `micro_time_ps`.
+fn photons_with_micro_times(run: &str, start_ns: i64, micro_time_ps: Vec<i32>) -> RecordBatch {
+    let batch = photons(run, start_ns, micro_time_ps.len());
+    let mut columns = batch.columns().to_vec();
+    let index = batch.schema().index_of("micro_time_ps").expect("column");
+    columns[index] = Arc::new(Int32Array::from(micro_time_ps));
+    RecordBatch::try_new(batch.schema(), columns).expect("photons batch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approximate_percentile_gives_one_answer_on_every_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Eight files of different sizes and skewed, overlapping distributions, so the t-digests of
+    // different subsets differ and any change in what a partition reads, or in the order its
+    // partial results are merged, changes the answer.
+    let batches = (0..8_i32)
+        .map(|file| {
+            let rows = 20_000 + 7_000 * file;
+            let micro = (0..rows)
+                .map(|i| (i * 7_919 + file * 104_729) % (1_000 + 900 * file))
+                .collect();
+            photons_with_micro_times("a", T0_NS + i64::from(file) * HOUR_NS, micro)
+        })
+        .collect();
+    let engine = persisted(dir.path(), batches);
+    let sql = "SELECT approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY micro_time_ps) AS p \
+               FROM photons";
+    let mut answers = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        let result = engine.execute(sql).await.expect("query");
+        let column = result.batches[0].column(0);
+        let value = column
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .expect("float")
+            .value(0);
+        answers.insert(value.to_bits());
+    }
+    assert_eq!(answers.len(), 1, "{} different answers", answers.len());
+}
