@@ -241,3 +241,44 @@ def test_tickets_can_be_fetched_again_and_unfetched_statements_do_not_block_othe
         cursor.execute(sql)
         assert cursor.fetch_arrow_table().to_pylist() == expected
     client.close()
+
+
+def test_prepared_statements_bind_parameters_as_values(server_factory):
+    server = server_factory().start()
+    fill(server)
+    with connect(server) as conn, conn.cursor() as cursor:
+        sql = "SELECT count(*) AS n FROM spectra WHERE source = ? AND seq >= ?"
+        parameters = cursor.adbc_prepare(sql)
+        assert parameters is not None and parameters.names == ["$1", "$2"], parameters
+
+        cursor.execute(sql, ("spec-a", 5))
+        assert cursor.fetchall() == [(15,)]
+        for source, expected in (("spec-b", 20), ("spec-c", 0)):
+            cursor.execute("SELECT count(*) AS n FROM spectra WHERE source = ?", (source,))
+            assert cursor.fetchall() == [(expected,)]
+        cursor.execute("SELECT count(*) AS n FROM spectra WHERE source = $1 AND seq < $2", ("spec-a", 3))
+        assert cursor.fetchall() == [(3,)]
+        # A value is a value: text that looks like SQL matches nothing.
+        cursor.execute("SELECT count(*) AS n FROM spectra WHERE source = ?", ("spec-a' OR '1'='1",))
+        assert cursor.fetchall() == [(0,)]
+        # The same answers arrive in pandas.
+        frame = pd_read(conn, "SELECT seq FROM spectra WHERE source = ? ORDER BY seq LIMIT 3", ("spec-b",))
+        assert frame["seq"].tolist() == [0, 1, 2]
+
+        with pytest.raises(adbc_driver_manager.Error) as refused:
+            cursor.execute("SELECT count(*) FROM spectra WHERE source = ? AND seq = ?", ("spec-a",))
+            cursor.fetchall()
+        print(f"\n[flight_sql] one value for two placeholders: {refused.value}")
+        with pytest.raises(adbc_driver_manager.Error) as refused:
+            cursor.execute("SELECT count(*) FROM spectra WHERE source = ? AND seq = $2", ("spec-a", 1))
+            cursor.fetchall()
+        assert "not both" in str(refused.value), refused.value
+    status, _ = server.sql_http("SELECT 1")
+    assert status == 200
+
+
+def pd_read(conn, sql, parameters):
+    """A parameterised query into pandas through the ADBC cursor."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql, parameters)
+        return cursor.fetch_df()

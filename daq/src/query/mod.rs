@@ -13,6 +13,7 @@ mod integral_rounding;
 pub mod limits;
 mod ordered_merge;
 pub mod output;
+pub mod placeholders;
 mod prune;
 pub mod readonly;
 mod stream;
@@ -22,8 +23,9 @@ pub use stream::QueryStream;
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -167,7 +169,7 @@ impl QueryEngine {
     /// failure.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         let max_result_bytes = self.config.max_result_bytes;
-        self.run(sql, move |frame| async move {
+        self.run(sql, Vec::new(), move |frame| async move {
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let stream = frame.execute_stream().await?;
             let batches = limits::collect_bounded(stream, max_result_bytes).await?;
@@ -182,8 +184,48 @@ impl QueryEngine {
     /// # Errors
     /// As [`QueryEngine::execute`].
     pub async fn schema(&self, sql: &str) -> Result<SchemaRef, QueryError> {
-        self.run(sql, |frame| async move {
+        self.schema_with_params(sql, Vec::new()).await
+    }
+
+    /// As [`QueryEngine::schema`], with `params` bound to the placeholders `$1`, `$2`, ...
+    ///
+    /// # Errors
+    /// As [`QueryEngine::execute`], and when the values do not fit the placeholders.
+    pub async fn schema_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<SchemaRef, QueryError> {
+        self.run(sql, params, |frame| async move {
             Ok(Arc::new(frame.schema().as_arrow().clone()) as SchemaRef)
+        })
+        .await
+    }
+
+    /// The schemas of a statement's result and of its placeholders (`$1`, `$2`, ... in order,
+    /// typed where the statement says what they compare with, else `Null`), planned under the
+    /// same checks and limits as [`QueryEngine::execute`].
+    ///
+    /// # Errors
+    /// As [`QueryEngine::execute`].
+    pub async fn prepare(&self, sql: &str) -> Result<(SchemaRef, SchemaRef), QueryError> {
+        self.run(sql, Vec::new(), |frame| async move {
+            let result: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let mut placeholders: Vec<(usize, String, DataType)> = frame
+                .logical_plan()
+                .get_parameter_types()?
+                .into_iter()
+                .filter_map(|(name, data_type)| {
+                    let number = name.strip_prefix('$')?.parse::<usize>().ok()?;
+                    Some((number, name, data_type.unwrap_or(DataType::Null)))
+                })
+                .collect();
+            placeholders.sort();
+            let fields: Vec<Field> = placeholders
+                .into_iter()
+                .map(|(_, name, data_type)| Field::new(name, data_type, true))
+                .collect();
+            Ok((result, Arc::new(Schema::new(fields)) as SchemaRef))
         })
         .await
     }
@@ -196,15 +238,31 @@ impl QueryEngine {
     /// # Errors
     /// Planning errors here; execution errors as items of the stream.
     pub async fn stream(&self, sql: &str) -> Result<QueryStream, QueryError> {
+        self.stream_with_params(sql, Vec::new()).await
+    }
+
+    /// As [`QueryEngine::stream`], with `params` bound to the placeholders `$1`, `$2`, ...
+    ///
+    /// # Errors
+    /// As [`QueryEngine::stream`], and when the values do not fit the placeholders.
+    pub async fn stream_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryStream, QueryError> {
         self.counters.started();
-        let started = self.start_stream(sql).await;
+        let started = self.start_stream(sql, params).await;
         if let Err(err) = &started {
             self.counters.failed(err);
         }
         started
     }
 
-    async fn start_stream(&self, sql: &str) -> Result<QueryStream, QueryError> {
+    async fn start_stream(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryStream, QueryError> {
         limits::check_text(sql, &self.config)?;
         let runtime = self.runtime()?;
         let counters = self.counters.clone();
@@ -218,7 +276,7 @@ impl QueryEngine {
             let deadline = tokio::time::Instant::now() + timeout;
             let timed_out = || QueryError::from(limits::LimitError::TimedOut { seconds });
             let planned = tokio::time::timeout_at(deadline, async {
-                let frame = plan(&context, &sql).await?;
+                let frame = plan(&context, &sql, params).await?;
                 let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
                 Ok::<_, QueryError>((schema, frame.execute_stream().await?))
             })
@@ -263,21 +321,31 @@ impl QueryEngine {
 
     /// Checks `sql`, plans it on the query threads and hands the plan to `finish` there, all
     /// under the time limit; dropping the future stops the work.
-    async fn run<T, F, Fut>(&self, sql: &str, finish: F) -> Result<T, QueryError>
+    async fn run<T, F, Fut>(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        finish: F,
+    ) -> Result<T, QueryError>
     where
         T: Send + 'static,
         F: FnOnce(DataFrame) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, QueryError>> + Send,
     {
         self.counters.started();
-        let outcome = self.run_counted(sql, finish).await;
+        let outcome = self.run_counted(sql, params, finish).await;
         if let Err(err) = &outcome {
             self.counters.failed(err);
         }
         outcome
     }
 
-    async fn run_counted<T, F, Fut>(&self, sql: &str, finish: F) -> Result<T, QueryError>
+    async fn run_counted<T, F, Fut>(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        finish: F,
+    ) -> Result<T, QueryError>
     where
         T: Send + 'static,
         F: FnOnce(DataFrame) -> Fut + Send + 'static,
@@ -290,7 +358,7 @@ impl QueryEngine {
         let timeout = self.config.timeout();
         let seconds = self.config.timeout_s;
         let task = runtime.spawn(async move {
-            let run = async { finish(plan(&context, &sql).await?).await };
+            let run = async { finish(plan(&context, &sql, params).await?).await };
             match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
                 Err(_) => Err(limits::LimitError::TimedOut { seconds }.into()),
@@ -338,14 +406,24 @@ impl QueryEngine {
     }
 }
 
-/// Plans one statement after the read-only guard, with DDL, DML and statements refused.
-async fn plan(context: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
+/// Plans one statement after the read-only guard, with DDL, DML and statements refused, and
+/// `params` (if any) bound to its placeholders.
+async fn plan(
+    context: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<DataFrame, QueryError> {
     readonly::check(sql)?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    Ok(context.sql_with_options(sql, options).await?)
+    let frame = context.sql_with_options(sql, options).await?;
+    if params.is_empty() {
+        Ok(frame)
+    } else {
+        Ok(frame.with_param_values(params)?)
+    }
 }
 
 #[cfg(test)]

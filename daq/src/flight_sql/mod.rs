@@ -2,10 +2,11 @@
 //! clients.
 //!
 //! Data scientists' tools fetch Arrow over gRPC without a JSON detour. Statements, prepared
-//! statements (without parameters), catalog, schema, table and table-type listings and the
+//! statements, catalog, schema, table and table-type listings and the
 //! SqlInfo clients ask for on connect are served; results stream batch by batch from the same
-//! [`QueryEngine`] as `POST /sql`, under the same limits and read-only guard. Handles and
-//! tickets carry the SQL text itself, so the server keeps no per-client state. With tokens
+//! [`QueryEngine`] as `POST /sql`, under the same limits and read-only guard. Prepared
+//! statements take parameters (`?` or `$1`, bound with DoPut). Handles and tickets carry the
+//! SQL text itself, and bound values ([`prepared`]), so the server keeps no per-client state. With tokens
 //! configured, every call needs `authorization: Bearer <token>`; a client that only knows
 //! user and password (ADBC's `username`/`password`) gets the bearer from `Handshake` by giving
 //! the token as password.
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -39,6 +41,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
+
+mod prepared;
 
 use crate::auth::Tokens;
 use crate::doorway::{DoorCounters, Doorway};
@@ -187,10 +191,15 @@ impl FlightSql {
         let sql = std::str::from_utf8(sql)
             .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8 SQL"))?;
         let stream = self.query.stream(sql).await.map_err(query_status)?;
-        let schema = stream.schema();
-        let batches = stream.map_err(|err| FlightError::Tonic(Box::new(query_status(err))));
-        Ok(encode(schema, batches))
+        Ok(encode_query(stream))
     }
+}
+
+/// Flight data for a running query's batches.
+fn encode_query(stream: crate::query::QueryStream) -> Response<FlightDataStream> {
+    let schema = stream.schema();
+    let batches = stream.map_err(|err| FlightError::Tonic(Box::new(query_status(err))));
+    encode(schema, batches)
 }
 
 /// Flight data for `schema` (sent even when no batch follows) and `batches`.
@@ -203,6 +212,16 @@ fn encode(
         .build(batches)
         .map_err(Status::from);
     Response::new(Box::pin(stream))
+}
+
+/// A schema as the IPC message Flight SQL carries it in.
+fn schema_bytes(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: datafusion::arrow::error::ArrowError| {
+            Status::internal(format!("cannot encode the schema: {e}"))
+        })?;
+    Ok(bytes)
 }
 
 /// One metadata batch as flight data.
@@ -304,20 +323,13 @@ impl FlightSqlService for FlightSql {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         self.authorize(request.metadata())?;
-        let schema = self
-            .query
-            .schema(&query.query)
-            .await
-            .map_err(query_status)?;
-        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(|e: datafusion::arrow::error::ArrowError| {
-                Status::internal(format!("cannot encode the schema: {e}"))
-            })?;
+        let sql = crate::query::placeholders::number_question_marks(&query.query)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (schema, parameters) = self.query.prepare(&sql).await.map_err(query_status)?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: query.query.into_bytes().into(),
-            dataset_schema,
-            parameter_schema: Default::default(),
+            prepared_statement_handle: sql.into_bytes().into(),
+            dataset_schema: schema_bytes(&schema)?,
+            parameter_schema: schema_bytes(&parameters)?,
         })
     }
 
@@ -336,9 +348,14 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.authorize(request.metadata())?;
-        let sql = String::from_utf8(query.prepared_statement_handle.to_vec())
-            .map_err(|_| Status::invalid_argument("the prepared statement handle is not UTF-8"))?;
-        self.statement_info(&sql, request.into_inner()).await
+        let statement = prepared::decode(&query.prepared_statement_handle)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let schema = self
+            .query
+            .schema_with_params(&statement.sql, statement.params)
+            .await
+            .map_err(query_status)?;
+        Self::info(&schema, query, request.into_inner())
     }
 
     async fn do_get_prepared_statement(
@@ -347,18 +364,43 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.authorize(request.metadata())?;
-        self.run(&query.prepared_statement_handle).await
+        let statement = prepared::decode(&query.prepared_statement_handle)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let stream = self
+            .query
+            .stream_with_params(&statement.sql, statement.params)
+            .await
+            .map_err(query_status)?;
+        Ok(encode_query(stream))
     }
 
     async fn do_put_prepared_statement_query(
         &self,
-        _query: CommandPreparedStatementQuery,
+        query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<arrow_flight::sql::DoPutPreparedStatementResult, Status> {
         self.authorize(request.metadata())?;
-        Err(Status::unimplemented(
-            "statement parameters are not supported: put the values in the SQL text",
-        ))
+        let statement = prepared::decode(&query.prepared_statement_handle)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let data = request.into_inner().map_err(FlightError::from);
+        let mut values = FlightRecordBatchStream::new_from_flight_data(data);
+        let mut batches = Vec::new();
+        let mut bytes = 0;
+        while let Some(batch) = values.try_next().await? {
+            bytes += batch.get_array_memory_size();
+            if bytes > prepared::MAX_BOUND_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "bound values beyond {} bytes",
+                    prepared::MAX_BOUND_BYTES
+                )));
+            }
+            batches.push(batch);
+        }
+        let handle = prepared::bind(&statement.sql, &batches)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(arrow_flight::sql::DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
+        })
     }
 
     async fn get_flight_info_catalogs(
