@@ -17,6 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# The project's own Python client, as users install it (the tests and examples import it).
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check ./python
 
 echo "== psql (Debian's postgresql-client, a PostgreSQL client the interop tests drive)"
 if ! command -v psql >/dev/null 2>&1; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peer benchmark: flowdaq ingest against the disk and a bare ZeroMQ receiver, in one run.
 
-The same sender processes (pyzmq PUSH, the message layout of docs/examples/flowdaq_send.py:
+The same sender processes (pyzmq PUSH, the message layout of python/flowdaq/wire.py:
 JSON header, 2048 x f64 wavelength axis, n x 2048 x f32 counts) feed, for --seconds each:
   bare     a pyzmq PULL in its own process that only counts messages and spectra: the cost
            floor of the transport. Rate = spectra / (last receipt - first send).
@@ -62,9 +62,9 @@ import numpy as np
 import zmq
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "docs" / "examples"))
+sys.path.insert(0, str(ROOT / "python"))  # the flowdaq package, installed or not
 
-from flowdaq_send import spectrum_frames  # noqa: E402
+from flowdaq.wire import spectrum_frames  # noqa: E402
 
 PIXELS = 2048
 SEQ_MARK = 7777777777777  # placeholder seq in the header template, replaced per message
@@ -149,7 +149,7 @@ def join_all(processes, seconds=30):
 def message_template(source, spectra, pixels, session=None):
     """(header prefix, header suffix, [payload frames] x VARIANTS): a message is
     prefix + str(seq) + suffix followed by one variant's payload frames. The frames come from
-    flowdaq_send.spectrum_frames, built once."""
+    flowdaq.wire.spectrum_frames, built once."""
     rng = np.random.default_rng(zlib.crc32(source.encode()))
     wavelength_nm = np.linspace(350.0, 1000.0, pixels)
     energy_ev = 1239.84198 / wavelength_nm

@@ -49,8 +49,8 @@ import numpy as np
 import zmq
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "docs" / "examples"))
-from flowdaq_send import spectrum_frames  # noqa: E402
+sys.path.insert(0, str(ROOT / "python"))  # the flowdaq package, installed or not
+from flowdaq.wire import spectrum_frames  # noqa: E402
 
 SOURCE = "bench-spec"
 TABLE = "spectral_features"

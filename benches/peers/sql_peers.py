@@ -49,9 +49,9 @@ from pyarrow import ipc
 import zmq
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "docs" / "examples"))
+sys.path.insert(0, str(ROOT / "python"))  # the flowdaq package, installed or not
 
-from flowdaq_send import header_frame  # noqa: E402
+from flowdaq.wire import header_frame  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest_peers  # noqa: E402  (its Server, Http and child-process clean-up)

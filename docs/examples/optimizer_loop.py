@@ -39,8 +39,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import zmq
 
-from flowdaq_client import FlowdaqClient
-from flowdaq_send import spectrum_frames
+from flowdaq import Client
+from flowdaq.wire import spectrum_frames
 
 FEATURE = "spectral_features.peak_energy_ev"
 HC_EV_NM = 1239.84198
@@ -249,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     run_id = args.run_id or time.strftime("optimizer-%Y%m%d-%H%M%S")
     optimizer = make_optimizer(args.optimizer, args.seed)
-    client = FlowdaqClient(args.control, args.publish)
+    client = Client(args.control, args.publish)
     reactor = SimulatedReactor(args.pull, run_id, source=args.source, seed=args.seed, speedup=args.speedup,
                                time_constant_s=args.time_constant_s)
     results: List[Dict[str, Any]] = []

@@ -13,9 +13,28 @@ import pyarrow as pa
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "docs" / "examples"))
 
 import zmq  # noqa: E402
+
+try:
+    import flowdaq  # noqa: E402
+except ImportError as err:
+    raise pytest.UsageError(f"the flowdaq Python package is not installed ({err}): "
+                            "scripts/test-all.sh runs `pip install ./python`") from None
+
+
+def _installed_package_is_the_checkout():
+    """The tests must exercise python/flowdaq as it is in this checkout, not an older install."""
+    installed = Path(flowdaq.__file__).resolve().parent
+    source = ROOT / "python" / "flowdaq"
+    stale = [p.name for p in source.glob("*.py")
+             if not (installed / p.name).exists() or (installed / p.name).read_bytes() != p.read_bytes()]
+    if stale:
+        raise pytest.UsageError(f"the installed flowdaq package ({installed}) differs from python/flowdaq in "
+                                f"{sorted(stale)}: run `pip install ./python` (scripts/test-all.sh does)")
+
+
+_installed_package_is_the_checkout()
 
 _context_init = zmq.Context.__init__
 

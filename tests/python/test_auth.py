@@ -16,7 +16,7 @@ import urllib.request
 import zmq
 
 from conftest import Server, flowdaq_bin, run_cli
-from flowdaq_client import ControlError, FlowdaqClient
+from flowdaq import Client, ControlError
 
 TOKEN = "lab-token-0123456789abcdef"
 OTHER = "other-token-0123456789abcd"
@@ -61,7 +61,7 @@ def test_http_asks_every_route_but_health_for_a_token(server_factory):
 def test_control_requests_need_a_token_and_registrations_without_one_change_nothing(server_factory):
     server = server_factory(extra_config=f'[auth]\ntokens = ["{TOKEN}"]\n', token=TOKEN).start()
     context = zmq.Context()
-    anonymous = FlowdaqClient(server.control, server.publish, context=context, token="")
+    anonymous = Client(server.control, server.publish, context=context, token="")
     for call in (
         lambda: anonymous.register_condition("run-a", "c-1", {"temperature": {"value": 140, "unit": "degC"}}),
         lambda: list(anonymous.replay("", {})),
@@ -72,7 +72,7 @@ def test_control_requests_need_a_token_and_registrations_without_one_change_noth
             assert "unauthorized" in str(err)
         else:
             raise AssertionError("an anonymous control request was served")
-    wrong = FlowdaqClient(server.control, server.publish, context=context, token=OTHER)
+    wrong = Client(server.control, server.publish, context=context, token=OTHER)
     try:
         wrong.register_condition("run-a", "c-2", {})
     except ControlError as err:
@@ -81,7 +81,7 @@ def test_control_requests_need_a_token_and_registrations_without_one_change_noth
         raise AssertionError("a wrong token was accepted")
     assert server.sql_arrow("SELECT count(*) AS n FROM conditions").to_pylist() == [{"n": 0}]
 
-    client = FlowdaqClient(server.control, server.publish, context=context, token=TOKEN)
+    client = Client(server.control, server.publish, context=context, token=TOKEN)
     client.register_condition("run-a", "c-3", {"temperature": {"value": 140, "unit": "degC"}})
     rows = server.sql_arrow("SELECT condition_id FROM conditions").to_pylist()
     assert rows == [{"condition_id": "c-3"}]

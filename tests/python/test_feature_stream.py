@@ -1,12 +1,13 @@
 """Interop tests of the feature stream (docs/feature-streams.md) against a real `flowdaq serve`.
 
-pyzmq senders push PL spectra; the Python client of docs/examples/flowdaq_client.py subscribes
+pyzmq senders push PL spectra; the flowdaq Python package (python/) subscribes
 to the PUB feature stream and repairs gaps through replays on the control endpoint. The
 reference for "every row exactly once, in order" is the server's own SQL answer once the
 sender has finished. Waiting is always on an observable condition (/metrics, SQL, rows
 received) in a bounded loop; the one long sleep is the slow-subscriber scenario itself.
 """
 
+import importlib.util
 import json
 import threading
 import time
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import vm_hwm_bytes
-from flowdaq_client import ControlError, FlowdaqClient
-from flowdaq_send import spectrum_frames
+from conftest import ROOT, vm_hwm_bytes
+from flowdaq import Client, ControlError
+from flowdaq.wire import spectrum_frames
 
 MIB = 1024 * 1024
 
@@ -161,7 +162,7 @@ def test_late_subscriber_gets_every_row_once_in_order(server_factory):
     # Join late: a quarter of the messages are in before the subscriber exists.
     server.wait_for(lambda m: m["messages_processed"] >= 500, "500 messages before the subscriber joins",
                     attempts=6000)
-    client = FlowdaqClient(server.control, server.publish)
+    client = Client(server.control, server.publish)
     got = {}
     with client.subscribe([f"spectral_features/{run_id}/"], from_start=True) as sub:
         read_rows(sub, got, lambda: not sender.is_alive(), 120, "the sender to finish")
@@ -183,7 +184,7 @@ def test_subscriber_that_disconnects_and_reconnects_gets_every_row_once_in_order
     run_id = "reconnect"
     total_messages = 2400
     sender = SpectraSender(server.pull, run_id, ["re-a", "re-b"], count=total_messages, pace_s=0.002)
-    client = FlowdaqClient(server.control, server.publish)
+    client = Client(server.control, server.publish)
     got = {}
     with client.subscribe([f"spectral_features/{run_id}/"], from_start=True) as sub:
         sender.start()
@@ -237,7 +238,7 @@ def test_slow_subscriber_is_dropped_not_waited_for_and_catches_up_by_replay(serv
     ).start()
     pid = server.process.pid
     run_id = "slow"
-    client = FlowdaqClient(server.control, server.publish)
+    client = Client(server.control, server.publish)
     got = {}
     # A small receive high-water mark and kernel buffer: when nobody reads, the backlog lands
     # on the server quickly instead of in this process.
@@ -317,7 +318,9 @@ max_drift = 0.003
 
 
 def test_example_optimizer_loop_gets_an_outcome_for_every_condition(server_factory):
-    import optimizer_loop
+    spec = importlib.util.spec_from_file_location("optimizer_loop", ROOT / "docs" / "examples" / "optimizer_loop.py")
+    optimizer_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(optimizer_loop)
 
     server = server_factory("optimizer", extra_config=OUTCOMES + "[sources.sim-pl-1]\nstore_raw = false\n").start()
     run_id = "optimizer"
@@ -342,7 +345,7 @@ def test_example_optimizer_loop_gets_an_outcome_for_every_condition(server_facto
             # Settled means past the transient: the mean is the reactor's steady state.
             assert abs(row["mean"] - condition["expected_peak_ev"]) < 0.01, (condition, row)
     # The client helper on its own (a fresh subscription: replay, then live) finds the same rows.
-    client = FlowdaqClient(server.control, server.publish)
+    client = Client(server.control, server.publish)
     rows = client.wait_outcomes(run_id, registered, [optimizer_loop.FEATURE], timeout_s=30)
     assert [(r["condition_id"], r["settled"], r["mean"]) for r in rows] == [
         (r["condition_id"], r["settled"], r["mean"]) for r in outcomes]
@@ -353,7 +356,7 @@ def test_example_optimizer_loop_gets_an_outcome_for_every_condition(server_facto
 
 def test_register_condition_and_replay_in_both_formats(server_factory):
     server = server_factory("conditions").start()
-    client = FlowdaqClient(server.control, server.publish)
+    client = Client(server.control, server.publish)
     parameters = {"temperature": {"value": 140.0, "unit": "degC"}, "br_to_pb_ratio": 2.5}
     answer = client.register_condition("py-run", "c-0001", parameters, start_time_ns=1_764_583_200_000_000_000,
                                        registered_by="pytest")

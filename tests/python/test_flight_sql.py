@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from conftest import vm_hwm_bytes
-from flowdaq_send import spectrum_frames
+from flowdaq.wire import spectrum_frames
 
 PIXELS = 64
 TOKEN = "flight-token-0123456789abcdef"

@@ -28,7 +28,7 @@ import pytest
 import zmq
 
 from conftest import Server, flowdaq_bin, vm_hwm_bytes
-from flowdaq_send import spectrum_frames
+from flowdaq.wire import spectrum_frames
 
 SEED = 0x5EED_2026
 PIXELS = 2048

@@ -17,7 +17,8 @@ import pytest
 import zmq
 
 from conftest import ROOT, run_cli
-from flowdaq_send import AcknowledgedSender, spectrum_frames
+from flowdaq import AcknowledgedSender
+from flowdaq.wire import spectrum_frames
 
 KEEP_BUFFERED = "[buffer]\nflush_interval_ms = 600000\n"
 PIXELS = 2048
@@ -271,7 +272,7 @@ def test_arrow_ipc_payload_from_pyarrow(server_factory):
 def test_example_sender_runs_against_the_server(server_factory):
     server = server_factory().start()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "docs" / "examples" / "flowdaq_send.py"), server.pull, "--count", "7",
+        [sys.executable, "-m", "flowdaq.send", server.pull, "--count", "7",
          "--run-id", "example"],
         capture_output=True, text=True, timeout=60,
     )

@@ -9,7 +9,7 @@ import numpy as np
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowdaq_send import spectrum_frames
+from flowdaq.wire import spectrum_frames
 
 
 def scrape(server):

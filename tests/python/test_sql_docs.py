@@ -8,8 +8,8 @@ import numpy as np
 import zmq
 
 from conftest import ROOT
-from flowdaq_client import FlowdaqClient
-from flowdaq_send import spectrum_frames
+from flowdaq import Client
+from flowdaq.wire import spectrum_frames
 
 
 def worked_queries():
@@ -22,7 +22,7 @@ def test_every_worked_query_of_the_sql_guide_runs(server_factory):
     assert len(queries) >= 8, "docs/sql.md lost its worked queries"
     server = server_factory().start()
     context = zmq.Context()
-    client = FlowdaqClient(server.control, server.publish, context=context)
+    client = Client(server.control, server.publish, context=context)
     client.register_condition("demo", "c-1", {"temperature": {"value": 140, "unit": "degC"}})
     push = context.socket(zmq.PUSH)
     push.connect(server.pull)

@@ -1,4 +1,4 @@
-"""TCSPC histograms sent as histograms by pyzmq (docs/examples/flowdaq_send.py's
+"""TCSPC histograms sent as histograms by pyzmq (the flowdaq package's
 `histogram_frames`) to a real `flowdaq serve`, fitted by the server, against scipy fitting the same
 counts over the same bins with the same model: a Gaussian IRF convolved with an exponential,
 periodic over the sync period, plus a constant background, by Poisson maximum likelihood.
@@ -11,7 +11,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import erfc
 
-from flowdaq_send import histogram_frames
+from flowdaq.wire import histogram_frames
 
 BINS, RECORDED = 782, 512
 SYNC_RATE_HZ = 20e6

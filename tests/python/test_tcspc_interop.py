@@ -1,5 +1,5 @@
 """Interop test of the TCSPC wire path: a PTU file's raw records sent by the pyzmq example sender
-(docs/examples/flowdaq_send.py, its own PTU reader), checked against ptufile's decoding of the
+(`python -m flowdaq.send`, the package's own PTU reader), checked against ptufile's decoding of the
 same file.
 
 A real `flowdaq serve` process, real ZeroMQ sockets on 127.0.0.1; waiting is on /metrics, bounded.
@@ -35,7 +35,7 @@ def test_ptu_records_sent_with_pyzmq_decode_and_histogram_as_ptufile_does(server
     )
     server = server_factory(extra_config=config).start()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "docs" / "examples" / "flowdaq_send.py"), server.pull,
+        [sys.executable, "-m", "flowdaq.send", server.pull,
          "--ptu", str(PTU), "--source", SOURCE, "--records-per-message", "10000"],
         capture_output=True, text=True, timeout=60,
     )
@@ -108,7 +108,7 @@ def test_ptu_records_sent_with_pyzmq_decode_and_histogram_as_ptufile_does(server
 
 def test_swabian_time_tags_sent_with_pyzmq_are_histogrammed_and_fitted(server_factory):
     import zmq
-    from flowdaq_send import time_tag_frames
+    from flowdaq.wire import time_tag_frames
 
     # A 40 MHz laser on input 1 of a time tagger, a detector on input 2: 100,000 photons, each
     # 3 ns + Gaussian IRF (200 ps FWHM) + an exponential decay of 2.5 ns after a sync pulse.

@@ -33,7 +33,8 @@ import pytest
 import zmq
 
 from conftest import ROOT, Server, flowdaq_bin, vm_hwm_bytes, vm_status
-from flowdaq_send import AcknowledgedSender, spectrum_frames
+from flowdaq import AcknowledgedSender
+from flowdaq.wire import spectrum_frames
 
 PIXELS = 2048
 MiB = 1024 * 1024
@@ -711,7 +712,7 @@ OVERLOAD_SENDER = r"""
 import json, sys, time
 import numpy as np
 import zmq
-from flowdaq_send import spectrum_frames
+from flowdaq.wire import spectrum_frames
 
 endpoint, source, seconds, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 rng = np.random.default_rng(seed)
@@ -746,8 +747,7 @@ def test_a_minute_of_overload_stays_under_1_gib(tmp_path, running):
     seconds = float(os.environ.get("FLOWDAQ_OVERLOAD_SECONDS", "60"))
     server = StressServer(tmp_path / "data").start()
     pid = server.process.pid
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "docs" / "examples")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    env = dict(os.environ)
     senders = []
     rss_max = 0
     samples = 0

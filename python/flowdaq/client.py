@@ -1,4 +1,4 @@
-"""A small client for flowdaq's conditions, outcomes and feature streams (pyzmq + pyarrow).
+"""flowdaq's client for conditions, outcomes, feature streams and SQL (pyzmq + pyarrow).
 
 Why it exists: an optimizer (Ax, BoTorch, Atlas, Summit) that drives a flow reactor needs three
 things from flowdaq, all specified in docs/feature-streams.md: register the condition it just
@@ -8,7 +8,7 @@ cannot promise that (PUB drops for slow subscribers, and a late subscriber sees 
 past), so every row carries a per-stream `stream_seq` and the control endpoint can replay any
 range. This module does the bookkeeping once, so a loop can simply iterate over rows:
 
-    client = FlowdaqClient("tcp://127.0.0.1:5561", "tcp://127.0.0.1:5560")
+    client = Client("tcp://127.0.0.1:5561", "tcp://127.0.0.1:5560")
     client.register_condition("run-7", "c-0001", {"temperature": {"value": 140, "unit": "degC"}})
     with client.subscribe(["spectral_features/run-7/"]) as sub:
         for stream, row in sub:          # every row exactly once, in stream_seq order per stream
@@ -28,28 +28,14 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import zmq
 
+from .errors import ControlError, ControlTimeout, FlowdaqError
+from .sql import SqlConnection
+
 JSON = "json"
 ARROW = "arrow"
 FORMATS = (JSON, ARROW)
 
 Row = Dict[str, Any]
-
-
-class FlowdaqError(RuntimeError):
-    """Something the server said or did that the client cannot continue from."""
-
-
-class ControlError(FlowdaqError):
-    """The control endpoint answered `{"ok": false, "error": ...}`; `answer` is that object."""
-
-    def __init__(self, op: str, answer: Mapping[str, Any]):
-        self.op = op
-        self.answer = dict(answer)
-        super().__init__(f"{op} refused by the server: {answer.get('error', answer)}")
-
-
-class ControlTimeout(FlowdaqError, TimeoutError):
-    """The control endpoint did not answer in time (server down, or a wrong endpoint)."""
 
 
 def stream_matches(stream: str, prefix: str) -> bool:
@@ -111,20 +97,35 @@ def _check_parameters(parameters: Mapping[str, Any]) -> None:
             raise ValueError(f"parameter {name!r}: value must be a finite number, not {value!r}")
 
 
-class FlowdaqClient:
-    """Talks to one flowdaq server: `control` is its ROUTER endpoint, `publish` its PUB endpoint
-    (both printed on `flowdaq serve`'s ready line). `token` is sent with every control request
+class Client:
+    """Talks to one flowdaq server: `control` is its ROUTER endpoint, `publish` its PUB endpoint,
+    `http` its HTTP base URL and `flight_sql` its Flight SQL address (all printed on
+    `flowdaq serve`'s ready line; give those the calls need). `token` is sent with every request
     when the server has `[auth]` tokens (default: the FLOWDAQ_TOKEN environment variable)."""
 
-    def __init__(self, control: str, publish: str, context: Optional[zmq.Context] = None,
-                 token: Optional[str] = None):
+    def __init__(self, control: Optional[str] = None, publish: Optional[str] = None,
+                 context: Optional[zmq.Context] = None, token: Optional[str] = None, *,
+                 http: Optional[str] = None, flight_sql: Optional[str] = None):
         self.control = control
         self.publish = publish
         self.token = token if token is not None else os.environ.get("FLOWDAQ_TOKEN")
         self.context = context or zmq.Context.instance()
+        self._sql = SqlConnection(http, flight_sql, self.token) if (http or flight_sql) else None
         # Outcome rows seen by wait_outcomes, so rows read while waiting for one condition are
         # not lost for a later wait: (run_id, condition_id, feature) -> rows.
         self._outcomes: Dict[Tuple[str, str, str], List[Row]] = {}
+
+    # -- SQL ----------------------------------------------------------------------------------
+
+    def sql(self, query: str, parameters: Optional[Sequence[Any]] = None, output: str = "arrow",
+            timeout_s: float = 60.0) -> Any:
+        """The answer to a read-only SQL `query` as a pyarrow.Table (`output="arrow"`), a
+        pandas or a polars DataFrame; over Flight SQL when available, else HTTP. `parameters`
+        fill the query's `?` placeholders (Flight SQL only). Raises `QueryError` with the
+        server's reason."""
+        if self._sql is None:
+            raise FlowdaqError("this client has no SQL address: pass http= or flight_sql=")
+        return self._sql.query(query, parameters, output, timeout_s)
 
     # -- control endpoint -------------------------------------------------------------------
 
@@ -134,6 +135,8 @@ class FlowdaqClient:
         A fresh REQ socket per request: a REQ whose answer never came is stuck in its lockstep,
         so reusing one after a timeout would need a reconnect anyway.
         """
+        if not self.control:
+            raise FlowdaqError("this client has no control endpoint: pass control=")
         socket = self.context.socket(zmq.REQ)
         socket.setsockopt(zmq.LINGER, 0)
         try:
@@ -227,10 +230,10 @@ class FlowdaqClient:
     # -- feature stream ---------------------------------------------------------------------
 
     def subscribe(self, prefixes: Sequence[str] | str = ("",), format: str = JSON, from_start: bool = True,
-                  **options: Any) -> "Subscription":
+                  **options: Any) -> "Subscriber":
         """Subscribe to the streams under `prefixes` (`{table}/{run_id}/{source}` prefixes,
-        without the format). See `Subscription` for the options."""
-        return Subscription(self, prefixes, format=format, from_start=from_start, **options)
+        without the format). See `Subscriber` for the options."""
+        return Subscriber(self, prefixes, format=format, from_start=from_start, **options)
 
     def wait_outcomes(
         self,
@@ -238,7 +241,7 @@ class FlowdaqClient:
         condition_ids: Iterable[str],
         features: Iterable[str],
         timeout_s: float,
-        subscription: Optional["Subscription"] = None,
+        subscription: Optional["Subscriber"] = None,
         source: Optional[str] = None,
     ) -> List[Row]:
         """Read `condition_outcomes` rows until every (condition, feature) has one; return them.
@@ -283,10 +286,18 @@ class FlowdaqClient:
         return [r for r in rows if source is None or r.get("source") == source]
 
     def close(self) -> None:
-        """Nothing to release: sockets live per request and per subscription."""
+        """Close the SQL connection, if any; sockets live per request and per subscription."""
+        if self._sql is not None:
+            self._sql.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
-class Subscription:
+class Subscriber:
     """Every row under some stream prefixes exactly once, in `stream_seq` order per stream.
 
     The recipe of docs/feature-streams.md: the SUB socket subscribes first; then (with
@@ -314,7 +325,7 @@ class Subscription:
 
     def __init__(
         self,
-        client: FlowdaqClient,
+        client: Client,
         prefixes: Sequence[str] | str = ("",),
         format: str = JSON,
         from_start: bool = True,
@@ -449,7 +460,7 @@ class Subscription:
         self._replays.clear()
         self._closed = True
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> "Subscriber":
         return self
 
     def __exit__(self, *exc: Any) -> None:

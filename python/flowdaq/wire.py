@@ -1,11 +1,8 @@
-"""Send spectra or TCSPC records to a flowdaq server with nothing but pyzmq and numpy.
+"""The frames of flowdaq's wire protocol v1, built with nothing but numpy.
 
 This is the whole of wire protocol v1 for spectra, raw PicoQuant records and TCSPC histograms
 (docs/wire-protocol.md): a JSON header frame, then one frame per array, little-endian, C order.
-Copy it into an instrument driver.
-
-    python flowdaq_send.py tcp://127.0.0.1:5555 --count 10           # simulated PL spectra
-    python flowdaq_send.py tcp://127.0.0.1:5555 --ptu beads.ptu      # a PTU file's T2/T3 records
+It depends on nothing else in this package, so an instrument driver may copy this one file.
 
 A TCSPC driver sends the 32-bit records as the device hands them over, in order and with
 consecutive `seq` per source (overflow records make each record's time depend on the earlier
@@ -18,12 +15,9 @@ Three socket patterns:
   * DEALER (acknowledged; keep a message until its ack)      -> the server's ROUTER endpoint
 """
 
-import argparse
 import json
-import time
 
 import numpy as np
-import zmq
 
 
 def header_frame(source, stream, seq, arrays, meta, run_id=None, condition_id=None,
@@ -72,7 +66,7 @@ def spectrum_frames(source, seq, wavelength_nm, counts, kind="pl", integration_t
 
 
 def histogram_frames(source, seq, counts, bin_width_ps, sync_rate_hz, irf_counts=None, channel=0,
-                     acquisition_time_s=None, run_id=None, condition_id=None):
+                     acquisition_time_s=None, run_id=None, condition_id=None, session=None):
     """Return the multipart frames of one tcspc_histogram message: the counts per micro-time bin
     of one channel from an instrument in histogram mode, optionally with the measured IRF (one
     value per bin) the server fits the decay with."""
@@ -86,12 +80,13 @@ def histogram_frames(source, seq, counts, bin_width_ps, sync_rate_hz, irf_counts
         irf_counts = np.ascontiguousarray(irf_counts, dtype="<f8")
         arrays.append(("irf_counts", irf_counts.dtype.str, irf_counts.shape))
         frames.append(irf_counts.tobytes())
-    header = header_frame(source, "tcspc_histogram", seq, arrays, meta, run_id=run_id, condition_id=condition_id)
+    header = header_frame(source, "tcspc_histogram", seq, arrays, meta, run_id=run_id, condition_id=condition_id,
+                          session=session)
     return [header, *frames]
 
 
 def picoquant_record_frames(source, seq, records, record_type, macro_unit_ps, micro_bin_ps,
-                            run_id=None, condition_id=None, end_of_stream=False):
+                            run_id=None, condition_id=None, end_of_stream=False, session=None):
     """Return the multipart frames of one photons message of raw PicoQuant TTTR records.
 
     `records` are 32-bit records exactly as read from the device or a PTU file; `record_type`
@@ -103,7 +98,8 @@ def picoquant_record_frames(source, seq, records, record_type, macro_unit_ps, mi
     meta = {"record_type": int(record_type), "macro_unit_ps": float(macro_unit_ps),
             "micro_bin_ps": float(micro_bin_ps)}
     header = header_frame(source, "photons", seq, [("records", records.dtype.str, records.shape)], meta,
-                          run_id=run_id, condition_id=condition_id, end_of_stream=end_of_stream)
+                          run_id=run_id, condition_id=condition_id, end_of_stream=end_of_stream,
+                          session=session)
     return [header, records.tobytes()]
 
 
@@ -165,123 +161,3 @@ def read_ptu(path):
     count = int(tags.get("TTResult_NumberOfRecords", (len(data) - offset) // 4))
     records = np.frombuffer(data[offset:offset + 4 * count].tobytes(), dtype="<u4")
     return tags, records
-
-
-def send_ptu(push, source, path, records_per_message=65536, run_id=None):
-    """Send a PTU file's records as raw-records messages, the last one marked end_of_stream;
-    return the number of messages."""
-    tags, records = read_ptu(path)
-    record_type = tags["TTResultFormat_TTTRRecType"]
-    # T3: the global resolution is the sync period; the resolution is the micro-time bin.
-    macro_unit_ps = tags["MeasDesc_GlobalResolution"] * 1e12
-    micro_bin_ps = tags.get("MeasDesc_Resolution", 0.0) * 1e12
-    starts = range(0, len(records), records_per_message)  # no records: no message
-    for seq, start in enumerate(starts):
-        push.send_multipart(picoquant_record_frames(
-            source, seq, records[start:start + records_per_message], record_type, macro_unit_ps,
-            micro_bin_ps, run_id=run_id, end_of_stream=seq == len(starts) - 1))
-    return len(starts)
-
-
-class AcknowledgedSender:
-    """DEALER sender that keeps every message until the server acknowledges its `seq`.
-
-    The server acknowledges only once the message is durable in its write-ahead log, and a
-    resend of a message it already holds is acknowledged as a duplicate, not stored twice. So a
-    sender that resends whatever is unacknowledged (after a `retry: true` nack, or after a
-    silence, over a new connection) stores every message exactly once. Give every message of
-    one counter the same `session` (docs/wire-protocol.md, "Exactly once").
-    """
-
-    def __init__(self, context, endpoint):
-        self.context = context
-        self.endpoint = endpoint
-        self.socket = None
-        self.unacknowledged = {}
-        self.refused = {}
-        self.duplicates = 0
-        self.connect()
-
-    def connect(self):
-        """(Re)connect: after a server restart the old connection is gone."""
-        if self.socket is not None:
-            self.socket.close(linger=0)
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(self.endpoint)
-
-    def send(self, seq, frames):
-        self.unacknowledged[seq] = frames
-        self.socket.send_multipart(frames)
-
-    def collect_acks(self, timeout_ms=100):
-        """Read every reply available; return the decoded replies. An ack (plain or duplicate)
-        or a final nack (`retry: false`) settles its message; a `retry: true` nack keeps it."""
-        replies = []
-        while self.socket.poll(timeout_ms):
-            reply = json.loads(self.socket.recv_multipart()[-1])
-            replies.append(reply)
-            if "ack" in reply:
-                self.duplicates += bool(reply.get("duplicate"))
-                self.unacknowledged.pop(reply["ack"], None)
-            elif not reply.get("retry") and reply.get("nack") is not None:
-                self.refused[reply["nack"]] = reply.get("error")
-                self.unacknowledged.pop(reply["nack"], None)
-            timeout_ms = 0
-        return replies
-
-    def resend_unacknowledged(self):
-        for seq in sorted(self.unacknowledged):
-            self.socket.send_multipart(self.unacknowledged[seq])
-
-    def flush(self, silence_ms=2000, attempts=30):
-        """Resend until every message is acknowledged or refused (bounded); return whether it was."""
-        for _ in range(attempts):
-            if not self.unacknowledged:
-                return True
-            if not self.collect_acks(silence_ms):
-                self.connect()
-            self.resend_unacknowledged()
-        self.collect_acks(silence_ms)
-        return not self.unacknowledged
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("endpoint", help="the server's PULL endpoint, e.g. tcp://127.0.0.1:5555")
-    parser.add_argument("--count", type=int, default=10)
-    parser.add_argument("--source", default="python-example")
-    parser.add_argument("--run-id", default=None)
-    parser.add_argument("--ptu", default=None, help="send this PTU file's records instead of spectra")
-    parser.add_argument("--records-per-message", type=int, default=65536)
-    args = parser.parse_args()
-
-    if args.ptu:
-        context = zmq.Context()
-        push = context.socket(zmq.PUSH)
-        push.connect(args.endpoint)
-        messages = send_ptu(push, args.source, args.ptu, args.records_per_message, run_id=args.run_id)
-        push.close(linger=5000)
-        context.term()
-        print(f"sent {messages} messages of {args.ptu} records to {args.endpoint}")
-        return
-
-    wavelength_nm = np.linspace(350.0, 1000.0, 2048)
-    energy_ev = 1239.84198 / wavelength_nm
-    rng = np.random.default_rng(1)
-    context = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.connect(args.endpoint)
-    for seq in range(args.count):
-        peak_ev = 2.45 + 0.01 * seq
-        counts = 1000 + 30000 * np.exp(-4 * np.log(2) * (energy_ev - peak_ev) ** 2 / 0.09 ** 2)
-        counts = counts + rng.normal(0, 20, counts.shape)
-        push.send_multipart(spectrum_frames(args.source, seq, wavelength_nm, counts, run_id=args.run_id,
-                                            instrument_time_ns=time.time_ns()))
-    push.close(linger=5000)
-    context.term()
-    print(f"sent {args.count} spectra to {args.endpoint}")
-
-
-if __name__ == "__main__":
-    main()

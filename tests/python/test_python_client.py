@@ -1,0 +1,112 @@
+"""The flowdaq Python package (python/, installed with pip) against a real `flowdaq serve`.
+
+`Sender` over DEALER delivers every spectrum exactly once, resends included, and raises the
+server's reason for a refused message; over PUSH it delivers too. `Client.sql` answers the same
+rows as pyarrow, pandas and polars tables over Flight SQL and over HTTP, binds parameters, and
+raises the server's reason for a bad query. `python -m flowdaq.send` is the package's command.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from flowdaq import Client, FlowdaqError, MessageRefused, QueryError, Sender
+
+PIXELS = 128
+AXIS_NM = np.linspace(400.0, 700.0, PIXELS)
+
+
+def pl_counts(peak_nm, rng):
+    return 2000.0 * np.exp(-0.5 * ((AXIS_NM - peak_nm) / 10.0) ** 2) + rng.uniform(0, 5, PIXELS)
+
+
+def test_acknowledged_sender_stores_every_spectrum_once_and_clients_read_them(server_factory):
+    server = server_factory().start()
+    rng = np.random.default_rng(3)
+    with Sender(server.router, "py-spec", max_unacknowledged=8) as sender:
+        for i in range(30):
+            sender.send_spectrum(AXIS_NM, pl_counts(500.0 + i, rng), run_id="pkg")
+        # pyarrow input, two spectra in one message
+        sender.send_spectrum(pa.array(AXIS_NM), np.stack([pl_counts(520.0, rng), pl_counts(540.0, rng)]),
+                             run_id="pkg")
+        sender.flush()
+        assert sender.unacknowledged == 0
+        # A resend of everything already held: acknowledged as duplicates, stored once.
+        dealer = sender._dealer
+        held = {seq: frames for seq, frames in enumerate(dealer_frames(sender, rng))}
+        for seq, frames in held.items():
+            dealer.send(seq, frames)
+        sender.flush()
+        assert sender.duplicates >= len(held), sender.duplicates
+
+    flight = Client(http=server.http, flight_sql=server.flight_sql)
+    http_only = Client(http=server.http)
+    assert flight._sql.uses_flight_sql and not http_only._sql.uses_flight_sql
+    query = "SELECT count(*) AS n, count(DISTINCT seq) AS messages FROM spectra WHERE run_id = 'pkg'"
+    for client in (flight, http_only):
+        table = client.sql(query)
+        assert isinstance(table, pa.Table)
+        assert table.to_pylist() == [{"n": 32, "messages": 31}]
+        frame = client.sql("SELECT seq FROM spectra WHERE run_id = 'pkg' ORDER BY seq, spectrum_index LIMIT 3",
+                           output="pandas")
+        assert frame["seq"].tolist() == [0, 1, 2]
+        polars_frame = client.sql(query, output="polars")
+        assert polars_frame.to_dicts() == [{"n": 32, "messages": 31}]
+        with pytest.raises(QueryError) as bad:
+            client.sql("SELECT no_such_column FROM spectra")
+        assert "no_such_column" in str(bad.value), bad.value
+        client.close()
+
+    answer = flight.sql("SELECT count(*) AS n FROM spectra WHERE run_id = ? AND seq < ?", ["pkg", 10])
+    assert answer.to_pylist() == [{"n": 10}]
+    with pytest.raises(FlowdaqError, match="Flight SQL"):
+        http_only.sql("SELECT count(*) FROM spectra WHERE seq < ?", [3])
+    with pytest.raises(FlowdaqError, match="no SQL address"):
+        Client(server.control, server.publish).sql("SELECT 1")
+
+
+def dealer_frames(sender, rng):
+    """The frames of seq 0..4 again, as a restarted instrument would resend them (same session)."""
+    from flowdaq.wire import spectrum_frames
+
+    return [spectrum_frames(sender.source, seq, AXIS_NM, pl_counts(500.0 + seq, rng), run_id="pkg",
+                            session=sender.session) for seq in range(5)]
+
+
+def test_a_refused_message_raises_the_servers_reason_and_good_ones_are_kept(server_factory):
+    server = server_factory().start()
+    rng = np.random.default_rng(4)
+    sender = Sender(server.router, "py-bad")
+    sender.send_spectrum(AXIS_NM, pl_counts(500.0, rng))
+    with pytest.raises(MessageRefused) as refused:
+        sender.send_spectrum(AXIS_NM[:10], pl_counts(510.0, rng))  # axis and counts disagree
+        sender.flush()
+    assert refused.value.seq == 1 and refused.value.source == "py-bad"
+    assert refused.value.reason, refused.value
+    print(f"\n[client] refused: {refused.value}")
+    sender.send_spectrum(AXIS_NM, pl_counts(520.0, rng))
+    sender.flush()
+    sender.close()
+    rows = Client(http=server.http).sql("SELECT seq FROM spectra WHERE source = 'py-bad' ORDER BY seq")
+    assert rows.column("seq").to_pylist() == [0, 2]
+
+
+def test_push_sender_and_the_send_command(server_factory):
+    server = server_factory().start()
+    rng = np.random.default_rng(5)
+    with Sender(server.pull, "py-push", acknowledged=False) as sender:
+        for i in range(12):
+            sender.send_spectrum(AXIS_NM, pl_counts(500.0 + i, rng), run_id="push")
+    result = subprocess.run(
+        [sys.executable, "-m", "flowdaq.send", server.router, "--acknowledged", "--count", "5",
+         "--source", "py-command", "--run-id", "push"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    server.wait_processed(17)
+    rows = Client(http=server.http).sql(
+        "SELECT source, count(*) AS n FROM spectra WHERE run_id = 'push' GROUP BY source ORDER BY source")
+    assert rows.to_pylist() == [{"source": "py-command", "n": 5}, {"source": "py-push", "n": 12}]
