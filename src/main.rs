@@ -39,6 +39,8 @@ enum Command {
     Sql(cli::sql::SqlArgs),
     /// Replay an instrument file through the wire protocol.
     Replay(cli::replay::ReplayArgs),
+    /// Check an instrument's sender against the wire protocol (see docs/connectors.md).
+    CheckSender(cli::check_sender::CheckSenderArgs),
     /// Load generators that measure the server (see docs/performance.md).
     Bench {
         #[command(subcommand)]
@@ -50,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let quiet_default = matches!(
         cli.command,
-        Command::Sql(_) | Command::Demo(_) | Command::Bench { .. }
+        Command::Sql(_) | Command::Demo(_) | Command::Bench { .. } | Command::CheckSender(_)
     );
     init_tracing(quiet_default);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -63,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sql(args) => cli::sql::run(args).await,
             Command::Replay(args) => cli::replay::run(args).await,
             Command::Bench { bench } => cli::bench::run(bench).await,
+            Command::CheckSender(args) => cli::check_sender::run(args).await,
         }
     })
 }

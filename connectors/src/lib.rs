@@ -5,8 +5,10 @@
 //! - [`connector`]: the `Connector` extension point and the registry of built-in connectors.
 //! - [`message`] and [`runner`]: the sending side used by Rust connectors.
 //! - [`sim`], [`replay`]: simulated instruments and instrument-file replay.
+//! - [`conformance`]: the kit that checks a sender against the wire protocol.
 
 pub mod acked;
+pub mod conformance;
 pub mod connector;
 pub mod decode;
 pub mod message;

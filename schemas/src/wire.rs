@@ -287,6 +287,19 @@ pub struct Header {
     pub end_of_stream: bool,
 }
 
+/// On a header that failed to parse: the first array dtype the protocol refuses, if that is
+/// why (serde reports it inside its own error, which would hide the rule that was broken).
+fn refused_dtype(frame: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(frame).ok()?;
+    value
+        .get("arrays")?
+        .as_array()?
+        .iter()
+        .filter_map(|array| array.get("dtype")?.as_str())
+        .find(|dtype| Dtype::parse(dtype).is_err())
+        .map(str::to_owned)
+}
+
 impl Header {
     /// Parses and validates a header frame.
     ///
@@ -299,8 +312,10 @@ impl Header {
                 "the header must be a JSON object".into(),
             ));
         }
-        let header: Header =
-            serde_json::from_slice(frame).map_err(|e| WireError::BadJson(e.to_string()))?;
+        let header: Header = serde_json::from_slice(frame).map_err(|e| {
+            refused_dtype(frame)
+                .map_or_else(|| WireError::BadJson(e.to_string()), WireError::BadDtype)
+        })?;
         header.validate()?;
         Ok(header)
     }
@@ -374,6 +389,15 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_dtype_is_named_as_such() {
+        let big_endian = header_json("").replace("<f4", ">f4");
+        assert!(matches!(
+            Header::parse(big_endian.as_bytes()),
+            Err(WireError::BadDtype(dtype)) if dtype == ">f4"
+        ));
+    }
+
+    #[test]
     fn refuses_what_the_protocol_does_not_describe() {
         let cases = [
             (header_json(r#","colour":"red""#), "unknown field"),
@@ -381,7 +405,10 @@ mod tests {
                 header_json("").replace("\"protocol\":1", "\"protocol\":2"),
                 "unsupported protocol",
             ),
-            (header_json("").replace("<f4", ">f4"), "unsupported dtype"),
+            (
+                header_json("").replace("<f4", ">f4"),
+                "unsupported dtype \">f4\"",
+            ),
             (header_json("").replace("spec-1", "../etc"), "source"),
             (
                 header_json("").replace("spectra", "video"),
