@@ -281,6 +281,13 @@ class Client:
             raise TimeoutError(f"no outcome within {timeout_s} s for run {run_id!r}: {absent}")
         return [row for c, f in wanted for row in self._held_outcomes(run_id, c, f, source)]
 
+    def wait_outcome(self, run_id: str, condition_id: str, feature: str, timeout_s: float,
+                     source: Optional[str] = None) -> Row:
+        """The outcome row of one condition and feature (settled or not); `TimeoutError` if
+        none came within `timeout_s`. See `wait_outcomes` for several at once."""
+        rows = self.wait_outcomes(run_id, [condition_id], [feature], timeout_s, source=source)
+        return rows[-1]
+
     def _held_outcomes(self, run_id: str, condition_id: str, feature: str, source: Optional[str]) -> List[Row]:
         rows = self._outcomes.get((run_id, condition_id, feature), [])
         return [r for r in rows if source is None or r.get("source") == source]

@@ -164,6 +164,19 @@ class Sender:
                 end_of_stream=last, session=self.session))
         return len(starts)
 
+    def send_spectra_file(self, path: str, *, kind: str = "pl", integration_time_ms: float = 10.0,
+                          run_id: Optional[str] = None) -> int:
+        """Send the spectra of a delimited text file as one message; return its seq.
+
+        The file's first column is the wavelength in nm and each further column one spectrum
+        (comma, semicolon, tab or space separated); lines that are not all numbers (titles,
+        headers, metadata) are skipped. Vendor exports with their own layouts (Ocean Optics,
+        JASCO, Agilent Cary, PicoQuant) are read by `flowdaq replay FILE --to ENDPOINT`.
+        """
+        table = read_spectra_text(path)
+        return self.send_spectrum(table[:, 0], table[:, 1:].T, kind=kind,
+                                  integration_time_ms=integration_time_ms, run_id=run_id)
+
     def send_frames(self, build: Callable[[int], Frames]) -> int:
         """Send the frames `build(seq)` returns under the next seq; return that seq. With
         acknowledgements, waits for replies while `max_unacknowledged` messages are pending."""
@@ -247,6 +260,29 @@ class Sender:
             seq, reason = next(iter(self._dealer.refused.items()))
             self._dealer.refused.pop(seq)
             raise MessageRefused(self.source, seq, reason)
+
+
+def read_spectra_text(path: str) -> np.ndarray:
+    """The numeric rows of a delimited text file, as a 2-D array (rows x columns).
+
+    Raises `ValueError` naming the file when it holds no numeric rows or rows of different widths.
+    """
+    rows: List[List[float]] = []
+    with open(path, encoding="utf-8", errors="replace") as text:
+        for line in text:
+            fields = [f for f in line.replace(",", " ").replace(";", " ").replace("\t", " ").split() if f]
+            try:
+                values = [float(f) for f in fields]
+            except ValueError:
+                continue
+            if len(values) >= 2:
+                rows.append(values)
+    if not rows:
+        raise ValueError(f"{path}: no rows of numbers (wavelength, then one column per spectrum)")
+    widths = {len(row) for row in rows}
+    if len(widths) != 1:
+        raise ValueError(f"{path}: numeric rows of different widths {sorted(widths)}")
+    return np.asarray(rows, dtype="<f8")
 
 
 def _array(values: Any, dtype: str) -> np.ndarray:

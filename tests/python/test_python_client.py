@@ -8,6 +8,8 @@ raises the server's reason for a bad query. `python -m flowdaq.send` is the pack
 
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -110,3 +112,50 @@ def test_push_sender_and_the_send_command(server_factory):
     rows = Client(http=server.http).sql(
         "SELECT source, count(*) AS n FROM spectra WHERE run_id = 'push' GROUP BY source ORDER BY source")
     assert rows.to_pylist() == [{"source": "py-command", "n": 5}, {"source": "py-push", "n": 12}]
+
+
+def test_a_spectra_text_file_and_one_outcome(server_factory, tmp_path):
+    server = server_factory(extra_config=(
+        "[outcomes]\nwait_residence_times = 0.0\nmin_wait_s = 0.2\nwindow_s = 0.5\nmin_samples = 5\n"
+        "timeout_s = 60.0\n[outcomes.features.\"spectral_features.peak_energy_ev\"]\n"
+        "max_std = 0.05\nmax_drift = 0.05\n")).start()
+    rng = np.random.default_rng(6)
+    path = tmp_path / "export.csv"
+    a, b = pl_counts(510.0, rng), pl_counts(530.0, rng)
+    lines = ["Sample export, two spectra", "wavelength_nm;spectrum_a;spectrum_b"]
+    lines += [f"{w:.3f};{x:.3f};{y:.3f}" for w, x, y in zip(AXIS_NM, a, b)]
+    lines.append("end of data")
+    path.write_text("\n".join(lines) + "\n")
+    client = Client(server.control, server.publish, http=server.http)
+    with Sender(server.router, "py-file") as sender:
+        assert sender.send_spectra_file(str(path), run_id="file") == 0
+    table = client.sql("SELECT intensity_counts FROM spectra WHERE source = 'py-file' ORDER BY spectrum_index")
+    stored = np.array(table.column("intensity_counts").to_pylist(), dtype="<f4")
+    expected = np.array([[float(f"{x:.3f}") for x in spectrum] for spectrum in (a, b)], dtype="<f4")
+    np.testing.assert_array_equal(stored, expected)
+
+    # A condition, spectra under it until its outcome is published.
+    client.register_condition("file", "c-1", {"temperature": {"value": 140, "unit": "degC"}})
+    stop = threading.Event()
+
+    def keep_sending():
+        with Sender(server.pull, "py-steady", acknowledged=False) as steady:
+            while not stop.is_set():
+                steady.send_spectrum(AXIS_NM, pl_counts(510.0, rng), run_id="file",
+                                     instrument_time_ns=time.time_ns())
+                stop.wait(0.02)
+
+    sending = threading.Thread(target=keep_sending)
+    sending.start()
+    try:
+        outcome = client.wait_outcome("file", "c-1", "spectral_features.peak_energy_ev", timeout_s=60)
+    finally:
+        stop.set()
+        sending.join(timeout=30)
+    assert outcome["condition_id"] == "c-1" and outcome["source"] == "py-steady", outcome
+    assert outcome["settled"] and outcome["count"] >= 5, outcome
+
+    bad = tmp_path / "empty.csv"
+    bad.write_text("no numbers here\n")
+    with Sender(server.router, "py-file-2") as sender, pytest.raises(ValueError, match="no rows of numbers"):
+        sender.send_spectra_file(str(bad))
