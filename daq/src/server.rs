@@ -48,6 +48,10 @@ pub enum ServerError {
     /// WAL could not be replayed or opened.
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// Rows in the WAL that fit no layout this version knows (start-up stops rather than drop
+    /// them; the previous version can persist them).
+    #[error("write-ahead log: {0}")]
+    WalLayout(String),
     /// A socket could not bind.
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
@@ -135,8 +139,15 @@ pub fn recover(
     }
     let buffer = Arc::new(WriteBuffer::new(catalog, paths.clone(), storage));
     let replayed_rows = replay.rows();
-    for group in &replay.groups {
-        buffer.insert(&group.batches);
+    for group in replay.groups {
+        // A WAL written by an earlier version holds rows of its layout: give them today's.
+        let batches = group
+            .batches
+            .into_iter()
+            .map(|(table, batch)| Ok((table, table.conform(batch)?)))
+            .collect::<Result<Vec<_>, arrow::error::ArrowError>>()
+            .map_err(|err| ServerError::WalLayout(err.to_string()))?;
+        buffer.insert(&batches);
     }
     if replayed_rows > 0 {
         tracing::info!(

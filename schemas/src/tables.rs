@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow_array::{new_null_array, ArrayRef, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Metadata key under which every table schema (and every Parquet file) records its version.
 pub const SCHEMA_VERSION_KEY: &str = "flowdaq.schema_version";
@@ -87,6 +88,53 @@ impl Table {
     /// Looks a table up by its SQL name.
     pub fn from_name(name: &str) -> Option<Table> {
         Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// `batch` in this table's current layout. Columns are matched by name; a column that a
+    /// batch of an earlier version lacks is filled with nulls (every column added since the
+    /// first version is nullable), and the current schema, with its version, is stamped on.
+    /// Rows written by a previous version (its write-ahead log, replayed after an upgrade) so
+    /// join today's rows in the buffer and in new Parquet files.
+    ///
+    /// # Errors
+    /// `ArrowError::SchemaError` naming a column that is missing but not nullable, of another
+    /// type, or unknown to this version.
+    pub fn conform(self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let schema = self.schema();
+        let given = batch.schema();
+        if given.fields() == schema.fields() {
+            return RecordBatch::try_new(schema, batch.columns().to_vec());
+        }
+        let problem = |what: String| {
+            ArrowError::SchemaError(format!("{} rows of another layout: {what}", self.name()))
+        };
+        if let Some(unknown) = given
+            .fields()
+            .iter()
+            .find(|f| schema.field_with_name(f.name()).is_err())
+        {
+            return Err(problem(format!("unknown column {:?}", unknown.name())));
+        }
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| match given.index_of(field.name()) {
+                Ok(index) if given.field(index).data_type() == field.data_type() => {
+                    Ok(batch.column(index).clone())
+                }
+                Ok(index) => Err(problem(format!(
+                    "column {:?} is {}, not {}",
+                    field.name(),
+                    given.field(index).data_type(),
+                    field.data_type()
+                ))),
+                Err(_) if field.is_nullable() => {
+                    Ok(new_null_array(field.data_type(), batch.num_rows()))
+                }
+                Err(_) => Err(problem(format!("column {:?} is missing", field.name()))),
+            })
+            .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
+        RecordBatch::try_new(schema, columns)
     }
 
     /// The version of this table's layout; stored in schema and Parquet metadata.

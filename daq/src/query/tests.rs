@@ -226,3 +226,118 @@ async fn an_approximate_percentile_gives_one_answer_on_every_run() {
     }
     assert_eq!(answers.len(), 1, "{} different answers", answers.len());
 }
+
+/// Columns `lifetime_features` gained in schema version 3.
+const LIFETIME_V3_COLUMNS: [&str; 4] = [
+    "fit_flags",
+    "fit_flag_names",
+    "fit_range_start_ns",
+    "fit_range_end_ns",
+];
+
+/// `rows` rows of `lifetime_features` as version 2 wrote them: without the version 3 columns,
+/// nullable columns null and the others zero (or "0").
+fn lifetime_features_v2(rows: usize, start_ns: i64) -> RecordBatch {
+    let current = Table::LifetimeFeatures.schema();
+    let mut fields = Vec::new();
+    let mut columns: Vec<arrow::array::ArrayRef> = Vec::new();
+    for field in current.fields() {
+        if LIFETIME_V3_COLUMNS.contains(&field.name().as_str()) {
+            continue;
+        }
+        let column = if field.is_nullable() {
+            arrow::array::new_null_array(field.data_type(), rows)
+        } else if field.name() == "arrival_time_ns" {
+            let times: Vec<i64> = (0..rows as i64).map(|i| start_ns + i).collect();
+            Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC"))
+        } else {
+            let zeros = Int64Array::from(vec![0_i64; rows]);
+            arrow::compute::cast(&zeros, field.data_type())
+                .unwrap_or_else(|e| panic!("no zero for {}: {e}", field.name()))
+        };
+        fields.push(field.as_ref().clone());
+        columns.push(column);
+    }
+    let mut metadata = current.metadata().clone();
+    metadata.insert(
+        flowdaq_schemas::SCHEMA_VERSION_KEY.to_string(),
+        "lifetime_features/2".into(),
+    );
+    let schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields, metadata,
+    ));
+    RecordBatch::try_new(schema, columns).expect("version 2 batch")
+}
+
+/// `batch` as start-up replays it from a WAL segment the previous version wrote.
+fn through_the_wal(batch: RecordBatch) -> RecordBatch {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = crate::storage::LocalStorage::shared();
+    let paths = crate::paths::DataPaths::new(dir.path());
+    let mut wal = crate::wal::Wal::open(
+        &paths.wal_dir(),
+        crate::config::FsyncPolicy::Always,
+        storage.clone(),
+    )
+    .expect("wal");
+    wal.append(&[(Table::LifetimeFeatures, batch)], &[])
+        .expect("append");
+    drop(wal);
+    let recovered = crate::server::recover(dir.path(), true, storage).expect("recover");
+    let chunks = recovered.buffer.chunks(Table::LifetimeFeatures);
+    chunks.batches.into_iter().next().expect("one batch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_by_the_previous_schema_version_are_read_with_nulls() {
+    let replayed = through_the_wal(lifetime_features_v2(3, T0_NS));
+    assert_eq!(replayed.schema(), Table::LifetimeFeatures.schema());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, buffer, persister) =
+        crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
+    // Replayed version-2 rows persisted to Parquet, more still buffered, queried together.
+    buffer.insert(&[(Table::LifetimeFeatures, replayed)]);
+    let snapshot = buffer
+        .take_snapshot(0, Default::default())
+        .expect("snapshot");
+    persister.persist(&snapshot).expect("persist");
+    let buffered = through_the_wal(lifetime_features_v2(2, T0_NS + HOUR_NS));
+    buffer.insert(&[(Table::LifetimeFeatures, buffered)]);
+    let engine = QueryEngine::new(buffer, &paths, &Default::default()).expect("engine");
+    let result = engine
+        .execute(
+            "SELECT count(*) AS n, count(fit_flags) AS flagged, count(fit_flag_names) AS named \
+             FROM lifetime_features",
+        )
+        .await
+        .expect("query over both");
+    let batch = &result.batches[0];
+    let value = |column: usize| {
+        batch
+            .column(column)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("count")
+            .value(0)
+    };
+    assert_eq!((value(0), value(1), value(2)), (5, 0, 0));
+}
+
+#[test]
+fn rows_of_no_known_layout_are_refused_by_name() {
+    let batch = lifetime_features_v2(1, T0_NS);
+    let without_components = batch
+        .project(
+            &(0..batch.num_columns())
+                .filter(|&i| batch.schema().field(i).name() != "components")
+                .collect::<Vec<_>>(),
+        )
+        .expect("project");
+    let err = Table::LifetimeFeatures
+        .conform(without_components)
+        .expect_err("a required column is missing");
+    assert!(
+        err.to_string().contains("\"components\" is missing"),
+        "{err}"
+    );
+}
