@@ -269,6 +269,21 @@ fn lifetime_features_v2(rows: usize, start_ns: i64) -> RecordBatch {
     RecordBatch::try_new(schema, columns).expect("version 2 batch")
 }
 
+/// The Int64 values (counts) of a result's first row.
+fn first_row_counts(result: &super::QueryResult) -> Vec<i64> {
+    result.batches[0]
+        .columns()
+        .iter()
+        .map(|column| {
+            column
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("count")
+                .value(0)
+        })
+        .collect()
+}
+
 /// `batch` as start-up replays it from a WAL segment the previous version wrote.
 fn through_the_wal(batch: RecordBatch) -> RecordBatch {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -311,16 +326,7 @@ async fn rows_written_by_the_previous_schema_version_are_read_with_nulls() {
         )
         .await
         .expect("query over both");
-    let batch = &result.batches[0];
-    let value = |column: usize| {
-        batch
-            .column(column)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("count")
-            .value(0)
-    };
-    assert_eq!((value(0), value(1), value(2)), (5, 0, 0));
+    assert_eq!(first_row_counts(&result), [5, 0, 0]);
 }
 
 #[test]
@@ -340,4 +346,46 @@ fn rows_of_no_known_layout_are_refused_by_name() {
         err.to_string().contains("\"components\" is missing"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_files_of_the_previous_schema_version_are_read_with_nulls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, buffer, _persister) =
+        crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
+    // A file exactly as the previous version's persister wrote it (its own schema, its version
+    // in the metadata), entered in the catalog.
+    let old = lifetime_features_v2(4, T0_NS);
+    let relative = "tables/lifetime_features/date=2026-12-01/run=default/000000000000.parquet";
+    let absolute = paths.resolve(relative);
+    std::fs::create_dir_all(absolute.parent().expect("parent")).expect("dirs");
+    let file = std::fs::File::create(&absolute).expect("file");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, old.schema(), None).expect("writer");
+    writer.write(&old).expect("write");
+    writer.close().expect("close");
+    buffer.insert(&[(Table::LifetimeFeatures, lifetime_features_v2(1, T0_NS))]);
+    let snapshot = buffer
+        .take_snapshot(0, Default::default())
+        .expect("snapshot");
+    let entry = crate::catalog::CatalogFile {
+        table: Table::LifetimeFeatures.name().into(),
+        path: relative.into(),
+        rows: 4,
+        size_bytes: std::fs::metadata(&absolute).expect("size").len(),
+        min_arrival_time_ns: T0_NS,
+        max_arrival_time_ns: T0_NS + 3,
+        run_id: "default".into(),
+        date: "2026-12-01".into(),
+    };
+    buffer.complete(&snapshot, vec![entry]).expect("catalog");
+    let engine = QueryEngine::new(buffer, &paths, &Default::default()).expect("engine");
+    let result = engine
+        .execute(
+            "SELECT count(*) AS n, count(fit_flags) AS flagged, count(components) AS fitted \
+             FROM lifetime_features WHERE fit_range_end_ns IS NULL",
+        )
+        .await
+        .expect("a version 2 file under the version 3 table");
+    assert_eq!(first_row_counts(&result), [4, 0, 4]);
 }
