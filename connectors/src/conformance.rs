@@ -33,7 +33,7 @@ pub const RULES: [&str; 12] = [
     "values are finite and plausible",
     "an Arrow IPC payload is valid",
     "seq increases by 1 per source and session",
-    "seq never goes back within a session",
+    "seq never goes back within a session (resends over ROUTER excepted)",
     "instrument_time_ns never goes back per source",
 ];
 
@@ -94,8 +94,11 @@ pub struct SourceReport {
     pub last_seq: Option<u64>,
     /// Messages missing by seq.
     pub missing_messages: u64,
-    /// Times seq went back or repeated within a session.
+    /// Times seq went back or repeated within a session (on PULL and SUB).
     pub seq_regressions: u64,
+    /// Messages resent over ROUTER (seq not above the last): a server acknowledges them as
+    /// duplicates.
+    pub resends: u64,
     /// Messages that carried `instrument_time_ns`.
     pub timestamped_messages: u64,
     /// Times `instrument_time_ns` went back.
@@ -265,7 +268,12 @@ impl Checker {
         state.first_at.get_or_insert(now);
         state.last_at = Some(now);
         let mut broken = Vec::new();
-        match state.last_seq.insert(session, header.seq) {
+        let previous = state.last_seq.get(&session).copied();
+        state.last_seq.insert(
+            session,
+            previous.map_or(header.seq, |last| last.max(header.seq)),
+        );
+        match previous {
             Some(last) if header.seq == last + 1 => {}
             Some(last) if header.seq > last + 1 => {
                 report.missing_messages += header.seq - last - 1;
@@ -278,6 +286,8 @@ impl Checker {
                     ),
                 ));
             }
+            // DEALER senders resend what was not acknowledged in time: legal, and stored once.
+            Some(_) if transport == TransportKind::Router => report.resends += 1,
             Some(last) => {
                 report.seq_regressions += 1;
                 broken.push((
@@ -432,7 +442,7 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(
             out,
             "source {name} ({}): {} messages, {} rows, seq {}..{}, {} missing, {} regressions, \
-             {} of {} timestamped ({} went back), {:.1} messages/s, sessions {}",
+             {} resends, {} of {} timestamped ({} went back), {:.1} messages/s, sessions {}",
             source.streams.join(", "),
             source.messages,
             source.rows,
@@ -440,6 +450,7 @@ pub fn render(report: &Report) -> String {
             source.last_seq.map_or("-".into(), |s| s.to_string()),
             source.missing_messages,
             source.seq_regressions,
+            source.resends,
             source.timestamped_messages,
             source.messages,
             source.time_regressions,

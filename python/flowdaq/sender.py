@@ -188,10 +188,8 @@ class Sender:
             return seq
         self._dealer.send(seq, frames)
         self._dealer.collect_acks(0)
-        while len(self._dealer.unacknowledged) >= self.max_unacknowledged:
-            if not self._dealer.collect_acks(2000):
-                self._dealer.connect()
-                self._dealer.resend_unacknowledged()
+        if len(self._dealer.unacknowledged) >= self.max_unacknowledged:
+            self._settle(self.max_unacknowledged - 1, timeout_s=60.0, silence_s=1.0)
         self._raise_refused()
         return seq
 
@@ -218,11 +216,15 @@ class Sender:
         are still unacknowledged after `timeout_s`. Without acknowledgements nothing is known of
         delivery: this returns at once.
         """
-        if self._dealer is None:
-            return
+        if self._dealer is not None:
+            self._settle(0, timeout_s, silence_s)
+
+    def _settle(self, pending: int, timeout_s: float, silence_s: float) -> None:
+        """Read replies until at most `pending` messages are unacknowledged, resending after a
+        silence or a `retry` nack; `MessageRefused` or `FlowdaqError` as `flush` says."""
         deadline = time.monotonic() + timeout_s
         backoff_s = 0.05
-        while self._dealer.unacknowledged and time.monotonic() < deadline:
+        while len(self._dealer.unacknowledged) > pending and time.monotonic() < deadline:
             replies = self._dealer.collect_acks(int(silence_s * 1000))
             self._raise_refused()
             if not replies:
@@ -233,10 +235,10 @@ class Sender:
                 backoff_s = min(2 * backoff_s, 2.0)
                 self._dealer.resend_unacknowledged()
         self._raise_refused()
-        if self._dealer.unacknowledged:
-            pending = sorted(self._dealer.unacknowledged)
-            raise FlowdaqError(f"{len(pending)} messages of {self.source!r} unacknowledged after "
-                               f"{timeout_s} s (first seq {pending[0]})")
+        if len(self._dealer.unacknowledged) > pending:
+            waiting = sorted(self._dealer.unacknowledged)
+            raise FlowdaqError(f"{len(waiting)} messages of {self.source!r} unacknowledged after "
+                               f"{timeout_s} s (first seq {waiting[0]})")
 
     def close(self, linger_s: float = 5.0) -> None:
         """Close the socket (a PUSH socket lingers up to `linger_s` to hand over what is queued)."""
