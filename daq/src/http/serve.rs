@@ -68,9 +68,10 @@ pub struct HttpCountersSnapshot {
 impl HttpCounters {
     /// The counters now.
     pub fn snapshot(&self) -> HttpCountersSnapshot {
+        let door = self.door.snapshot();
         HttpCountersSnapshot {
-            connections_open: self.door.snapshot().connections_open,
-            connections_refused: self.door.snapshot().connections_refused,
+            connections_open: door.connections_open,
+            connections_refused: door.connections_refused,
             header_timeouts: self.header_timeouts.load(Ordering::Relaxed),
             body_timeouts: self.body_timeouts.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
