@@ -139,7 +139,7 @@ fn rule_of(error: &DecodeError) -> usize {
         DecodeError::Header(WireError::UnsupportedVersion { .. }) => 3,
         DecodeError::Header(WireError::BadDtype(_)) => 4,
         DecodeError::Header(WireError::Invalid(_)) => 5,
-        DecodeError::Payload(_) => 6,
+        DecodeError::Payload(_) | DecodeError::Refused(_) => 6,
         DecodeError::Values(_) => 7,
         DecodeError::Arrow(_) => 8,
     }

@@ -6,8 +6,10 @@
 //! - [`message`] and [`runner`]: the sending side used by Rust connectors.
 //! - [`sim`], [`replay`]: simulated instruments and instrument-file replay.
 //! - [`conformance`]: the kit that checks a sender against the wire protocol.
+//! - [`bluesky`]: Bluesky event-model documents translated into wire messages.
 
 pub mod acked;
+pub mod bluesky;
 pub mod conformance;
 pub mod connector;
 pub mod decode;

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use zeromq::{PullSocket, RouterSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
+use crate::bluesky::{BlueskyConfig, BlueskyCounters, Translator};
+
 /// Which socket a message came in on; it decides acknowledgement and gap semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransportKind {
@@ -24,6 +26,8 @@ pub enum TransportKind {
     Sub,
     /// DEALER -> ROUTER: acknowledged once durable.
     Router,
+    /// Bluesky documents on a SUB socket, translated: fan-out like `Sub`, never acknowledged.
+    Bluesky,
 }
 
 impl TransportKind {
@@ -33,6 +37,7 @@ impl TransportKind {
             TransportKind::Pull => "pull",
             TransportKind::Sub => "sub",
             TransportKind::Router => "router",
+            TransportKind::Bluesky => "bluesky",
         }
     }
 }
@@ -67,6 +72,10 @@ pub struct Inbound {
     pub received_at: Instant,
     /// Byte budget held until the message is processed; dropping it frees the budget.
     pub budget: OwnedSemaphorePermit,
+    /// Set when the transport itself refused what arrived (a Bluesky document it could not
+    /// translate): `frames` holds it as it came, and the pipeline files it in
+    /// `ingest_errors` with this reason.
+    pub refusal: Option<String>,
 }
 
 impl Inbound {
@@ -85,8 +94,19 @@ pub struct BindConfig {
     pub sub: Option<String>,
     /// ROUTER socket (acknowledged senders).
     pub router: Option<String>,
+    /// Bluesky documents: a SUB socket and its translator's configuration.
+    pub bluesky: Option<BlueskyBind>,
     /// Bound on bytes of received messages not yet processed.
     pub max_queued_bytes: usize,
+}
+
+/// The Bluesky socket: where it binds or connects, and how documents map to messages.
+#[derive(Debug, Clone)]
+pub struct BlueskyBind {
+    /// `[bluesky]` configuration.
+    pub config: BlueskyConfig,
+    /// Counters the translator keeps, read by the metrics endpoints.
+    pub counters: Arc<BlueskyCounters>,
 }
 
 /// The endpoints actually bound (ports resolved).
@@ -98,6 +118,8 @@ pub struct BoundEndpoints {
     pub sub: Option<String>,
     /// ROUTER endpoint.
     pub router: Option<String>,
+    /// Bluesky SUB endpoint (bound), if `listen` is set.
+    pub bluesky: Option<String>,
 }
 
 /// Sends acknowledgements back through the ROUTER socket.
@@ -133,6 +155,14 @@ pub enum TransportError {
     /// A socket could not bind its endpoint.
     #[error("cannot bind {endpoint}: {source}")]
     Bind {
+        /// The endpoint.
+        endpoint: String,
+        /// The socket's error.
+        source: zeromq::ZmqError,
+    },
+    /// The Bluesky socket could not connect to a proxy.
+    #[error("cannot connect to the Bluesky proxy at {endpoint}: {source}")]
+    Connect {
         /// The endpoint.
         endpoint: String,
         /// The socket's error.
@@ -207,6 +237,34 @@ pub async fn bind(
         };
         tasks.push(tokio::spawn(source.run(recv_half, shutdown.clone())));
     }
+    if let Some(bluesky) = config.bluesky.as_ref().filter(|b| b.config.enabled()) {
+        let mut socket = SubSocket::new();
+        if !bluesky.config.listen.is_empty() {
+            let endpoint = &bluesky.config.listen;
+            let bound = socket.bind(endpoint).await.map_err(bind_err(endpoint))?;
+            endpoints.bluesky = Some(bound.to_string());
+        }
+        for endpoint in &bluesky.config.connect {
+            socket
+                .connect(endpoint)
+                .await
+                .map_err(|source| TransportError::Connect {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
+        }
+        socket.subscribe("").await.map_err(bind_err("bluesky"))?;
+        let source = BlueskyReceiver {
+            translator: Translator::new(bluesky.config.clone(), bluesky.counters.clone()),
+            receiver: Receiver {
+                kind: TransportKind::Bluesky,
+                queue: queue.clone(),
+                budget: budget.clone(),
+                max_permits,
+            },
+        };
+        tasks.push(tokio::spawn(source.run(socket, shutdown.clone())));
+    }
     Ok(Transport {
         endpoints,
         acker,
@@ -257,25 +315,97 @@ impl Receiver {
                 }
                 _ => None,
             };
-            let size: usize = frames.iter().map(Bytes::len).sum();
-            let permits = size.clamp(1, self.max_permits).min(u32::MAX as usize) as u32;
-            let budget = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                permit = self.budget.clone().acquire_many_owned(permits) => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let inbound = Inbound {
-                transport: self.kind,
+            let arrived = Arrived {
                 frames,
                 reply_to,
                 arrival_time_ns,
                 received_at,
-                budget,
+                refusal: None,
             };
-            if self.queue.send(inbound).await.is_err() {
+            if !self.enqueue(arrived, &mut shutdown).await {
                 break;
+            }
+        }
+    }
+
+    /// Takes the message's byte budget and queues it for the pipeline; false once the server
+    /// is stopping.
+    async fn enqueue(&self, arrived: Arrived, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let size: usize = arrived.frames.iter().map(Bytes::len).sum();
+        let permits = size.clamp(1, self.max_permits).min(u32::MAX as usize) as u32;
+        let budget = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return false,
+            permit = self.budget.clone().acquire_many_owned(permits) => match permit {
+                Ok(permit) => permit,
+                Err(_) => return false,
+            },
+        };
+        let inbound = Inbound {
+            transport: self.kind,
+            frames: arrived.frames,
+            reply_to: arrived.reply_to,
+            arrival_time_ns: arrived.arrival_time_ns,
+            received_at: arrived.received_at,
+            budget,
+            refusal: arrived.refusal,
+        };
+        self.queue.send(inbound).await.is_ok()
+    }
+}
+
+/// A message off a socket, before it holds its byte budget.
+struct Arrived {
+    frames: Vec<Bytes>,
+    reply_to: Option<ReplyTo>,
+    arrival_time_ns: i64,
+    received_at: Instant,
+    refusal: Option<String>,
+}
+
+/// The Bluesky socket's receive loop: each document is translated into wire messages (or
+/// refusals), which are queued like any other socket's messages.
+struct BlueskyReceiver {
+    translator: Translator,
+    receiver: Receiver,
+}
+
+impl BlueskyReceiver {
+    async fn run(mut self, mut socket: SubSocket, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                received = socket.recv() => received,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::warn!(transport = "bluesky", %err, "receive failed");
+                    continue;
+                }
+            };
+            let received_at = Instant::now();
+            let arrival_time_ns = now_ns();
+            let frames = message.into_vec();
+            let translated = match frames.as_slice() {
+                [frame] => self.translator.translate(frame),
+                _ => self.translator.refuse_frames(frames.len()),
+            };
+            let messages = translated.messages.into_iter().map(|m| (m.frames(), None));
+            let refusals = translated
+                .refusals
+                .into_iter()
+                .map(|r| (frames.clone(), Some(r.to_string())));
+            for (frames, refusal) in messages.chain(refusals) {
+                let arrived = Arrived {
+                    frames,
+                    reply_to: None,
+                    arrival_time_ns,
+                    received_at,
+                    refusal,
+                };
+                if !self.receiver.enqueue(arrived, &mut shutdown).await {
+                    return;
+                }
             }
         }
     }

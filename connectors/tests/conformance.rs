@@ -24,6 +24,7 @@ fn data(name: &str) -> PathBuf {
 fn check_config(messages: u64) -> CheckConfig {
     CheckConfig {
         bind: BindConfig {
+            bluesky: None,
             pull: Some("tcp://127.0.0.1:0".into()),
             sub: None,
             router: None,

@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub postgres: PostgresConfig,
     /// Tokens every query and control surface asks for.
     pub auth: AuthConfig,
+    /// Bluesky event-model documents in (a SUB socket for `bluesky.callbacks.zmq.Publisher`).
+    pub bluesky: flowdaq_connectors::bluesky::BlueskyConfig,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             flight_sql: FlightSqlConfig::default(),
             postgres: PostgresConfig::default(),
             auth: AuthConfig::default(),
+            bluesky: Default::default(),
         }
     }
 }
@@ -864,6 +867,28 @@ impl ServerConfig {
         }
         if (ingest.max_queued_bytes as u64) < ingest.max_message_bytes {
             return Err("ingest: max_queued_bytes must be >= max_message_bytes".into());
+        }
+        self.bluesky.validate()?;
+        for endpoint in std::iter::once(&self.bluesky.listen)
+            .filter(|e| !e.is_empty())
+            .chain(&self.bluesky.connect)
+        {
+            if !endpoint.starts_with("tcp://") {
+                return Err(format!(
+                    "bluesky: {endpoint:?}: only tcp:// endpoints are supported"
+                ));
+            }
+        }
+        if self.bluesky.enabled() && !self.ingest.allow_unknown_sources {
+            let listed = |source: &str| self.sources.contains_key(source);
+            if let Some(missing) = std::iter::once(self.bluesky.source.as_str())
+                .chain(self.bluesky.spectra.iter().map(|m| m.source()))
+                .find(|s| !listed(s))
+            {
+                return Err(format!(
+                    "bluesky: source {missing:?} is not under [sources] and allow_unknown_sources = false"
+                ));
+            }
         }
         if ingest.max_group_bytes == 0 {
             return Err("ingest: max_group_bytes must be > 0".into());

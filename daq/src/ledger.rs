@@ -145,11 +145,14 @@ impl SeqLedger {
         self.sources.get(source)?.sessions.first()?.max()
     }
 
-    /// Every source the ledger knows, with its last seq.
-    pub fn last_seqs(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
-        self.sources
-            .iter()
-            .filter_map(|(name, s)| Some((name.as_str(), s.sessions.first()?.max()?)))
+    /// Every source and session the ledger knows, with its last seq; a source's most recent
+    /// session first.
+    pub fn last_seqs(&self) -> impl Iterator<Item = (&str, &str, u64)> + '_ {
+        self.sources.iter().flat_map(|(name, s)| {
+            s.sessions.iter().filter_map(move |session| {
+                Some((name.as_str(), session.session.as_str(), session.max()?))
+            })
+        })
     }
 
     fn forget_least_recent_source(&mut self) {

@@ -24,7 +24,7 @@ pub struct SourceStats {
     pub bytes: u64,
     /// Rejected messages attributed to this source.
     pub rejected: u64,
-    /// Highest `seq` seen.
+    /// Highest `seq` seen in the source's most recent session.
     pub last_seq: Option<u64>,
     /// Messages missing according to `seq` (sum of the gap sizes).
     pub missing_messages: u64,
@@ -35,6 +35,54 @@ pub struct SourceStats {
     pub seq_regressions: u64,
     /// Resends of messages already committed: acknowledged again, not stored again.
     pub duplicates: u64,
+    /// Highest seq per session, most recent session first: gaps and regressions are counted
+    /// within a session, since a new session is a counter that starts again.
+    #[serde(skip)]
+    pub(crate) session_seqs: Vec<(String, u64)>,
+}
+
+/// Sessions per source whose last seq is remembered for gap counting (a Bluesky source has one
+/// per stream of the open run).
+const SESSIONS_TRACKED: usize = 8;
+
+impl SourceStats {
+    /// Counts a gap or a regression of `seq` against the last seq of `session`.
+    fn observe_seq(&mut self, session: &str, seq: u64) {
+        let last = match self.session_seqs.iter().position(|(s, _)| s == session) {
+            Some(at) => Some(self.session_seqs.remove(at).1),
+            None => None,
+        };
+        let highest = match last {
+            None => seq,
+            Some(last) if seq > last => {
+                let missing = seq - last - 1;
+                if missing > 0 {
+                    self.missing_messages += missing;
+                    self.gaps += 1;
+                    tracing::warn!(session, last, seq, missing, "sequence gap: messages lost");
+                }
+                seq
+            }
+            Some(last) => {
+                self.seq_regressions += 1;
+                last
+            }
+        };
+        self.session_seqs.insert(0, (session.to_string(), highest));
+        self.session_seqs.truncate(SESSIONS_TRACKED);
+        self.last_seq = Some(highest);
+    }
+}
+
+/// Which message: its source, session (empty for none) and seq.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqOf<'a> {
+    /// The source id.
+    pub source: &'a str,
+    /// The sender's session, empty if it gave none.
+    pub session: &'a str,
+    /// The message's seq.
+    pub seq: u64,
 }
 
 /// Latency summary in microseconds.
@@ -96,6 +144,8 @@ pub struct MetricsSnapshot {
     pub flight_sql: crate::doorway::DoorSnapshot,
     /// PostgreSQL connections open and refused.
     pub postgres: crate::doorway::DoorSnapshot,
+    /// Bluesky documents read, refused and left out.
+    pub bluesky: flowdaq_connectors::bluesky::BlueskyCountsSnapshot,
 }
 
 struct State {
@@ -117,6 +167,8 @@ pub struct Metrics {
     pub flight_sql_door: std::sync::Arc<crate::doorway::DoorCounters>,
     /// PostgreSQL connections, counted by its door.
     pub postgres_door: std::sync::Arc<crate::doorway::DoorCounters>,
+    /// Bluesky documents, counted by the translator.
+    pub bluesky: std::sync::Arc<flowdaq_connectors::bluesky::BlueskyCounters>,
     /// Messages fully processed (committed or failed), for waiters.
     processed: tokio::sync::watch::Sender<u64>,
 }
@@ -138,6 +190,7 @@ impl Default for Metrics {
             health: Default::default(),
             flight_sql_door: Default::default(),
             postgres_door: Default::default(),
+            bluesky: Default::default(),
         }
     }
 }
@@ -148,31 +201,22 @@ impl Metrics {
     }
 
     /// Records an accepted message and checks its `seq` for gaps.
-    pub fn accepted(&self, source: &str, transport: &str, seq: u64, rows: u64, bytes: u64) {
+    pub fn accepted(&self, message: SeqOf<'_>, transport: &str, rows: u64, bytes: u64) {
         let mut state = self.lock();
         let snapshot = &mut state.snapshot;
         snapshot.messages_received += 1;
         snapshot.bytes_received += bytes;
-        let stats = snapshot.sources.entry(source.to_string()).or_default();
+        let stats = snapshot
+            .sources
+            .entry(message.source.to_string())
+            .or_default();
         if stats.transport != transport {
             stats.transport = transport.to_string();
         }
         stats.messages += 1;
         stats.rows += rows;
         stats.bytes += bytes;
-        match stats.last_seq {
-            None => stats.last_seq = Some(seq),
-            Some(last) if seq > last => {
-                let missing = seq - last - 1;
-                if missing > 0 {
-                    stats.missing_messages += missing;
-                    stats.gaps += 1;
-                    tracing::warn!(source, last, seq, missing, "sequence gap: messages lost");
-                }
-                stats.last_seq = Some(seq);
-            }
-            Some(_) => stats.seq_regressions += 1,
-        }
+        stats.observe_seq(message.session, message.seq);
     }
 
     /// Records a resend of a committed message.
@@ -202,14 +246,21 @@ impl Metrics {
 
     /// Starts a source's seq tracking where the last run left it (from the seq ledger), so
     /// gaps and regressions across a restart are counted.
-    pub fn resume_seq(&self, source: &str, last_seq: u64) {
+    pub fn resume_seq(&self, message: SeqOf<'_>) {
         let mut state = self.lock();
-        state
+        let stats = state
             .snapshot
             .sources
-            .entry(source.to_string())
-            .or_default()
-            .last_seq = Some(last_seq);
+            .entry(message.source.to_string())
+            .or_default();
+        if stats.session_seqs.len() < SESSIONS_TRACKED {
+            stats
+                .session_seqs
+                .push((message.session.to_string(), message.seq));
+        }
+        if stats.last_seq.is_none() {
+            stats.last_seq = Some(message.seq);
+        }
     }
 
     /// Records a rejected message.
@@ -296,6 +347,7 @@ impl Metrics {
         snapshot.health = self.health.counters();
         snapshot.flight_sql = self.flight_sql_door.snapshot();
         snapshot.postgres = self.postgres_door.snapshot();
+        snapshot.bluesky = self.bluesky.snapshot();
         snapshot
     }
 }
@@ -316,14 +368,46 @@ mod tests {
     #[test]
     fn gaps_count_the_missing_messages() {
         let metrics = Metrics::default();
+        let seq_of = |session, seq| SeqOf {
+            source: "pub-1",
+            session,
+            seq,
+        };
         for seq in [0, 1, 2, 5, 6, 10] {
-            metrics.accepted("pub-1", "sub", seq, 1, 10);
+            metrics.accepted(seq_of("", seq), "sub", 1, 10);
         }
-        metrics.accepted("pub-1", "sub", 3, 1, 10);
+        metrics.accepted(seq_of("", 3), "sub", 1, 10);
         let stats = &metrics.snapshot().sources["pub-1"];
         assert_eq!(stats.missing_messages, 2 + 3);
         assert_eq!(stats.gaps, 2);
         assert_eq!(stats.seq_regressions, 1);
         assert_eq!(stats.last_seq, Some(10));
+    }
+
+    #[test]
+    fn each_session_is_its_own_counter() {
+        // Two interleaved streams of one source (a run's primary and baseline events), then a
+        // new run whose counters start at 1 again: no gap, no regression; a real gap in one
+        // stream is still seen.
+        let metrics = Metrics::default();
+        let seq_of = |session, seq| SeqOf {
+            source: "bluesky",
+            session,
+            seq,
+        };
+        for (session, seq) in [
+            ("baseline-a", 1),
+            ("primary-a", 1),
+            ("primary-a", 2),
+            ("baseline-a", 2),
+            ("primary-b", 1),
+            ("primary-b", 4),
+        ] {
+            metrics.accepted(seq_of(session, seq), "bluesky", 1, 10);
+        }
+        let stats = &metrics.snapshot().sources["bluesky"];
+        assert_eq!(stats.seq_regressions, 0);
+        assert_eq!((stats.gaps, stats.missing_messages), (1, 2));
+        assert_eq!(stats.last_seq, Some(4));
     }
 }

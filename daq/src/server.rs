@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use flowdaq_connectors::transport::{self, BindConfig, BoundEndpoints};
+use flowdaq_connectors::transport::{self, BindConfig, BlueskyBind, BoundEndpoints};
 use flowdaq_schemas::Table;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -19,7 +19,7 @@ use crate::config::ServerConfig;
 use crate::features::FeatureExtractors;
 use crate::ingest::{known_calibrations, Pipeline, PipelineParts, StreamParts};
 use crate::ledger::SeqLedger;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SeqOf};
 use crate::outcomes::OutcomeTracker;
 use crate::paths::DataPaths;
 use crate::persister::{self, Persister};
@@ -239,8 +239,12 @@ pub async fn start_with_storage(
     let seen = known_calibrations(&calibrations.batches, &calibration_files);
 
     let metrics = Arc::new(Metrics::default());
-    for (source, last_seq) in ledger.last_seqs() {
-        metrics.resume_seq(source, last_seq);
+    for (source, session, seq) in ledger.last_seqs() {
+        metrics.resume_seq(SeqOf {
+            source,
+            session,
+            seq,
+        });
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (inbound_tx, inbound_rx) = mpsc::channel(config.ingest.queue_capacity_messages);
@@ -252,6 +256,10 @@ pub async fn start_with_storage(
         pull: endpoint(&config.ingest.pull),
         sub: endpoint(&config.ingest.sub),
         router: endpoint(&config.ingest.router),
+        bluesky: Some(BlueskyBind {
+            config: config.bluesky.clone(),
+            counters: metrics.bluesky.clone(),
+        }),
         max_queued_bytes: config.ingest.max_queued_bytes,
     };
     let transport = transport::bind(&bind, inbound_tx, shutdown_rx.clone()).await?;

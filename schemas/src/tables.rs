@@ -45,6 +45,11 @@ pub enum Table {
     Conditions,
     /// One row per condition, source and configured feature: the settled (or unsettled) outcome.
     ConditionOutcomes,
+    /// One row per scalar reading of an event (a motor position, a temperature), in long form.
+    Readings,
+    /// One row per run-level document: a run's start, its stream descriptors, references to
+    /// external files, and its stop.
+    Runs,
 }
 
 /// One schema per table, built on first use.
@@ -52,7 +57,7 @@ type SchemaCache = [OnceLock<SchemaRef>; Table::ALL.len()];
 
 impl Table {
     /// All tables, in a stable order.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 14] = [
         Table::Spectra,
         Table::SpectralCalibrations,
         Table::Photons,
@@ -65,6 +70,8 @@ impl Table {
         Table::LifetimeFeatures,
         Table::Conditions,
         Table::ConditionOutcomes,
+        Table::Readings,
+        Table::Runs,
     ];
 
     /// The SQL and directory name of the table.
@@ -82,6 +89,8 @@ impl Table {
             Table::LifetimeFeatures => "lifetime_features",
             Table::Conditions => "conditions",
             Table::ConditionOutcomes => "condition_outcomes",
+            Table::Readings => "readings",
+            Table::Runs => "runs",
         }
     }
 
@@ -214,6 +223,8 @@ impl Table {
             Table::LifetimeFeatures => lifetime_feature_fields(),
             Table::Conditions => condition_fields(),
             Table::ConditionOutcomes => condition_outcome_fields(),
+            Table::Readings => reading_fields(),
+            Table::Runs => run_fields(),
         };
         let mut fields = fields;
         if self.is_published() {
@@ -589,6 +600,39 @@ fn condition_outcome_fields() -> Vec<Field> {
         Field::new("residence_time_s", DataType::Float64, true),
         Field::new("drift", DataType::Float64, true),
     ]
+}
+
+/// One reading per row: a message of `n` events and `k` keys gives `n * k` rows, so any set
+/// of keys (which differs from one experiment to the next) fits one table.
+fn reading_fields() -> Vec<Field> {
+    let mut fields = provenance_fields();
+    fields.extend([
+        Field::new("stream_name", DataType::Utf8, true),
+        Field::new("event_index", DataType::UInt32, false),
+        Field::new("event_time_ns", timestamp_ns(), true),
+        Field::new("data_key", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("value_text", DataType::Utf8, true),
+        Field::new("units", DataType::Utf8, true),
+    ]);
+    fields
+}
+
+/// A run document's identity and the fields SQL users filter on, with the whole document kept
+/// as JSON text.
+fn run_fields() -> Vec<Field> {
+    let mut fields = provenance_fields();
+    fields.extend([
+        Field::new("document", DataType::Utf8, false),
+        Field::new("run_uid", DataType::Utf8, false),
+        Field::new("document_uid", DataType::Utf8, true),
+        Field::new("plan_name", DataType::Utf8, true),
+        Field::new("scan_id", DataType::Int64, true),
+        Field::new("exit_status", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("body_json", DataType::Utf8, true),
+    ]);
+    fields
 }
 
 fn ingest_error_fields() -> Vec<Field> {

@@ -44,6 +44,12 @@ pub enum StreamKind {
     /// A TCSPC histogram from an instrument in histogram mode (counts per micro-time bin of
     /// one channel), optionally with the measured IRF to fit it with.
     TcspcHistogram,
+    /// Scalar readings of named keys (motor positions, temperatures, flow rates), one value
+    /// per key and event.
+    Readings,
+    /// A run-level document (start, descriptor, stop, external-file reference): no payload,
+    /// everything in `meta`.
+    Run,
 }
 
 impl StreamKind {
@@ -54,6 +60,8 @@ impl StreamKind {
             StreamKind::Photons => "photons",
             StreamKind::PhaseTraces => "phase_traces",
             StreamKind::TcspcHistogram => "tcspc_histogram",
+            StreamKind::Readings => "readings",
+            StreamKind::Run => "run",
         }
     }
 }
@@ -89,8 +97,15 @@ impl<'de> Deserialize<'de> for StreamKind {
         use StreamKind::*;
         variant_named(
             deserializer,
-            &["spectra", "photons", "phase_traces", "tcspc_histogram"],
-            &[Spectra, Photons, PhaseTraces, TcspcHistogram],
+            &[
+                "spectra",
+                "photons",
+                "phase_traces",
+                "tcspc_histogram",
+                "readings",
+                "run",
+            ],
+            &[Spectra, Photons, PhaseTraces, TcspcHistogram, Readings, Run],
         )
     }
 }
@@ -337,6 +352,18 @@ impl Header {
             check_identifier("condition_id", condition_id)?;
         }
         match self.format {
+            PayloadFormat::Arrays if self.stream == StreamKind::Run => {
+                if self.arrays.is_empty() {
+                    Ok(())
+                } else {
+                    Err(WireError::Invalid(
+                        "stream \"run\" has no payload: its document is in \"meta\"".into(),
+                    ))
+                }
+            }
+            PayloadFormat::ArrowIpc if self.stream == StreamKind::Run => Err(WireError::Invalid(
+                "stream \"run\" has no payload: use format \"arrays\" with no arrays".into(),
+            )),
             PayloadFormat::Arrays if self.arrays.is_empty() => Err(WireError::Invalid(
                 "format \"arrays\" needs at least one entry in \"arrays\"".into(),
             )),
@@ -353,8 +380,12 @@ impl Header {
     }
 }
 
-/// Identifiers end up in file paths and SQL results: keep them short and printable.
-fn check_identifier(what: &str, value: &str) -> Result<(), WireError> {
+/// Checks an identifier (source, session, run or condition id): identifiers end up in file
+/// paths and SQL results, so they are short and printable.
+///
+/// # Errors
+/// [`WireError::Invalid`] naming `what` and the rule.
+pub fn check_identifier(what: &str, value: &str) -> Result<(), WireError> {
     let ok_len = !value.is_empty() && value.len() <= 128;
     let ok_chars = value
         .chars()

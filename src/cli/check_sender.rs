@@ -49,6 +49,7 @@ pub async fn run(args: CheckSenderArgs) -> anyhow::Result<()> {
             pull,
             sub: args.sub.clone(),
             router: args.router.clone(),
+            bluesky: None,
             max_queued_bytes: ingest.max_queued_bytes,
         },
         messages: args.messages,

@@ -14,14 +14,18 @@ mod histogram;
 mod ipc;
 mod phase;
 mod photons;
+mod readings;
 mod records;
+mod run;
 mod spectra;
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
 use flowdaq_schemas::{Header, PayloadFormat, StreamKind, Table, WireError};
 
+pub use readings::EVENT_TIME_ARRAY;
 pub use records::{DecodedRecords, RecordStreams};
+pub use run::DOCUMENTS as RUN_DOCUMENTS;
 pub use spectra::axis_calibration_id;
 
 /// Limits and defaults the decoder applies; taken from the server configuration.
@@ -137,6 +141,10 @@ pub enum DecodeError {
     /// Arrow refused to build the batch (a bug or an inconsistent IPC payload).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// The transport refused what arrived before it was a wire message (a Bluesky document
+    /// that could not be translated); the reason is the transport's.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl DecodeError {
@@ -266,6 +274,8 @@ fn decode_arrays(
 ) -> Result<PayloadRows, DecodeError> {
     let arrays = arrays::PayloadArrays::new(header, payload)?;
     match header.stream {
+        StreamKind::Readings => readings::from_arrays(header, &arrays, ctx).map(PayloadRows::from),
+        StreamKind::Run => run::from_header(header, ctx).map(PayloadRows::from),
         StreamKind::Spectra => spectra::from_arrays(header, &arrays, ctx).map(PayloadRows::from),
         StreamKind::Photons => photons::from_arrays(header, &arrays, ctx, streams),
         StreamKind::PhaseTraces => phase::from_arrays(header, &arrays, ctx).map(PayloadRows::from),
@@ -286,6 +296,9 @@ fn decode_ipc(
         StreamKind::Photons => photons::from_ipc(header, &batch, ctx),
         StreamKind::PhaseTraces => phase::from_ipc(header, &batch, ctx),
         StreamKind::TcspcHistogram => histogram::from_ipc(header, &batch, ctx),
+        StreamKind::Readings => readings::from_ipc(header, &batch, ctx),
+        // The header check refuses a `run` message of format `arrow_ipc`.
+        StreamKind::Run => run::from_header(header, ctx),
     }
 }
 

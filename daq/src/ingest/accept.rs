@@ -24,7 +24,7 @@ use super::reply;
 use super::Ack;
 use crate::config::ServerConfig;
 use crate::features::{FeatureExtractors, MessageOrigin, PhotonRecords};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SeqOf};
 
 /// `(source, session, seq)`: what a resend has in common with the message it repeats.
 pub(super) type SeqKey = (String, String, u64);
@@ -193,6 +193,9 @@ impl Screener {
         seen: impl Fn(&str, &str, u64) -> Seen,
     ) -> Screened {
         let context = &self.context;
+        if let Some(reason) = message.refusal.clone() {
+            return Screened::Done(context.reject(&message, None, &DecodeError::Refused(reason)));
+        }
         let ctx = context.decode_context(message.arrival_time_ns);
         let header = match decode_header(&message.frames, &ctx) {
             Ok(header) => header,
@@ -278,9 +281,12 @@ impl Acceptor {
         let header = &decoded.header;
         let size = message.size_bytes();
         context.metrics.accepted(
-            &header.source,
+            SeqOf {
+                source: &header.source,
+                session: header.session.as_deref().unwrap_or_default(),
+                seq: header.seq,
+            },
             message.transport.name(),
-            header.seq,
             decoded.primary_rows() as u64,
             size,
         );
@@ -356,5 +362,7 @@ fn own_table(stream: StreamKind) -> Table {
         StreamKind::Photons => Table::Photons,
         StreamKind::PhaseTraces => Table::PhaseTraces,
         StreamKind::TcspcHistogram => Table::TcspcHistograms,
+        StreamKind::Readings => Table::Readings,
+        StreamKind::Run => Table::Runs,
     }
 }

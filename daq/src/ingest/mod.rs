@@ -391,7 +391,7 @@ impl Pipeline {
     fn while_stalled(&mut self, message: Inbound) {
         match message.transport {
             TransportKind::Pull => self.deferred.push_back(message),
-            TransportKind::Sub => self.committer.metrics.not_durable(),
+            TransportKind::Sub | TransportKind::Bluesky => self.committer.metrics.not_durable(),
             TransportKind::Router => {
                 let Some(to) = message.reply_to.clone() else {
                     return;
