@@ -23,6 +23,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::
         "pull": server.endpoints.pull,
         "sub": server.endpoints.sub,
         "router": server.endpoints.router,
+        "bluesky": server.endpoints.bluesky,
         "http": server.http_addr.map(|a| a.to_string()),
         "flight_sql": server.flight_sql_addr.map(|a| a.to_string()),
         "postgres": server.postgres_addr.map(|a| a.to_string()),
