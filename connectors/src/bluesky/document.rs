@@ -49,9 +49,11 @@ pub fn parse(frame: &[u8]) -> Result<Document, BlueskyError> {
             return Err(BlueskyError::Pickle)
         }
         Some(0x81..=0x8f | 0xde | 0xdf) => from_msgpack(serialized)?,
-        Some(first) => return Err(BlueskyError::Serializer(format!(
+        Some(first) => {
+            return Err(BlueskyError::Serializer(format!(
             "the document starts with byte 0x{first:02x}: neither a msgpack map nor a JSON object"
-        ))),
+        )))
+        }
     };
     Ok(Document {
         prefix: prefix.to_vec(),

@@ -14,6 +14,9 @@ mod counters;
 pub mod document;
 mod translate;
 
+#[cfg(test)]
+mod tests;
+
 pub use config::{BlueskyConfig, SpectrumMapping};
 pub use counters::{BlueskyCounters, BlueskyCountsSnapshot};
 pub use translate::{Translated, Translator};

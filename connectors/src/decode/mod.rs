@@ -401,3 +401,6 @@ pub(crate) fn check_meta_keys(header: &Header, allowed: &[&str]) -> Result<(), D
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod readings_tests;
