@@ -5,6 +5,7 @@ then checked in SQL against the documents the RunEngine emitted."""
 import functools
 import json
 import pickle
+import re
 
 import msgpack
 import msgpack_numpy
@@ -18,6 +19,8 @@ from bluesky.preprocessors import SupplementalData
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.sim import SynAxis, SynSignal
+
+from conftest import ROOT
 
 PIXELS = 2048
 WAVELENGTH_NM = np.linspace(400.0, 700.0, PIXELS)
@@ -200,6 +203,19 @@ def test_a_runengine_scan_lands_in_sql_with_run_metadata_readings_and_pl_feature
     got = [(r["stream_name"], r["seq"], r["data_key"], r["value"]) for r in readings]
     assert got == sorted(expected)
     assert {r["data_key"] for r in readings} == {"motor", "motor_setpoint", "bath_temperature"}
+    # The worked queries of docs/bluesky.md run as written and answer from these runs.
+    guide = re.findall(r"```sql\n(.*?)```", (ROOT / "docs" / "bluesky.md").read_text(), flags=re.S)
+    queries = [q for block in guide for q in block.split(";") if q.strip()]
+    assert len(queries) == 3, queries
+    started = server.sql_arrow(queries[0]).to_pylist()
+    assert [(r["run_id"], r["exit_status"]) for r in started] == [
+        ("CsPbBr3_batch_7", "success"), ("CsPbBr3_batch_8", "success")]
+    peaks = server.sql_arrow(queries[1]).to_pylist()
+    assert [(r["motor_mm"], round(r["peak_wavelength_nm"])) for r in peaks] == [
+        (float(m), 500 + 10 * m) for m in range(5)]
+    samples = sorted(r["sample"] for r in server.sql_arrow(queries[2]).to_pylist())
+    assert samples == ["CsPbBr3 batch 7", "CsPbBr3 batch 8"]
+
     first = events[0]
     first_motor = next(r for r in readings if r["data_key"] == "motor" and r["seq"] == 1
                        and r["stream_name"] == "primary")

@@ -403,6 +403,45 @@ impl Collector for Scrape {
             )?;
         }
 
+        let b = &m.bluesky;
+        let document = |kind: &str| vec![("document", kind.to_string())];
+        counter_family(
+            e,
+            "bluesky_documents",
+            "Bluesky documents read, by document (events count one per event).",
+            [
+                (document("start"), b.start_documents),
+                (document("descriptor"), b.descriptor_documents),
+                (document("event"), b.events),
+                (document("stop"), b.stop_documents),
+                (document("external_reference"), b.external_reference_documents),
+            ],
+        )?;
+        counter(
+            e,
+            "bluesky_documents_refused",
+            "Bluesky documents refused into ingest_errors.",
+            b.refused_documents,
+        )?;
+        counter(
+            e,
+            "bluesky_documents_other_prefix",
+            "Bluesky documents skipped: another Publisher prefix.",
+            b.other_prefix_documents,
+        )?;
+        counter(
+            e,
+            "bluesky_unstored_array_values",
+            "Event array values no [[bluesky.spectra]] entry maps: read, not stored.",
+            b.unstored_array_values,
+        )?;
+        gauge(
+            e,
+            "bluesky_open_runs",
+            "Bluesky runs started and not stopped.",
+            b.open_runs,
+        )?;
+
         let h = &self.http;
         gauge(
             e,
@@ -448,6 +487,8 @@ mod tests {
             messages_received: 7,
             ..MetricsSnapshot::default()
         };
+        metrics.bluesky.events = 12;
+        metrics.bluesky.open_runs = 1;
         metrics.sources.insert(
             "spec-1".into(),
             crate::metrics::SourceStats {
@@ -483,6 +524,8 @@ mod tests {
             "flowdaq_source_last_seq{source=\"spec-1\",transport=\"pull\"} 9",
             "flowdaq_query_errors_total{reason=\"timeout\"} 1",
             "flowdaq_write_path_healthy 1",
+            "flowdaq_bluesky_documents_total{document=\"event\"} 12",
+            "flowdaq_bluesky_open_runs 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
