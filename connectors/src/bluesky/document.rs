@@ -348,6 +348,25 @@ mod tests {
     }
 
     #[test]
+    fn hostile_msgpack_is_refused_without_recursing_or_allocating_what_it_claims() {
+        // 10,000 nested one-element arrays: refused at the depth limit, no stack overflow.
+        let mut deep = vec![0x81, 0xa1, b'x'];
+        deep.extend(std::iter::repeat_n(0x91u8, 10_000));
+        deep.push(0xc0);
+        let err = parse(&framed("start", &deep)).expect_err("deep").to_string();
+        assert!(err.contains("bad msgpack"), "{err}");
+        // A map header claiming 4 billion entries, with none following.
+        let claims = [0x81, 0xa1, b'x', 0xdf, 0xff, 0xff, 0xff, 0xff];
+        let err = parse(&framed("start", &claims)).expect_err("claims").to_string();
+        assert!(err.contains("bad msgpack"), "{err}");
+        // Trailing bytes after the document.
+        let err = parse(&framed("start", &[0x81, 0xa1, b'x', 0xc0, 0xc0]))
+            .expect_err("trailing")
+            .to_string();
+        assert!(err.contains("after the msgpack document"), "{err}");
+    }
+
+    #[test]
     fn a_numpy_map_that_lies_about_its_shape_is_refused() {
         use rmpv::Value as M;
         let lying = M::Map(vec![(

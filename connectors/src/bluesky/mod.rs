@@ -29,9 +29,9 @@ pub enum BlueskyError {
     Frame(String),
     /// The document was pickled (bluesky's default serializer).
     #[error(
-        "bluesky document is pickled, which flowdaq never unpickles (it runs code); give the \
-         Publisher serializer=msgpack_numpy.packb (or json.dumps), e.g. \
-         Publisher(address, serializer=functools.partial(msgpack.packb, default=msgpack_numpy.encode))"
+        "bluesky document is pickled, which flowdaq never unpickles (it runs code); make the \
+         Publisher with serializer=msgpack_numpy.packb (import msgpack_numpy), or with a JSON \
+         serializer that returns bytes"
     )]
     Pickle,
     /// The document is neither msgpack nor JSON of an object.
