@@ -228,3 +228,28 @@ fn configurations_that_make_no_sense_are_refused() {
     }
     assert_eq!(base.validate(), Ok(()));
 }
+
+#[test]
+fn one_run_cannot_hold_unbounded_streams() {
+    let (mut translator, _) = translator();
+    open_run(&mut translator);
+    let mut refused = 0;
+    for i in 0..1100 {
+        let uid = format!("{i:08}-1111-4000-8000-000000000000");
+        let descriptor = translator.translate(&frame(
+            "descriptor",
+            json!({"uid": uid, "run_start": RUN, "time": 1.0, "name": "s", "data_keys": {}}),
+        ));
+        refused += descriptor.refusals.len();
+    }
+    // 1024 held, the run's first one among them.
+    assert_eq!(refused, 1100 + 1 - 1024);
+    let stop = translator.translate(&frame("stop", json!({"run_start": RUN, "time": 3.0})));
+    assert!(stop.refusals.is_empty());
+    let after = translator.translate(&frame(
+        "descriptor",
+        json!({"uid": "ffffffff-1111-4000-8000-000000000000", "run_start": RUN, "time": 1.0,
+               "data_keys": {}}),
+    ));
+    assert!(after.refusals[0].to_string().contains("not open"));
+}

@@ -21,6 +21,10 @@ use crate::message::OutboundMessage;
 /// Runs kept open at once; a start beyond this forgets the longest-open run (its stop never
 /// came).
 const MAX_OPEN_RUNS: usize = 64;
+/// Descriptors (streams) held at once over all open runs; more are refused.
+const MAX_OPEN_DESCRIPTORS: usize = 1024;
+/// Resources held at once over all open runs (a datum names one); more are refused.
+const MAX_OPEN_RESOURCES: usize = 65_536;
 /// Longest run or condition id, as the wire protocol allows.
 const MAX_ID_CHARS: usize = 128;
 
@@ -331,6 +335,12 @@ impl Translator {
         let uid = uid_of("descriptor", body, "uid")?;
         let run_uid = required_text("descriptor", body, "run_start")?;
         self.open_run("descriptor", run_uid)?;
+        if self.descriptors.len() >= MAX_OPEN_DESCRIPTORS && !self.descriptors.contains_key(uid) {
+            return Err(refusal(
+                "descriptor",
+                format!("{MAX_OPEN_DESCRIPTORS} streams are open already; stop a run first"),
+            ));
+        }
         let data_keys = body
             .get("data_keys")
             .and_then(Value::as_object)
@@ -675,6 +685,12 @@ impl Translator {
             }
         };
         self.open_run(name, &run_uid)?;
+        if self.resources.len() >= MAX_OPEN_RESOURCES && !self.resources.contains_key(uid) {
+            return Err(refusal(
+                name,
+                format!("{MAX_OPEN_RESOURCES} resources are open already; stop a run first"),
+            ));
+        }
         self.resources.insert(uid.to_string(), run_uid.clone());
         out.messages
             .extend(self.run_message(&run_uid, name, Some(uid), body));
