@@ -65,7 +65,10 @@ fn bench_event(c: &mut Criterion) {
             ("source", M::from(source)),
         ])
     };
-    let start = frame("start", &map(vec![("uid", M::from(RUN)), ("time", M::F64(1.0))]));
+    let start = frame(
+        "start",
+        &map(vec![("uid", M::from(RUN)), ("time", M::F64(1.0))]),
+    );
     let descriptor = frame(
         "descriptor",
         &map(vec![
@@ -93,7 +96,10 @@ fn bench_event(c: &mut Criterion) {
                 "configuration",
                 map(vec![(
                     "spec",
-                    map(vec![("data", map(vec![("spec_wavelength", ndarray(&axis))]))]),
+                    map(vec![(
+                        "data",
+                        map(vec![("spec_wavelength", ndarray(&axis))]),
+                    )]),
                 )]),
             ),
         ]),

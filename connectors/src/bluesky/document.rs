@@ -208,7 +208,7 @@ fn numbers_of(dtype: &str, data: &[u8]) -> Result<Vec<Value>, BlueskyError> {
     macro_rules! read {
         ($t:ty, $to:expr) => {{
             const SIZE: usize = std::mem::size_of::<$t>();
-            if data.len() % SIZE != 0 {
+            if !data.len().is_multiple_of(SIZE) {
                 return Err(BlueskyError::Serializer(format!(
                     "a numpy {dtype} buffer of {} bytes",
                     data.len()
@@ -229,11 +229,11 @@ fn numbers_of(dtype: &str, data: &[u8]) -> Result<Vec<Value>, BlueskyError> {
         "<i8" => read!(i64, Value::from),
         "<i4" => read!(i32, Value::from),
         "<i2" => read!(i16, Value::from),
-        "|i1" => read!(i8, Value::from),
+        "|i1" => data.iter().map(|b| Value::from(*b as i8)).collect(),
         "<u8" => read!(u64, Value::from),
         "<u4" => read!(u32, Value::from),
         "<u2" => read!(u16, Value::from),
-        "|u1" => read!(u8, Value::from),
+        "|u1" => data.iter().map(|b| Value::from(*b)).collect(),
         "|b1" => data.iter().map(|b| Value::Bool(*b != 0)).collect(),
         other => {
             return Err(BlueskyError::Serializer(format!(
@@ -353,11 +353,15 @@ mod tests {
         let mut deep = vec![0x81, 0xa1, b'x'];
         deep.extend(std::iter::repeat_n(0x91u8, 10_000));
         deep.push(0xc0);
-        let err = parse(&framed("start", &deep)).expect_err("deep").to_string();
+        let err = parse(&framed("start", &deep))
+            .expect_err("deep")
+            .to_string();
         assert!(err.contains("bad msgpack"), "{err}");
         // A map header claiming 4 billion entries, with none following.
         let claims = [0x81, 0xa1, b'x', 0xdf, 0xff, 0xff, 0xff, 0xff];
-        let err = parse(&framed("start", &claims)).expect_err("claims").to_string();
+        let err = parse(&framed("start", &claims))
+            .expect_err("claims")
+            .to_string();
         assert!(err.contains("bad msgpack"), "{err}");
         // Trailing bytes after the document.
         let err = parse(&framed("start", &[0x81, 0xa1, b'x', 0xc0, 0xc0]))

@@ -414,7 +414,10 @@ impl Collector for Scrape {
                 (document("descriptor"), b.descriptor_documents),
                 (document("event"), b.events),
                 (document("stop"), b.stop_documents),
-                (document("external_reference"), b.external_reference_documents),
+                (
+                    document("external_reference"),
+                    b.external_reference_documents,
+                ),
             ],
         )?;
         counter(
