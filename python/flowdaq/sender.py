@@ -23,7 +23,7 @@ import numpy as np
 import zmq
 
 from .errors import FlowdaqError, MessageRefused
-from .wire import histogram_frames, picoquant_record_frames, read_ptu, spectrum_frames
+from .wire import histogram_frames, picoquant_record_frames, read_ptu, readings_frames, spectrum_frames
 
 Frames = List[bytes]
 
@@ -147,6 +147,15 @@ class Sender:
         return self.send_frames(lambda seq: histogram_frames(
             self.source, seq, _array(counts, "<u4"), bin_width_ps, sync_rate_hz, irf_counts=irf,
             channel=channel, run_id=run_id, condition_id=condition_id, session=self.session))
+
+    def send_readings(self, values: Dict[str, Any], *, event_time_ns: Any = None,
+                      stream_name: Optional[str] = None, units: Optional[Dict[str, str]] = None,
+                      run_id: Optional[str] = None, condition_id: Optional[str] = None) -> int:
+        """Send scalar readings (a pump rate, a bath temperature): `values` maps each key to one
+        value per event (a number, a sequence or array of them, or strings); return its seq."""
+        return self.send_frames(lambda seq: readings_frames(
+            self.source, seq, values, event_time_ns=event_time_ns, stream_name=stream_name,
+            units=units, run_id=run_id, condition_id=condition_id, session=self.session))
 
     def send_ptu(self, path: str, records_per_message: int = 65536, run_id: Optional[str] = None) -> int:
         """Send a PicoQuant PTU file's records, the last message marked `end_of_stream`; return

@@ -1,6 +1,7 @@
 """The frames of flowdaq's wire protocol v1, built with nothing but numpy.
 
-This is the whole of wire protocol v1 for spectra, raw PicoQuant records and TCSPC histograms
+This is the whole of wire protocol v1 for spectra, raw PicoQuant records, TCSPC histograms and
+scalar readings
 (docs/wire-protocol.md): a JSON header frame, then one frame per array, little-endian, C order.
 It depends on nothing else in this package, so an instrument driver may copy this one file.
 
@@ -81,6 +82,44 @@ def histogram_frames(source, seq, counts, bin_width_ps, sync_rate_hz, irf_counts
         arrays.append(("irf_counts", irf_counts.dtype.str, irf_counts.shape))
         frames.append(irf_counts.tobytes())
     header = header_frame(source, "tcspc_histogram", seq, arrays, meta, run_id=run_id, condition_id=condition_id,
+                          session=session)
+    return [header, *frames]
+
+
+def readings_frames(source, seq, values, event_time_ns=None, stream_name=None, units=None,
+                    run_id=None, condition_id=None, session=None):
+    """Return the multipart frames of one readings message: `values` maps each key (a motor, a
+    temperature, a pump rate) to one value per event (a number, or a list/array of them) or to
+    strings (kept as text readings). `event_time_ns` gives each event's time; `units` maps keys
+    to their unit. Each key of each event becomes one `readings` row."""
+    arrays, frames, text = [], [], {}
+    events = None
+    for key, value in values.items():
+        column = np.atleast_1d(np.asarray(value))
+        if events is None:
+            events = len(column)
+        if len(column) != events:
+            raise ValueError(f"{key!r} has {len(column)} values, the others {events}")
+        if column.dtype.kind in "biuf":
+            column = np.ascontiguousarray(column, dtype="<f8")
+            arrays.append((key, column.dtype.str, column.shape))
+            frames.append(column.tobytes())
+        else:
+            text[key] = [None if v is None else str(v) for v in column.tolist()]
+    if event_time_ns is not None:
+        times = np.ascontiguousarray(np.atleast_1d(event_time_ns), dtype="<i8")
+        arrays.append(("event_time_ns", times.dtype.str, times.shape))
+        frames.append(times.tobytes())
+    if not arrays:
+        raise ValueError("a readings message needs at least one number (or event_time_ns)")
+    meta = {}
+    if stream_name is not None:
+        meta["stream_name"] = stream_name
+    if units:
+        meta["units"] = dict(units)
+    if text:
+        meta["text"] = text
+    header = header_frame(source, "readings", seq, arrays, meta, run_id=run_id, condition_id=condition_id,
                           session=session)
     return [header, *frames]
 

@@ -159,3 +159,40 @@ def test_a_spectra_text_file_and_one_outcome(server_factory, tmp_path):
     bad.write_text("no numbers here\n")
     with Sender(server.router, "py-file-2") as sender, pytest.raises(ValueError, match="no rows of numbers"):
         sender.send_spectra_file(str(bad))
+
+
+def test_readings_from_a_driver_land_one_row_per_key_and_event(server_factory):
+    """A pump controller's readings through `Sender.send_readings`, acknowledged: numbers (a
+    pyarrow array and a numpy one), a text state, units and event times, one row per key and
+    event; a reading with the wrong number of values is refused with the server's reason."""
+    server = server_factory().start()
+    times_ns = np.array([1_000, 2_000, 3_000], dtype=np.int64) + 1_764_000_000_000_000_000
+    with Sender(server.router, "pump-1") as sender:
+        sender.send_readings(
+            {"flow_ul_per_min": pa.array([10.0, 12.5, float("nan")]),
+             "pressure_bar": np.array([1.2, 1.3, 1.4]),
+             "state": ["run", "run", "stall"]},
+            event_time_ns=times_ns, stream_name="pump", units={"flow_ul_per_min": "uL/min"},
+            run_id="pumps")
+    rows = Client(http=server.http).sql(
+        "SELECT event_index, data_key, value, value_text, units, stream_name, run_id FROM readings "
+        "ORDER BY event_index, data_key").to_pylist()
+    got = [(r["event_index"], r["data_key"], r["value"], r["value_text"], r["units"]) for r in rows]
+    assert got == [
+        (0, "flow_ul_per_min", 10.0, None, "uL/min"), (0, "pressure_bar", 1.2, None, None),
+        (0, "state", None, "run", None),
+        (1, "flow_ul_per_min", 12.5, None, "uL/min"), (1, "pressure_bar", 1.3, None, None),
+        (1, "state", None, "run", None),
+        (2, "flow_ul_per_min", None, "NaN", "uL/min"), (2, "pressure_bar", 1.4, None, None),
+        (2, "state", None, "stall", None),
+    ]
+    assert {(r["stream_name"], r["run_id"]) for r in rows} == {("pump", "pumps")}
+    with Sender(server.pull, "pump-2", acknowledged=False) as push, \
+            pytest.raises(ValueError, match="has 2 values"):
+        push.send_readings({"a": [1.0], "b": [1.0, 2.0]})
+    sender = Sender(server.router, "pump-3")
+    with pytest.raises(MessageRefused) as refused:
+        sender.send_readings({"a": [1.0]}, units={"b": "mm"})
+        sender.flush()
+    assert "not a reading" in refused.value.reason
+    sender.close()
