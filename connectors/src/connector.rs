@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::OutboundMessage;
 use crate::replay::csv_spectra::CsvSpectraConfig;
+use crate::replay::phu::PhuReplayConfig;
 use crate::replay::ptu::PtuReplayConfig;
 use crate::replay::spectra_file::SpectraFileConfig;
 use crate::sim::phase_sensor::SimulatedPhaseSensorConfig;
@@ -68,6 +69,8 @@ pub enum ConnectorConfig {
     SpectraFile(SpectraFileConfig),
     /// Replay of a PicoQuant PTU (TTTR) file as a photons stream.
     PtuReplay(PtuReplayConfig),
+    /// Replay of a PicoQuant histogram file (.phu) as tcspc_histogram messages.
+    PhuReplay(PhuReplayConfig),
 }
 
 impl ConnectorConfig {
@@ -82,6 +85,7 @@ impl ConnectorConfig {
             ConnectorConfig::CsvSpectra(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::SpectraFile(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::PtuReplay(config) => Ok(Box::new(config.build()?)),
+            ConnectorConfig::PhuReplay(config) => Ok(Box::new(config.build()?)),
         }
     }
 }

@@ -14,6 +14,7 @@ use clap::Args;
 use flowdaq_analytics::tcspc::legacy::legacy_kind;
 use flowdaq_analytics::tcspc::ptu::{PHU_MAGIC, PTU_MAGIC};
 use flowdaq_analytics::tcspc::tttr_file::READABLE_FORMATS;
+use flowdaq_connectors::replay::phu::PhuReplayConfig;
 use flowdaq_connectors::replay::ptu::PtuReplayConfig;
 use flowdaq_connectors::replay::{SpectraFileConfig, SpectraFileFormat};
 use flowdaq_connectors::runner::{run_connector, run_connector_acked, Pacing};
@@ -28,7 +29,8 @@ pub struct ReplayArgs {
     /// The file, recognised from its content whatever its name. Time-tagged (photons,
     /// histograms, lifetimes): PicoQuant PTU (T2/T3 of every PicoQuant instrument), legacy
     /// PicoQuant HT3 (HydraHarp T3) and PT3 (PicoHarp T3), Becker & Hickl SPC-130/134/140/
-    /// 150/160/830 FIFO (.spc; see --micro-bin-ps). Spectra (text): Ocean Optics OOIBase32
+    /// 150/160/830 FIFO (.spc; see --micro-bin-ps). Histograms: PicoQuant PHU (.phu), each
+    /// curve one tcspc_histogram message (seq = its position), fitted. Spectra (text): Ocean Optics OOIBase32
     /// (.scope) and SpectraSuite/OceanView, JASCO, Agilent Cary UV-vis CSV (column pairs per
     /// sample, %T converted to absorbance), or CSV (wavelength column, then one column per
     /// spectrum).
@@ -103,6 +105,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let prepared = match sniff(&args.file)? {
         FileKind::TimeTagged => prepare_tttr(&args, file_config.as_ref())?,
+        FileKind::Histograms => prepare_histograms(&args, file_config.as_ref())?,
         FileKind::Text => prepare_spectra(&args)?,
     };
     let Prepared {
@@ -228,6 +231,7 @@ fn count_of(csv: &[u8]) -> Result<u64, String> {
 /// What a file holds, from its first bytes.
 enum FileKind {
     TimeTagged,
+    Histograms,
     Text,
 }
 
@@ -244,8 +248,10 @@ fn sniff(path: &std::path::Path) -> anyhow::Result<FileKind> {
     let word = head
         .get(..4)
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let pq_magic = head.starts_with(PTU_MAGIC) || head.starts_with(PHU_MAGIC);
-    if pq_magic || legacy_kind(&head).is_some() || word & 0x8000_0000 != 0 {
+    if head.starts_with(PHU_MAGIC) {
+        return Ok(FileKind::Histograms);
+    }
+    if head.starts_with(PTU_MAGIC) || legacy_kind(&head).is_some() || word & 0x8000_0000 != 0 {
         return Ok(FileKind::TimeTagged);
     }
     // Text: no NUL byte and valid UTF-8 (a multi-byte character cut at the 4 KiB mark aside).
@@ -258,7 +264,7 @@ fn sniff(path: &std::path::Path) -> anyhow::Result<FileKind> {
     }
     bail!(
         "{}: not a format flowdaq reads (binary content without a known magic). \
-         Time-tagged: {READABLE_FORMATS}; spectra: text exports of Ocean Optics (OOIBase32, \
+         Time-tagged: {READABLE_FORMATS}; histograms: PicoQuant PHU; spectra: text exports of Ocean Optics (OOIBase32, \
          SpectraSuite/OceanView), JASCO, Agilent Cary, or CSV",
         path.display()
     )
@@ -326,6 +332,37 @@ fn prepare_spectra(args: &ReplayArgs) -> anyhow::Result<Prepared> {
         features_sql: spectral_features_query,
         tables: &["spectra", "spectral_features"],
         tcspc: None,
+    })
+}
+
+fn prepare_histograms(
+    args: &ReplayArgs,
+    file_config: Option<&ServerConfig>,
+) -> anyhow::Result<Prepared> {
+    let config = PhuReplayConfig {
+        path: args.file.clone(),
+        source: args.source.clone(),
+        run_id: args.run_id.clone(),
+    };
+    let replay = config
+        .build()
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    println!(
+        "{}: PicoQuant histogram file, {} curves",
+        args.file.display(),
+        replay.remaining()
+    );
+    // A histogram message carries its own timing; the fit options come from the --config
+    // entry if there is one, else the defaults.
+    let tcspc = file_config
+        .and_then(|c| c.features.tcspc.sources.get(&args.source))
+        .cloned();
+    Ok(Prepared {
+        connector: Box::new(replay),
+        features_title: "lifetimes (lifetime_features; one row per curve)",
+        features_sql: lifetime_features_query,
+        tables: &["tcspc_histograms", "lifetime_features"],
+        tcspc,
     })
 }
 

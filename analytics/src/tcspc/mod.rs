@@ -16,6 +16,7 @@ pub mod fit;
 pub mod histogram;
 pub mod legacy;
 pub mod phasor;
+pub mod phu;
 pub mod ptu;
 pub mod records;
 pub mod tttr_file;

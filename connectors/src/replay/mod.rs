@@ -13,6 +13,7 @@ pub mod cary;
 pub mod csv_spectra;
 pub mod jasco;
 pub mod ooibase32;
+pub mod phu;
 pub mod ptu;
 pub mod spectra_file;
 pub mod spectrasuite;
@@ -26,6 +27,7 @@ use crate::connector::ConnectorError;
 use crate::message::OutboundMessage;
 use flowdaq_schemas::StreamKind;
 
+pub use phu::{PhuReplay, PhuReplayConfig};
 pub use ptu::{PtuReplay, PtuReplayConfig};
 pub use spectra_file::{SpectraFileConfig, SpectraFileReplay};
 
