@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import msgpack
 import msgpack_numpy
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.sim import SynAxis, SynSignal
 
-from conftest import ROOT
+from conftest import ROOT, vm_hwm_bytes
 
 PIXELS = 2048
 WAVELENGTH_NM = np.linspace(400.0, 700.0, PIXELS)
@@ -354,3 +355,116 @@ def test_documents_through_a_bluesky_0mq_proxy_land_too(server_factory, publishe
     finally:
         proxy.kill()
         proxy.wait(timeout=30)
+
+
+def hostile_documents(rng):
+    """(name, frame) pairs that break Bluesky's framing, its serializers or the event model: random
+    bytes, cut and bit-flipped msgpack of real documents, absurd nesting and declared sizes, wrong
+    types in every field the translator reads, numpy maps that lie, orphans."""
+    run, descriptor = "5e1f0c52-2c1f-4d8e-9a3e-3d8b1c2a9f10", "6a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+    real = [
+        ("start", {"uid": run, "time": 1.0, "plan_name": "scan", "scan_id": 1}),
+        ("descriptor", {"uid": descriptor, "run_start": run, "time": 1.0, "name": "primary",
+                        "data_keys": {"spectrometer_intensity": {"dtype": "array", "shape": [64], "source": "s"},
+                                      "x": {"dtype": "number", "shape": [], "source": "x"}},
+                        "configuration": {"spectrometer": {"data": {"spectrometer_wavelength": np.linspace(400, 700, 64)}}}}),
+        ("event", {"uid": "e", "descriptor": descriptor, "seq_num": 1, "time": 2.0,
+                   "data": {"spectrometer_intensity": np.ones(64), "x": 1.0}, "timestamps": {"x": 2.0}}),
+        ("stop", {"uid": "s", "run_start": run, "time": 3.0, "exit_status": "success"}),
+    ]
+    packed = [(name, msgpack_numpy.packb(doc)) for name, doc in real]
+    cases = []
+    for _ in range(600):
+        cases.append(("random", b"lab " + rng.bytes(int(rng.integers(0, 400)))))
+    for _ in range(600):
+        name, body = packed[int(rng.integers(len(packed)))]
+        cut = body[: int(rng.integers(0, len(body)))]
+        cases.append(("cut", b"lab " + name.encode() + b" " + cut))
+    for _ in range(1200):
+        name, body = packed[int(rng.integers(len(packed)))]
+        flipped = bytearray(body)
+        for _ in range(int(rng.integers(1, 6))):
+            flipped[int(rng.integers(len(flipped)))] ^= 1 << int(rng.integers(8))
+        cases.append(("flipped", b"lab " + name.encode() + b" " + bytes(flipped)))
+    wrong_types = [
+        ("start", {"uid": 7}), ("start", {"uid": "../../etc"}), ("start", {"time": "now"}),
+        ("descriptor", {"uid": descriptor, "run_start": "nope", "data_keys": {}}),
+        ("descriptor", {"uid": descriptor, "run_start": run, "data_keys": [1, 2]}),
+        ("event", {"descriptor": descriptor, "seq_num": "1", "time": 1.0, "data": {}}),
+        ("event", {"descriptor": descriptor, "seq_num": 1, "time": 1.0, "data": [1]}),
+        ("event_page", {"descriptor": descriptor, "seq_num": [1, 2], "time": [1.0], "data": {"x": [1]}}),
+        ("event_page", {"descriptor": descriptor, "seq_num": 5, "time": 1.0, "data": {}}),
+        ("stop", {"run_start": 12}), ("datum", {"resource": "none", "datum_id": "d"}),
+        ("bulk_events", {}), ("start", []), ("start", "text"),
+    ]
+    for name, doc in wrong_types * 40:
+        cases.append(("wrong-type", b"lab " + name.encode() + b" " + json.dumps(doc).encode()))
+    deep = b"\x81\xa1x" + b"\x91" * 50_000 + b"\xc0"
+    claims = b"\x81\xa1x\xdd\xff\xff\xff\xff"
+    lying_numpy = msgpack.packb({"x": {b"nd": True, b"type": "<f8", b"shape": [1 << 40], b"data": b"\0" * 8}})
+    odd_dtype = msgpack.packb({"x": {b"nd": True, b"type": "<U8", b"shape": [1], b"data": b"\0" * 32}})
+    for body in (deep, claims, lying_numpy, odd_dtype) * 50:
+        cases.append(("declared", b"lab event " + body))
+    rng.shuffle(cases)
+    return cases
+
+
+def test_a_hostile_document_corpus_is_refused_and_kept_aside_and_good_runs_still_land(server_factory, publishers):
+    """About 3,000 hostile Bluesky frames on one PUB socket: the server stays up within its memory
+    bound, every refusal is an ingest_errors row, every frame is accounted for, and a real run
+    sent right after lands whole."""
+    rng = np.random.default_rng(0xB1E5)
+    cases = hostile_documents(rng)
+    server = server_factory(extra_config=BLUESKY_CONFIG).start()
+    context = zmq.Context.instance()
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, 0)  # queue rather than drop: every frame must arrive
+    pub.connect(server.ready["bluesky"])
+    try:
+        for _ in range(500):  # the subscription must have arrived before the corpus is sent
+            pub.send(b"probe start {}")
+            try:
+                server.wait_for(lambda m: m["bluesky"]["other_prefix_documents"] > 0, "probe", attempts=1)
+                break
+            except AssertionError:
+                continue
+        probes = server.metrics()["bluesky"]["other_prefix_documents"]
+        for _, frame in cases:
+            pub.send(frame)
+
+        def seen(m):
+            b = m["bluesky"]
+            return (b["start_documents"] + b["descriptor_documents"] + b["events"] + b["stop_documents"]
+                    + b["external_reference_documents"] + b["refused_documents"] + b["other_prefix_documents"])
+
+        # Bit flips can turn a frame into another prefix, a valid document or an event_page of
+        # several events: every frame is seen, in one of these counters, at least once.
+        metrics = server.wait_for(lambda m: seen(m) >= probes + len(cases), "every hostile frame", attempts=3000)
+        assert server.process.poll() is None
+        refused = metrics["bluesky"]["refused_documents"]
+        assert refused >= len(cases) * 0.9, metrics["bluesky"]
+        # Each refusal is a message to the pipeline: rejected at screening, then committed.
+        server.wait_for(lambda m: m["messages_rejected"] >= refused
+                        and m["messages_processed"] >= m["messages_received"], "refusals committed")
+        errors = server.sql_arrow("SELECT count(*) AS n FROM ingest_errors WHERE transport = 'bluesky'").to_pylist()
+        # A document refused in part (one of an event_page's events) is one row per part.
+        assert errors[0]["n"] >= refused, (errors, refused)
+        hwm_kb = vm_hwm_bytes(server.process.pid) // 1024
+        assert hwm_kb < 1 << 20, f"VmHWM {hwm_kb} kB"
+        print(f"\n[bluesky hostile] {len(cases)} frames, {refused} refused, VmHWM {hwm_kb / 1024:.0f} MiB")
+    finally:
+        pub.close()
+
+    motor, spectrometer, _ = make_devices()
+    publisher = connect_publisher(server, MSGPACK_NUMPY, publishers)
+    documents = []
+    engine = RunEngine({})
+    engine.subscribe(publisher)
+    engine.subscribe(lambda name, doc: documents.append((name, doc)))
+    before = server.metrics()["messages_processed"]
+    engine(count([spectrometer], num=4), sample="after the storm")
+    processed_after(server, before + wire_messages(documents))
+    rows = server.sql_arrow(
+        "SELECT count(*) AS n FROM spectral_features WHERE run_id = 'after_the_storm'").to_pylist()
+    assert rows == [{"n": 4}]
