@@ -575,6 +575,69 @@ impl LifetimeFitter {
         Ok(fit)
     }
 
+    /// The model's counts in every bin of the histogram at a fit's parameters (lifetimes,
+    /// amplitudes, background, shift), with this fitter's IRF and period: the curve the fit
+    /// drew, for plots and residuals.
+    ///
+    /// # Errors
+    /// [`TcspcError::InvalidArgument`] if the fit has another number of components.
+    pub fn model_counts(&mut self, fit: &LifetimeFit) -> Result<Vec<f64>> {
+        let n = self.config.components;
+        if fit.components != n {
+            return Err(TcspcError::InvalidArgument(format!(
+                "a fit of {} components, the fitter has {n}",
+                fit.components
+            )));
+        }
+        let bw = self.config.bin_width_ns;
+        let layout = Layout {
+            n,
+            free_b: true,
+            free_shift: true,
+        };
+        let mut x = DVector::zeros(layout.len());
+        for i in 0..n {
+            x[i] = fit.amplitude_counts[i];
+            x[n + i] = (fit.tau_ns[i] / bw).max(TAU_MIN_BINS).ln();
+        }
+        if let Some(i) = layout.b() {
+            x[i] = fit.background_counts;
+        }
+        if let Some(i) = layout.shift() {
+            x[i] = fit.shift_ns / bw;
+        }
+        self.set_range((0, self.n_bins));
+        // The statistic's terms are evaluated too, against a flat histogram of ones (finite
+        // weights); only the model is read.
+        let ones = vec![1.0; self.n_bins];
+        for v in [
+            &mut self.work.weight,
+            &mut self.work.inv_y,
+            &mut self.work.sqrt_y,
+        ] {
+            v.fill(1.0);
+        }
+        let mut problem = Problem {
+            y: &ones,
+            range: self.range,
+            statistic: self.config.statistic,
+            layout,
+            fixed_b: 0.0,
+            fixed_shift: 0.0,
+            irf: &self.irf,
+            fine_irf: &self.fine_irf,
+            oversample: self.oversample,
+            period: self.period_bins,
+            work: std::mem::take(&mut self.work),
+            x: x.clone(),
+            simd: self.simd,
+        };
+        problem.set_params(&x);
+        let model = problem.work.model.clone();
+        self.work = problem.work;
+        Ok(model)
+    }
+
     /// Sizes the per-bin buffers of the fit range (reallocating only when the range grows).
     fn set_range(&mut self, range: (usize, usize)) {
         if range == self.range {
