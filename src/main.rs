@@ -1,4 +1,4 @@
-//! The `flowdaq` command: serve, demo, sql, replay and bench.
+//! The `flowdaq` command: serve, demo, sql, plot, replay and bench.
 //!
 //! This is the edge of the system, so errors are `anyhow` with context and every subcommand
 //! is a thin layer over the library crates. mimalloc is the global allocator: the ingest path
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod plot;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -37,6 +38,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Run one read-only SQL query against a data directory or a running server.
     Sql(cli::sql::SqlArgs),
+    /// Draw a spectrum, a decay with its fit, the phasor plot or a trend, as SVG.
+    Plot(cli::plot::PlotArgs),
     /// Replay an instrument file through the wire protocol.
     Replay(cli::replay::ReplayArgs),
     /// Check an instrument's sender against the wire protocol (see docs/connectors.md).
@@ -52,7 +55,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let quiet_default = matches!(
         cli.command,
-        Command::Sql(_) | Command::Demo(_) | Command::Bench { .. } | Command::CheckSender(_)
+        Command::Sql(_)
+            | Command::Plot(_)
+            | Command::Demo(_)
+            | Command::Bench { .. }
+            | Command::CheckSender(_)
     );
     init_tracing(quiet_default);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -63,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve { config, data_dir } => cli::serve::run(config, data_dir).await,
             Command::Demo(args) => cli::demo::run(args).await,
             Command::Sql(args) => cli::sql::run(args).await,
+            Command::Plot(args) => cli::plot::run(args).await,
             Command::Replay(args) => cli::replay::run(args).await,
             Command::Bench { bench } => cli::bench::run(bench).await,
             Command::CheckSender(args) => cli::check_sender::run(args).await,

@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod check_sender;
 pub mod demo;
+pub mod plot;
 pub mod replay;
 pub mod serve;
 pub mod sql;

@@ -39,28 +39,50 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let bytes = match &args.server {
         Some(server) => query_server(server, &args.query, format, args.token.as_deref()).await?,
         None => {
-            let dir = args
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("./flowdaq-data"));
-            if !dir.exists() {
-                bail!("data directory {} does not exist", dir.display());
-            }
-            let recovered = flowdaq_daq::server::recover(
-                &dir,
-                false,
-                flowdaq_daq::storage::LocalStorage::shared(),
-            )?;
-            let engine = QueryEngine::new(
-                recovered.buffer,
-                &recovered.paths,
-                &flowdaq_daq::config::QueryConfig::default(),
-            )?;
-            let result = engine.execute(&args.query).await?;
+            let result = local_engine(args.data_dir)?.execute(&args.query).await?;
             result.render(format)?
         }
     };
     std::io::stdout().write_all(&bytes)?;
     Ok(())
+}
+
+/// The rows of `query` as Arrow batches, from a running server (`server`, its base URL) or
+/// else from a data directory (default ./flowdaq-data).
+///
+/// # Errors
+/// The server's reason, or the engine's, for a refused query; a missing data directory.
+pub async fn query_batches(
+    server: Option<&str>,
+    data_dir: Option<PathBuf>,
+    token: Option<&str>,
+    query: &str,
+) -> anyhow::Result<Vec<arrow::record_batch::RecordBatch>> {
+    match server {
+        Some(server) => {
+            let body = query_server(server, query, Format::Arrow, token).await?;
+            let reader =
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+            Ok(reader.collect::<Result<Vec<_>, _>>()?)
+        }
+        None => Ok(local_engine(data_dir)?.execute(query).await?.batches),
+    }
+}
+
+/// A query engine over a data directory (default ./flowdaq-data): its Parquet files and the
+/// rows its WAL holds that are not persisted yet.
+fn local_engine(data_dir: Option<PathBuf>) -> anyhow::Result<QueryEngine> {
+    let dir = data_dir.unwrap_or_else(|| PathBuf::from("./flowdaq-data"));
+    if !dir.exists() {
+        bail!("data directory {} does not exist", dir.display());
+    }
+    let recovered =
+        flowdaq_daq::server::recover(&dir, false, flowdaq_daq::storage::LocalStorage::shared())?;
+    Ok(QueryEngine::new(
+        recovered.buffer,
+        &recovered.paths,
+        &flowdaq_daq::config::QueryConfig::default(),
+    )?)
 }
 
 async fn query_server(
