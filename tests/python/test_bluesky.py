@@ -79,17 +79,17 @@ def publishers():
         publisher.close()
 
 
-def connect_publisher(server, serializer, made, prefix=b"lab", address=None):
+def connect_publisher(server, serializer, made, prefix=b"lab", address=None, probes=500):
     """bluesky's Publisher pointed at flowdaq, once flowdaq's SUB has subscribed to it.
 
     A PUB socket drops what it sends before the subscriber's subscription arrives, so a probe
     of another prefix is sent through the Publisher's own socket until flowdaq has counted it
-    (bounded: 500 probes, each waited for 10 ms).
+    (bounded: `probes` probes, each waited for 10 ms).
     """
     publisher = Publisher(address or server.ready["bluesky"], prefix=prefix, serializer=serializer)
     made.append(publisher)
     before = server.metrics()["bluesky"]["other_prefix_documents"]
-    for _ in range(500):
+    for _ in range(probes):
         publisher._socket.send(b"probe start {}")
         try:
             server.wait_for(lambda m: m["bluesky"]["other_prefix_documents"] > before, "probe",
@@ -322,36 +322,58 @@ def test_a_document_sent_on_a_raw_pub_socket_with_a_second_frame_is_refused(serv
         pub.close()
 
 
-def test_documents_through_a_bluesky_0mq_proxy_land_too(server_factory, publishers):
-    """flowdaq SUB-connects to a running bluesky-0MQ-proxy (bluesky's own Proxy class, on
-    loopback ports it chose) instead of binding a socket of its own."""
+def start_proxy(in_address="tcp://127.0.0.1", out_address="tcp://127.0.0.1"):
+    """bluesky's own 0MQ Proxy in a child process, and the endpoints it bound."""
     proxy = subprocess.Popen(
         [sys.executable, "-c",
+         "import sys\n"
          "from bluesky.callbacks.zmq import Proxy\n"
-         "p = Proxy(in_address='tcp://127.0.0.1', out_address='tcp://127.0.0.1')\n"
+         "p = Proxy(in_address=sys.argv[1], out_address=sys.argv[2])\n"
          "print(p.in_port, p.out_port, flush=True)\n"
-         "p.start()\n"],
+         "p.start()\n", in_address, out_address],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proxy.stdout.readline()
+    if not line:
+        proxy.kill()
+        raise AssertionError(f"the proxy did not start: {proxy.stderr.read()}")
+    # The ports as the proxy reports them: endpoints, tcp://127.0.0.1:<port>.
+    in_endpoint, out_endpoint = line.split()
+    return proxy, in_endpoint, out_endpoint
+
+
+def run_count(server, publisher, sample, num=3):
+    """A count plan of the simulated spectrometer published through `publisher`; waits until
+    flowdaq processed its messages."""
+    _, spectrometer, _ = make_devices()
+    documents = []
+    engine = RunEngine({})
+    engine.subscribe(publisher)
+    engine.subscribe(lambda name, doc: documents.append((name, doc)))
+    before = server.metrics()["messages_processed"]
+    engine(count([spectrometer], num=num), sample=sample)
+    processed_after(server, before + wire_messages(documents))
+
+
+def test_documents_through_a_bluesky_0mq_proxy_land_too_after_the_proxy_restarts(server_factory, publishers):
+    """flowdaq SUB-connects to a running bluesky-0MQ-proxy (bluesky's own Proxy class, on
+    loopback ports it chose) instead of binding a socket of its own; when the proxy is killed
+    and started again on the same ports, flowdaq reconnects by itself."""
+    proxy, in_endpoint, out_endpoint = start_proxy()
     try:
-        line = proxy.stdout.readline()
-        assert line, proxy.stderr.read()
-        # The ports as the proxy reports them: endpoints, tcp://127.0.0.1:<port>.
-        in_endpoint, out_endpoint = line.split()
-        config = BLUESKY_CONFIG.replace('listen = "tcp://127.0.0.1:0"',
-                                        f'connect = ["{out_endpoint}"]')
+        config = BLUESKY_CONFIG.replace('listen = "tcp://127.0.0.1:0"', f'connect = ["{out_endpoint}"]')
         server = server_factory(extra_config=config).start()
         assert server.ready["bluesky"] is None  # nothing bound: only connected
-        motor, spectrometer, _ = make_devices()
         publisher = connect_publisher(server, MSGPACK_NUMPY, publishers, address=in_endpoint)
-        documents = []
-        engine = RunEngine({})
-        engine.subscribe(publisher)
-        engine.subscribe(lambda name, doc: documents.append((name, doc)))
-        engine(count([spectrometer], num=3), sample="via proxy")
-        processed_after(server, wire_messages(documents))
+        run_count(server, publisher, "via proxy")
+
+        proxy.kill()
+        proxy.wait(timeout=30)
+        proxy, _, _ = start_proxy(in_endpoint, out_endpoint)
+        publisher = connect_publisher(server, MSGPACK_NUMPY, publishers, address=in_endpoint, probes=3000)
+        run_count(server, publisher, "after restart", num=2)
         rows = server.sql_arrow(
-            "SELECT count(*) AS n FROM spectral_features WHERE run_id = 'via_proxy'").to_pylist()
-        assert rows == [{"n": 3}]
+            "SELECT run_id, count(*) AS n FROM spectral_features GROUP BY run_id ORDER BY run_id").to_pylist()
+        assert rows == [{"run_id": "after_restart", "n": 2}, {"run_id": "via_proxy", "n": 3}]
     finally:
         proxy.kill()
         proxy.wait(timeout=30)
