@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use flowdaq_connectors::message::OutboundMessage;
 use flowdaq_connectors::runner::PushSender;
@@ -211,6 +211,19 @@ async fn histogram_messages_are_stored_and_fitted_with_the_irf_they_bring() {
     assert_eq!(photons.value(1), expected);
     let rate = batch.column(5).as_primitive::<Float64Type>();
     assert!((rate.value(1) - expected as f64 / 10.0).abs() < 1e-6);
+    // Each fit records the Gaussian IRF it used; one with the measured IRF records none.
+    let irf_used = server
+        .query
+        .execute("SELECT source, irf_fwhm_ps FROM lifetime_features ORDER BY source")
+        .await
+        .expect("sql");
+    let irf_used =
+        arrow::compute::concat_batches(&irf_used.schema, &irf_used.batches).expect("concat");
+    let fwhm = irf_used.column(1).as_primitive::<Float64Type>();
+    let recorded: Vec<Option<f64>> = (0..4)
+        .map(|i| (!fwhm.is_null(i)).then(|| fwhm.value(i)))
+        .collect();
+    assert_eq!(recorded, [Some(200.0), Some(200.0), None, Some(200.0)]);
     let irf_stored = server
         .query
         .execute("SELECT count(*) FROM tcspc_histograms WHERE irf_counts IS NOT NULL")

@@ -149,9 +149,11 @@ impl Table {
     /// The version of this table's layout; stored in schema and Parquet metadata.
     pub fn schema_version(self) -> u32 {
         match self {
+            // Version 4 added the FWHM of the Gaussian IRF each fit used.
+            Table::LifetimeFeatures => 4,
             // Version 3 added the counts of photons no bin holds and the IRF of histogram
             // messages, and the fit flags and range.
-            Table::TcspcHistograms | Table::LifetimeFeatures => 3,
+            Table::TcspcHistograms => 3,
             // Version 2 added `stream_seq`.
             Table::SpectralFeatures | Table::FlowFeatures | Table::FlowSegments => 2,
             _ => 1,
@@ -552,6 +554,9 @@ fn lifetime_feature_fields() -> Vec<Field> {
         Field::new("fit_flag_names", DataType::Utf8, true),
         Field::new("fit_range_start_ns", DataType::Float64, true),
         Field::new("fit_range_end_ns", DataType::Float64, true),
+        // The FWHM of the Gaussian IRF the fit convolved with; null where no fit ran or the
+        // fit used a measured IRF.
+        Field::new("irf_fwhm_ps", DataType::Float64, true),
     ]);
     fields
 }

@@ -57,8 +57,8 @@ pub struct PlotArgs {
     /// Trend: the `spectral_features` column drawn.
     #[arg(long, default_value = "peak_energy_ev")]
     pub feature: String,
-    /// Decay: FWHM of the Gaussian IRF the server fitted with, ps, for histograms without a
-    /// measured IRF (the server's `irf_fwhm_ps`).
+    /// Decay: FWHM of the Gaussian IRF, ps, for rows written before `lifetime_features`
+    /// recorded the one each fit used.
     #[arg(long, default_value_t = 200.0)]
     pub irf_fwhm_ps: f64,
     /// Output file; default `<picture>.svg`.
@@ -194,7 +194,7 @@ async fn decay(args: &PlotArgs) -> anyhow::Result<DecayPicture> {
         "SELECT h.source, h.seq, h.channel, h.bin_width_ps, h.sync_rate_hz, h.counts, \
          h.irf_counts, f.components, f.tau_1_ns, f.tau_2_ns, f.tau_3_ns, \
          f.amplitude_1_counts, f.amplitude_2_counts, f.amplitude_3_counts, f.background_counts, \
-         f.shift_ns, f.fit_range_start_ns, f.fit_range_end_ns \
+         f.shift_ns, f.fit_range_start_ns, f.fit_range_end_ns, f.irf_fwhm_ps \
          FROM tcspc_histograms h LEFT JOIN lifetime_features f ON f.source = h.source \
            AND f.run_id = h.run_id AND f.seq = h.seq AND f.channel = h.channel \
            AND f.window_start_ps = h.window_start_ps \
@@ -244,10 +244,17 @@ async fn decay(args: &PlotArgs) -> anyhow::Result<DecayPicture> {
         Some(fit) => {
             let mut config = FitConfig::new(fit.components, FitStatistic::PoissonMle, bin_width_ns);
             config.period_ns = Some(1e9 / value("sync_rate_hz")?);
+            // The IRF the server fitted with: its Gaussian FWHM is in the row; a measured IRF
+            // came with the histogram.
+            let stored_fwhm_ps = value("irf_fwhm_ps")?;
             let irf = match float_list(batch, "irf_counts", 0)? {
-                Some(measured) => Irf::Measured(measured),
-                None => Irf::Gaussian {
-                    fwhm_ns: args.irf_fwhm_ps * 1e-3,
+                Some(measured) if !stored_fwhm_ps.is_finite() => Irf::Measured(measured),
+                _ => Irf::Gaussian {
+                    fwhm_ns: if stored_fwhm_ps.is_finite() {
+                        stored_fwhm_ps
+                    } else {
+                        args.irf_fwhm_ps
+                    } * 1e-3,
                     center_ns: None,
                 },
             };

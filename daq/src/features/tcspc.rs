@@ -452,6 +452,12 @@ fn lifetime_rows(
     let mut flag_names: Vec<Option<String>> = Vec::with_capacity(n);
     let mut range_start_ns: Vec<Option<f64>> = Vec::with_capacity(n);
     let mut range_end_ns: Vec<Option<f64>> = Vec::with_capacity(n);
+    let mut irf_fwhm_ps: Vec<Option<f64>> = Vec::with_capacity(n);
+    let gaussian_irf_fwhm_ps = state
+        .config
+        .irf_counts
+        .is_none()
+        .then_some(state.config.irf_fwhm_ps);
     let pile_up = col("pile_up")?;
     let pile_up = pile_up.as_boolean();
     let bin_width_ns = state.layout.bin_width_ps() * 1e-3;
@@ -499,12 +505,14 @@ fn lifetime_rows(
                 flag_names.push(Some(row_flags.to_string()));
                 range_start_ns.push(Some(f.fit_range.0 as f64 * bin_width_ns));
                 range_end_ns.push(Some(f.fit_range.1 as f64 * bin_width_ns));
+                irf_fwhm_ps.push(gaussian_irf_fwhm_ps);
             }
             None => {
                 flags.push(None);
                 flag_names.push(None);
                 range_start_ns.push(None);
                 range_end_ns.push(None);
+                irf_fwhm_ps.push(None);
             }
         }
         components.push(k as u32);
@@ -534,6 +542,7 @@ fn lifetime_rows(
     columns.push(Arc::new(StringArray::from(flag_names)));
     columns.push(Arc::new(Float64Array::from(range_start_ns)));
     columns.push(Arc::new(Float64Array::from(range_end_ns)));
+    columns.push(Arc::new(Float64Array::from(irf_fwhm_ps)));
     Ok(RecordBatch::try_new(
         Table::LifetimeFeatures.unsequenced_schema(),
         columns,
