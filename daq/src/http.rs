@@ -50,6 +50,8 @@ pub struct HttpState {
     pub connections: Arc<serve::HttpCounters>,
     /// Tokens a request's bearer header must match (none configured: every request passes).
     pub tokens: crate::auth::Tokens,
+    /// Committed feature rows, for `GET /events`.
+    pub events: crate::publish::events::EventFeed,
 }
 
 /// Largest `POST /conditions` body.
@@ -80,11 +82,34 @@ pub fn router(state: HttpState) -> Router {
         .route("/conditions", post(conditions))
         .route("/metrics", get(metrics_prometheus))
         .route("/metrics/json", get(metrics))
+        .route("/events", get(events))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
         ));
     guarded.route("/health", get(health)).with_state(state)
+}
+
+/// The feature stream as server-sent events: `event: rows` per stream part of each committed
+/// group, `event: lagged` with `{"missed": n}` when this listener fell behind.
+async fn events(
+    State(state): State<HttpState>,
+) -> axum::response::sse::Sse<
+    impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use crate::publish::events::FeedEvent;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let listener = state.events.listen();
+    let stream = futures::stream::unfold(listener, |mut listener| async move {
+        let event = match listener.next().await? {
+            FeedEvent::Rows(rows) => Event::default().event("rows").data(&*rows),
+            FeedEvent::Lagged(missed) => Event::default()
+                .event("lagged")
+                .data(format!("{{\"missed\":{missed}}}")),
+        };
+        Some((Ok(event), listener))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// Lets a request through when its bearer token is accepted; 401 otherwise.

@@ -331,11 +331,13 @@ pub async fn start_with_storage(
         stream_tasks.push(task);
         Some(bound)
     };
+    let events = crate::publish::events::EventFeed::default();
     let streams = StreamParts {
         conditions,
         tracker,
         sequencer,
         publisher,
+        events: events.clone(),
         registrations: registrations_rx,
     };
     let pipeline = Pipeline::new(
@@ -382,6 +384,7 @@ pub async fn start_with_storage(
             max_sql_bytes: config.query.max_sql_bytes,
             connections: Default::default(),
             tokens: tokens.clone(),
+            events: events.clone(),
         };
         let limits = crate::http::serve::HttpLimits::from_config(&config.http);
         let counters = state.connections.clone();

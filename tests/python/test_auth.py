@@ -47,8 +47,9 @@ def test_http_asks_every_route_but_health_for_a_token(server_factory):
     assert http(server.http + "/conditions", "POST", condition)[0] == 401
     assert http(server.http + "/conditions", "POST", condition, TOKEN)[0] == 200
     assert http(server.http + "/health")[0] == 200
+    assert http(server.http + "/events")[0] == 401
     refused = server.metrics()["http"]["unauthorized"]
-    assert refused == 7, refused
+    assert refused == 8, refused
 
     # The command-line client passes the token, from --token or FLOWDAQ_TOKEN.
     answer = run_cli("sql", "SELECT 2 AS two", "--server", server.http, "--format", "json", "--token", TOKEN)

@@ -376,3 +376,48 @@ def test_register_condition_and_replay_in_both_formats(server_factory):
     assert [r["stream_seq"] for _, _, rows in client.replay("conditions/", after={"conditions/py-run/pytest": 1})
             for r in rows] == [2]
     assert [r["stream_seq"] for _, _, rows in client.replay("conditions/", max_rows=1) for r in rows] == [1, 2]
+
+
+def test_server_sent_events_carry_every_committed_feature_row(server_factory):
+    """`GET /events` over plain HTTP (what a browser's EventSource reads): after the response
+    starts, every spectral_features row of the spectra pushed arrives in an `event: rows`, with
+    its stream_seq, and equals the row SQL returns."""
+    import http.client
+    from urllib.parse import urlparse
+
+    server = server_factory().start()
+    address = urlparse(server.http)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection.request("GET", "/events")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.getheader("content-type").startswith("text/event-stream")
+
+    sender = SpectraSender(server.pull, "sse", ["sse-a", "sse-b"], count=40)
+    sender.start()
+    sender.join(timeout=60)
+    assert sender.error is None and sender.sent == 40
+
+    received = {}
+    name = None
+    while sum(len(v) for v in received.values()) < 40:  # bounded by the socket timeout
+        line = response.fp.readline().decode().rstrip("\n")
+        if line.startswith("event: "):
+            name = line[len("event: "):]
+        elif line.startswith("data: ") and name == "rows":
+            event = json.loads(line[len("data: "):])
+            if event["table"] == "spectral_features":
+                seqs = [row["stream_seq"] for row in event["rows"]]
+                assert seqs == list(range(event["first_seq"], event["last_seq"] + 1)), event
+                received.setdefault(event["source"], []).extend(event["rows"])
+        elif line.startswith("data: ") and name == "lagged":
+            raise AssertionError(f"a listener reading as fast as it can lagged: {line}")
+    connection.close()
+
+    for source, rows in received.items():
+        stored = server.sql_arrow(
+            f"SELECT stream_seq, peak_energy_ev FROM spectral_features WHERE source = '{source}' "
+            "ORDER BY stream_seq").to_pylist()
+        assert [r["stream_seq"] for r in rows] == [r["stream_seq"] for r in stored]
+        assert [r["peak_energy_ev"] for r in rows] == [r["peak_energy_ev"] for r in stored]
+    assert sorted(received) == ["sse-a", "sse-b"]

@@ -326,6 +326,7 @@ impl Committer {
         if let Some(publisher) = &self.streams.publisher {
             publisher.publish(&group.batches);
         }
+        self.streams.events.publish(&group.batches);
     }
 
     fn take_outcomes(&mut self, batches: &mut Vec<(Table, RecordBatch)>) {
@@ -409,6 +410,7 @@ impl Committer {
                 if let Some(publisher) = &self.streams.publisher {
                     publisher.publish(&batches);
                 }
+                self.streams.events.publish(&batches);
                 tracing::info!(run_id = %registration.run_id, condition_id = %registration.condition_id, "condition registered");
             }
             Err(err) => {

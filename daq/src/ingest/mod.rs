@@ -61,6 +61,8 @@ pub struct StreamParts {
     pub sequencer: StreamSequencer,
     /// Sends committed rows to subscribers, if publishing is on.
     pub publisher: Option<Publisher>,
+    /// Sends committed rows to HTTP listeners (`GET /events`).
+    pub events: crate::publish::events::EventFeed,
     /// Registrations from the control endpoint and HTTP.
     pub registrations: mpsc::Receiver<RegisterRequest>,
 }

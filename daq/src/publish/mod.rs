@@ -5,8 +5,10 @@
 //! [`Publisher`], which splits them per stream `{table}/{run_id}/{source}` and sends each part
 //! as `json/...` and `arrow/...` topics through [`zmtp`]'s bounded PUB socket, encoding a format
 //! only if someone subscribes to it. A subscriber that lost messages sees the gap in
-//! `stream_seq` and asks [`replay`] for the rest. `docs/feature-streams.md` is the contract.
+//! `stream_seq` and asks [`replay`] for the rest. The same rows go to HTTP listeners as
+//! server-sent events ([`events`]). `docs/feature-streams.md` is the contract.
 
+pub mod events;
 pub mod replay;
 pub mod sequencer;
 pub mod zmtp;
