@@ -615,6 +615,7 @@ fn reading_fields() -> Vec<Field> {
         Field::new("stream_name", DataType::Utf8, true),
         Field::new("event_index", DataType::UInt32, false),
         Field::new("event_time_ns", timestamp_ns(), true),
+        Field::new("reading_time_ns", timestamp_ns(), true),
         Field::new("data_key", DataType::Utf8, false),
         Field::new("value", DataType::Float64, true),
         Field::new("value_text", DataType::Utf8, true),

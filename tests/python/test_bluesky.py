@@ -189,7 +189,7 @@ def test_a_runengine_scan_lands_in_sql_with_run_metadata_readings_and_pl_feature
 
     # Scalar readings in long form: every number of every event, per stream.
     readings = server.sql_arrow(
-        "SELECT stream_name, seq, data_key, value, event_time_ns FROM readings "
+        "SELECT stream_name, seq, data_key, value, event_time_ns, reading_time_ns FROM readings "
         "WHERE run_id = 'CsPbBr3_batch_7' ORDER BY stream_name, seq, data_key"
     ).to_pylist()
     expected = []
@@ -222,6 +222,8 @@ def test_a_runengine_scan_lands_in_sql_with_run_metadata_readings_and_pl_feature
     first_motor = next(r for r in readings if r["data_key"] == "motor" and r["seq"] == 1
                        and r["stream_name"] == "primary")
     assert abs(first_motor["event_time_ns"].timestamp() - first["time"]) < 1e-5
+    # Each reading also keeps the time its device reported for it.
+    assert abs(first_motor["reading_time_ns"].timestamp() - first["timestamps"]["motor"]) < 1e-5
 
 
 def test_refused_documents_are_kept_aside_and_the_runs_around_them_still_land(server_factory, publishers):

@@ -592,6 +592,7 @@ impl Translator {
             .meta("stream_name", descriptor.stream_name.as_str());
         let mut text = Map::new();
         let mut units = Map::new();
+        let mut times = Map::new();
         for (key, data_key) in &descriptor.data_keys {
             if mapped.contains(&key.as_str()) {
                 continue;
@@ -624,6 +625,9 @@ impl Translator {
                     continue;
                 }
             }
+            if let Some(at) = event.timestamps.and_then(|t| time_ns(t.get(key))) {
+                times.insert(key.clone(), Value::Array(vec![Value::from(at)]));
+            }
             if let Some(unit) = data_key
                 .get("units")
                 .and_then(Value::as_str)
@@ -641,6 +645,9 @@ impl Translator {
         }
         if !units.is_empty() {
             message = message.meta("units", Value::Object(units));
+        }
+        if !times.is_empty() {
+            message = message.meta("timestamps_ns", Value::Object(times));
         }
         Some(message)
     }

@@ -21,7 +21,7 @@ use super::{check_meta_keys, DecodeContext, DecodeError, Provenance};
 
 /// The optional array (or Arrow column) of per-event times, ns since the Unix epoch.
 pub const EVENT_TIME_ARRAY: &str = "event_time_ns";
-const META_KEYS: [&str; 3] = ["stream_name", "text", "units"];
+const META_KEYS: [&str; 4] = ["stream_name", "text", "units", "timestamps_ns"];
 /// Longest accepted key name, stream name or unit, in bytes.
 const MAX_NAME_BYTES: usize = 256;
 
@@ -212,6 +212,54 @@ fn text_readings(header: &Header, readings: &mut Readings) -> Result<(), DecodeE
     Ok(())
 }
 
+/// `meta.timestamps_ns`: when each reading of a key was taken, one time per event (null for
+/// unknown), ns since the Unix epoch.
+fn reading_times(
+    header: &Header,
+    readings: &Readings,
+) -> Result<Vec<Option<Vec<Option<i64>>>>, DecodeError> {
+    let mut times = vec![None; readings.keys.len()];
+    let Some(given) = header.meta.get("timestamps_ns") else {
+        return Ok(times);
+    };
+    let object = given.as_object().ok_or_else(|| {
+        DecodeError::payload("meta.timestamps_ns must be an object {key: [time per event]}")
+    })?;
+    for (key, values) in object {
+        let position = readings
+            .keys
+            .iter()
+            .position(|(k, _)| k == key)
+            .ok_or_else(|| {
+                DecodeError::payload(format!(
+                    "meta.timestamps_ns names {key:?}, which is not a reading"
+                ))
+            })?;
+        let values = values
+            .as_array()
+            .filter(|v| v.len() == readings.events)
+            .ok_or_else(|| {
+                DecodeError::payload(format!(
+                    "meta.timestamps_ns.{key} must be a list of {} times",
+                    readings.events
+                ))
+            })?;
+        let parsed = values
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::Null => Ok(None),
+                other => other.as_i64().map(Some).ok_or_else(|| {
+                    DecodeError::payload(format!(
+                        "meta.timestamps_ns.{key} holds {other}: integer ns or null"
+                    ))
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        times[position] = Some(parsed);
+    }
+    Ok(times)
+}
+
 /// `meta.units`: the unit of each reading that has one.
 fn units(header: &Header, readings: &Readings) -> Result<Vec<Option<String>>, DecodeError> {
     let mut units = vec![None; readings.keys.len()];
@@ -272,6 +320,7 @@ fn build(
         }
     };
     let units = units(header, &readings)?;
+    let key_times = reading_times(header, &readings)?;
     let keys = readings.keys.len();
     let rows = readings
         .events
@@ -281,14 +330,16 @@ fn build(
 
     let mut event_index = Vec::with_capacity(rows);
     let mut event_time = Vec::with_capacity(rows);
+    let mut reading_time = Vec::with_capacity(rows);
     let mut data_key = Vec::with_capacity(rows);
     let mut value = Vec::with_capacity(rows);
     let mut value_text = Vec::with_capacity(rows);
     let mut unit = Vec::with_capacity(rows);
     for event in 0..readings.events {
-        for ((key, values), key_unit) in readings.keys.iter().zip(&units) {
+        for (((key, values), key_unit), times) in readings.keys.iter().zip(&units).zip(&key_times) {
             event_index.push(event as u32);
             event_time.push(readings.event_times_ns.as_ref().map(|t| t[event]));
+            reading_time.push(times.as_ref().and_then(|t| t[event]));
             data_key.push(key.as_str());
             unit.push(key_unit.as_deref());
             match values {
@@ -314,6 +365,7 @@ fn build(
         Arc::new(StringArray::from(vec![stream_name; rows])) as ArrayRef,
         Arc::new(UInt32Array::from(event_index)),
         Arc::new(TimestampNanosecondArray::from(event_time).with_timezone("UTC")),
+        Arc::new(TimestampNanosecondArray::from(reading_time).with_timezone("UTC")),
         Arc::new(StringArray::from(data_key)),
         Arc::new(Float64Array::from(value)),
         Arc::new(StringArray::from(value_text)),

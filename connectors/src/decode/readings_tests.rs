@@ -27,6 +27,10 @@ fn readings_msg() -> OutboundMessage {
         .meta("stream_name", "primary")
         .meta("units", serde_json::json!({"temperature": "degC"}))
         .meta("text", serde_json::json!({"valve": ["open", null]}))
+        .meta(
+            "timestamps_ns",
+            serde_json::json!({"temperature": [90, null]}),
+        )
         .array_f64("temperature", &[2], &[24.5, f64::NAN])
         .array_i32("counts", &[2], &[7, -3])
         .array_i64(EVENT_TIME_ARRAY, &[2], &[100, 200])
@@ -71,6 +75,12 @@ fn readings_become_one_row_per_key_and_event() {
         .expect("cast");
     let times = times.as_primitive::<Int64Type>();
     assert_eq!((times.value(0), times.value(5)), (100, 200));
+    let reading_times =
+        arrow::compute::cast(&column("reading_time_ns"), &arrow_schema::DataType::Int64)
+            .expect("cast");
+    let reading_times = reading_times.as_primitive::<Int64Type>();
+    assert_eq!(reading_times.value(0), 90);
+    assert!(reading_times.is_null(1) && reading_times.is_null(3));
     let units = column("units");
     let units = units.as_string::<i32>();
     assert_eq!(units.value(0), "degC");
@@ -105,6 +115,10 @@ fn readings_as_arrow_ipc_match_the_arrays_form() {
     }
     let mut ipc = OutboundMessage::new("stage-1", StreamKind::Readings)
         .meta("stream_name", "primary")
+        .meta(
+            "timestamps_ns",
+            serde_json::json!({"temperature": [90, null]}),
+        )
         .meta("units", serde_json::json!({"temperature": "degC"}));
     ipc.header.format = PayloadFormat::ArrowIpc;
     ipc.payload.push(bytes::Bytes::from(frame));
@@ -153,6 +167,18 @@ fn bad_readings_say_what_is_wrong() {
         (
             OutboundMessage::new("s", StreamKind::Readings).array_f64("a", &[0], &[]),
             "at least one event",
+        ),
+        (
+            OutboundMessage::new("s", StreamKind::Readings)
+                .array_f64("a", &[1], &[1.0])
+                .meta("timestamps_ns", serde_json::json!({"a": [1.5]})),
+            "integer ns or null",
+        ),
+        (
+            OutboundMessage::new("s", StreamKind::Readings)
+                .array_f64("a", &[1], &[1.0])
+                .meta("timestamps_ns", serde_json::json!({"a": [1, 2]})),
+            "a list of 1 times",
         ),
         (
             OutboundMessage::new("s", StreamKind::Readings)
