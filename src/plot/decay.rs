@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-use super::{drawn, padded_range, PALETTE, SIZE};
+use super::{drawn, legend, padded_range, PALETTE, SIZE};
 
 /// One histogram and, if it was fitted, its model.
 #[derive(Debug, Clone)]
@@ -84,13 +84,7 @@ pub fn svg(picture: &DecayPicture) -> anyhow::Result<String> {
                 .label("fit")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], PALETTE[1]));
         }
-        drawn(
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw(),
-        )?;
+        legend(&mut chart)?;
         let (r0, r1) = padded_range(residuals.iter().map(|(_, r)| *r)).unwrap_or((-1.0, 1.0));
         let mut below = drawn(
             ChartBuilder::on(&lower)

@@ -11,7 +11,9 @@ pub mod phasor;
 pub mod spectrum;
 pub mod trend;
 
-use plotters::style::RGBColor;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::CoordTranslate;
+use plotters::prelude::*;
 
 /// Picture size, px.
 pub const SIZE: (u32, u32) = (900, 600);
@@ -27,6 +29,9 @@ pub const PALETTE: [RGBColor; 8] = [
     RGBColor(240, 228, 66),
     RGBColor(0, 0, 0),
 ];
+
+/// Points of labelled groups: `(label, points (x, y))`.
+pub type Groups = [(String, Vec<(f64, f64)>)];
 
 /// plotters' drawing errors as `anyhow` errors.
 pub(crate) fn drawn<T, E: std::fmt::Debug>(result: Result<T, E>) -> anyhow::Result<T> {
@@ -46,4 +51,44 @@ pub(crate) fn padded_range(values: impl IntoIterator<Item = f64>) -> Option<(f64
     }
     let pad = if high > low { 0.05 * (high - low) } else { 1.0 };
     Some((low - pad, high + pad))
+}
+
+/// Draws the legend box of `chart`'s labelled series.
+pub(crate) fn legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> anyhow::Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    drawn(
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw(),
+    )
+}
+
+/// Draws each group's finite points as filled circles of its palette colour, labelled for the
+/// legend.
+pub(crate) fn scatter_groups<'a, DB>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    groups: &Groups,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend + 'a,
+{
+    for (i, (label, points)) in groups.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        drawn(
+            chart.draw_series(
+                points
+                    .iter()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .map(|p| Circle::new(*p, 3, colour.filled())),
+            ),
+        )?
+        .label(label.as_str())
+        .legend(move |(x, y)| Circle::new((x + 10, y), 3, colour.filled()));
+    }
+    Ok(())
 }

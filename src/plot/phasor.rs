@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::{drawn, PALETTE, SIZE};
+use super::{drawn, legend, scatter_groups, SIZE};
 
 /// Phasors of windows, grouped (by source and channel, or by condition).
 #[derive(Debug, Clone)]
@@ -43,26 +43,8 @@ pub fn svg(picture: &PhasorPicture) -> anyhow::Result<String> {
         drawn(chart.draw_series(LineSeries::new(semicircle, BLACK.stroke_width(1))))?
             .label("single exponentials")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
-        for (i, (label, points)) in picture.groups.iter().enumerate() {
-            let colour = PALETTE[i % PALETTE.len()];
-            drawn(
-                chart.draw_series(
-                    points
-                        .iter()
-                        .filter(|p| finite(p))
-                        .map(|p| Circle::new(*p, 3, colour.filled())),
-                ),
-            )?
-            .label(label.as_str())
-            .legend(move |(x, y)| Circle::new((x + 10, y), 3, colour.filled()));
-        }
-        drawn(
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw(),
-        )?;
+        scatter_groups(&mut chart, &picture.groups)?;
+        legend(&mut chart)?;
         drawn(root.present())?;
     }
     Ok(out)

@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::{drawn, padded_range, PALETTE, SIZE};
+use super::{drawn, legend, padded_range, PALETTE, SIZE};
 
 /// One spectrum and its features.
 #[derive(Debug, Clone)]
@@ -81,13 +81,7 @@ pub fn svg(picture: &SpectrumPicture) -> anyhow::Result<String> {
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], PALETTE[2]));
             }
         }
-        drawn(
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw(),
-        )?;
+        legend(&mut chart)?;
         drawn(root.present())?;
     }
     Ok(out)

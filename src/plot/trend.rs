@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::{drawn, padded_range, PALETTE, SIZE};
+use super::{drawn, legend, padded_range, scatter_groups, SIZE};
 
 /// A feature's values over time, grouped by condition.
 #[derive(Debug, Clone)]
@@ -45,26 +45,8 @@ pub fn svg(picture: &TrendPicture) -> anyhow::Result<String> {
                 .y_desc(picture.feature.as_str())
                 .draw(),
         )?;
-        for (i, (condition, values)) in picture.conditions.iter().enumerate() {
-            let colour = PALETTE[i % PALETTE.len()];
-            drawn(
-                chart.draw_series(
-                    values
-                        .iter()
-                        .filter(|(x, y)| x.is_finite() && y.is_finite())
-                        .map(|p| Circle::new(*p, 3, colour.filled())),
-                ),
-            )?
-            .label(condition.as_str())
-            .legend(move |(x, y)| Circle::new((x + 10, y), 3, colour.filled()));
-        }
-        drawn(
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw(),
-        )?;
+        scatter_groups(&mut chart, &picture.conditions)?;
+        legend(&mut chart)?;
         drawn(root.present())?;
     }
     Ok(out)

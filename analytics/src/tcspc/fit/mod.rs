@@ -617,24 +617,10 @@ impl LifetimeFitter {
         ] {
             v.fill(1.0);
         }
-        let mut problem = Problem {
-            y: &ones,
-            range: self.range,
-            statistic: self.config.statistic,
-            layout,
-            fixed_b: 0.0,
-            fixed_shift: 0.0,
-            irf: &self.irf,
-            fine_irf: &self.fine_irf,
-            oversample: self.oversample,
-            period: self.period_bins,
-            work: std::mem::take(&mut self.work),
-            x: x.clone(),
-            simd: self.simd,
-        };
-        problem.set_params(&x);
-        let model = problem.work.model.clone();
-        self.work = problem.work;
+        let problem = self.problem(&ones, layout, (0.0, 0.0), &x);
+        let work = problem.work;
+        let model = work.model.clone();
+        self.work = work;
         Ok(model)
     }
 
@@ -739,13 +725,43 @@ impl LifetimeFitter {
             *w = 1.0 / sqrt.max(1.0);
             *inv = 1.0 / y;
         }
+        let lm = LevenbergMarquardt::new()
+            .with_ftol(self.config.tolerance)
+            .with_xtol(self.config.tolerance)
+            .with_gtol(self.config.tolerance * 1e-2)
+            .with_patience(self.config.patience);
+        let bin_width_ns = self.config.bin_width_ns;
+        let problem = self.problem(histogram, layout, (fixed_b, fixed_shift), &x);
+        // The crate leaves the problem evaluated at the parameters it returns (it re-evaluates
+        // the last accepted point when it stops on a rejected trial), so the model, residuals
+        // and normal equations in `work` are those of the result.
+        let (mut problem, report) = lm.minimize(problem);
+        let result = problem.summarise(
+            &report.termination,
+            report.number_of_evaluations,
+            bin_width_ns,
+        );
+        self.work = problem.work;
+        Ok(result)
+    }
+
+    /// The problem of fitting `y` with `layout`'s free parameters (the others held at
+    /// `fixed`: background, shift in bins), evaluated at `x`. It holds this fitter's work
+    /// buffers: give them back with `self.work = problem.work`.
+    fn problem<'a>(
+        &'a mut self,
+        y: &'a [f64],
+        layout: Layout,
+        fixed: (f64, f64),
+        x: &DVector<f64>,
+    ) -> Problem<'a> {
         let mut problem = Problem {
-            y: histogram,
+            y,
             range: self.range,
             statistic: self.config.statistic,
             layout,
-            fixed_b,
-            fixed_shift,
+            fixed_b: fixed.0,
+            fixed_shift: fixed.1,
             irf: &self.irf,
             fine_irf: &self.fine_irf,
             oversample: self.oversample,
@@ -754,23 +770,8 @@ impl LifetimeFitter {
             x: x.clone(),
             simd: self.simd,
         };
-        problem.set_params(&x);
-        let lm = LevenbergMarquardt::new()
-            .with_ftol(self.config.tolerance)
-            .with_xtol(self.config.tolerance)
-            .with_gtol(self.config.tolerance * 1e-2)
-            .with_patience(self.config.patience);
-        // The crate leaves the problem evaluated at the parameters it returns (it re-evaluates
-        // the last accepted point when it stops on a rejected trial), so the model, residuals
-        // and normal equations in `work` are those of the result.
-        let (mut problem, report) = lm.minimize(problem);
-        let result = problem.summarise(
-            &report.termination,
-            report.number_of_evaluations,
-            self.config.bin_width_ns,
-        );
-        self.work = problem.work;
-        Ok(result)
+        problem.set_params(x);
+        problem
     }
 }
 
