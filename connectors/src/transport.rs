@@ -281,22 +281,29 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn run<S: SocketRecv + Send>(self, mut socket: S, mut shutdown: watch::Receiver<bool>) {
+    /// The next message off `socket` with its receipt times, or `None` once the server is
+    /// stopping. A failed receive is logged and skipped.
+    async fn receive<S: SocketRecv + Send>(
+        &self,
+        socket: &mut S,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<(Vec<Bytes>, Instant, i64)> {
         loop {
             let message = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
                 received = socket.recv() => received,
             };
-            let message = match message {
-                Ok(message) => message,
-                Err(err) => {
-                    tracing::warn!(transport = self.kind.name(), %err, "receive failed");
-                    continue;
-                }
-            };
-            let received_at = Instant::now();
-            let arrival_time_ns = now_ns();
-            let mut frames = message.into_vec();
+            match message {
+                Ok(message) => return Some((message.into_vec(), Instant::now(), now_ns())),
+                Err(err) => tracing::warn!(transport = self.kind.name(), %err, "receive failed"),
+            }
+        }
+    }
+
+    async fn run<S: SocketRecv + Send>(self, mut socket: S, mut shutdown: watch::Receiver<bool>) {
+        while let Some((mut frames, received_at, arrival_time_ns)) =
+            self.receive(&mut socket, &mut shutdown).await
+        {
             let reply_to = match self.kind {
                 TransportKind::Router => {
                     let identity = if frames.is_empty() {
@@ -371,21 +378,9 @@ struct BlueskyReceiver {
 
 impl BlueskyReceiver {
     async fn run(mut self, mut socket: SubSocket, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                received = socket.recv() => received,
-            };
-            let message = match message {
-                Ok(message) => message,
-                Err(err) => {
-                    tracing::warn!(transport = "bluesky", %err, "receive failed");
-                    continue;
-                }
-            };
-            let received_at = Instant::now();
-            let arrival_time_ns = now_ns();
-            let frames = message.into_vec();
+        while let Some((frames, received_at, arrival_time_ns)) =
+            self.receiver.receive(&mut socket, &mut shutdown).await
+        {
             let translated = match frames.as_slice() {
                 [frame] => self.translator.translate(frame),
                 _ => self.translator.refuse_frames(frames.len()),

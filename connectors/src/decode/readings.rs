@@ -39,6 +39,13 @@ struct Readings {
 }
 
 impl Readings {
+    /// Where `key` is among the readings; a `meta.{what}` entry naming another is refused.
+    fn position(&self, what: &str, key: &str) -> Result<usize, DecodeError> {
+        self.keys.iter().position(|(k, _)| k == key).ok_or_else(|| {
+            DecodeError::payload(format!("meta.{what} names {key:?}, which is not a reading"))
+        })
+    }
+
     fn add(&mut self, key: &str, values: KeyValues) -> Result<(), DecodeError> {
         check_name("reading key", key)?;
         let len = match &values {
@@ -226,15 +233,7 @@ fn reading_times(
         DecodeError::payload("meta.timestamps_ns must be an object {key: [time per event]}")
     })?;
     for (key, values) in object {
-        let position = readings
-            .keys
-            .iter()
-            .position(|(k, _)| k == key)
-            .ok_or_else(|| {
-                DecodeError::payload(format!(
-                    "meta.timestamps_ns names {key:?}, which is not a reading"
-                ))
-            })?;
+        let position = readings.position("timestamps_ns", key)?;
         let values = values
             .as_array()
             .filter(|v| v.len() == readings.events)
@@ -270,13 +269,7 @@ fn units(header: &Header, readings: &Readings) -> Result<Vec<Option<String>>, De
         .as_object()
         .ok_or_else(|| DecodeError::payload("meta.units must be an object {key: unit}"))?;
     for (key, unit) in object {
-        let position = readings
-            .keys
-            .iter()
-            .position(|(k, _)| k == key)
-            .ok_or_else(|| {
-                DecodeError::payload(format!("meta.units names {key:?}, which is not a reading"))
-            })?;
+        let position = readings.position("units", key)?;
         let unit = unit
             .as_str()
             .ok_or_else(|| DecodeError::payload(format!("meta.units.{key} must be a string")))?;
