@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of flowdaq on a fresh machine: installs what the tests need (a Python
 # virtualenv with pyzmq, numpy, pyarrow, duckdb, pytest, ADBC, psycopg and the numerical reference
-# packages, and Debian's psql),
+# packages, Playwright, Debian's psql and Debian's headless Chromium),
 # builds the workspace, runs the Rust tests, then the interop tests in which clients we did not
 # write (pyzmq, pyarrow, duckdb) talk to a real flowdaq server. `.ci/run` calls exactly this.
 set -euo pipefail
@@ -28,6 +28,14 @@ if ! command -v psql >/dev/null 2>&1; then
 fi
 psql --version
 
+echo "== chromium (Debian's package, the browser the dashboard tests drive through Playwright)"
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+/usr/bin/chromium --version
+
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
 
@@ -36,4 +44,6 @@ cargo test --workspace --locked
 
 echo "== interop tests (pyzmq, pyarrow, duckdb against a real server)"
 export FLOWDAQ_BIN="$CARGO_TARGET_DIR/debug/flowdaq"
+# Screenshots the browser tests take.
+export FLOWDAQ_ARTIFACTS="${FLOWDAQ_ARTIFACTS:-$CARGO_TARGET_DIR/test-artifacts}"
 "$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider

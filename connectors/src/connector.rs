@@ -15,6 +15,7 @@ use crate::replay::ptu::PtuReplayConfig;
 use crate::replay::spectra_file::SpectraFileConfig;
 use crate::sim::phase_sensor::SimulatedPhaseSensorConfig;
 use crate::sim::spectrometer::SimulatedSpectrometerConfig;
+use crate::sim::tcspc_histogram::SimulatedTcspcHistogramConfig;
 
 /// Why a connector could not produce a message.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ pub enum ConnectorConfig {
     SimulatedSpectrometer(SimulatedSpectrometerConfig),
     /// Simulated optical phase-sensor pair on a segmented-flow tube.
     SimulatedPhaseSensor(SimulatedPhaseSensorConfig),
+    /// Simulated TCSPC card in histogram mode, one decay per condition-dependent lifetime.
+    SimulatedTcspcHistogram(SimulatedTcspcHistogramConfig),
     /// Replay of a CSV file of spectra.
     CsvSpectra(CsvSpectraConfig),
     /// Replay of a spectrometer's export file (OOIBase32, SpectraSuite/OceanView, JASCO, CSV).
@@ -82,6 +85,7 @@ impl ConnectorConfig {
         match self {
             ConnectorConfig::SimulatedSpectrometer(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::SimulatedPhaseSensor(config) => Ok(Box::new(config.build()?)),
+            ConnectorConfig::SimulatedTcspcHistogram(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::CsvSpectra(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::SpectraFile(config) => Ok(Box::new(config.build()?)),
             ConnectorConfig::PtuReplay(config) => Ok(Box::new(config.build()?)),

@@ -8,8 +8,10 @@
 //! query answers 400 with `{"error": ...}`, and one that fails after its first batch was sent
 //! (a time limit reached mid-stream) has its body cut, never ended as if complete. Connections
 //! are served under the limits of [`serve`]. With tokens configured, every route but
-//! `/health` asks for `Authorization: Bearer <token>` and answers 401 without it.
+//! `/health` and the dashboard's files (`GET /`, [`dashboard`]) asks for
+//! `Authorization: Bearer <token>` and answers 401 without it.
 
+pub mod dashboard;
 pub mod prometheus;
 pub mod serve;
 
@@ -87,7 +89,10 @@ pub fn router(state: HttpState) -> Router {
             state.clone(),
             require_token,
         ));
-    guarded.route("/health", get(health)).with_state(state)
+    guarded
+        .route("/health", get(health))
+        .merge(dashboard::routes())
+        .with_state(state)
 }
 
 /// The feature stream as server-sent events: `event: rows` per stream part of each committed

@@ -5,7 +5,9 @@
 //! the error path, everything is persisted to Parquet, and SQL answers questions about the run.
 //! The progress line shows the newest spectrum's peak energy and width, read with SQL from the
 //! `spectral_features` rows the pipeline computed as the spectra arrived, with the plug velocity
-//! a simulated phase-sensor pair measures and the reaction time it gives each spectrum.
+//! a simulated phase-sensor pair measures and the reaction time it gives each spectrum. A
+//! simulated TCSPC card sends decays whose lifetime follows the same conditions. The dashboard
+//! (`GET /`) draws it all live; `--linger` keeps it streaming until interrupted.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use flowdaq_connectors::message::OutboundMessage;
 use flowdaq_connectors::runner::{run_connector, Pacing, PushSender};
 use flowdaq_connectors::sim::phase_sensor::SimulatedPhaseSensorConfig;
 use flowdaq_connectors::sim::spectrometer::SimulatedSpectrometerConfig;
+use flowdaq_connectors::sim::tcspc_histogram::SimulatedTcspcHistogramConfig;
 use flowdaq_connectors::ConnectorConfig;
 use flowdaq_daq::config::{PolarityChoice, SensorPairConfig};
 use flowdaq_daq::query::output::Format;
@@ -38,6 +41,13 @@ pub struct DemoArgs {
     /// Data directory.
     #[arg(long, default_value = "./flowdaq-data")]
     pub data_dir: PathBuf,
+    /// Keep the instruments streaming and the dashboard served until interrupted (Ctrl-C),
+    /// then finish as usual.
+    #[arg(long)]
+    pub linger: bool,
+    /// Address of the HTTP server (dashboard and SQL); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http: String,
 }
 
 /// Runs the demo.
@@ -51,7 +61,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.ingest.pull = "tcp://127.0.0.1:0".into();
     config.ingest.sub = "tcp://127.0.0.1:0".into();
     config.ingest.router = "tcp://127.0.0.1:0".into();
-    config.http.listen = "127.0.0.1:0".into();
+    config.http.listen = args.http.clone();
     config.publish.listen = "tcp://127.0.0.1:0".into();
     config.control.listen = "tcp://127.0.0.1:0".into();
     config.flight_sql.listen = "127.0.0.1:0".into();
@@ -84,10 +94,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "flowdaq demo: run {run_id}, data in {}",
         args.data_dir.display()
     );
-    println!(
-        "  server PULL {pull}  HTTP http://{}",
-        server.http_addr.map(|a| a.to_string()).unwrap_or_default()
-    );
+    let http = server.http_addr.map(|a| a.to_string()).unwrap_or_default();
+    println!("  server PULL {pull}  HTTP http://{http}");
+    println!("  dashboard http://{http}/");
+    if args.linger {
+        println!("  streaming until interrupted (Ctrl-C)");
+    }
 
     let spectra_per_condition = ((args.rate * args.duration) / 4.0).max(10.0) as usize;
     let spectrometer = ConnectorConfig::SimulatedSpectrometer(SimulatedSpectrometerConfig {
@@ -115,6 +127,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Pacing::RateHz(phase_rate_hz),
         stop.clone(),
     ));
+    // A TCSPC card in histogram mode, 4 decays a second, its lifetime following the same
+    // conditions as the spectrometer.
+    let tcspc_rate_hz = 4.0;
+    let tcspc_sender = tokio::spawn(run_connector(
+        ConnectorConfig::SimulatedTcspcHistogram(SimulatedTcspcHistogramConfig {
+            run_id: Some(run_id.clone()),
+            histograms_per_condition: ((tcspc_rate_hz * args.duration) / 4.0).max(1.0) as usize,
+            ..SimulatedTcspcHistogramConfig::default()
+        })
+        .build()?,
+        pull.clone(),
+        Pacing::RateHz(tcspc_rate_hz),
+        stop.clone(),
+    ));
     let bad_sent = send_malformed_frames(&pull, &run_id).await?;
 
     let bar = ProgressBar::new_spinner();
@@ -127,8 +153,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut last = (Instant::now(), 0u64);
     let mut ticks = 0u64;
     let mut latest = String::from("waiting for the first spectrum");
-    while begin.elapsed().as_secs_f64() < args.duration {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let interrupted = super::serve::wait_for_signal();
+    tokio::pin!(interrupted);
+    while args.linger || begin.elapsed().as_secs_f64() < args.duration {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = &mut interrupted => break,
+        }
         ticks += 1;
         if ticks.is_multiple_of(2) {
             // SQL over rows still in the write buffer: features are queryable on arrival.
@@ -163,7 +194,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     stop_tx.send(true)?;
     let sent = sender.await??;
     let phase_sent = phase_sender.await??;
-    let all = sent + phase_sent + bad_sent;
+    let tcspc_sent = tcspc_sender.await??;
+    let all = sent + phase_sent + tcspc_sent + bad_sent;
     if !server
         .metrics
         .wait_processed(all, Duration::from_secs(30))
@@ -172,7 +204,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("server did not process all {all} messages");
     }
     bar.finish_with_message(format!(
-        "{sent} spectra messages, {phase_sent} phase-trace chunks and {bad_sent} malformed frames sent"
+        "{sent} spectra messages, {phase_sent} phase-trace chunks, {tcspc_sent} TCSPC histograms and {bad_sent} malformed frames sent"
     ));
     let query = server.query.clone();
     server.shutdown().await?;

@@ -9,9 +9,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use clap::{Args, ValueEnum};
-use flowdaq_analytics::tcspc::fit::{
-    FitConfig, FitFlags, FitStatistic, Irf, LifetimeFit, LifetimeFitter,
-};
 
 use crate::plot::decay::DecayPicture;
 use crate::plot::phasor::PhasorPicture;
@@ -190,16 +187,22 @@ async fn spectrum(args: &PlotArgs) -> anyhow::Result<SpectrumPicture> {
 }
 
 async fn decay(args: &PlotArgs) -> anyhow::Result<DecayPicture> {
+    // The curve is the server's own model at the row's parameters; rows written before
+    // `lifetime_features` recorded the IRF width fall back to --irf-fwhm-ps unless a measured
+    // IRF came with the histogram.
     let query = format!(
-        "SELECT h.source, h.seq, h.channel, h.bin_width_ps, h.sync_rate_hz, h.counts, \
-         h.irf_counts, f.components, f.tau_1_ns, f.tau_2_ns, f.tau_3_ns, \
-         f.amplitude_1_counts, f.amplitude_2_counts, f.amplitude_3_counts, f.background_counts, \
-         f.shift_ns, f.fit_range_start_ns, f.fit_range_end_ns, f.irf_fwhm_ps \
+        "SELECT h.source, h.seq, h.channel, h.bin_width_ps, h.counts, f.components, \
+         f.tau_1_ns, f.tau_2_ns, f.tau_3_ns, f.fit_range_start_ns, f.fit_range_end_ns, \
+         lifetime_model_counts(h.counts, h.irf_counts, h.bin_width_ps, h.sync_rate_hz, \
+           f.components, f.tau_1_ns, f.tau_2_ns, f.tau_3_ns, f.amplitude_1_counts, \
+           f.amplitude_2_counts, f.amplitude_3_counts, f.background_counts, f.shift_ns, \
+           coalesce(f.irf_fwhm_ps, CASE WHEN h.irf_counts IS NULL THEN {fwhm:?} END)) AS model \
          FROM tcspc_histograms h LEFT JOIN lifetime_features f ON f.source = h.source \
            AND f.run_id = h.run_id AND f.seq = h.seq AND f.channel = h.channel \
            AND f.window_start_ps = h.window_start_ps \
          WHERE true{} ORDER BY h.arrival_time_ns DESC, h.channel LIMIT 1",
-        filters(args, "h", true)
+        filters(args, "h", true),
+        fwhm = args.irf_fwhm_ps,
     );
     let batches = rows(args, &query).await?;
     let Some(batch) = batches.first() else {
@@ -208,61 +211,13 @@ async fn decay(args: &PlotArgs) -> anyhow::Result<DecayPicture> {
     let value = |name: &str| -> anyhow::Result<f64> { Ok(floats(batch, name)?[0]) };
     let counts = float_list(batch, "counts", 0)?.unwrap_or_default();
     let bin_width_ns = value("bin_width_ps")? * 1e-3;
-    let components = value("components")?;
-    let taus = [value("tau_1_ns")?, value("tau_2_ns")?, value("tau_3_ns")?];
-    let fit = if components.is_finite() && components >= 1.0 && taus[0].is_finite() {
-        let n = components as usize;
-        Some(LifetimeFit {
-            components: n,
-            tau_ns: taus,
-            tau_stderr_ns: [f64::NAN; 3],
-            amplitude_counts: [
-                value("amplitude_1_counts")?,
-                value("amplitude_2_counts")?,
-                value("amplitude_3_counts")?,
-            ],
-            amplitude_stderr_counts: [f64::NAN; 3],
-            background_counts: value("background_counts")?,
-            background_stderr_counts: f64::NAN,
-            shift_ns: value("shift_ns")?,
-            shift_stderr_ns: f64::NAN,
-            tau_amplitude_weighted_ns: f64::NAN,
-            tau_intensity_weighted_ns: f64::NAN,
-            reduced_chi_square: f64::NAN,
-            poisson_deviance: f64::NAN,
-            degrees_of_freedom: 0,
-            evaluations: 0,
-            converged: true,
-            flags: FitFlags::default(),
-            fit_range: (0, counts.len()),
-            statistic: FitStatistic::PoissonMle,
-        })
+    let model = float_list(batch, "model", 0)?;
+    let components = if model.is_some() {
+        value("components")? as usize
     } else {
-        None
+        0
     };
-    let model = match &fit {
-        Some(fit) => {
-            let mut config = FitConfig::new(fit.components, FitStatistic::PoissonMle, bin_width_ns);
-            config.period_ns = Some(1e9 / value("sync_rate_hz")?);
-            // The IRF the server fitted with: its Gaussian FWHM is in the row; a measured IRF
-            // came with the histogram.
-            let stored_fwhm_ps = value("irf_fwhm_ps")?;
-            let irf = match float_list(batch, "irf_counts", 0)? {
-                Some(measured) if !stored_fwhm_ps.is_finite() => Irf::Measured(measured),
-                _ => Irf::Gaussian {
-                    fwhm_ns: if stored_fwhm_ps.is_finite() {
-                        stored_fwhm_ps
-                    } else {
-                        args.irf_fwhm_ps
-                    } * 1e-3,
-                    center_ns: None,
-                },
-            };
-            let mut fitter = LifetimeFitter::new(config, irf, counts.len())?;
-            Some(fitter.model_counts(fit)?)
-        }
-        None => None,
-    };
+    let taus = [value("tau_1_ns")?, value("tau_2_ns")?, value("tau_3_ns")?];
     let (start_ns, end_ns) = (value("fit_range_start_ns")?, value("fit_range_end_ns")?);
     let fit_range = (start_ns.is_finite() && end_ns.is_finite()).then(|| {
         (
@@ -272,7 +227,7 @@ async fn decay(args: &PlotArgs) -> anyhow::Result<DecayPicture> {
     });
     let lifetimes: Vec<String> = taus
         .iter()
-        .take(fit.as_ref().map_or(0, |f| f.components))
+        .take(components)
         .map(|t| format!("{t:.3} ns"))
         .collect();
     Ok(DecayPicture {

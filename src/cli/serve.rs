@@ -38,7 +38,7 @@ pub async fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

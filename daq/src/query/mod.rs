@@ -8,6 +8,7 @@
 //! acknowledge ingest.
 
 pub mod counters;
+pub mod decay_model;
 mod guarded;
 mod integral_rounding;
 pub mod limits;
@@ -145,6 +146,7 @@ impl QueryEngine {
         guarded::register(&context)?;
         ordered_merge::register(&context)?;
         integral_rounding::register(&context);
+        decay_model::register(&context);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)

@@ -133,6 +133,20 @@ impl FitConfig {
     }
 }
 
+/// What draws a decay: a fit's lifetimes and amplitudes (one per component), background and
+/// shift, as a `lifetime_features` row keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecayParameters {
+    /// Lifetimes, ns, one per component.
+    pub tau_ns: Vec<f64>,
+    /// Amplitudes, counts per bin at t = 0 before convolution, one per component.
+    pub amplitude_counts: Vec<f64>,
+    /// Background, counts per bin.
+    pub background_counts: f64,
+    /// Shift of the IRF, ns.
+    pub shift_ns: f64,
+}
+
 /// Outcome of one fit. Unused component slots hold NaN. Components are sorted by lifetime.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LifetimeFit {
@@ -176,6 +190,19 @@ pub struct LifetimeFit {
     pub fit_range: (usize, usize),
     /// The statistic used.
     pub statistic: FitStatistic,
+}
+
+impl LifetimeFit {
+    /// The parameters that draw this fit's curve.
+    pub fn parameters(&self) -> DecayParameters {
+        let n = self.components.min(3);
+        DecayParameters {
+            tau_ns: self.tau_ns[..n].to_vec(),
+            amplitude_counts: self.amplitude_counts[..n].to_vec(),
+            background_counts: self.background_counts,
+            shift_ns: self.shift_ns,
+        }
+    }
 }
 
 /// Which entries of the parameter vector are free: `[a_1..a_n, ln tau_1..ln tau_n, b?, shift?]`.
@@ -580,13 +607,14 @@ impl LifetimeFitter {
     /// drew, for plots and residuals.
     ///
     /// # Errors
-    /// [`TcspcError::InvalidArgument`] if the fit has another number of components.
-    pub fn model_counts(&mut self, fit: &LifetimeFit) -> Result<Vec<f64>> {
+    /// [`TcspcError::InvalidArgument`] if the parameters hold another number of components.
+    pub fn model_counts(&mut self, fit: &DecayParameters) -> Result<Vec<f64>> {
         let n = self.config.components;
-        if fit.components != n {
+        if fit.tau_ns.len() != n || fit.amplitude_counts.len() != n {
             return Err(TcspcError::InvalidArgument(format!(
-                "a fit of {} components, the fitter has {n}",
-                fit.components
+                "parameters of {} lifetimes and {} amplitudes, the fitter has {n} components",
+                fit.tau_ns.len(),
+                fit.amplitude_counts.len()
             )));
         }
         let bw = self.config.bin_width_ns;
