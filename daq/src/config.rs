@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub buffer: BufferConfig,
     /// Parquet file layout.
     pub parquet: ParquetConfig,
+    /// Background merging of small Parquet files.
+    pub compaction: CompactionConfig,
+    /// How long each table's rows are kept, days; a table not named is kept forever.
+    pub retention: BTreeMap<String, f64>,
     /// HTTP query and metrics endpoint.
     pub http: HttpConfig,
     /// Limits every SQL query runs under.
@@ -88,6 +92,8 @@ impl Default for ServerConfig {
             wal: WalConfig::default(),
             buffer: BufferConfig::default(),
             parquet: ParquetConfig::default(),
+            compaction: CompactionConfig::default(),
+            retention: BTreeMap::new(),
             http: HttpConfig::default(),
             query: QueryConfig::default(),
             sources: BTreeMap::new(),
@@ -410,6 +416,29 @@ impl Default for ParquetConfig {
             zstd_level: 3,
             row_group_target_bytes: 64 * 1024 * 1024,
             float_encoding: FloatEncoding::ByteStreamSplit,
+        }
+    }
+}
+
+/// Background merging of small Parquet files into files near `target_file_bytes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Seconds between rounds of compaction and retention; 0 turns both off.
+    pub interval_s: f64,
+    /// Small files of one table, date and run that make a merge worth it.
+    pub min_files: usize,
+    /// Size a merged file aims at, bytes (Parquet, compressed); files from half of it up are
+    /// left alone.
+    pub target_file_bytes: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            interval_s: 60.0,
+            min_files: 4,
+            target_file_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -867,6 +896,25 @@ impl ServerConfig {
         }
         if (ingest.max_queued_bytes as u64) < ingest.max_message_bytes {
             return Err("ingest: max_queued_bytes must be >= max_message_bytes".into());
+        }
+        let compaction = &self.compaction;
+        if !(compaction.interval_s >= 0.0 && compaction.interval_s.is_finite())
+            || compaction.min_files < 2
+            || compaction.target_file_bytes == 0
+        {
+            return Err(
+                "compaction: interval_s must be >= 0, min_files >= 2, target_file_bytes > 0".into(),
+            );
+        }
+        for (table, days) in &self.retention {
+            if flowdaq_schemas::Table::from_name(table).is_none() {
+                return Err(format!("retention.{table}: no such table"));
+            }
+            if !(*days > 0.0 && days.is_finite()) {
+                return Err(format!(
+                    "retention.{table} = {days}: must be a positive number of days"
+                ));
+            }
         }
         self.bluesky.validate()?;
         for endpoint in std::iter::once(&self.bluesky.listen)

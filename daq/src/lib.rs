@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod compactor;
 pub mod conditions;
 pub mod config;
 pub mod control;

@@ -146,6 +146,8 @@ pub struct MetricsSnapshot {
     pub postgres: crate::doorway::DoorSnapshot,
     /// Bluesky documents read, refused and left out.
     pub bluesky: flowdaq_connectors::bluesky::BlueskyCountsSnapshot,
+    /// Small files merged and files dropped by retention.
+    pub compaction: crate::compactor::CompactionSnapshot,
 }
 
 struct State {
@@ -169,6 +171,8 @@ pub struct Metrics {
     pub postgres_door: std::sync::Arc<crate::doorway::DoorCounters>,
     /// Bluesky documents, counted by the translator.
     pub bluesky: std::sync::Arc<flowdaq_connectors::bluesky::BlueskyCounters>,
+    /// Compaction and retention, counted by the compactor.
+    pub compaction: std::sync::Arc<crate::compactor::CompactionCounters>,
     /// Messages fully processed (committed or failed), for waiters.
     processed: tokio::sync::watch::Sender<u64>,
 }
@@ -191,6 +195,7 @@ impl Default for Metrics {
             flight_sql_door: Default::default(),
             postgres_door: Default::default(),
             bluesky: Default::default(),
+            compaction: Default::default(),
         }
     }
 }
@@ -348,6 +353,7 @@ impl Metrics {
         snapshot.flight_sql = self.flight_sql_door.snapshot();
         snapshot.postgres = self.postgres_door.snapshot();
         snapshot.bluesky = self.bluesky.snapshot();
+        snapshot.compaction = self.compaction.snapshot();
         snapshot
     }
 }

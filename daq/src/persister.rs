@@ -65,6 +65,20 @@ pub struct Persister {
     health: Arc<Health>,
 }
 
+/// Where [`Persister::write_batches`] writes, and what its rows cost in memory.
+pub(crate) struct FileTarget {
+    /// The table.
+    pub table: Table,
+    /// Path of the file relative to the data directory.
+    pub relative: String,
+    /// Date partition.
+    pub date: String,
+    /// Run partition.
+    pub run: String,
+    /// Arrow bytes per row, for the row-group size.
+    pub bytes_per_row: usize,
+}
+
 /// Rows of one (date, run) partition of one table.
 struct Partition {
     date: String,
@@ -89,6 +103,16 @@ impl Persister {
             storage,
             health,
         }
+    }
+
+    /// Where this persister writes, the buffer whose catalog it completes, and the storage
+    /// it writes through.
+    pub(crate) fn parts(&self) -> (DataPaths, Arc<WriteBuffer>, SharedStorage) {
+        (
+            self.paths.clone(),
+            self.buffer.clone(),
+            self.storage.clone(),
+        )
     }
 
     /// Persists one snapshot: files, catalog, then WAL segments. Once the catalog is saved the
@@ -153,6 +177,39 @@ impl Persister {
     ) -> Result<CatalogFile, PersistError> {
         let relative =
             DataPaths::parquet_relative(table.name(), &partition.date, &partition.run, file_id);
+        let rows: usize = partition.batches.iter().map(RecordBatch::num_rows).sum();
+        let bytes: usize = partition
+            .batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        let target = FileTarget {
+            table,
+            relative,
+            date: partition.date,
+            run: partition.run,
+            bytes_per_row: (bytes / rows.max(1)).max(1),
+        };
+        self.write_batches(target, partition.batches.into_iter().map(Ok), written)
+    }
+
+    /// Writes `batches` as the Parquet file `target` names, with the table's encodings (temp
+    /// name, fsync, rename, directory fsync); every path it creates is pushed to `written`
+    /// first, so a failure can remove it. The batches are written as they come: a file need
+    /// not fit in memory.
+    pub(crate) fn write_batches(
+        &self,
+        target: FileTarget,
+        batches: impl IntoIterator<Item = Result<RecordBatch, PersistError>>,
+        written: &mut Vec<std::path::PathBuf>,
+    ) -> Result<CatalogFile, PersistError> {
+        let FileTarget {
+            table,
+            relative,
+            date,
+            run,
+            bytes_per_row,
+        } = target;
         let path = self.paths.resolve(&relative);
         let io = |path: &Path| {
             let path = path.display().to_string();
@@ -161,13 +218,6 @@ impl Persister {
         let dir = path.parent().unwrap_or(self.paths.root()).to_path_buf();
         self.storage.create_dir_all(&dir).map_err(io(&dir))?;
         let temp = path.with_extension("parquet.tmp");
-        let rows: usize = partition.batches.iter().map(RecordBatch::num_rows).sum();
-        let bytes: usize = partition
-            .batches
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum();
-        let bytes_per_row = (bytes / rows.max(1)).max(1);
         let row_group_rows =
             (self.config.row_group_target_bytes / bytes_per_row).clamp(1024, 1 << 20);
         let level = ZstdLevel::try_new(self.config.zstd_level)?;
@@ -205,6 +255,7 @@ impl Persister {
             .build();
         let schema = table.schema();
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+        let mut rows = 0usize;
         written.push(temp.clone());
         let size_bytes = {
             let file = self.storage.create(&temp).map_err(io(&temp))?;
@@ -213,15 +264,17 @@ impl Persister {
                 bytes: 0,
             };
             let mut writer = ArrowWriter::try_new(file, schema, Some(properties))?;
-            for batch in &partition.batches {
-                let times = arrival_times(batch);
+            for batch in batches {
+                let batch = batch?;
+                rows += batch.num_rows();
+                let times = arrival_times(&batch);
                 if let Some(times) = times {
                     for &t in times.values() {
                         min_time = min_time.min(t);
                         max_time = max_time.max(t);
                     }
                 }
-                writer.write(batch)?;
+                writer.write(&batch)?;
             }
             let mut file = writer.into_inner()?;
             file.inner.sync_all().map_err(io(&temp))?;
@@ -237,8 +290,8 @@ impl Persister {
             size_bytes,
             min_arrival_time_ns: min_time,
             max_arrival_time_ns: max_time,
-            run_id: partition.run,
-            date: partition.date,
+            run_id: run,
+            date,
         })
     }
 }
@@ -460,4 +513,4 @@ pub(crate) fn local_for_tests(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -194,6 +194,8 @@ pub struct RunningServer {
     pipeline: std::thread::JoinHandle<()>,
     persister: std::thread::JoinHandle<()>,
     persister_stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The compactor's stop signal and thread, when compaction is on.
+    compactor: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     ack_task: JoinHandle<()>,
     http_task: Option<JoinHandle<()>>,
 }
@@ -274,9 +276,35 @@ pub async fn start_with_storage(
         paths.clone(),
         config.parquet.clone(),
         buffer.clone(),
-        storage,
+        storage.clone(),
         metrics.health.clone(),
     );
+    let compactor = if config.compaction.interval_s > 0.0 {
+        let writer = Persister::new(
+            paths.clone(),
+            config.parquet.clone(),
+            buffer.clone(),
+            storage.clone(),
+            metrics.health.clone(),
+        );
+        // A file out of the catalog stays while a query planned before may still open it.
+        let grace = config.query.timeout() + std::time::Duration::from_secs(5);
+        let mut compactor = crate::compactor::Compactor::new(
+            writer,
+            config.compaction.clone(),
+            &config.retention,
+            grace,
+            metrics.compaction.clone(),
+        );
+        compactor.finish_merges_at_start();
+        let interval = std::time::Duration::from_secs_f64(config.compaction.interval_s);
+        Some(
+            crate::compactor::spawn(compactor, interval)
+                .map_err(|e| ServerError::Thread(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let persister_stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let persister = persister::spawn(persister, snapshot_rx, persister_stopping.clone())
         .map_err(|e| ServerError::Thread(e.to_string()))?;
@@ -446,6 +474,7 @@ pub async fn start_with_storage(
         pipeline,
         persister,
         persister_stopping,
+        compactor,
         ack_task,
         http_task,
     })
@@ -528,6 +557,10 @@ impl RunningServer {
         self.persister_stopping
             .store(true, std::sync::atomic::Ordering::Release);
         join(self.persister).await?;
+        if let Some((stop, handle)) = self.compactor {
+            drop(stop);
+            join(handle).await?;
+        }
         for task in self.stream_tasks {
             let _ = task.await;
         }

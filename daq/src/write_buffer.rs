@@ -89,6 +89,9 @@ pub struct WriteBuffer {
     state: Mutex<State>,
     /// Signalled when a snapshot completes and its bytes leave the buffer.
     room: Condvar,
+    /// Held from reading the catalog to swapping in its saved successor, so the persister and
+    /// the compactor never save over each other's change.
+    catalog_writer: Mutex<()>,
     paths: DataPaths,
     storage: SharedStorage,
 }
@@ -102,6 +105,7 @@ impl WriteBuffer {
                 ..State::default()
             }),
             room: Condvar::new(),
+            catalog_writer: Mutex::new(()),
             paths,
             storage,
         }
@@ -182,23 +186,74 @@ impl WriteBuffer {
         snapshot: &Snapshot,
         files: Vec<CatalogFile>,
     ) -> Result<(), CatalogError> {
-        let mut next = self.lock().catalog.clone();
-        next.files.extend(files);
-        next.wal_persisted_through = next.wal_persisted_through.max(snapshot.wal_through);
-        next.seq_ledger = snapshot.ledger.clone();
-        next.save(self.storage.as_ref(), &self.paths.catalog_file())?;
-        let mut state = self.lock();
-        // Only the persister allocates file ids and completes, so nothing changed meanwhile
-        // but, to be safe, ids handed out since are never handed out again.
-        next.next_file_id = next.next_file_id.max(state.catalog.next_file_id);
-        state.catalog = next;
-        state
-            .persisting
-            .retain(|s| s.generation != snapshot.generation);
-        state.persisting_bytes = state.persisting_bytes.saturating_sub(snapshot.bytes);
-        drop(state);
+        self.change_catalog(
+            |next| {
+                next.files.extend(files);
+                next.wal_persisted_through = next.wal_persisted_through.max(snapshot.wal_through);
+                next.seq_ledger = snapshot.ledger.clone();
+            },
+            |state| {
+                state
+                    .persisting
+                    .retain(|s| s.generation != snapshot.generation);
+                state.persisting_bytes = state.persisting_bytes.saturating_sub(snapshot.bytes);
+            },
+        )?;
         self.room.notify_all();
         Ok(())
+    }
+
+    /// Replaces catalogued files: those whose path is in `removed` leave the catalog, `added`
+    /// take the place of the first of them (or go last), saved atomically and swapped in as
+    /// one step for queries. The files themselves are not touched.
+    ///
+    /// # Errors
+    /// [`CatalogError`] if the catalog cannot be saved; it then stays as it was.
+    pub fn replace_files(
+        &self,
+        removed: &[String],
+        added: Vec<CatalogFile>,
+    ) -> Result<(), CatalogError> {
+        self.change_catalog(
+            |next| {
+                let at = next
+                    .files
+                    .iter()
+                    .position(|f| removed.contains(&f.path))
+                    .unwrap_or(next.files.len());
+                next.files.retain(|f| !removed.contains(&f.path));
+                let at = at.min(next.files.len());
+                next.files.splice(at..at, added);
+            },
+            |_| {},
+        )
+    }
+
+    /// Applies `change` to a copy of the catalog, saves it (outside the buffer's lock), then
+    /// swaps it in together with `also`, in one step as seen by queries. One change at a time.
+    fn change_catalog(
+        &self,
+        change: impl FnOnce(&mut Catalog),
+        also: impl FnOnce(&mut State),
+    ) -> Result<(), CatalogError> {
+        let _writer = self
+            .catalog_writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = self.lock().catalog.clone();
+        change(&mut next);
+        next.save(self.storage.as_ref(), &self.paths.catalog_file())?;
+        let mut state = self.lock();
+        // File ids handed out while the catalog was saved are never handed out again.
+        next.next_file_id = next.next_file_id.max(state.catalog.next_file_id);
+        state.catalog = next;
+        also(&mut state);
+        Ok(())
+    }
+
+    /// Every catalogued file, in catalog order.
+    pub fn catalog_files(&self) -> Vec<CatalogFile> {
+        self.lock().catalog.files.clone()
     }
 
     /// Waits until the buffer (open and persisting) holds fewer than `max_bytes`, or `timeout`

@@ -445,6 +445,42 @@ impl Collector for Scrape {
             b.open_runs,
         )?;
 
+        let c = &m.compaction;
+        for (name, help, value) in [
+            (
+                "compaction_rounds",
+                "Rounds of compaction and retention run.",
+                c.rounds,
+            ),
+            (
+                "compaction_merges",
+                "Merged Parquet files written.",
+                c.merges,
+            ),
+            (
+                "compaction_files_merged",
+                "Small Parquet files replaced by merged ones.",
+                c.files_merged,
+            ),
+            (
+                "compaction_files_expired",
+                "Parquet files dropped by retention.",
+                c.files_expired,
+            ),
+            (
+                "compaction_rows_expired",
+                "Rows in the files dropped by retention.",
+                c.rows_expired,
+            ),
+            (
+                "compaction_errors",
+                "Compaction or retention steps that failed (retried next round).",
+                c.errors,
+            ),
+        ] {
+            counter(e, name, help, value)?;
+        }
+
         let h = &self.http;
         gauge(
             e,

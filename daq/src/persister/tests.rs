@@ -44,7 +44,7 @@ fn calibrations(pixels: usize) -> RecordBatch {
 
 /// `rows` rows of any table: the row number in every scalar column, cast to its type, and
 /// three-element lists of floats.
-fn rows_of(table: Table, rows: usize) -> RecordBatch {
+pub(crate) fn rows_of(table: Table, rows: usize) -> RecordBatch {
     let schema = table.schema();
     let columns = schema
         .fields()
