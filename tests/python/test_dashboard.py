@@ -260,9 +260,9 @@ def test_a_token_guarded_server_asks_the_page_for_its_token(browser, server_fact
     axis = np.linspace(400.0, 700.0, 512)
     rng = np.random.default_rng(3)
 
-    def send(seq, condition, peak_nm):
+    def send(seq, condition, peak_nm, run_id="run-token"):
         counts = 50 + 20_000 * np.exp(-0.5 * ((axis - peak_nm) / 12.0) ** 2) + rng.normal(0, 5, axis.size)
-        push.send_multipart(spectrum_frames("spec-a", seq, axis, counts, run_id="run-token",
+        push.send_multipart(spectrum_frames("spec-a", seq, axis, counts, run_id=run_id,
                                             condition_id=condition, instrument_time_ns=time.time_ns()))
 
     for seq in range(20):
@@ -294,6 +294,16 @@ def test_a_token_guarded_server_asks_the_page_for_its_token(browser, server_fact
     page.wait("window.flowdaq.state.spectrum.seq === 20", "the newest spectrum", timeout_ms=5000)
     peak = page.state("window.flowdaq.state.spectrum.peak_wavelength_nm")
     assert abs(peak - 540.0) < 1.0, peak
+    # A second run appears in the run selector; choosing it shows its rows only.
+    for seq in range(5):
+        send(seq, "c-9", 600.0, run_id="run-two")
+    server.wait_processed(26)
+    page.wait("Array.from(document.querySelectorAll('#run-select option')).some(o => o.value === 'run-two')",
+              "the second run in the selector", timeout_ms=5000)
+    page.page.select_option("#run-select", "run-two")
+    page.wait("window.flowdaq.state.spectrum && window.flowdaq.state.spectrum.run_id === 'run-two' && "
+              "window.flowdaq.state.drawn['panel-trends:peak_energy_ev'] === 5", "the second run's rows")
+    assert page.state("window.flowdaq.state.spectral.map(r => r.run_id)") == ["run-two"] * 5
     page.screenshot(artifacts_dir(tmp_path) / "dashboard-token.png")
     assert page.errors == [], page.errors
     push.close(0)

@@ -331,7 +331,7 @@
       state.pending = [];
       for (const part of pending) takePart(part, true);
     }
-    for (const name of ["trends", "flow", "phasor", "conditions", "selectors"]) dirty.add(name);
+    for (const name of ["trends", "flow", "phasor", "conditions", "selectors", "spectrum", "decay"]) dirty.add(name);
     await Promise.all([fetchSpectrum(), fetchDecay()]);
   }
 
@@ -546,6 +546,15 @@
     return charts[key];
   }
 
+  // Removes a chart that has nothing to show (another run was selected).
+  function forget(key) {
+    if (charts[key]) {
+      charts[key].destroy();
+      delete charts[key];
+    }
+    delete state.drawn[key];
+  }
+
   function finiteCount(values) {
     let n = 0;
     for (const v of values) if (v !== null && Number.isFinite(v)) n++;
@@ -556,7 +565,11 @@
     const panel = document.getElementById("panel-spectrum");
     const caption = panel.querySelector(".caption");
     const s = state.spectrum;
-    if (!s) return;
+    if (!s) {
+      forget("spectrum");
+      caption.textContent = "no spectra in this run yet";
+      return;
+    }
     if (s.missing) {
       caption.textContent = s.source + " seq " + s.seq + ": raw spectrum not stored (store_raw = false)";
       return;
@@ -689,7 +702,12 @@
     const panel = document.getElementById("panel-decay");
     const caption = panel.querySelector(".caption");
     const d = state.decay;
-    if (!d) return;
+    if (!d) {
+      forget("decay");
+      forget("residuals");
+      caption.textContent = "no fitted TCSPC decays in this run yet";
+      return;
+    }
     if (d.missing) {
       caption.textContent = d.source + " seq " + d.seq + ": no histogram stored for the newest fit";
       return;
