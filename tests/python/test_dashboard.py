@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import zmq
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
 from conftest import flowdaq_bin
@@ -66,14 +67,23 @@ class Page:
 
     def wait(self, expression, what, timeout_ms=60_000):
         """Polls `expression` in the page until it is true, for at most `timeout_ms`.
-        (Playwright's wait_for_function evaluates a string, which the page's CSP forbids.)"""
+        (Playwright's wait_for_function evaluates a string, which the page's CSP forbids.)
+        While the page (re)loads, its script is not there yet: that is "not yet"."""
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
-            if self.page.evaluate(f"Boolean({expression})"):
-                return
+            try:
+                if self.page.evaluate(f"Boolean(window.flowdaq && ({expression}))"):
+                    return
+            except PlaywrightError as err:
+                if "navigat" not in str(err) and "undefined" not in str(err):
+                    raise
             if time.monotonic() > deadline:
-                raise AssertionError(f"the page did not show {what} within {timeout_ms} ms "
-                                     f"(errors: {self.errors}; drawn: {self.state('window.flowdaq.state.drawn')})")
+                raise AssertionError(
+                    f"the page did not show {what} within {timeout_ms} ms (errors: {self.errors}; page: "
+                    + json.dumps(self.state("window.flowdaq && {run: window.flowdaq.state.run, loaded: "
+                                            "window.flowdaq.state.loaded, spectral: window.flowdaq.state.spectral.length, "
+                                            "pending: window.flowdaq.state.pending.length, drawn: window.flowdaq.state.drawn, "
+                                            "errors: window.flowdaq.state.errors}")) + ")")
             self.page.wait_for_timeout(20)
 
     def screenshot(self, path):
@@ -265,46 +275,49 @@ def test_a_token_guarded_server_asks_the_page_for_its_token(browser, server_fact
         push.send_multipart(spectrum_frames("spec-a", seq, axis, counts, run_id=run_id,
                                             condition_id=condition, instrument_time_ns=time.time_ns()))
 
-    for seq in range(20):
-        send(seq, "c-0", 500.0)
-    server.wait_processed(20)
+    try:
+        for seq in range(20):
+            send(seq, "c-0", 500.0)
+        server.wait_processed(20)
 
-    # Without the token the page shows no data and asks for one.
-    anonymous = Page(browser, server.http + "/")
-    anonymous.wait("!document.getElementById('token-form').hidden", "the token form")
-    assert anonymous.state("window.flowdaq.state.spectral.length") == 0
-    assert all("401" in e for e in anonymous.errors), anonymous.errors
-    # Typing it in connects.
-    anonymous.page.fill("#token-input", TOKEN)
-    anonymous.page.click("#token-form button")
-    anonymous.wait("window.flowdaq.state.drawn.spectrum > 0", "the spectrum after the token was given")
-    anonymous.page.close()
+        # Without the token the page shows no data and asks for one.
+        anonymous = Page(browser, server.http + "/")
+        anonymous.wait("!document.getElementById('token-form').hidden", "the token form")
+        assert anonymous.state("window.flowdaq.state.spectral.length") == 0
+        assert all("401" in e for e in anonymous.errors), anonymous.errors
+        # Typing it in connects.
+        anonymous.page.fill("#token-input", TOKEN)
+        anonymous.page.click("#token-form button")
+        anonymous.wait("window.flowdaq.state.drawn.spectrum > 0", "the spectrum after the token was given")
+        anonymous.page.close()
 
-    # A token in the URL's fragment (never sent to the server) is taken and removed from the URL.
-    page = Page(browser, server.http + f"/#token={TOKEN}")
-    page.wait("window.flowdaq.state.drawn.spectrum > 0 && window.flowdaq.state.drawn['panel-trends:peak_energy_ev'] === 20",
-              "the 20 spectra")
-    assert TOKEN not in page.page.url
-    assert page.state("window.flowdaq.state.spectrum.seq") == 19
-    # A new condition appears within 2 s of its spectrum being processed.
-    send(20, "c-1", 540.0)
-    server.wait_processed(21)
-    page.wait("document.querySelector('#panel-conditions tr[data-condition=\"c-1\"]') !== null", "condition c-1",
-              timeout_ms=2000)
-    page.wait("window.flowdaq.state.spectrum.seq === 20", "the newest spectrum", timeout_ms=5000)
-    peak = page.state("window.flowdaq.state.spectrum.peak_wavelength_nm")
-    assert abs(peak - 540.0) < 1.0, peak
-    # A second run appears in the run selector; choosing it shows its rows only.
-    for seq in range(5):
-        send(seq, "c-9", 600.0, run_id="run-two")
-    server.wait_processed(26)
-    page.wait("Array.from(document.querySelectorAll('#run-select option')).some(o => o.value === 'run-two')",
-              "the second run in the selector", timeout_ms=5000)
-    page.page.select_option("#run-select", "run-two")
-    page.wait("window.flowdaq.state.spectrum && window.flowdaq.state.spectrum.run_id === 'run-two' && "
-              "window.flowdaq.state.drawn['panel-trends:peak_energy_ev'] === 5", "the second run's rows")
-    assert page.state("window.flowdaq.state.spectral.map(r => r.run_id)") == ["run-two"] * 5
-    page.screenshot(artifacts_dir(tmp_path) / "dashboard-token.png")
-    assert page.errors == [], page.errors
-    push.close(0)
-    context.term()
+        # A token in the URL's fragment (never sent to the server) is taken and removed from the URL.
+        page = Page(browser, server.http + f"/#token={TOKEN}")
+        page.wait("window.flowdaq.state.drawn.spectrum > 0 && window.flowdaq.state.drawn['panel-trends:peak_energy_ev'] === 20",
+                  "the 20 spectra")
+        assert TOKEN not in page.page.url
+        assert page.state("window.flowdaq.state.spectrum.seq") == 19
+        # A new condition appears within 2 s of its spectrum being processed.
+        send(20, "c-1", 540.0)
+        server.wait_processed(21)
+        page.wait("document.querySelector('#panel-conditions tr[data-condition=\"c-1\"]') !== null", "condition c-1",
+                  timeout_ms=2000)
+        page.wait("window.flowdaq.state.spectrum.seq === 20", "the newest spectrum", timeout_ms=5000)
+        peak = page.state("window.flowdaq.state.spectrum.peak_wavelength_nm")
+        assert abs(peak - 540.0) < 1.0, peak
+        # A second run appears in the run selector; choosing it shows its rows only.
+        # The source's seq goes on counting across runs (a repeated seq is a duplicate).
+        for seq in range(21, 26):
+            send(seq, "c-9", 600.0, run_id="run-two")
+        server.wait_processed(26)
+        page.wait("Array.from(document.querySelectorAll('#run-select option')).some(o => o.value === 'run-two')",
+                  "the second run in the selector", timeout_ms=5000)
+        page.page.select_option("#run-select", "run-two")
+        page.wait("window.flowdaq.state.spectrum && window.flowdaq.state.spectrum.run_id === 'run-two' && "
+                  "window.flowdaq.state.drawn['panel-trends:peak_energy_ev'] === 5", "the second run's rows")
+        assert page.state("window.flowdaq.state.spectral.map(r => r.run_id)") == ["run-two"] * 5
+        page.screenshot(artifacts_dir(tmp_path) / "dashboard-token.png")
+        assert page.errors == [], page.errors
+    finally:
+        push.close(0)
+        context.term()

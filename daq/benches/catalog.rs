@@ -1,0 +1,56 @@
+//! What one persist pays for the catalog as the file count grows: `catalog.json` is rewritten
+//! whole (temp file, fsync, rename, directory fsync) each time a snapshot's files are added.
+//! Compaction keeps the count down; this says how much that matters.
+//!
+//! `cargo bench -p flowdaq-daq --bench catalog`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use flowdaq_daq::catalog::{Catalog, CatalogFile};
+use flowdaq_daq::storage::LocalStorage;
+
+/// A catalog of `files` files of realistic paths and ranges.
+fn catalog_of(files: usize) -> Catalog {
+    let mut catalog = Catalog {
+        version: 1,
+        next_file_id: files as u64,
+        ..Catalog::default()
+    };
+    catalog.files = (0..files)
+        .map(|i| CatalogFile {
+            table: ["spectra", "spectral_features", "photons"][i % 3].to_string(),
+            path: format!(
+                "tables/spectra/date=2026-12-06/run=run-{}/{i:012}.parquet",
+                i / 1000
+            ),
+            rows: 5_000,
+            size_bytes: 1_048_576 + i as u64,
+            min_arrival_time_ns: 1_796_083_200_000_000_000 + i as i64 * 1_000_000_000,
+            max_arrival_time_ns: 1_796_083_200_000_000_000 + i as i64 * 1_000_000_000 + 999,
+            run_id: format!("run-{}", i / 1000),
+            date: "2026-12-06".to_string(),
+        })
+        .collect();
+    catalog
+}
+
+fn save(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("catalog.json");
+    let mut group = c.benchmark_group("catalog_save");
+    group.sample_size(10);
+    for files in [1_000, 10_000, 100_000] {
+        let catalog = catalog_of(files);
+        group.bench_with_input(BenchmarkId::from_parameter(files), &catalog, |b, catalog| {
+            b.iter(|| {
+                // What a persist does: copy the catalog, add a file, save it.
+                let mut next = catalog.clone();
+                next.files.push(catalog.files[0].clone());
+                next.save(&LocalStorage, &path).expect("save");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, save);
+criterion_main!(benches);
