@@ -40,14 +40,18 @@ fn save(c: &mut Criterion) {
     group.sample_size(10);
     for files in [1_000, 10_000, 100_000] {
         let catalog = catalog_of(files);
-        group.bench_with_input(BenchmarkId::from_parameter(files), &catalog, |b, catalog| {
-            b.iter(|| {
-                // What a persist does: copy the catalog, add a file, save it.
-                let mut next = catalog.clone();
-                next.files.push(catalog.files[0].clone());
-                next.save(&LocalStorage, &path).expect("save");
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(files),
+            &catalog,
+            |b, catalog| {
+                b.iter(|| {
+                    // What a persist does: copy the catalog, add a file, save it.
+                    let mut next = catalog.clone();
+                    next.files.push(catalog.files[0].clone());
+                    next.save(&LocalStorage, &path).expect("save");
+                })
+            },
+        );
     }
     group.finish();
 }
