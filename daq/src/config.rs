@@ -1070,6 +1070,30 @@ mod tests {
     }
 
     #[test]
+    fn compaction_and_retention_are_checked() {
+        let config = ServerConfig::from_toml(
+            "[compaction]\ninterval_s = 0\n[retention]\nspectra = 30\nphotons = 0.5\n",
+            "x.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.compaction.interval_s, 0.0);
+        assert_eq!(config.retention.get("photons"), Some(&0.5));
+        for (text, needle) in [
+            (
+                "[retention]\nspectrum = 30\n",
+                "retention.spectrum: no such table",
+            ),
+            ("[retention]\nspectra = 0\n", "positive number of days"),
+            ("[retention]\nspectra = nan\n", "positive number of days"),
+            ("[compaction]\nmin_files = 1\n", "min_files >= 2"),
+            ("[compaction]\ninterval_s = -1\n", "interval_s must be >= 0"),
+        ] {
+            let err = ServerConfig::from_toml(text, "bad.toml").expect_err(text);
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn query_limits_are_checked() {
         let config = ServerConfig::from_toml("", "empty.toml").expect("defaults");
         assert_eq!(config.query.max_operators, 1024);

@@ -818,6 +818,8 @@
         if (cls) td.className = cls;
         tr.appendChild(td);
       }
+      // A registered condition's parameters, on hover over its id.
+      if (entry.parameters) tr.firstChild.title = entry.parameters;
       return tr;
     }));
   }
