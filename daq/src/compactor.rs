@@ -104,8 +104,9 @@ pub struct Compactor {
     pending: Vec<PendingMerge>,
     /// Files out of the catalog, deleted once their grace has passed.
     doomed: Vec<(PathBuf, Instant)>,
-    /// Files of an older schema version: not merged (their columns differ).
-    older_schema: std::collections::HashSet<String>,
+    /// Whether each file read so far holds its table's current schema version; files of an
+    /// older one are never merged (their columns differ). Read once per file.
+    schema_is_current: std::collections::HashMap<String, bool>,
     counters: Arc<CompactionCounters>,
 }
 
@@ -134,7 +135,7 @@ impl Compactor {
             grace,
             pending: Vec::new(),
             doomed: Vec::new(),
-            older_schema: Default::default(),
+            schema_is_current: Default::default(),
             counters,
         }
     }
@@ -302,10 +303,15 @@ impl Compactor {
         let small = self.config.target_file_bytes / 2;
         let mut groups: std::collections::BTreeMap<(String, String, String), Vec<CatalogFile>> =
             Default::default();
-        for file in self.buffer.catalog_files() {
+        let files = self.buffer.catalog_files();
+        let catalogued: std::collections::HashSet<&str> =
+            files.iter().map(|f| f.path.as_str()).collect();
+        self.schema_is_current
+            .retain(|path, _| catalogued.contains(path.as_str()));
+        for file in files {
             if file.size_bytes < small
                 && !file.path.ends_with(MERGED_SUFFIX)
-                && !self.older_schema.contains(&file.path)
+                && self.schema_is_current.get(&file.path) != Some(&false)
             {
                 groups
                     .entry((file.table.clone(), file.date.clone(), file.run_id.clone()))
@@ -336,9 +342,12 @@ impl Compactor {
         Ok(())
     }
 
-    /// Whether `file` holds `table`'s current schema version (read from its footer); files of
-    /// an older version are remembered and never merged (their columns differ).
+    /// Whether `file` holds `table`'s current schema version (read from its footer once; a
+    /// file that cannot be read now is left out of this round only).
     fn current_schema(&mut self, table: Table, file: &CatalogFile) -> bool {
+        if let Some(known) = self.schema_is_current.get(&file.path) {
+            return *known;
+        }
         let expected = format!("{}/{}", table.name(), table.schema_version());
         let path = self.paths.resolve(&file.path);
         let version = std::fs::File::open(&path)
@@ -354,12 +363,11 @@ impl Compactor {
                     .clone()
             });
         match version {
-            Some(version) if version == expected => true,
-            Some(_) => {
-                self.older_schema.insert(file.path.clone());
-                false
+            Some(version) => {
+                let current = version == expected;
+                self.schema_is_current.insert(file.path.clone(), current);
+                current
             }
-            // Unreadable now: left out of this round only.
             None => false,
         }
     }

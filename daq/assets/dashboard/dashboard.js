@@ -531,17 +531,17 @@
     return Math.max(260, element.clientWidth || 420);
   }
 
+  // Draws `data` in the chart `key`: built anew when its title or series changed (a new
+  // condition, another run), otherwise only given the new data.
   function chart(key, element, options, data) {
-    let existing = charts[key];
-    if (existing && existing.series.length !== options.series.length) {
-      existing.destroy();
-      existing = null;
-    }
-    if (!existing) {
-      options.width = plotWidth(element);
+    const shape = (options.title || "") + "|" + options.series.map((s) => s.label).join("|");
+    if (charts[key] && charts[key].flowdaqShape !== shape) forget(key);
+    if (!charts[key]) {
+      options.width = options.width || plotWidth(element);
       charts[key] = new uPlot(options, data, element);
+      charts[key].flowdaqShape = shape;
     } else {
-      existing.setData(data);
+      charts[key].setData(data);
     }
     return charts[key];
   }
@@ -674,26 +674,14 @@
       const { series, data, count } = conditionSeries(rows, (row) => row[feature]);
       const options = {
         height: 200,
-        width: 300,
+        width: Math.max(260, Math.floor((panel.clientWidth - 40) / panel.querySelectorAll(".plot").length)),
         title: LABELS[feature] + (count === 0 ? ": no values yet" : ""),
         scales: { x: { time: true } },
         legend: { show: series.length <= 10 },
         series,
       };
       const key = panelId + ":" + feature;
-      // A new condition or a changed title builds the chart anew; otherwise only data changes.
-      const shape = options.title + "|" + series.map((s) => s.label).join("|");
-      if (charts[key] && charts[key].flowdaqShape !== shape) {
-        charts[key].destroy();
-        delete charts[key];
-      }
-      if (!charts[key]) {
-        options.width = Math.max(260, Math.floor((panel.clientWidth - 40) / panel.querySelectorAll(".plot").length));
-        charts[key] = new uPlot(options, data, element);
-        charts[key].flowdaqShape = shape;
-      } else {
-        charts[key].setData(data);
-      }
+      chart(key, element, options, data);
       state.drawn[key] = count;
     }
   }
