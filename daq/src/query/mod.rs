@@ -9,6 +9,7 @@
 
 pub mod counters;
 pub mod decay_model;
+mod dense_count;
 mod guarded;
 mod integral_rounding;
 pub mod limits;
@@ -30,6 +31,7 @@ use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use flowdaq_schemas::Table;
 
 use crate::config::QueryConfig;
@@ -138,7 +140,13 @@ impl QueryEngine {
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_bytes, 1.0)
             .build_arc()?;
-        let context = SessionContext::new_with_config_rt(session, runtime_env);
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_runtime_env(runtime_env)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(dense_count::DenseCount))
+            .build();
+        let context = SessionContext::new_with_state(state);
         for table in Table::ALL {
             let provider = table::FlowdaqTable::new(table, buffer.clone(), paths.clone());
             context.register_table(table.name(), Arc::new(provider))?;

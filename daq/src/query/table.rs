@@ -6,14 +6,16 @@
 //!
 //! The query's filters reach the scan as inexact (DataFusion applies them again to the rows):
 //! files that the catalog says cannot match are left out ([`super::prune`]), and the Parquet
-//! source gets the filters as its predicate, to skip row groups by their statistics.
+//! source gets the filters as its predicate, to skip row groups by their statistics. The
+//! catalog's row counts are the scan's statistics, so `count(*)` reads no file.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::DFSchema;
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
@@ -87,6 +89,8 @@ impl TableProvider for FlowdaqTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let files: Vec<_> = chunks.files.iter().filter(|f| pruning.keeps(f)).collect();
         if !files.is_empty() {
+            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
             let files: Vec<PartitionedFile> = files
                 .into_iter()
                 .map(|f| {
@@ -105,8 +109,14 @@ impl TableProvider for FlowdaqTable {
                 source = source.with_predicate(state.create_physical_expr(predicate, &schema)?);
             }
             let source = Arc::new(source);
+            // The catalog counts each file's rows, so `count(*)` needs no scan (DataFusion
+            // makes the statistics inexact itself when a predicate may drop rows).
+            let mut statistics = Statistics::new_unknown(&self.schema);
+            statistics.num_rows = Precision::Exact(rows as usize);
+            statistics.total_byte_size = Precision::Inexact(bytes as usize);
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
                 .with_file_group(FileGroup::new(files))
+                .with_statistics(statistics)
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();
