@@ -180,7 +180,7 @@ def push_sender(conn, endpoint, source, spectra, pixels, seconds, max_messages, 
     prefix, suffix, variants = message_template(source, spectra, pixels)
     message_bytes = len(prefix) + len(suffix) + 1 + sum(len(f) for f in variants[0])
     report = {"source": source, "messages": 0, "spectra": 0, "first_send": None, "last_send": None,
-              "message_bytes": message_bytes, "error": None}
+              "message_bytes": message_bytes, "cpu_seconds": 0.0, "error": None}
     try:
         conn.send({"ready": True})
         if not start_event.wait(120):
@@ -188,6 +188,7 @@ def push_sender(conn, endpoint, source, spectra, pixels, seconds, max_messages, 
             return
         seq = 0
         limit = max_messages if max_messages else 1 << 62
+        cpu_start = time.process_time()
         first = time.monotonic()
         end = first + seconds
         while seq < limit:
@@ -201,7 +202,8 @@ def push_sender(conn, endpoint, source, spectra, pixels, seconds, max_messages, 
                 report["error"] = f"send blocked for {SEND_TIMEOUT_MS} ms at seq {seq}"
                 break
             seq += 1
-        report.update(messages=seq, spectra=seq * spectra, first_send=first, last_send=time.monotonic())
+        report.update(messages=seq, spectra=seq * spectra, first_send=first, last_send=time.monotonic(),
+                      cpu_seconds=time.process_time() - cpu_start)
     except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the round
         report["error"] = repr(err)
     finally:
@@ -223,6 +225,7 @@ def bare_receiver(conn, spectrum_bytes, hwm, max_seconds):
     first = last = None
     expected = None
     deadline = time.monotonic() + max_seconds
+    cpu_start = time.process_time()
     try:
         while time.monotonic() < deadline:
             if expected is not None and messages >= expected:
@@ -241,7 +244,8 @@ def bare_receiver(conn, spectrum_bytes, hwm, max_seconds):
             if conn.poll(0):
                 expected = conn.recv()["expected_messages"]
     finally:
-        conn.send({"messages": messages, "spectra": spectra, "first_receipt": first, "last_receipt": last})
+        conn.send({"messages": messages, "spectra": spectra, "first_receipt": first, "last_receipt": last,
+                   "cpu_seconds": time.process_time() - cpu_start})
         socket.close()
         context.term()
 
@@ -284,6 +288,7 @@ def sender_summary(reports):
         "first_send": first,
         "send_seconds": last - first,
         "sender_spectra_per_s": spectra / (last - first) if last > first else float("nan"),
+        "sender_cpu_us_per_spectrum": sum(r["cpu_seconds"] for r in reports) / max(1, spectra) * 1e6,
     }
 
 
@@ -514,6 +519,12 @@ def calibrate_wal(args, run_dir, sizes):
     return out
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a process, all its threads, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bare_round(args, spectra, tag):
     spectrum_bytes = 4 * args.pixels
     receiver, conn = start_process(bare_receiver, spectrum_bytes, 1000,
@@ -533,6 +544,7 @@ def bare_round(args, spectra, tag):
     elapsed = got["last_receipt"] - sent["first_send"]
     return {
         **sent,
+        "receiver_cpu_us_per_spectrum": got["cpu_seconds"] / max(1, sent["spectra"]) * 1e6,
         "seconds": elapsed,
         "spectra_per_s": sent["spectra"] / elapsed,
         "mb_per_s": sent["messages"] * sent["message_bytes"] / elapsed / 1e6,
@@ -542,9 +554,11 @@ def bare_round(args, spectra, tag):
 def flowdaq_round(args, run_dir, spectra, tag):
     server = Server(args.flowdaq, run_dir / tag).start()
     try:
+        cpu_start = process_cpu_seconds(server.process.pid)
         sent = sender_summary(run_senders(server.pull, args.senders, spectra, args.pixels,
                                           args.seconds, args.hwm, tag))
         visible = server.wait_count("SELECT count(*) FROM spectra", sent["spectra"], args.visible_timeout)
+        server_cpu = process_cpu_seconds(server.process.pid) - cpu_start
         metrics = server.metrics()
     finally:
         server.stop()
@@ -555,6 +569,7 @@ def flowdaq_round(args, run_dir, spectra, tag):
     processed = metrics["messages_processed"]
     return {
         **sent,
+        "server_cpu_us_per_spectrum": server_cpu / max(1, sent["spectra"]) * 1e6,
         "seconds": elapsed,
         "spectra_per_s": sent["spectra"] / elapsed,
         "mb_per_s": sent["messages"] * sent["message_bytes"] / elapsed / 1e6,
@@ -771,7 +786,9 @@ def main():
                 bare = bare_round(args, spectra, f"bare-{tag}")
                 rounds[spectra]["bare"].append(bare)
                 log(f"[round {r + 1}, {spectra:>2} spectra/msg] bare    {bare['spectra_per_s']:>9.0f} spectra/s "
-                    f"{bare['mb_per_s']:>7.1f} MB/s ({bare['spectra']} spectra in {bare['seconds']:.2f} s)")
+                    f"{bare['mb_per_s']:>7.1f} MB/s ({bare['spectra']} spectra in {bare['seconds']:.2f} s; CPU per "
+                    f"spectrum: senders {bare['sender_cpu_us_per_spectrum']:.1f} us, receiver "
+                    f"{bare['receiver_cpu_us_per_spectrum']:.1f} us)")
                 ours = flowdaq_round(args, run_dir, spectra, f"flowdaq-{tag}")
                 rounds[spectra]["flowdaq"].append(ours)
                 q = ours["receipt_to_queryable"]
@@ -779,7 +796,9 @@ def main():
                     f"{ours['mb_per_s']:>7.1f} MB/s visible in SQL ({ours['spectra']} spectra in "
                     f"{ours['seconds']:.2f} s; senders {ours['sender_spectra_per_s']:.0f}/s over "
                     f"{ours['send_seconds']:.2f} s; {ours['messages_per_group']:.1f} msg/WAL group; "
-                    f"receipt->queryable p50 {q['p50_us'] / 1e3:.2f} ms p99 {q['p99_us'] / 1e3:.2f} ms)")
+                    f"receipt->queryable p50 {q['p50_us'] / 1e3:.2f} ms p99 {q['p99_us'] / 1e3:.2f} ms; CPU per "
+                    f"spectrum: senders {ours['sender_cpu_us_per_spectrum']:.1f} us, server "
+                    f"{ours['server_cpu_us_per_spectrum']:.1f} us)")
         report["rounds"] = {str(k): v for k, v in rounds.items()}
 
         log("\n[disk] append + fdatasync")
@@ -829,7 +848,18 @@ def main():
                     r["receipt_to_queryable"]["p50_us"] for r in rounds[spectra]["flowdaq"]),
                 "receipt_to_queryable_p99_us": statistics.median(
                     r["receipt_to_queryable"]["p99_us"] for r in rounds[spectra]["flowdaq"]),
+                "bare_sender_cpu_us_per_spectrum": statistics.median(
+                    r["sender_cpu_us_per_spectrum"] for r in rounds[spectra]["bare"]),
+                "bare_receiver_cpu_us_per_spectrum": statistics.median(
+                    r["receiver_cpu_us_per_spectrum"] for r in rounds[spectra]["bare"]),
+                "flowdaq_sender_cpu_us_per_spectrum": statistics.median(
+                    r["sender_cpu_us_per_spectrum"] for r in rounds[spectra]["flowdaq"]),
+                "flowdaq_server_cpu_us_per_spectrum": statistics.median(
+                    r["server_cpu_us_per_spectrum"] for r in rounds[spectra]["flowdaq"]),
             }
+            goal = 0.8 * min(bare, disk_eq)
+            cores = os.cpu_count() or 1
+            summary[str(spectra)]["cpu_budget_us_per_spectrum_at_goal"] = cores / goal * 1e6
         report["summary"] = summary
     finally:
         cleanup()
@@ -852,6 +882,15 @@ def main():
             f"{s['flowdaq_over_min']:>7.2f} {ok:>5}  {s['disk_one_message_spectra_per_s']:>10.0f} "
             f"{s['flowdaq_sender_spectra_per_s']:>9.0f} {s['receipt_to_queryable_p50_us'] / 1e3:>8.2f} "
             f"{s['receipt_to_queryable_p99_us'] / 1e3:>8.2f}")
+    log(f"\nCPU per spectrum (us; medians) and the budget at the goal rate ({os.cpu_count()} cores / "
+        f"(0.8 x lower bound)), which the senders and the server share on this machine:")
+    log(f"{'spectra/msg':>11} {'bare snd':>9} {'bare rcv':>9} {'fd snd':>9} {'fd server':>9} {'budget':>9} "
+        f"{'server max':>10}")
+    for spectra, s in summary.items():
+        room = s["cpu_budget_us_per_spectrum_at_goal"] - s["flowdaq_sender_cpu_us_per_spectrum"]
+        log(f"{spectra:>11} {s['bare_sender_cpu_us_per_spectrum']:>9.1f} {s['bare_receiver_cpu_us_per_spectrum']:>9.1f} "
+            f"{s['flowdaq_sender_cpu_us_per_spectrum']:>9.1f} {s['flowdaq_server_cpu_us_per_spectrum']:>9.1f} "
+            f"{s['cpu_budget_us_per_spectrum_at_goal']:>9.1f} {room:>10.1f}")
     lat = latency
     d, q = lat["receipt_to_durable"], lat["receipt_to_queryable"]
     ok = "ok" if q["p99_us"] < 10_000 else "MISS"

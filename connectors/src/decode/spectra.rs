@@ -26,30 +26,52 @@ const MAX_ABS_POSITION_MM: f64 = 1.0e6;
 
 /// The stable id of a wavelength axis: FNV-1a over the little-endian bytes of its values.
 ///
-/// Equal axes (bit for bit) share an id across messages, restarts and machines. FNV-1a is
-/// byte-serial (about 20 µs for a 2048-pixel axis), and nearly every message of a source
-/// repeats the previous axis, so the last few axes seen by this thread are remembered and a
-/// repeat costs one memcmp. The memo never changes the result.
+/// Equal axes (bit for bit) share an id across messages, restarts and machines.
 pub fn axis_calibration_id(axis_nm: &[f64]) -> u64 {
+    fnv1a_of_axis(axis_nm)
+}
+
+/// A wavelength axis that passed [`check_axis`], with its calibration id; its values are
+/// shared by every message that repeats it.
+#[derive(Debug)]
+pub(super) struct CheckedAxis {
+    pub(super) id: u64,
+    pub(super) values: Float64Array,
+}
+
+/// The checked axis of an array frame (`dtype`, little-endian `bytes`).
+///
+/// Checking an axis (three passes), converting it and hashing it (FNV-1a is byte-serial: about
+/// 20 µs for 2048 pixels) cost more than the rest of a one-spectrum message, and nearly every
+/// message of a source repeats the previous axis. So the last few frames this thread checked
+/// are remembered by their bytes, and a repeat costs one memcmp. The memo never changes the
+/// result: equal bytes give equal values.
+pub(super) fn checked_axis(dtype: Dtype, bytes: &[u8]) -> Result<Arc<CheckedAxis>, DecodeError> {
     const REMEMBERED_AXES: usize = 8;
+    type Remembered = Vec<(Dtype, Vec<u8>, Arc<CheckedAxis>)>;
     thread_local! {
-        static RECENT: std::cell::RefCell<Vec<(Vec<f64>, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+        static RECENT: std::cell::RefCell<Remembered> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let same = |a: &[f64], b: &[f64]| {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-    };
     RECENT.with(|recent| {
         let mut recent = recent.borrow_mut();
-        if let Some(position) = recent.iter().position(|(axis, _)| same(axis, axis_nm)) {
+        if let Some(position) = recent
+            .iter()
+            .position(|(d, b, _)| *d == dtype && b.as_slice() == bytes)
+        {
             let entry = recent.remove(position);
-            let id = entry.1;
+            let axis = entry.2.clone();
             recent.insert(0, entry);
-            return id;
+            return Ok(axis);
         }
-        let id = fnv1a_of_axis(axis_nm);
-        recent.insert(0, (axis_nm.to_vec(), id));
+        let values = to_f64(dtype, bytes);
+        check_axis(&values)?;
+        let axis = Arc::new(CheckedAxis {
+            id: fnv1a_of_axis(&values),
+            values: Float64Array::from(values),
+        });
+        recent.insert(0, (dtype, bytes.to_vec(), axis.clone()));
         recent.truncate(REMEMBERED_AXES);
-        id
+        Ok(axis)
     })
 }
 
@@ -66,8 +88,8 @@ fn fnv1a_of_axis(axis_nm: &[f64]) -> u64 {
 
 /// Spectra in a stream-independent form, before validation.
 struct SpectraParts {
-    /// Distinct axes in the message.
-    axes: Vec<Vec<f64>>,
+    /// Distinct axes in the message, checked.
+    axes: Vec<Arc<CheckedAxis>>,
     /// Index into `axes` for each spectrum.
     axis_of_row: Vec<usize>,
     /// Intensities, one list per spectrum, non-null Float32 items.
@@ -123,7 +145,7 @@ pub(crate) fn from_arrays(
         }
     };
     let parts = SpectraParts {
-        axes: vec![to_f64(axis_desc.dtype, axis_bytes)],
+        axes: vec![checked_axis(axis_desc.dtype, axis_bytes)?],
         axis_of_row: vec![0; spectra],
         intensities,
         instrument_times_ns,
@@ -150,26 +172,24 @@ pub(crate) fn from_ipc(
         DataType::Float32,
         "intensity_counts",
     )?;
-    let mut axes: Vec<Vec<f64>> = Vec::new();
-    let mut ids: Vec<u64> = Vec::new();
+    let mut axes: Vec<Arc<CheckedAxis>> = Vec::new();
     let mut axis_of_row = Vec::with_capacity(axes_col.len());
     for row in 0..axes_col.len() {
         let axis_array = axes_col.value(row);
-        let axis = axis_array.as_primitive::<Float64Type>().values();
-        let id = axis_calibration_id(axis);
-        let index = match ids.iter().position(|&known| known == id) {
+        let axis_values = axis_array.as_primitive::<Float64Type>().values();
+        let axis = checked_axis(Dtype::F64, axis_values.inner().as_slice())?;
+        let index = match axes.iter().position(|known| known.id == axis.id) {
             Some(index) => index,
             None => {
-                ids.push(id);
-                axes.push(axis.to_vec());
+                axes.push(axis.clone());
                 axes.len() - 1
             }
         };
-        if counts.value_length(row) != axis.len() as i32 {
+        if counts.value_length(row) != axis.values.len() as i32 {
             return Err(DecodeError::payload(format!(
                 "row {row}: {} intensities for a {}-point axis",
                 counts.value_length(row),
-                axis.len()
+                axis.values.len()
             )));
         }
         axis_of_row.push(index);
@@ -264,9 +284,6 @@ fn build(
             "meta.probe_position_mm = {probe_position_mm:?} is absurd (|x| > {MAX_ABS_POSITION_MM})"
         )));
     }
-    for axis in &parts.axes {
-        check_axis(axis)?;
-    }
     let rows = parts.intensities.len();
     if rows == 0 {
         return Err(DecodeError::payload("message holds no spectra"));
@@ -285,7 +302,7 @@ fn build(
             )));
         }
     }
-    let ids: Vec<u64> = parts.axes.iter().map(|a| axis_calibration_id(a)).collect();
+    let ids: Vec<u64> = parts.axes.iter().map(|a| a.id).collect();
     let provenance = Provenance { header, ctx };
     let mut columns = provenance.columns(rows, parts.instrument_times_ns);
     columns.extend([
@@ -311,18 +328,19 @@ fn build(
 fn calibration_batch(
     header: &Header,
     ctx: &DecodeContext<'_>,
-    axes: &[Vec<f64>],
+    axes: &[Arc<CheckedAxis>],
     ids: &[u64],
 ) -> Result<RecordBatch, DecodeError> {
     let rows = axes.len();
-    let offsets = OffsetBuffer::from_lengths(axes.iter().map(Vec::len));
-    let values = Float64Array::from_iter_values(axes.iter().flatten().copied());
-    let axis_list = ListArray::try_new(
-        item_field(DataType::Float64),
-        offsets,
-        Arc::new(values),
-        None,
-    )?;
+    let offsets = OffsetBuffer::from_lengths(axes.iter().map(|a| a.values.len()));
+    let values: ArrayRef = match axes {
+        [one] => Arc::new(one.values.clone()),
+        many => {
+            let arrays: Vec<&dyn Array> = many.iter().map(|a| &a.values as &dyn Array).collect();
+            arrow::compute::concat(&arrays)?
+        }
+    };
+    let axis_list = ListArray::try_new(item_field(DataType::Float64), offsets, values, None)?;
     debug_assert_eq!(tables::axis_list_type(), *axis_list.data_type());
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
@@ -334,7 +352,7 @@ fn calibration_batch(
         ))),
         Arc::new(UInt64Array::from(ids.to_vec())),
         Arc::new(UInt32Array::from_iter_values(
-            axes.iter().map(|a| a.len() as u32),
+            axes.iter().map(|a| a.values.len() as u32),
         )),
         Arc::new(axis_list),
     ];

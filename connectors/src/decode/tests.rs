@@ -259,12 +259,36 @@ fn calibration_id_is_fnv1a_of_the_axis_bytes_whether_remembered_or_not() {
                 .collect()
         })
         .collect();
-    // Twice over more axes than are remembered: first computed, then evicted or recalled.
+    let bytes = |axis: &[f64]| -> Vec<u8> { axis.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    // Twice over more axes than are remembered: first checked, then evicted or recalled.
     for _ in 0..2 {
         for axis in &axes {
             assert_eq!(axis_calibration_id(axis), reference(axis));
-            assert_eq!(axis_calibration_id(axis), reference(axis), "recalled");
+            let checked = super::spectra::checked_axis(Dtype::F64, &bytes(axis)).expect("axis");
+            assert_eq!(checked.id, reference(axis));
+            let recalled = super::spectra::checked_axis(Dtype::F64, &bytes(axis)).expect("axis");
+            assert!(
+                Arc::ptr_eq(&checked, &recalled),
+                "recalled, not checked again"
+            );
+            assert_eq!(recalled.values.values().as_ref(), axis.as_slice());
         }
+    }
+    // The same bytes as f32 are another axis: the dtype is part of what is remembered.
+    let as_f32: Vec<u8> = axes[0]
+        .iter()
+        .flat_map(|x| (*x as f32).to_le_bytes())
+        .collect();
+    let f32_axis = super::spectra::checked_axis(Dtype::F32, &as_f32).expect("f32 axis");
+    assert_eq!(
+        f32_axis.id,
+        reference(&axes[0]),
+        "these f32 values are exact in f64"
+    );
+    // A refused axis is not remembered: refused every time.
+    let bad = bytes(&[400.0, 399.0, 401.0]);
+    for _ in 0..2 {
+        assert!(super::spectra::checked_axis(Dtype::F64, &bad).is_err());
     }
     // -0.0 and 0.0 compare equal as floats but are different bytes, so different ids.
     assert_ne!(
