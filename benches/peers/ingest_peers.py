@@ -23,9 +23,14 @@ control drift; each round and the median are reported. Further phases:
            the server's receipt -> durable / receipt -> queryable, and send -> row visible to
            `SELECT count(*) FROM spectra WHERE source = .. AND seq = X` for every
            --sql-sample-every'th message (that time includes one query's round trip).
+  cpu      process CPU seconds (all threads) of the senders, the bare receiver and the server
+           per spectrum, and the budget at the goal rate: cores / (0.8 x min(bare, disk)) us
+           per spectrum, shared by senders and server on this machine; beside it, what pyarrow
+           (Arrow C++) takes to write the same spectra to Parquet with flowdaq's encodings
+           (zstd 3, byte-stream split, no dictionary): a floor for that one step.
 The summary table gives flowdaq / bare, flowdaq / disk and flowdaq / min(bare, disk) (goal
->= 0.8) per message size, and the latency block (goal: p99 receipt -> queryable < 10 ms at
-1,000 spectra/s). --json prints one JSON object with every figure instead (progress on stderr).
+>= 0.8) per message size, the CPU block, and the latency block (goal: p99 receipt ->
+queryable < 10 ms at 1,000 spectra/s). --json prints one JSON object with every figure instead (progress on stderr).
 
 Usage:
   ~/.cache/flowdaq-venv/bin/python benches/peers/ingest_peers.py [--seconds 10] [--rounds 2]
@@ -519,6 +524,32 @@ def calibrate_wal(args, run_dir, sizes):
     return out
 
 
+def parquet_floor(pixels, spectra=20_000):
+    """CPU us per spectrum for pyarrow to write `spectra` spectra (List<float32>) plus a seq
+    column to Parquet in memory with flowdaq's settings; best of 3."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    x = np.arange(pixels)
+    peak = 1000 * np.exp(-((x - pixels / 2) / 80.0) ** 2) + 50
+    counts = (peak + rng.normal(0, 5, (spectra, pixels))).astype(np.float32)
+    offsets = pa.array(np.arange(0, (spectra + 1) * pixels, pixels, dtype=np.int32))
+    table = pa.table({"intensity_counts": pa.ListArray.from_arrays(offsets, pa.array(counts.ravel())),
+                      "seq": pa.array(np.arange(spectra, dtype=np.uint64))})
+    best = math.inf
+    for _ in range(3):
+        sink = io.BytesIO()
+        start = time.process_time()
+        pq.write_table(table, sink, compression="zstd", compression_level=3, use_dictionary=False,
+                       use_byte_stream_split=["intensity_counts.list.element"], write_statistics=["seq"])
+        best = min(best, time.process_time() - start)
+    return {"pyarrow": pa.__version__, "cpu_us_per_spectrum": best / spectra * 1e6,
+            "bytes_per_spectrum": len(sink.getvalue()) / spectra}
+
+
 def process_cpu_seconds(pid):
     """User + system CPU seconds of a process, all its threads, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -861,6 +892,7 @@ def main():
             cores = os.cpu_count() or 1
             summary[str(spectra)]["cpu_budget_us_per_spectrum_at_goal"] = cores / goal * 1e6
         report["summary"] = summary
+        report["parquet_floor"] = parquet_floor(args.pixels)
     finally:
         cleanup()
         if args.keep:
@@ -891,6 +923,9 @@ def main():
         log(f"{spectra:>11} {s['bare_sender_cpu_us_per_spectrum']:>9.1f} {s['bare_receiver_cpu_us_per_spectrum']:>9.1f} "
             f"{s['flowdaq_sender_cpu_us_per_spectrum']:>9.1f} {s['flowdaq_server_cpu_us_per_spectrum']:>9.1f} "
             f"{s['cpu_budget_us_per_spectrum_at_goal']:>9.1f} {room:>10.1f}")
+    floor = report["parquet_floor"]
+    log(f"pyarrow {floor['pyarrow']} writing the same spectra to Parquet (zstd 3, byte-stream split): "
+        f"{floor['cpu_us_per_spectrum']:.1f} us CPU per spectrum ({floor['bytes_per_spectrum']:.0f} B)")
     lat = latency
     d, q = lat["receipt_to_durable"], lat["receipt_to_queryable"]
     ok = "ok" if q["p99_us"] < 10_000 else "MISS"
