@@ -1,12 +1,16 @@
 //! What one persist pays for the catalog as the file count grows: `catalog.json` is rewritten
 //! whole (temp file, fsync, rename, directory fsync) each time a snapshot's files are added.
-//! Compaction keeps the count down; this says how much that matters.
+//! Compaction keeps the count down; this says how much that matters. Also what a query pays
+//! to take a table's file list from the write buffer, under the lock ingest commits share.
 //!
 //! `cargo bench -p flowdaq-daq --bench catalog`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use flowdaq_daq::catalog::{Catalog, CatalogFile};
+use flowdaq_daq::paths::DataPaths;
 use flowdaq_daq::storage::LocalStorage;
+use flowdaq_daq::write_buffer::WriteBuffer;
+use flowdaq_schemas::Table;
 
 /// A catalog of `files` files of realistic paths and ranges.
 fn catalog_of(files: usize) -> Catalog {
@@ -56,5 +60,22 @@ fn save(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, save);
+fn table_files(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut group = c.benchmark_group("catalog_table_files");
+    for files in [1_000, 10_000, 100_000] {
+        let buffer = WriteBuffer::new(
+            catalog_of(files),
+            DataPaths::new(dir.path()),
+            LocalStorage::shared(),
+        );
+        group.bench_with_input(BenchmarkId::from_parameter(files), &buffer, |b, buffer| {
+            // What planning a query over `spectra` does first.
+            b.iter(|| buffer.chunks(Table::Spectra))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, save, table_files);
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 //! lock, so a query sees every row exactly once: from the buffer, or from Parquet, never both.
 //! The buffer owns the in-memory catalog for that reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -52,15 +52,35 @@ struct State {
     open_since: Option<Instant>,
     persisting: Vec<Arc<Snapshot>>,
     persisting_bytes: usize,
-    catalog: Catalog,
+    /// Shared, so a change copies it outside the lock and a query clones no file list.
+    catalog: Arc<Catalog>,
+    /// The catalog's files per table, in catalog order, built when the catalog changes.
+    files_by_table: HashMap<String, Arc<Vec<CatalogFile>>>,
+    /// The next Parquet file id; saved into each catalog written.
+    next_file_id: u64,
     next_generation: u64,
+}
+
+/// The catalog's files grouped by table, in catalog order.
+fn files_by_table(catalog: &Catalog) -> HashMap<String, Arc<Vec<CatalogFile>>> {
+    let mut tables: HashMap<String, Vec<CatalogFile>> = HashMap::new();
+    for file in &catalog.files {
+        tables
+            .entry(file.table.clone())
+            .or_default()
+            .push(file.clone());
+    }
+    tables
+        .into_iter()
+        .map(|(table, files)| (table, Arc::new(files)))
+        .collect()
 }
 
 /// What a query reads for one table at one instant.
 #[derive(Debug, Default)]
 pub struct TableChunks {
-    /// Persisted files.
-    pub files: Vec<CatalogFile>,
+    /// Persisted files (shared with the catalog: taking them copies nothing).
+    pub files: Arc<Vec<CatalogFile>>,
     /// Buffered batches (open and persisting).
     pub batches: Vec<RecordBatch>,
 }
@@ -101,7 +121,9 @@ impl WriteBuffer {
     pub fn new(catalog: Catalog, paths: DataPaths, storage: SharedStorage) -> WriteBuffer {
         WriteBuffer {
             state: Mutex::new(State {
-                catalog,
+                files_by_table: files_by_table(&catalog),
+                next_file_id: catalog.next_file_id,
+                catalog: Arc::new(catalog),
                 ..State::default()
             }),
             room: Condvar::new(),
@@ -168,8 +190,8 @@ impl WriteBuffer {
     /// Hands out `count` consecutive file ids.
     pub fn allocate_file_ids(&self, count: u64) -> u64 {
         let mut state = self.lock();
-        let first = state.catalog.next_file_id;
-        state.catalog.next_file_id += count;
+        let first = state.next_file_id;
+        state.next_file_id += count;
         first
     }
 
@@ -216,12 +238,13 @@ impl WriteBuffer {
     ) -> Result<(), CatalogError> {
         self.change_catalog(
             |next| {
+                let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
                 let at = next
                     .files
                     .iter()
-                    .position(|f| removed.contains(&f.path))
+                    .position(|f| removed.contains(f.path.as_str()))
                     .unwrap_or(next.files.len());
-                next.files.retain(|f| !removed.contains(&f.path));
+                next.files.retain(|f| !removed.contains(f.path.as_str()));
                 let at = at.min(next.files.len());
                 next.files.splice(at..at, added);
             },
@@ -231,6 +254,8 @@ impl WriteBuffer {
 
     /// Applies `change` to a copy of the catalog, saves it (outside the buffer's lock), then
     /// swaps it in together with `also`, in one step as seen by queries. One change at a time.
+    /// Under the lock only an `Arc` is cloned and swapped: copying and indexing a catalog of
+    /// 100k files takes milliseconds, and ingest commits wait for this lock.
     fn change_catalog(
         &self,
         change: impl FnOnce(&mut Catalog),
@@ -240,20 +265,29 @@ impl WriteBuffer {
             .catalog_writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = self.lock().catalog.clone();
+        let (current, next_file_id) = {
+            let state = self.lock();
+            (state.catalog.clone(), state.next_file_id)
+        };
+        let mut next = Catalog::clone(&current);
+        drop(current);
+        next.next_file_id = next_file_id;
         change(&mut next);
         next.save(self.storage.as_ref(), &self.paths.catalog_file())?;
+        let index = files_by_table(&next);
         let mut state = self.lock();
-        // File ids handed out while the catalog was saved are never handed out again.
-        next.next_file_id = next.next_file_id.max(state.catalog.next_file_id);
-        state.catalog = next;
+        // Ids handed out while the catalog was saved are in the next save (`next_file_id`
+        // only grows), and never handed out again.
+        state.catalog = Arc::new(next);
+        state.files_by_table = index;
         also(&mut state);
         Ok(())
     }
 
     /// Every catalogued file, in catalog order.
     pub fn catalog_files(&self) -> Vec<CatalogFile> {
-        self.lock().catalog.files.clone()
+        let catalog = self.lock().catalog.clone();
+        catalog.files.clone()
     }
 
     /// Waits until the buffer (open and persisting) holds fewer than `max_bytes`, or `timeout`
@@ -272,7 +306,11 @@ impl WriteBuffer {
     /// Files and buffered batches of one table, consistent with each other.
     pub fn chunks(&self, table: Table) -> TableChunks {
         let state = self.lock();
-        let files = state.catalog.files_of(table.name()).cloned().collect();
+        let files = state
+            .files_by_table
+            .get(table.name())
+            .cloned()
+            .unwrap_or_default();
         let mut batches: Vec<RecordBatch> = state
             .persisting
             .iter()
@@ -372,5 +410,58 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    fn file(table: &str, path: &str) -> CatalogFile {
+        CatalogFile {
+            table: table.into(),
+            path: path.into(),
+            rows: 1,
+            size_bytes: 1,
+            min_arrival_time_ns: 0,
+            max_arrival_time_ns: 0,
+            run_id: "r".into(),
+            date: "d".into(),
+        }
+    }
+
+    fn paths_of(chunks: &TableChunks) -> Vec<&str> {
+        chunks.files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn each_table_sees_its_files_in_catalog_order_and_a_taken_list_stays_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog {
+            files: vec![
+                file("photons", "a"),
+                file("spectra", "s"),
+                file("photons", "b"),
+            ],
+            next_file_id: 7,
+            ..Catalog::default()
+        };
+        let buffer = WriteBuffer::new(
+            catalog,
+            DataPaths::new(dir.path()),
+            crate::storage::LocalStorage::shared(),
+        );
+        let before = buffer.chunks(Table::Photons);
+        assert_eq!(paths_of(&before), ["a", "b"]);
+        assert_eq!(paths_of(&buffer.chunks(Table::Spectra)), ["s"]);
+        assert!(buffer.chunks(Table::Runs).files.is_empty());
+        // Ids handed out before a save are in the saved catalog.
+        assert_eq!(buffer.allocate_file_ids(3), 7);
+        buffer
+            .replace_files(&["a".into(), "b".into()], vec![file("photons", "ab")])
+            .expect("replace");
+        assert_eq!(paths_of(&buffer.chunks(Table::Photons)), ["ab"]);
+        assert_eq!(paths_of(&buffer.chunks(Table::Spectra)), ["s"]);
+        assert_eq!(paths_of(&before), ["a", "b"], "a query's list is its own");
+        let saved = Catalog::load(&dir.path().join("catalog.json")).expect("saved");
+        assert_eq!(saved.next_file_id, 10);
+        let saved: Vec<&str> = saved.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(saved, ["ab", "s"]);
+        assert_eq!(buffer.allocate_file_ids(1), 10);
     }
 }
