@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use flowdaq_schemas::{Table, SCHEMA_VERSION_KEY};
+use flowdaq_schemas::Table;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
@@ -104,9 +104,10 @@ pub struct Compactor {
     pending: Vec<PendingMerge>,
     /// Files out of the catalog, deleted once their grace has passed.
     doomed: Vec<(PathBuf, Instant)>,
-    /// Whether each file read so far holds its table's current schema version; files of an
-    /// older one are never merged (their columns differ). Read once per file.
-    schema_is_current: std::collections::HashMap<String, bool>,
+    /// Whether each file read so far holds a layout of its table that the current one takes
+    /// (the current layout, or an earlier one whose rows are conformed to it: added columns
+    /// become nulls). Read once per file; a file of an unknown layout is never merged.
+    mergeable: std::collections::HashMap<String, bool>,
     counters: Arc<CompactionCounters>,
 }
 
@@ -135,7 +136,7 @@ impl Compactor {
             grace,
             pending: Vec::new(),
             doomed: Vec::new(),
-            schema_is_current: Default::default(),
+            mergeable: Default::default(),
             counters,
         }
     }
@@ -306,12 +307,12 @@ impl Compactor {
         let files = self.buffer.catalog_files();
         let catalogued: std::collections::HashSet<&str> =
             files.iter().map(|f| f.path.as_str()).collect();
-        self.schema_is_current
+        self.mergeable
             .retain(|path, _| catalogued.contains(path.as_str()));
         for file in files {
             if file.size_bytes < small
                 && !file.path.ends_with(MERGED_SUFFIX)
-                && self.schema_is_current.get(&file.path) != Some(&false)
+                && self.mergeable.get(&file.path) != Some(&false)
             {
                 groups
                     .entry((file.table.clone(), file.date.clone(), file.run_id.clone()))
@@ -329,7 +330,7 @@ impl Compactor {
                 if bytes >= self.config.target_file_bytes {
                     break;
                 }
-                if !self.current_schema(table, &file) {
+                if !self.is_mergeable(table, &file) {
                     continue;
                 }
                 bytes += file.size_bytes;
@@ -342,31 +343,26 @@ impl Compactor {
         Ok(())
     }
 
-    /// Whether `file` holds `table`'s current schema version (read from its footer once; a
-    /// file that cannot be read now is left out of this round only).
-    fn current_schema(&mut self, table: Table, file: &CatalogFile) -> bool {
-        if let Some(known) = self.schema_is_current.get(&file.path) {
+    /// Whether `file`'s rows can be written in `table`'s current layout: its Arrow schema, read
+    /// from the footer once, conforms (an earlier version's file is merged, its missing
+    /// columns as nulls). A file that cannot be read now is left out of this round only.
+    fn is_mergeable(&mut self, table: Table, file: &CatalogFile) -> bool {
+        if let Some(known) = self.mergeable.get(&file.path) {
             return *known;
         }
-        let expected = format!("{}/{}", table.name(), table.schema_version());
         let path = self.paths.resolve(&file.path);
-        let version = std::fs::File::open(&path)
+        let schema = std::fs::File::open(&path)
             .ok()
             .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
-            .and_then(|b| {
-                b.metadata()
-                    .file_metadata()
-                    .key_value_metadata()?
-                    .iter()
-                    .find(|kv| kv.key == SCHEMA_VERSION_KEY)?
-                    .value
-                    .clone()
-            });
-        match version {
-            Some(version) => {
-                let current = version == expected;
-                self.schema_is_current.insert(file.path.clone(), current);
-                current
+            .map(|b| b.schema().clone());
+        match schema {
+            Some(schema) => {
+                let mergeable = table.conform(RecordBatch::new_empty(schema)).is_ok();
+                if !mergeable {
+                    tracing::warn!(path = %file.path, "a file of an unknown layout is not merged");
+                }
+                self.mergeable.insert(file.path.clone(), mergeable);
+                mergeable
             }
             None => false,
         }
@@ -404,7 +400,10 @@ impl Compactor {
                 .and_then(|f| Ok(ParquetRecordBatchReaderBuilder::try_new(f)?.build()?));
             let batches: Box<dyn Iterator<Item = Result<RecordBatch, PersistError>>> = match reader
             {
-                Ok(reader) => Box::new(reader.map(|b| b.map_err(PersistError::from))),
+                // Rows of an earlier layout take the current one (added columns as nulls).
+                Ok(reader) => Box::new(
+                    reader.map(move |b| Ok(table.conform(b.map_err(PersistError::from)?)?)),
+                ),
                 Err(err) => Box::new(std::iter::once(Err(err))),
             };
             batches

@@ -261,3 +261,105 @@ async fn retention_drops_old_files_of_its_tables_only() {
     compactor.round(2 * 86_400_000_000_000, t0 + GRACE);
     assert!(globbed(dir.path(), "spectra").is_empty());
 }
+
+/// Rewrites a catalogued file as an earlier version wrote it, without `column` (the catalog
+/// entry's size follows).
+fn rewrite_without(paths: &DataPaths, buffer: &WriteBuffer, file: CatalogFile, column: &str) {
+    let path = paths.resolve(&file.path);
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).expect("open"))
+            .expect("reader")
+            .build()
+            .expect("build");
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read");
+    let schema = batches[0].schema();
+    let kept: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| schema.field(i).name() != column)
+        .collect();
+    assert!(kept.len() < schema.fields().len(), "{column} is a column");
+    let earlier = Arc::new(schema.project(&kept).expect("project"));
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).expect("create"),
+        earlier,
+        None,
+    )
+    .expect("writer");
+    for batch in &batches {
+        writer
+            .write(&batch.project(&kept).expect("project"))
+            .expect("write");
+    }
+    writer.close().expect("close");
+    let size_bytes = std::fs::metadata(&path).expect("size").len();
+    let replaced = [file.path.clone()];
+    buffer
+        .replace_files(&replaced, vec![CatalogFile { size_bytes, ..file }])
+        .expect("catalog");
+}
+
+#[tokio::test]
+async fn files_of_an_earlier_layout_are_merged_with_its_missing_columns_as_nulls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, buffer, persister) =
+        crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
+    persist_snapshots(&buffer, &persister, &[Table::Photons], 4);
+    // Two of the four files as a version before `condition_id` wrote them.
+    for file in buffer.catalog_files().into_iter().take(2) {
+        rewrite_without(&paths, &buffer, file, "condition_id");
+    }
+    let engine = QueryEngine::new(buffer.clone(), &paths, &QueryConfig::default()).expect("engine");
+    let before = rows_as_text(&engine, "photons").await;
+    assert_eq!(before.len(), 200);
+    let nulls = "SELECT count(*) AS n FROM photons WHERE condition_id IS NULL";
+    let null_rows = |batches: &[RecordBatch]| lines(batches);
+    let before_nulls = null_rows(&engine.execute(nulls).await.expect("nulls").batches);
+    assert_eq!(before_nulls, ["| 100 |"]);
+
+    let mut compactor = new_compactor(&paths, &buffer, &BTreeMap::new());
+    compactor.round(NOW_NS, Instant::now());
+    let merged = buffer.catalog_files();
+    assert_eq!(merged.len(), 1, "all four merged");
+    assert_eq!(merged[0].rows, 200);
+    assert_eq!(compactor.counters.snapshot().errors, 0);
+    assert_eq!(rows_as_text(&engine, "photons").await, before);
+    assert_eq!(
+        null_rows(&engine.execute(nulls).await.expect("nulls").batches),
+        before_nulls
+    );
+    // The merged file holds today's layout, stamped with today's version.
+    let path = paths.resolve(&merged[0].path);
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).expect("open"))
+            .expect("reader");
+    assert_eq!(builder.schema().fields(), Table::Photons.schema().fields());
+    let version = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|kv| kv.key == flowdaq_schemas::SCHEMA_VERSION_KEY)
+        })
+        .and_then(|kv| kv.value.clone());
+    assert_eq!(
+        version,
+        Some(format!("photons/{}", Table::Photons.schema_version()))
+    );
+}
+
+#[tokio::test]
+async fn a_file_of_an_unknown_layout_is_left_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, buffer, persister) =
+        crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
+    persist_snapshots(&buffer, &persister, &[Table::Photons], 5);
+    // A non-nullable column missing: no version of flowdaq wrote this file.
+    let odd = buffer.catalog_files()[0].clone();
+    rewrite_without(&paths, &buffer, odd.clone(), "macro_time_ps");
+    let mut compactor = new_compactor(&paths, &buffer, &BTreeMap::new());
+    compactor.round(NOW_NS, Instant::now());
+    let after = buffer.catalog_files();
+    assert_eq!(after.len(), 2, "the four others merged");
+    assert!(after.iter().any(|f| f.path == odd.path), "{after:?}");
+    assert_eq!(compactor.counters.snapshot().errors, 0);
+}
