@@ -312,7 +312,7 @@ impl ExecutionPlan for DenseCountExec {
         let reservation = MemoryConsumer::new(format!("DenseCountExec[{partition}]"))
             .register(context.memory_pool());
         let emit = Emitter {
-            key_field: self.key_field.clone(),
+            key_schema: Arc::new(Schema::new(vec![self.key_field.clone()])),
             group_expr: self.group_expr.clone(),
             counted: self.counted.clone(),
             schema: self.schema.clone(),
@@ -344,7 +344,8 @@ impl ExecutionPlan for DenseCountExec {
 
 /// Turns counted values into the partial aggregate's batches.
 struct Emitter {
-    key_field: Arc<datafusion::arrow::datatypes::Field>,
+    /// One nullable field: the key column.
+    key_schema: SchemaRef,
     group_expr: Arc<dyn PhysicalExpr>,
     counted: Vec<Counted>,
     schema: SchemaRef,
@@ -355,8 +356,7 @@ impl Emitter {
     /// The partial rows for `keys` (key-column values, a null for the null group) with
     /// `rows` rows each.
     fn batch(&self, keys: ArrayRef, rows: Int64Array) -> Result<RecordBatch> {
-        let key_schema = Arc::new(Schema::new(vec![self.key_field.clone()]));
-        let keys = RecordBatch::try_new(key_schema, vec![keys])?;
+        let keys = RecordBatch::try_new(self.key_schema.clone(), vec![keys])?;
         let group = self
             .group_expr
             .evaluate(&keys)?
@@ -396,7 +396,7 @@ impl Emitter {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = cast(&keys, self.key_field.data_type())?;
+        let keys = cast(&keys, self.key_schema.field(0).data_type())?;
         let all = self.batch(keys, rows)?;
         Ok((0..all.num_rows())
             .step_by(self.batch_rows)
