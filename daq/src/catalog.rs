@@ -123,11 +123,6 @@ impl Catalog {
         }
         Ok(())
     }
-
-    /// Files of one table.
-    pub fn files_of<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a CatalogFile> + 'a {
-        self.files.iter().filter(move |f| f.table == table)
-    }
 }
 
 #[cfg(test)]
