@@ -13,14 +13,14 @@
 //!   match (`.parquet.merged`), so readers of the files (`read_parquet('.../*.parquet')`) keep
 //!   seeing the files it replaces, which stay on disk for a grace period (the query time limit
 //!   and a margin) so that queries planned before the swap can still open them.
-//! - after the grace the merged file is linked under its `.parquet` name, the catalog swapped
+//! - after the grace the merged file is linked (copied, in an object store) under its
+//!   `.parquet` name, the catalog swapped
 //!   to that name, and the replaced files deleted; glob readers see both only for the
 //!   milliseconds of that swap. The `.merged` name is removed after another grace.
 //!
 //! A crash at any step leaves the catalog naming a complete set of files: start-up removes the
 //! files it does not list and finishes any merge it names under its `.merged` name.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use crate::catalog::CatalogFile;
 use crate::config::CompactionConfig;
 use crate::paths::DataPaths;
 use crate::persister::{FileTarget, PersistError, Persister};
-use crate::storage::SharedStorage;
+use crate::table_store::SharedTableStore;
 use crate::write_buffer::WriteBuffer;
 
 /// The suffix of a merged file until its grace has passed.
@@ -95,15 +95,18 @@ struct PendingMerge {
 pub struct Compactor {
     writer: Persister,
     buffer: Arc<WriteBuffer>,
-    paths: DataPaths,
-    storage: SharedStorage,
+    tables: SharedTableStore,
     config: CompactionConfig,
     /// Per table, rows older than this many ns are dropped.
     retention_ns: Vec<(String, i64)>,
     grace: Duration,
     pending: Vec<PendingMerge>,
-    /// Files out of the catalog, deleted once their grace has passed.
-    doomed: Vec<(PathBuf, Instant)>,
+    /// Files out of the catalog (relative paths), deleted once their grace has passed.
+    doomed: Vec<(String, Instant)>,
+    /// Files written for a catalog change whose save failed: a save reported failed may still
+    /// have reached the store, so they stay until a later save succeeds (then they are doomed,
+    /// unless that catalog names them).
+    unsure: Vec<String>,
     /// Whether each file read so far holds a layout of its table that the current one takes
     /// (the current layout, or an earlier one whose rows are conformed to it: added columns
     /// become nulls). Read once per file; a file of an unknown layout is never merged.
@@ -112,7 +115,7 @@ pub struct Compactor {
 }
 
 impl Compactor {
-    /// A compactor writing with `writer` (the persister's encodings, paths and storage) into
+    /// A compactor writing with `writer` (the persister's encodings and table store) into
     /// its buffer's catalog; `retention` is days per table name, `grace` how long a file out
     /// of the catalog stays.
     pub fn new(
@@ -122,12 +125,11 @@ impl Compactor {
         grace: Duration,
         counters: Arc<CompactionCounters>,
     ) -> Compactor {
-        let (paths, buffer, storage) = writer.parts();
+        let buffer = writer.buffer();
         Compactor {
             writer,
+            tables: buffer.tables(),
             buffer,
-            paths,
-            storage,
             config,
             retention_ns: retention
                 .iter()
@@ -136,6 +138,7 @@ impl Compactor {
             grace,
             pending: Vec::new(),
             doomed: Vec::new(),
+            unsure: Vec::new(),
             mergeable: Default::default(),
             counters,
         }
@@ -189,20 +192,39 @@ impl Compactor {
 
     fn delete_doomed(&mut self, now: Option<Instant>) {
         let grace = self.grace;
-        let storage = self.storage.clone();
+        let tables = self.tables.clone();
         self.doomed.retain(|(path, since)| {
             if now.is_some_and(|now| now.duration_since(*since) < grace) {
                 return true;
             }
-            match storage.remove_file(path) {
+            match tables.remove(path) {
                 Ok(()) => false,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
                 Err(err) => {
-                    tracing::warn!(path = %path.display(), %err, "cannot delete a file out of the catalog; retried");
+                    tracing::warn!(%path, %err, "cannot delete a file out of the catalog; retried");
                     true
                 }
             }
         });
+    }
+
+    /// After a successful catalog save: the files of failed saves that it does not name are
+    /// out of the catalog for good.
+    fn doom_unsure(&mut self, now: Instant) {
+        if self.unsure.is_empty() {
+            return;
+        }
+        let catalogued: std::collections::HashSet<String> = self
+            .buffer
+            .catalog_files()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        for path in std::mem::take(&mut self.unsure) {
+            if !catalogued.contains(&path) {
+                self.doomed.push((path, now));
+            }
+        }
     }
 
     fn finish_due_merges(&mut self, now: Instant) {
@@ -220,7 +242,7 @@ impl Compactor {
         }
     }
 
-    /// Links the merged file under its `.parquet` name, swaps the catalog to it, deletes the
+    /// Links (or copies) the merged file under its `.parquet` name, swaps the catalog to it, deletes the
     /// replaced files and dooms the `.merged` name.
     fn finish(&mut self, merge: &PendingMerge, now: Instant) -> Result<(), PersistError> {
         let merged_relative = &merge.merged.path;
@@ -228,21 +250,13 @@ impl Compactor {
             .strip_suffix(MERGED_SUFFIX)
             .unwrap_or(merged_relative)
             .to_string();
-        let merged_path = self.paths.resolve(merged_relative);
-        let final_path = self.paths.resolve(&final_relative);
-        let io = |path: &PathBuf| {
-            let path = path.display().to_string();
-            move |source| PersistError::Io { path, source }
-        };
-        match std::fs::hard_link(&merged_path, &final_path) {
-            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
-                return Err(io(&final_path)(err))
-            }
-            _ => {}
-        }
-        if let Some(dir) = final_path.parent() {
-            self.storage.sync_dir(dir).map_err(io(&final_path))?;
-        }
+        self.tables
+            .copy(merged_relative, &final_relative)
+            .map_err(|source| PersistError::Io {
+                path: final_relative.clone(),
+                source,
+            })?;
+        let renamed_path = final_relative.clone();
         let renamed = CatalogFile {
             path: final_relative,
             ..merge.merged.clone()
@@ -251,15 +265,15 @@ impl Compactor {
             .buffer
             .replace_files(std::slice::from_ref(merged_relative), vec![renamed])
         {
-            let _ = self.storage.remove_file(&final_path);
+            self.unsure.push(renamed_path);
             return Err(err.into());
         }
+        self.doom_unsure(now);
         // Out of the catalog since the merge, a grace ago: deleted now.
         for replaced in &merge.replaced {
-            self.doomed
-                .push((self.paths.resolve(replaced), merge.since));
+            self.doomed.push((replaced.clone(), merge.since));
         }
-        self.doomed.push((merged_path, now));
+        self.doomed.push((merged_relative.clone(), now));
         self.delete_doomed(Some(now));
         Ok(())
     }
@@ -285,6 +299,7 @@ impl Compactor {
         }
         let paths: Vec<String> = expired.iter().map(|f| f.path.clone()).collect();
         self.buffer.replace_files(&paths, Vec::new())?;
+        self.doom_unsure(now);
         self.counters
             .files_expired
             .fetch_add(expired.len() as u64, Ordering::Relaxed);
@@ -294,7 +309,7 @@ impl Compactor {
         );
         for file in expired {
             tracing::info!(path = %file.path, rows = file.rows, "dropped by retention");
-            self.doomed.push((self.paths.resolve(&file.path), now));
+            self.doomed.push((file.path.clone(), now));
         }
         Ok(())
     }
@@ -350,10 +365,11 @@ impl Compactor {
         if let Some(known) = self.mergeable.get(&file.path) {
             return *known;
         }
-        let path = self.paths.resolve(&file.path);
-        let schema = std::fs::File::open(&path)
+        let schema = self
+            .tables
+            .read(&file.path)
             .ok()
-            .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+            .and_then(|bytes| ParquetRecordBatchReaderBuilder::try_new(bytes).ok())
             .map(|b| b.schema().clone());
         match schema {
             Some(schema) => {
@@ -389,15 +405,15 @@ impl Compactor {
             // Arrow rows are several times their compressed Parquet size.
             bytes_per_row: ((4 * size) / rows.max(1)).max(1) as usize,
         };
-        let paths = self.paths.clone();
+        let tables = self.tables.clone();
         let batches = files.iter().flat_map(move |file| {
-            let path = paths.resolve(&file.path);
-            let reader = std::fs::File::open(&path)
+            let reader = tables
+                .read(&file.path)
                 .map_err(|source| PersistError::Io {
-                    path: path.display().to_string(),
+                    path: file.path.clone(),
                     source,
                 })
-                .and_then(|f| Ok(ParquetRecordBatchReaderBuilder::try_new(f)?.build()?));
+                .and_then(|bytes| Ok(ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?));
             let batches: Box<dyn Iterator<Item = Result<RecordBatch, PersistError>>> = match reader
             {
                 // Rows of an earlier layout take the current one (added columns as nulls).
@@ -428,6 +444,7 @@ impl Compactor {
             });
         match result {
             Ok((merged, replaced)) => {
+                self.doom_unsure(now);
                 self.counters.merges.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .files_merged
@@ -441,8 +458,12 @@ impl Compactor {
                 Ok(())
             }
             Err(err) => {
-                for path in written {
-                    let _ = self.storage.remove_file(&path);
+                if matches!(err, PersistError::Catalog(_)) {
+                    self.unsure.extend(written);
+                } else {
+                    for path in written {
+                        let _ = self.tables.remove(&path);
+                    }
                 }
                 Err(err)
             }

@@ -43,8 +43,11 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Where the WAL, Parquet files and catalog live.
+    /// Where the WAL lives, and the Parquet files and catalog unless `storage.url` names an
+    /// object store.
     pub data_dir: PathBuf,
+    /// Where the Parquet files and catalog live.
+    pub storage: StorageConfig,
     /// Run id for messages whose header names none.
     pub default_run_id: String,
     /// Ingest sockets and limits.
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             data_dir: PathBuf::from("./flowdaq-data"),
+            storage: StorageConfig::default(),
             default_run_id: "default".into(),
             ingest: IngestConfig::default(),
             wal: WalConfig::default(),
@@ -417,6 +421,57 @@ impl Default for ParquetConfig {
             row_group_target_bytes: 64 * 1024 * 1024,
             float_encoding: FloatEncoding::ByteStreamSplit,
         }
+    }
+}
+
+/// Where the Parquet files and the catalog live (the WAL stays under `data_dir`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Empty: under `data_dir`. `s3://bucket/prefix`: in an S3-compatible object store, with
+    /// credentials from the usual `AWS_*` environment variables.
+    pub url: String,
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:9000`); empty: AWS itself, or
+    /// `AWS_ENDPOINT_URL` from the environment.
+    pub endpoint: String,
+    /// Region; empty: `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    /// Time one request to the store may take, seconds.
+    pub request_timeout_s: f64,
+    /// Time a failing request is retried before the persist attempt fails (the persister
+    /// then retries the whole snapshot, the WAL holding its rows meanwhile), seconds.
+    pub retry_timeout_s: f64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            allow_http: false,
+            request_timeout_s: 30.0,
+            retry_timeout_s: 30.0,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The S3 settings, if `url` names an object store.
+    pub fn s3(&self) -> Option<crate::table_store::S3Settings> {
+        if self.url.is_empty() {
+            return None;
+        }
+        Some(crate::table_store::S3Settings {
+            url: self.url.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http,
+            request_timeout: std::time::Duration::from_secs_f64(self.request_timeout_s),
+            retry_timeout: std::time::Duration::from_secs_f64(self.retry_timeout_s),
+        })
     }
 }
 
@@ -897,6 +952,18 @@ impl ServerConfig {
         if (ingest.max_queued_bytes as u64) < ingest.max_message_bytes {
             return Err("ingest: max_queued_bytes must be >= max_message_bytes".into());
         }
+        let storage = &self.storage;
+        if !storage.url.is_empty() {
+            crate::table_store::check_s3_url(&storage.url)?;
+        }
+        for (name, seconds) in [
+            ("request_timeout_s", storage.request_timeout_s),
+            ("retry_timeout_s", storage.retry_timeout_s),
+        ] {
+            if !(seconds > 0.0 && seconds.is_finite()) {
+                return Err(format!("storage.{name} = {seconds}: must be > 0"));
+            }
+        }
         let compaction = &self.compaction;
         if !(compaction.interval_s >= 0.0 && compaction.interval_s.is_finite())
             || compaction.min_files < 2
@@ -1089,6 +1156,31 @@ mod tests {
             ("[compaction]\ninterval_s = -1\n", "interval_s must be >= 0"),
         ] {
             let err = ServerConfig::from_toml(text, "bad.toml").expect_err(text);
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn storage_is_checked() {
+        let config = ServerConfig::from_toml(
+            "[storage]\nurl = \"s3://lab-data/flowdaq/run-2026\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n",
+            "s.toml",
+        )
+        .expect("valid");
+        let s3 = config.storage.s3().expect("an object store");
+        assert_eq!(s3.url, "s3://lab-data/flowdaq/run-2026");
+        assert!(s3.allow_http);
+        assert_eq!(s3.retry_timeout, Duration::from_secs(30));
+        assert!(ServerConfig::default().storage.s3().is_none(), "the data directory by default");
+        for (text, needle) in [
+            ("[storage]\nurl = \"gs://b/p\"\n", "only s3:// URLs"),
+            ("[storage]\nurl = \"/mnt/nas\"\n", "only s3:// URLs"),
+            ("[storage]\nurl = \"s3:///p\"\n", "names no bucket"),
+            ("[storage]\nretry_timeout_s = 0\n", "storage.retry_timeout_s"),
+            ("[storage]\nrequest_timeout_s = inf\n", "storage.request_timeout_s"),
+            ("[storage]\nbucket = \"b\"\n", "unknown field"),
+        ] {
+            let err = ServerConfig::from_toml(text, "s.toml").expect_err(text);
             assert!(err.to_string().contains(needle), "{text}: {err}");
         }
     }

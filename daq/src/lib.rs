@@ -5,8 +5,9 @@
 //!   check against the [`ledger`], the [`features`] extractors' derived rows) and commits each
 //!   group as one entry to the [`wal`], inserts it into the [`write_buffer`] and acknowledges it.
 //! - [`persister`] writes buffer snapshots to Parquet and records them in the [`catalog`].
-//! - Every file the write path writes goes through [`storage`]; failures are reported to
-//!   [`health`].
+//! - Parquet files and the catalog live in a [`table_store`]: the data directory or an S3
+//!   bucket. Every local file the write path writes goes through [`storage`]; failures are
+//!   reported to [`health`].
 //! - [`query`] serves read-only SQL over Parquet plus buffer; [`http`], [`flight_sql`] and
 //!   [`postgres`] expose it.
 //! - [`conditions`] are registered through [`control`] or HTTP and tag later measurements;
@@ -37,6 +38,7 @@ pub mod publish;
 pub mod query;
 pub mod server;
 pub mod storage;
+pub mod table_store;
 #[cfg(test)]
 mod test_rng;
 pub mod wal;

@@ -1,15 +1,15 @@
 //! The persister: turns a buffer snapshot into Parquet files, then retires its WAL segments.
 //!
-//! Files are zstd-compressed, partitioned by table / date / run, written under a temporary
-//! name, fsynced and renamed into place; only then does the catalog learn of them, and only
-//! after the catalog is saved are WAL segments deleted. A crash at any point leaves either the
+//! Files are zstd-compressed, partitioned by table / date / run, and committed to the table
+//! store (on a disk: written under a temporary name, fsynced and renamed into place; in an
+//! object store: one PUT); only then does the catalog learn of them, and only after the
+//! catalog is saved are WAL segments deleted. A crash at any point leaves either the
 //! WAL or the catalog holding every row; stray files not in the catalog are removed at start.
 //! Snapshots are persisted strictly in order and a failed one is retried (with back-off) until
 //! it succeeds: a later snapshot never moves the watermark past one whose rows are not in
 //! Parquet. A failed attempt removes the files it wrote.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, UInt32Array};
@@ -27,7 +27,8 @@ use crate::catalog::{CatalogError, CatalogFile};
 use crate::config::ParquetConfig;
 use crate::health::Health;
 use crate::paths::DataPaths;
-use crate::storage::{SharedStorage, StorageFile};
+use crate::storage::SharedStorage;
+use crate::table_store::NewTableFile;
 use crate::wal;
 use crate::write_buffer::{Snapshot, WriteBuffer};
 
@@ -63,6 +64,11 @@ pub struct Persister {
     buffer: Arc<WriteBuffer>,
     storage: SharedStorage,
     health: Arc<Health>,
+    /// Files of failed attempts still in the store: those whose removal failed, and those of an
+    /// attempt whose catalog save failed (a save reported failed may still have reached the
+    /// store, a timeout after the store took it, so its files must stay until a later save,
+    /// which cannot name them, succeeds). Removed after the next successful persist.
+    leftovers: std::sync::Mutex<Vec<String>>,
 }
 
 /// Where [`Persister::write_batches`] writes, and what its rows cost in memory.
@@ -102,17 +108,13 @@ impl Persister {
             buffer,
             storage,
             health,
+            leftovers: Default::default(),
         }
     }
 
-    /// Where this persister writes, the buffer whose catalog it completes, and the storage
-    /// it writes through.
-    pub(crate) fn parts(&self) -> (DataPaths, Arc<WriteBuffer>, SharedStorage) {
-        (
-            self.paths.clone(),
-            self.buffer.clone(),
-            self.storage.clone(),
-        )
+    /// The buffer whose catalog this persister completes (and whose table store it writes to).
+    pub(crate) fn buffer(&self) -> Arc<WriteBuffer> {
+        self.buffer.clone()
     }
 
     /// Persists one snapshot: files, catalog, then WAL segments. Once the catalog is saved the
@@ -121,21 +123,33 @@ impl Persister {
     ///
     /// # Errors
     /// [`PersistError`]; nothing acknowledged is lost (the WAL still holds it), and the files
-    /// this attempt wrote are removed.
+    /// this attempt wrote are removed (after a failed catalog save: once a later save succeeds).
     pub fn persist(&self, snapshot: &Snapshot) -> Result<Vec<CatalogFile>, PersistError> {
         let mut written = Vec::new();
         let result = self.write_and_catalog(snapshot, &mut written);
-        if result.is_err() {
-            for path in &written {
-                match self.storage.remove_file(path) {
-                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                        tracing::warn!(path = %path.display(), %err, "cannot remove a file of a failed persist; removed at the next start");
-                    }
-                    _ => {}
+        let removable = {
+            let mut leftovers = self
+                .leftovers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &result {
+                // A catalog naming none of the leftovers is saved.
+                Ok(_) => std::mem::take(&mut *leftovers),
+                Err(PersistError::Catalog(_)) => {
+                    leftovers.append(&mut written);
+                    Vec::new()
                 }
+                Err(_) => written,
             }
-            return result;
+        };
+        let kept = self.remove_files(removable);
+        if !kept.is_empty() {
+            self.leftovers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend(kept);
         }
+        let files = result?;
         let wal_dir = self.paths.wal_dir();
         if let Err(err) =
             wal::remove_segments_through(&self.storage, &wal_dir, snapshot.wal_through)
@@ -143,13 +157,29 @@ impl Persister {
             self.health.cleanup_failed();
             tracing::warn!(%err, "persisted WAL segments not deleted; deleted at the next start");
         }
-        result
+        Ok(files)
+    }
+
+    /// Removes `paths` from the table store; returns those that could not be removed.
+    fn remove_files(&self, paths: Vec<String>) -> Vec<String> {
+        let tables = self.buffer.tables();
+        paths
+            .into_iter()
+            .filter(|path| match tables.remove(path) {
+                Ok(()) => false,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+                Err(err) => {
+                    tracing::warn!(%path, %err, "cannot remove a file of a failed persist; retried after the next persist");
+                    true
+                }
+            })
+            .collect()
     }
 
     fn write_and_catalog(
         &self,
         snapshot: &Snapshot,
-        written: &mut Vec<std::path::PathBuf>,
+        written: &mut Vec<String>,
     ) -> Result<Vec<CatalogFile>, PersistError> {
         let mut partitions: Vec<(Table, Partition)> = Vec::new();
         for (table, batches) in &snapshot.batches {
@@ -166,14 +196,14 @@ impl Persister {
         Ok(files)
     }
 
-    /// Writes one partition's file (temp name, fsync, rename, directory fsync); every path it
-    /// creates is pushed to `written` first, so a failure can remove it.
+    /// Writes one partition's file; its path is pushed to `written` once it is there, so a
+    /// later failure can remove it.
     fn write_file(
         &self,
         table: Table,
         partition: Partition,
         file_id: u64,
-        written: &mut Vec<std::path::PathBuf>,
+        written: &mut Vec<String>,
     ) -> Result<CatalogFile, PersistError> {
         let relative =
             DataPaths::parquet_relative(table.name(), &partition.date, &partition.run, file_id);
@@ -193,15 +223,16 @@ impl Persister {
         self.write_batches(target, partition.batches.into_iter().map(Ok), written)
     }
 
-    /// Writes `batches` as the Parquet file `target` names, with the table's encodings (temp
-    /// name, fsync, rename, directory fsync); every path it creates is pushed to `written`
-    /// first, so a failure can remove it. The batches are written as they come: a file need
-    /// not fit in memory.
+    /// Writes `batches` as the Parquet file `target` names, with the table's encodings, and
+    /// commits it to the table store (on a disk: temp name, fsync, rename, directory fsync; in
+    /// an object store: one PUT). Its path is pushed to `written` once committed, so a later
+    /// failure can remove it. On a disk the batches are written as they come: a file need not
+    /// fit in memory.
     pub(crate) fn write_batches(
         &self,
         target: FileTarget,
         batches: impl IntoIterator<Item = Result<RecordBatch, PersistError>>,
-        written: &mut Vec<std::path::PathBuf>,
+        written: &mut Vec<String>,
     ) -> Result<CatalogFile, PersistError> {
         let FileTarget {
             table,
@@ -210,14 +241,10 @@ impl Persister {
             run,
             bytes_per_row,
         } = target;
-        let path = self.paths.resolve(&relative);
-        let io = |path: &Path| {
-            let path = path.display().to_string();
+        let io = |path: &str| {
+            let path = path.to_string();
             move |source| PersistError::Io { path, source }
         };
-        let dir = path.parent().unwrap_or(self.paths.root()).to_path_buf();
-        self.storage.create_dir_all(&dir).map_err(io(&dir))?;
-        let temp = path.with_extension("parquet.tmp");
         let row_group_rows =
             (self.config.row_group_target_bytes / bytes_per_row).clamp(1024, 1 << 20);
         let level = ZstdLevel::try_new(self.config.zstd_level)?;
@@ -256,9 +283,12 @@ impl Persister {
         let schema = table.schema();
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
         let mut rows = 0usize;
-        written.push(temp.clone());
         let size_bytes = {
-            let file = self.storage.create(&temp).map_err(io(&temp))?;
+            let file = self
+                .buffer
+                .tables()
+                .create(&relative)
+                .map_err(io(&relative))?;
             let file = CountingFile {
                 inner: file,
                 bytes: 0,
@@ -276,13 +306,12 @@ impl Persister {
                 }
                 writer.write(&batch)?;
             }
-            let mut file = writer.into_inner()?;
-            file.inner.sync_all().map_err(io(&temp))?;
-            file.bytes
+            let file = writer.into_inner()?;
+            let bytes = file.bytes;
+            file.inner.commit().map_err(io(&relative))?;
+            bytes
         };
-        written.push(path.clone());
-        self.storage.rename(&temp, &path).map_err(io(&path))?;
-        wal::sync_dir(&self.storage, &dir)?;
+        written.push(relative.clone());
         Ok(CatalogFile {
             table: table.name().to_string(),
             path: relative,
@@ -447,7 +476,7 @@ pub fn spawn(
 
 /// Counts what goes through to the file, so the size is known without a `stat`.
 struct CountingFile {
-    inner: Box<dyn StorageFile>,
+    inner: Box<dyn NewTableFile>,
     bytes: u64,
 }
 
@@ -463,35 +492,11 @@ impl std::io::Write for CountingFile {
     }
 }
 
-/// Removes Parquet files (and temp files) under `tables/` that the catalog does not list:
-/// leftovers of a crash between writing a file and saving the catalog.
-pub fn remove_strays(paths: &DataPaths, known: &[CatalogFile]) -> usize {
-    let known: std::collections::HashSet<std::path::PathBuf> =
-        known.iter().map(|f| paths.resolve(&f.path)).collect();
-    let mut removed = 0;
-    let mut stack = vec![paths.tables_dir()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !known.contains(&path) && std::fs::remove_file(&path).is_ok() {
-                tracing::warn!(path = %path.display(), "removed a file the catalog does not list");
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
 /// A persister over a fresh local data directory at `dir`, with its write buffer: the setup of
 /// tests that need real Parquet files.
 #[cfg(test)]
 pub(crate) fn local_for_tests(
-    dir: &Path,
+    dir: &std::path::Path,
     config: ParquetConfig,
 ) -> (DataPaths, Arc<WriteBuffer>, Persister) {
     let paths = DataPaths::new(dir);

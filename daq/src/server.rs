@@ -13,7 +13,7 @@ use flowdaq_schemas::Table;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::CatalogError;
 use crate::conditions::{ConditionTimes, Conditions};
 use crate::config::ServerConfig;
 use crate::features::FeatureExtractors;
@@ -28,6 +28,7 @@ use crate::publish::zmtp::{PubLimits, PubSocket};
 use crate::publish::{Publisher, StreamFormat};
 use crate::query::{QueryEngine, QueryError};
 use crate::storage::SharedStorage;
+use crate::table_store::{LocalTableStore, SharedTableStore};
 use crate::wal::{self, Wal, WalError};
 use crate::write_buffer::WriteBuffer;
 
@@ -45,6 +46,14 @@ pub enum ServerError {
     /// Catalog could not be loaded.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The object store's client could not be built.
+    #[error("storage {store}: {source}")]
+    TableStore {
+        /// The store's URL.
+        store: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// WAL could not be replayed or opened.
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -117,6 +126,21 @@ pub fn recover(
     repair: bool,
     storage: SharedStorage,
 ) -> Result<Recovered, ServerError> {
+    let tables = LocalTableStore::shared(DataPaths::new(data_dir), storage.clone());
+    recover_with_tables(data_dir, repair, storage, tables)
+}
+
+/// As [`recover`], with the Parquet files and the catalog in `tables` (the WAL stays under
+/// `data_dir`).
+///
+/// # Errors
+/// [`ServerError`] if the catalog or WAL cannot be read.
+pub fn recover_with_tables(
+    data_dir: &std::path::Path,
+    repair: bool,
+    storage: SharedStorage,
+    tables: SharedTableStore,
+) -> Result<Recovered, ServerError> {
     let paths = DataPaths::new(data_dir);
     if repair {
         std::fs::create_dir_all(paths.root()).map_err(|source| ServerError::DataDir {
@@ -124,9 +148,9 @@ pub fn recover(
             source,
         })?;
     }
-    let catalog = Catalog::load(&paths.catalog_file())?;
+    let catalog = tables.load_catalog()?;
     if repair {
-        let strays = persister::remove_strays(&paths, &catalog.files);
+        let strays = crate::table_store::remove_strays(tables.as_ref(), &catalog.files);
         if strays > 0 {
             tracing::warn!(strays, "removed files left by an interrupted persist");
         }
@@ -137,7 +161,7 @@ pub fn recover(
     for group in &replay.groups {
         ledger.commit_all(&group.seqs);
     }
-    let buffer = Arc::new(WriteBuffer::new(catalog, paths.clone(), storage));
+    let buffer = Arc::new(WriteBuffer::with_tables(catalog, tables));
     let replayed_rows = replay.rows();
     for group in replay.groups {
         // A WAL written by an earlier version holds rows of its layout: give them today's.
@@ -224,7 +248,17 @@ pub async fn start_with_storage(
         std::env::var(crate::auth::TOKENS_ENV).ok().as_deref(),
     )?;
     crate::auth::check_exposure(&config, &tokens)?;
-    let recovered = recover(&config.data_dir, true, storage.clone())?;
+    let tables = crate::table_store::open(
+        &config.storage,
+        DataPaths::new(&config.data_dir),
+        storage.clone(),
+    )
+    .map_err(|source| ServerError::TableStore {
+        store: config.storage.url.clone(),
+        source,
+    })?;
+    tracing::info!(store = %tables.describe(), "Parquet files and catalog");
+    let recovered = recover_with_tables(&config.data_dir, true, storage.clone(), tables)?;
     let Recovered {
         paths,
         buffer,
@@ -233,12 +267,11 @@ pub async fn start_with_storage(
     } = recovered;
     let wal = Wal::open(&paths.wal_dir(), config.wal.fsync, storage.clone())?;
     let calibrations = buffer.chunks(Table::SpectralCalibrations);
-    let calibration_files: Vec<_> = calibrations
-        .files
-        .iter()
-        .map(|f| paths.resolve(&f.path))
-        .collect();
-    let seen = known_calibrations(&calibrations.batches, &calibration_files);
+    let seen = known_calibrations(
+        &calibrations.batches,
+        buffer.tables().as_ref(),
+        &calibrations.files,
+    );
 
     let metrics = Arc::new(Metrics::default());
     for (source, session, seq) in ledger.last_seqs() {
@@ -309,7 +342,7 @@ pub async fn start_with_storage(
     let persister = persister::spawn(persister, snapshot_rx, persister_stopping.clone())
         .map_err(|e| ServerError::Thread(e.to_string()))?;
 
-    let query = QueryEngine::new(buffer.clone(), &paths, &config.query)?;
+    let query = QueryEngine::new(buffer.clone(), &config.query)?;
     let (conditions, tracker, sequencer) = recover_streams(&query, &config).await?;
     let mut stream_tasks = Vec::new();
     let (publisher, publish_endpoint) = if config.publish.listen.is_empty() {

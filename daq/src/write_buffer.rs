@@ -17,6 +17,7 @@ use crate::catalog::{Catalog, CatalogError, CatalogFile};
 use crate::ledger::SeqLedger;
 use crate::paths::DataPaths;
 use crate::storage::SharedStorage;
+use crate::table_store::{LocalTableStore, SharedTableStore};
 
 /// Rows moved out of `open`, on their way to Parquet.
 #[derive(Debug)]
@@ -112,13 +113,19 @@ pub struct WriteBuffer {
     /// Held from reading the catalog to swapping in its saved successor, so the persister and
     /// the compactor never save over each other's change.
     catalog_writer: Mutex<()>,
-    paths: DataPaths,
-    storage: SharedStorage,
+    /// Where the catalog is saved and the files it names live.
+    tables: SharedTableStore,
 }
 
 impl WriteBuffer {
-    /// A buffer over an existing catalog, saving it through `storage`.
+    /// A buffer over an existing catalog of the data directory `paths`, saving it through
+    /// `storage`.
     pub fn new(catalog: Catalog, paths: DataPaths, storage: SharedStorage) -> WriteBuffer {
+        WriteBuffer::with_tables(catalog, LocalTableStore::shared(paths, storage))
+    }
+
+    /// A buffer over an existing catalog of `tables`, saving it there.
+    pub fn with_tables(catalog: Catalog, tables: SharedTableStore) -> WriteBuffer {
         WriteBuffer {
             state: Mutex::new(State {
                 files_by_table: files_by_table(&catalog),
@@ -128,9 +135,13 @@ impl WriteBuffer {
             }),
             room: Condvar::new(),
             catalog_writer: Mutex::new(()),
-            paths,
-            storage,
+            tables,
         }
+    }
+
+    /// Where the catalog is saved and the files it names live.
+    pub fn tables(&self) -> SharedTableStore {
+        self.tables.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -273,7 +284,7 @@ impl WriteBuffer {
         drop(current);
         next.next_file_id = next_file_id;
         change(&mut next);
-        next.save(self.storage.as_ref(), &self.paths.catalog_file())?;
+        self.tables.save_catalog(&next)?;
         let index = files_by_table(&next);
         let mut state = self.lock();
         // Ids handed out while the catalog was saved are in the next save (`next_file_id`

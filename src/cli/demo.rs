@@ -220,7 +220,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     drop(query);
     let engine = QueryEngine::new(
         recovered.buffer,
-        &recovered.paths,
         &flowdaq_daq::config::QueryConfig::default(),
     )?;
     for (title, sql) in demo_queries(&run_id, started_ns) {

@@ -1,4 +1,5 @@
-//! `flowdaq sql`: one query against a data directory (Parquet plus unpersisted WAL rows) or
+//! `flowdaq sql`: one query against a data directory (Parquet plus unpersisted WAL rows), with
+//! its Parquet files and catalog in an object store if a configuration file says so, or
 //! against a running server's `POST /sql`.
 
 use std::io::Write;
@@ -17,6 +18,10 @@ pub struct SqlArgs {
     /// Data directory to query directly (default ./flowdaq-data).
     #[arg(long, conflicts_with = "server")]
     pub data_dir: Option<PathBuf>,
+    /// A server's configuration file: its `data_dir` (unless --data-dir is given) and its
+    /// `[storage]` (an S3 bucket) say where the data is.
+    #[arg(long, conflicts_with = "server")]
+    pub config: Option<PathBuf>,
     /// Base URL of a running server, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     pub server: Option<String>,
@@ -39,7 +44,9 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let bytes = match &args.server {
         Some(server) => query_server(server, &args.query, format, args.token.as_deref()).await?,
         None => {
-            let result = local_engine(args.data_dir)?.execute(&args.query).await?;
+            let result = local_engine(args.data_dir, args.config.as_deref())?
+                .execute(&args.query)
+                .await?;
             result.render(format)?
         }
     };
@@ -65,22 +72,35 @@ pub async fn query_batches(
                 arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
             Ok(reader.collect::<Result<Vec<_>, _>>()?)
         }
-        None => Ok(local_engine(data_dir)?.execute(query).await?.batches),
+        None => Ok(local_engine(data_dir, None)?.execute(query).await?.batches),
     }
 }
 
-/// A query engine over a data directory (default ./flowdaq-data): its Parquet files and the
-/// rows its WAL holds that are not persisted yet.
-fn local_engine(data_dir: Option<PathBuf>) -> anyhow::Result<QueryEngine> {
-    let dir = data_dir.unwrap_or_else(|| PathBuf::from("./flowdaq-data"));
+/// A query engine over a data directory (default ./flowdaq-data, or the configuration's): its
+/// Parquet files (where the configuration's `[storage]` keeps them) and the rows its WAL holds
+/// that are not persisted yet.
+fn local_engine(
+    data_dir: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<QueryEngine> {
+    let config = match config {
+        Some(path) => flowdaq_daq::config::ServerConfig::from_file(path)?,
+        None => flowdaq_daq::config::ServerConfig::default(),
+    };
+    let dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
     if !dir.exists() {
         bail!("data directory {} does not exist", dir.display());
     }
-    let recovered =
-        flowdaq_daq::server::recover(&dir, false, flowdaq_daq::storage::LocalStorage::shared())?;
+    let storage = flowdaq_daq::storage::LocalStorage::shared();
+    let tables = flowdaq_daq::table_store::open(
+        &config.storage,
+        flowdaq_daq::paths::DataPaths::new(&dir),
+        storage.clone(),
+    )
+    .with_context(|| format!("storage {}", config.storage.url))?;
+    let recovered = flowdaq_daq::server::recover_with_tables(&dir, false, storage, tables)?;
     Ok(QueryEngine::new(
         recovered.buffer,
-        &recovered.paths,
         &flowdaq_daq::config::QueryConfig::default(),
     )?)
 }

@@ -113,7 +113,7 @@ async fn small_files_merge_without_changing_an_answer_or_breaking_a_planned_quer
     let (paths, buffer, persister) =
         crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
     persist_snapshots(&buffer, &persister, &[Table::Photons], 6);
-    let engine = QueryEngine::new(buffer.clone(), &paths, &QueryConfig::default()).expect("engine");
+    let engine = QueryEngine::new(buffer.clone(), &QueryConfig::default()).expect("engine");
     let before = rows_as_text(&engine, "photons").await;
     assert_eq!(before.len(), 300);
     let small_files = catalogued(&buffer);
@@ -175,7 +175,7 @@ async fn a_crash_after_the_swap_leaves_a_complete_catalog_and_start_up_finishes_
     let (paths, buffer, persister) =
         crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
     persist_snapshots(&buffer, &persister, &[Table::Photons], 5);
-    let engine = QueryEngine::new(buffer.clone(), &paths, &QueryConfig::default()).expect("engine");
+    let engine = QueryEngine::new(buffer.clone(), &QueryConfig::default()).expect("engine");
     let before = rows_as_text(&engine, "photons").await;
     let mut compactor = new_compactor(&paths, &buffer, &BTreeMap::new());
     compactor.round(NOW_NS, Instant::now());
@@ -188,19 +188,20 @@ async fn a_crash_after_the_swap_leaves_a_complete_catalog_and_start_up_finishes_
     assert_eq!(catalog.files.len(), 1);
     assert!(catalog.files[0].path.ends_with(".merged"));
     // Start-up: strays removed, the merge finished at once (no query can hold a file yet).
-    crate::persister::remove_strays(&paths, &catalog.files);
     let buffer = Arc::new(WriteBuffer::new(
         catalog,
         paths.clone(),
         crate::storage::LocalStorage::shared(),
     ));
+    let listed = buffer.catalog_files();
+    crate::table_store::remove_strays(buffer.tables().as_ref(), &listed);
     let mut compactor = new_compactor(&paths, &buffer, &BTreeMap::new());
     compactor.finish_merges_at_start();
     let finished = catalogued(&buffer);
     assert_eq!(finished.len(), 1);
     assert!(finished[0].ends_with(".parquet"));
     assert_eq!(files_on_disk(dir.path()), finished);
-    let engine = QueryEngine::new(buffer.clone(), &paths, &QueryConfig::default()).expect("engine");
+    let engine = QueryEngine::new(buffer.clone(), &QueryConfig::default()).expect("engine");
     assert_eq!(rows_as_text(&engine, "photons").await, before);
 }
 
@@ -240,7 +241,7 @@ async fn retention_drops_old_files_of_its_tables_only() {
         crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
     // Rows of both tables arrived in the first microsecond of 1970.
     persist_snapshots(&buffer, &persister, &[Table::Spectra, Table::Photons], 2);
-    let engine = QueryEngine::new(buffer.clone(), &paths, &QueryConfig::default()).expect("engine");
+    let engine = QueryEngine::new(buffer.clone(), &QueryConfig::default()).expect("engine");
     let photons = rows_as_text(&engine, "photons").await;
     let retention = BTreeMap::from([("spectra".to_string(), 1.0)]);
     let mut compactor = new_compactor(&paths, &buffer, &retention);
@@ -307,7 +308,7 @@ async fn files_of_an_earlier_layout_are_merged_with_its_missing_columns_as_nulls
     for file in buffer.catalog_files().into_iter().take(2) {
         rewrite_without(&paths, &buffer, file, "condition_id");
     }
-    let engine = QueryEngine::new(buffer.clone(), &paths, &QueryConfig::default()).expect("engine");
+    let engine = QueryEngine::new(buffer.clone(), &QueryConfig::default()).expect("engine");
     let before = rows_as_text(&engine, "photons").await;
     assert_eq!(before.len(), 200);
     let nulls = "SELECT count(*) AS n FROM photons WHERE condition_id IS NULL";

@@ -447,7 +447,8 @@ impl Pipeline {
 }
 pub fn known_calibrations(
     batches: &[RecordBatch],
-    files: &[std::path::PathBuf],
+    tables: &dyn crate::table_store::TableStore,
+    files: &[crate::catalog::CatalogFile],
 ) -> HashSet<(String, u64)> {
     let mut known = HashSet::new();
     let mut add = |batch: &RecordBatch| {
@@ -470,14 +471,15 @@ pub fn known_calibrations(
         }
     };
     batches.iter().for_each(&mut add);
-    for path in files {
-        let reader = std::fs::File::open(path)
+    for file in files {
+        let reader = tables
+            .read(&file.path)
             .map_err(parquet::errors::ParquetError::from)
             .and_then(parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new)
             .and_then(|b| b.build());
         match reader {
             Ok(reader) => reader.flatten().for_each(|b| add(&b)),
-            Err(err) => tracing::warn!(path = %path.display(), %err, "cannot read calibrations"),
+            Err(err) => tracing::warn!(path = %file.path, %err, "cannot read calibrations"),
         }
     }
     known

@@ -35,7 +35,6 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use flowdaq_schemas::Table;
 
 use crate::config::QueryConfig;
-use crate::paths::DataPaths;
 use crate::write_buffer::WriteBuffer;
 
 /// Query failures.
@@ -116,17 +115,13 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl QueryEngine {
-    /// An engine over `buffer` (which also holds the catalog) and files under `paths`, with
-    /// the limits of `config`.
+    /// An engine over `buffer` (which also holds the catalog and the table store), with the
+    /// limits of `config`.
     ///
     /// # Errors
     /// DataFusion's error if a table cannot be registered; an I/O error if the query threads
     /// cannot be started.
-    pub fn new(
-        buffer: Arc<WriteBuffer>,
-        paths: &DataPaths,
-        config: &QueryConfig,
-    ) -> Result<QueryEngine, QueryError> {
+    pub fn new(buffer: Arc<WriteBuffer>, config: &QueryConfig) -> Result<QueryEngine, QueryError> {
         // Without work stealing each partition reads the files of its group in order, so an
         // order-sensitive aggregate (approx_percentile_cont) sees the same rows in the same
         // batches on every run; with it, which partition reads a file is a race.
@@ -140,6 +135,10 @@ impl QueryEngine {
         let runtime_env = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_bytes, 1.0)
             .build_arc()?;
+        let tables = buffer.tables();
+        if let Some(store) = tables.query_store() {
+            runtime_env.register_object_store(tables.scan_url().as_ref(), store);
+        }
         let state = SessionStateBuilder::new()
             .with_config(session)
             .with_runtime_env(runtime_env)
@@ -148,7 +147,7 @@ impl QueryEngine {
             .build();
         let context = SessionContext::new_with_state(state);
         for table in Table::ALL {
-            let provider = table::FlowdaqTable::new(table, buffer.clone(), paths.clone());
+            let provider = table::FlowdaqTable::new(table, buffer.clone());
             context.register_table(table.name(), Arc::new(provider))?;
         }
         guarded::register(&context)?;

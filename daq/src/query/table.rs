@@ -21,7 +21,6 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::union::UnionExec;
@@ -29,7 +28,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use flowdaq_schemas::Table;
 
 use super::prune::FilePruning;
-use crate::paths::DataPaths;
 use crate::write_buffer::WriteBuffer;
 
 /// One flowdaq table registered with DataFusion.
@@ -38,7 +36,6 @@ pub struct FlowdaqTable {
     table: Table,
     schema: SchemaRef,
     buffer: Arc<WriteBuffer>,
-    paths: DataPaths,
 }
 
 impl std::fmt::Debug for WriteBuffer {
@@ -48,13 +45,12 @@ impl std::fmt::Debug for WriteBuffer {
 }
 
 impl FlowdaqTable {
-    /// The provider for `table`, reading from `buffer` and files under `paths`.
-    pub fn new(table: Table, buffer: Arc<WriteBuffer>, paths: DataPaths) -> FlowdaqTable {
+    /// The provider for `table`, reading from `buffer` and the files of its table store.
+    pub fn new(table: Table, buffer: Arc<WriteBuffer>) -> FlowdaqTable {
         FlowdaqTable {
             table,
             schema: table.schema(),
             buffer,
-            paths,
         }
     }
 }
@@ -91,17 +87,10 @@ impl TableProvider for FlowdaqTable {
         if !files.is_empty() {
             let rows: u64 = files.iter().map(|f| f.rows).sum();
             let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
+            let tables = self.buffer.tables();
             let files: Vec<PartitionedFile> = files
                 .into_iter()
-                .map(|f| {
-                    let absolute = self.paths.resolve(&f.path);
-                    let absolute = std::path::absolute(&absolute).unwrap_or(absolute);
-                    let location = absolute
-                        .to_string_lossy()
-                        .trim_start_matches('/')
-                        .to_string();
-                    PartitionedFile::new(location, f.size_bytes)
-                })
+                .map(|f| PartitionedFile::new(tables.scan_location(&f.path), f.size_bytes))
                 .collect();
             let mut source = ParquetSource::new(self.schema.clone());
             if let Some(predicate) = conjunction(filters.to_vec()) {
@@ -114,7 +103,7 @@ impl TableProvider for FlowdaqTable {
             let mut statistics = Statistics::new_unknown(&self.schema);
             statistics.num_rows = Precision::Exact(rows as usize);
             statistics.total_byte_size = Precision::Inexact(bytes as usize);
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            let config = FileScanConfigBuilder::new(tables.scan_url(), source)
                 .with_file_group(FileGroup::new(files))
                 .with_statistics(statistics)
                 .with_projection_indices(projection.cloned())?

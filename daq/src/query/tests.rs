@@ -46,7 +46,7 @@ fn persisted_with_buffer(
     dir: &std::path::Path,
     batches: Vec<RecordBatch>,
 ) -> (Arc<crate::write_buffer::WriteBuffer>, QueryEngine) {
-    let (paths, buffer, persister) =
+    let (_paths, buffer, persister) =
         crate::persister::local_for_tests(dir, ParquetConfig::default());
     for batch in batches {
         buffer.insert(&[(Table::Photons, batch)]);
@@ -55,7 +55,7 @@ fn persisted_with_buffer(
             .expect("snapshot");
         persister.persist(&snapshot).expect("persist");
     }
-    let engine = QueryEngine::new(buffer.clone(), &paths, &Default::default()).expect("engine");
+    let engine = QueryEngine::new(buffer.clone(), &Default::default()).expect("engine");
     (buffer, engine)
 }
 
@@ -347,7 +347,7 @@ async fn rows_written_by_the_previous_schema_version_are_read_with_nulls() {
     let replayed = through_the_wal(lifetime_features_v2(3, T0_NS));
     assert_eq!(replayed.schema(), Table::LifetimeFeatures.schema());
     let dir = tempfile::tempdir().expect("tempdir");
-    let (paths, buffer, persister) =
+    let (_paths, buffer, persister) =
         crate::persister::local_for_tests(dir.path(), ParquetConfig::default());
     // Replayed version-2 rows persisted to Parquet, more still buffered, queried together.
     buffer.insert(&[(Table::LifetimeFeatures, replayed)]);
@@ -357,7 +357,7 @@ async fn rows_written_by_the_previous_schema_version_are_read_with_nulls() {
     persister.persist(&snapshot).expect("persist");
     let buffered = through_the_wal(lifetime_features_v2(2, T0_NS + HOUR_NS));
     buffer.insert(&[(Table::LifetimeFeatures, buffered)]);
-    let engine = QueryEngine::new(buffer, &paths, &Default::default()).expect("engine");
+    let engine = QueryEngine::new(buffer, &Default::default()).expect("engine");
     let result = engine
         .execute(
             "SELECT count(*) AS n, count(fit_flags) AS flagged, count(fit_flag_names) AS named \
@@ -418,7 +418,7 @@ async fn parquet_files_of_the_previous_schema_version_are_read_with_nulls() {
         date: "2026-12-01".into(),
     };
     buffer.complete(&snapshot, vec![entry]).expect("catalog");
-    let engine = QueryEngine::new(buffer, &paths, &Default::default()).expect("engine");
+    let engine = QueryEngine::new(buffer, &Default::default()).expect("engine");
     let result = engine
         .execute(
             "SELECT count(*) AS n, count(fit_flags) AS flagged, count(components) AS fitted \

@@ -1,0 +1,338 @@
+//! Table files in an object store (S3 or any S3-compatible server): one PUT per file and per
+//! catalog, which the store makes atomic, so a reader sees a whole file or none and the old
+//! catalog or the new one.
+//!
+//! The persister and the compactor are blocking threads; the store's client is async. The
+//! store's requests run on a small runtime of its own, so a blocking caller never needs one,
+//! and DataFusion reads through a second client on the query runtime.
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as StorePath;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+
+use super::{NewTableFile, TableFileReader, TableStore};
+use crate::catalog::{Catalog, CatalogError};
+
+/// The catalog's object name, under the prefix.
+const CATALOG_OBJECT: &str = "catalog.json";
+
+/// How to reach an S3-compatible store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Settings {
+    /// `s3://bucket/prefix` (the prefix may be empty).
+    pub url: String,
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:9000`); empty: AWS, or
+    /// `AWS_ENDPOINT_URL` from the environment.
+    pub endpoint: String,
+    /// Region; empty: `AWS_DEFAULT_REGION` / `AWS_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Allow plain `http://` endpoints.
+    pub allow_http: bool,
+    /// Time one request may take.
+    pub request_timeout: Duration,
+    /// Time the client retries a failing request before the error reaches the caller.
+    pub retry_timeout: Duration,
+}
+
+/// Table files under a prefix of an object store.
+pub struct ObjectTableStore {
+    /// The client of the write path, driven by `runtime`.
+    store: Arc<dyn ObjectStore>,
+    /// The client DataFusion reads with.
+    query_store: Arc<dyn ObjectStore>,
+    url: ObjectStoreUrl,
+    prefix: String,
+    runtime: StoreRuntime,
+}
+
+/// A runtime for the store's requests; shut down without waiting, so the last handle may be
+/// dropped anywhere, an async context included.
+struct StoreRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for StoreRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// `bucket` and `prefix` of `s3://bucket/prefix`.
+fn split_s3_url(url: &str) -> Result<(&str, &str), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("storage url {url:?}: only s3:// URLs are supported"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("storage url {url:?} names no bucket"));
+    }
+    Ok((bucket, prefix.trim_matches('/')))
+}
+
+/// Checks an `s3://bucket/prefix` URL without building a client.
+///
+/// # Errors
+/// What is wrong with it.
+pub(crate) fn check_s3_url(url: &str) -> Result<(), String> {
+    split_s3_url(url).map(|_| ())
+}
+
+impl ObjectTableStore {
+    /// The store `settings` name; credentials come from the usual `AWS_*` variables.
+    ///
+    /// # Errors
+    /// If the URL or the client options are invalid, or the runtime cannot start.
+    pub fn s3(settings: &S3Settings) -> io::Result<ObjectTableStore> {
+        let (bucket, prefix) = split_s3_url(&settings.url).map_err(io::Error::other)?;
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(settings.request_timeout)
+                    .with_connect_timeout(settings.request_timeout.min(Duration::from_secs(5))),
+            )
+            .with_retry(RetryConfig {
+                retry_timeout: settings.retry_timeout,
+                ..RetryConfig::default()
+            });
+        if !settings.endpoint.is_empty() {
+            builder = builder.with_endpoint(&settings.endpoint);
+        }
+        if !settings.region.is_empty() {
+            builder = builder.with_region(&settings.region);
+        }
+        if settings.allow_http {
+            builder = builder.with_allow_http(true);
+        }
+        let build = |builder: AmazonS3Builder| -> io::Result<Arc<dyn ObjectStore>> {
+            Ok(Arc::new(builder.build().map_err(io::Error::other)?))
+        };
+        let url = ObjectStoreUrl::parse(format!("s3://{bucket}"))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        ObjectTableStore::new(build(builder.clone())?, build(builder)?, url, prefix)
+    }
+
+    /// Files under `prefix` of `store` (written through it), read by DataFusion through
+    /// `query_store`, registered under `url`.
+    ///
+    /// # Errors
+    /// If the store's runtime cannot start.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        query_store: Arc<dyn ObjectStore>,
+        url: ObjectStoreUrl,
+        prefix: &str,
+    ) -> io::Result<ObjectTableStore> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flowdaq-store")
+            .enable_all()
+            .build()?;
+        Ok(ObjectTableStore {
+            store,
+            query_store,
+            url,
+            prefix: prefix.trim_matches('/').to_string(),
+            runtime: StoreRuntime(Some(runtime)),
+        })
+    }
+
+    fn location(&self, relative: &str) -> StorePath {
+        if self.prefix.is_empty() {
+            StorePath::from(relative)
+        } else {
+            StorePath::from(format!("{}/{relative}", self.prefix))
+        }
+    }
+
+    /// Runs `request` on the store's runtime and waits for it, from any thread.
+    fn block_on<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> io::Result<T> {
+        let Some(runtime) = &self.runtime.0 else {
+            return Err(io::Error::other("object store runtime stopped"));
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = done_tx.send(request.await);
+        });
+        match done_rx.recv() {
+            Ok(result) => result.map_err(store_error),
+            Err(_) => Err(io::Error::other("object store request dropped")),
+        }
+    }
+}
+
+/// An object store error as I/O: `NotFound` kept, so callers can tell it apart.
+fn store_error(err: object_store::Error) -> io::Error {
+    match err {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, err),
+        other => io::Error::other(other),
+    }
+}
+
+/// A file held in memory until committed with one PUT.
+struct ObjectNewFile {
+    bytes: Vec<u8>,
+    location: StorePath,
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Write for ObjectNewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl NewTableFile for ObjectNewFile {
+    fn commit(self: Box<Self>) -> io::Result<()> {
+        let ObjectNewFile {
+            bytes,
+            location,
+            store,
+            runtime,
+        } = *self;
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let put = store.put(&location, PutPayload::from(bytes)).await;
+            let _ = done_tx.send(put);
+        });
+        match done_rx.recv() {
+            Ok(put) => put.map(|_| ()).map_err(store_error),
+            Err(_) => Err(io::Error::other("object store request dropped")),
+        }
+    }
+}
+
+impl TableStore for ObjectTableStore {
+    fn describe(&self) -> String {
+        format!("{}{}", self.url.as_str(), self.prefix)
+    }
+
+    fn load_catalog(&self) -> Result<Catalog, CatalogError> {
+        let location = self.location(CATALOG_OBJECT);
+        let display = format!("{}{location}", self.url.as_str());
+        let store = self.store.clone();
+        let got = self.block_on(async move { store.get(&location).await?.bytes().await });
+        match got {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
+                path: display,
+                message: e.to_string(),
+            }),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Catalog {
+                version: 1,
+                ..Catalog::default()
+            }),
+            Err(source) => Err(CatalogError::Io {
+                path: display,
+                source,
+            }),
+        }
+    }
+
+    fn save_catalog(&self, catalog: &Catalog) -> Result<(), CatalogError> {
+        let location = self.location(CATALOG_OBJECT);
+        let io = |source| CatalogError::Io {
+            path: format!("{}{location}", self.url.as_str()),
+            source,
+        };
+        let bytes = serde_json::to_vec(catalog).map_err(|e| io(io::Error::other(e)))?;
+        let store = self.store.clone();
+        let at = location.clone();
+        self.block_on(async move { store.put(&at, PutPayload::from(bytes)).await })
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn create(&self, relative: &str) -> io::Result<Box<dyn NewTableFile>> {
+        let Some(runtime) = &self.runtime.0 else {
+            return Err(io::Error::other("object store runtime stopped"));
+        };
+        Ok(Box::new(ObjectNewFile {
+            bytes: Vec::new(),
+            location: self.location(relative),
+            store: self.store.clone(),
+            runtime: runtime.handle().clone(),
+        }))
+    }
+
+    fn read(&self, relative: &str) -> io::Result<TableFileReader> {
+        let location = self.location(relative);
+        let store = self.store.clone();
+        self.block_on(async move { store.get(&location).await?.bytes().await })
+            .map(TableFileReader::Bytes)
+    }
+
+    fn copy(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from, to) = (self.location(from), self.location(to));
+        let store = self.store.clone();
+        self.block_on(async move { store.copy(&from, &to).await })
+    }
+
+    fn remove(&self, relative: &str) -> io::Result<()> {
+        let location = self.location(relative);
+        let store = self.store.clone();
+        // S3 deletes a missing key without complaint; ask first, so `NotFound` means the same
+        // as on a disk.
+        self.block_on(async move {
+            store.head(&location).await?;
+            store.delete(&location).await
+        })
+    }
+
+    fn list_table_files(&self) -> io::Result<Vec<String>> {
+        let tables = self.location("tables");
+        let store = self.store.clone();
+        let listed =
+            self.block_on(async move { store.list(Some(&tables)).try_collect::<Vec<_>>().await })?;
+        // Listed keys are in the store's encoding: strip the prefix as encoded.
+        let skip = if self.prefix.is_empty() {
+            0
+        } else {
+            StorePath::from(self.prefix.as_str()).as_ref().len() + 1
+        };
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| meta.location.as_ref().get(skip..).map(str::to_string))
+            .collect())
+    }
+
+    fn scan_url(&self) -> ObjectStoreUrl {
+        self.url.clone()
+    }
+
+    fn scan_location(&self, relative: &str) -> String {
+        // Unencoded: DataFusion encodes it into a key as `location` does.
+        if self.prefix.is_empty() {
+            relative.to_string()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        }
+    }
+
+    fn query_store(&self) -> Option<Arc<dyn ObjectStore>> {
+        Some(self.query_store.clone())
+    }
+}
+
+impl std::fmt::Debug for ObjectTableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectTableStore")
+            .field("store", &self.describe())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,408 @@
+//! The same contract on both table stores (a temporary data directory, and an in-memory object
+//! store through the object-store code path), then the write path and SQL end to end over an
+//! object store: persisted rows are read back by DataFusion through the registered store,
+//! compaction merges and copies there, and start-up removes what the catalog does not list.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::Int64Array;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use flowdaq_schemas::Table;
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::*;
+use crate::catalog::CatalogFile;
+use crate::config::{CompactionConfig, ParquetConfig, QueryConfig};
+use crate::paths::DataPaths;
+use crate::persister::tests::rows_of;
+use crate::persister::Persister;
+use crate::query::QueryEngine;
+use crate::write_buffer::WriteBuffer;
+
+/// An object table store over `memory`, under `prefix`.
+fn in_memory(memory: &Arc<InMemory>, prefix: &str) -> Arc<ObjectTableStore> {
+    let store: Arc<dyn ObjectStore> = memory.clone();
+    Arc::new(
+        ObjectTableStore::new(
+            store.clone(),
+            store,
+            ObjectStoreUrl::parse("s3://lab-bucket").expect("url"),
+            prefix,
+        )
+        .expect("store"),
+    )
+}
+
+/// Every object key in `memory`, sorted.
+fn keys(memory: &InMemory) -> Vec<String> {
+    // The in-memory store needs no reactor: any executor drives it, inside a runtime or not.
+    futures::executor::block_on(async {
+        use futures::TryStreamExt;
+        let mut keys: Vec<String> = memory
+            .list(None)
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .expect("list");
+        keys.sort();
+        keys
+    })
+}
+
+fn write_file(tables: &dyn TableStore, relative: &str, bytes: &[u8]) {
+    let mut file = tables.create(relative).expect("create");
+    file.write_all(bytes).expect("write");
+    file.commit().expect("commit");
+}
+
+fn content(tables: &dyn TableStore, relative: &str) -> Vec<u8> {
+    use parquet::file::reader::{ChunkReader, Length};
+    let reader = tables.read(relative).expect("read");
+    reader
+        .get_bytes(0, reader.len() as usize)
+        .expect("bytes")
+        .to_vec()
+}
+
+fn sorted(mut files: Vec<String>) -> Vec<String> {
+    files.sort();
+    files
+}
+
+/// The contract every table store keeps.
+fn keeps_the_contract(tables: &dyn TableStore) {
+    let empty = tables.load_catalog().expect("no catalog yet");
+    assert_eq!((empty.version, empty.files.len()), (1, 0));
+    let a = "tables/photons/date=2026-12-06/run=r1/000000000001.parquet";
+    let b = "tables/photons/date=2026-12-06/run=r1/000000000002.parquet";
+    write_file(tables, a, b"first file");
+    {
+        let mut unfinished = tables.create(b).expect("create");
+        unfinished.write_all(b"never committed").expect("write");
+    }
+    assert_eq!(tables.list_table_files().expect("list"), [a]);
+    assert_eq!(
+        tables.read(b).expect_err("not committed").kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(content(tables, a), b"first file");
+    tables.copy(a, b).expect("copy");
+    tables.copy(a, b).expect("a second copy leaves it");
+    assert_eq!(content(tables, b), b"first file");
+    assert_eq!(sorted(tables.list_table_files().expect("list")), [a, b]);
+
+    let catalog = Catalog {
+        version: 1,
+        wal_persisted_through: 9,
+        next_file_id: 3,
+        files: vec![CatalogFile {
+            table: "photons".into(),
+            path: a.into(),
+            rows: 1,
+            size_bytes: 10,
+            min_arrival_time_ns: 1,
+            max_arrival_time_ns: 2,
+            run_id: "r1".into(),
+            date: "2026-12-06".into(),
+        }],
+        seq_ledger: Default::default(),
+    };
+    tables.save_catalog(&catalog).expect("save");
+    assert_eq!(tables.load_catalog().expect("load"), catalog);
+    assert_eq!(remove_strays(tables, &catalog.files), 1, "b is a stray");
+    assert_eq!(tables.list_table_files().expect("list"), [a]);
+    assert_eq!(
+        tables.remove(b).expect_err("gone").kind(),
+        std::io::ErrorKind::NotFound
+    );
+    tables.remove(a).expect("remove");
+    assert!(tables.list_table_files().expect("list").is_empty());
+}
+
+#[test]
+fn the_data_directory_keeps_the_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tables = LocalTableStore::new(
+        DataPaths::new(dir.path()),
+        crate::storage::LocalStorage::shared(),
+    );
+    keeps_the_contract(&tables);
+    assert!(dir.path().join("catalog.json").exists());
+}
+
+#[test]
+fn an_object_store_keeps_the_contract_under_its_prefix() {
+    let memory = Arc::new(InMemory::new());
+    let tables = in_memory(&memory, "lab-7/flowdaq/");
+    keeps_the_contract(tables.as_ref());
+    assert_eq!(keys(&memory), ["lab-7/flowdaq/catalog.json"]);
+    assert_eq!(tables.describe(), "s3://lab-bucket/lab-7/flowdaq");
+    assert_eq!(
+        tables.scan_location("tables/x.parquet"),
+        "lab-7/flowdaq/tables/x.parquet"
+    );
+}
+
+#[test]
+fn a_corrupt_catalog_in_the_store_is_an_error_not_an_empty_catalog() {
+    let memory = Arc::new(InMemory::new());
+    let tables = in_memory(&memory, "p");
+    futures::executor::block_on(memory.put(
+        &object_store::path::Path::from("p/catalog.json"),
+        b"{not json".to_vec().into(),
+    ))
+    .expect("put");
+    let err = tables.load_catalog().expect_err("corrupt");
+    assert!(
+        matches!(err, CatalogError::Corrupt { ref path, .. } if path == "s3://lab-bucket/p/catalog.json"),
+        "{err}"
+    );
+}
+
+/// A write buffer, persister and query engine over `tables` in a fresh data directory.
+fn server_parts(
+    dir: &std::path::Path,
+    tables: SharedTableStore,
+) -> (Arc<WriteBuffer>, Persister, QueryEngine) {
+    let paths = DataPaths::new(dir);
+    std::fs::create_dir_all(paths.wal_dir()).expect("wal dir");
+    let catalog = tables.load_catalog().expect("catalog");
+    let buffer = Arc::new(WriteBuffer::with_tables(catalog, tables));
+    let persister = Persister::new(
+        paths,
+        ParquetConfig::default(),
+        buffer.clone(),
+        crate::storage::LocalStorage::shared(),
+        Default::default(),
+    );
+    let engine = QueryEngine::new(buffer.clone(), &QueryConfig::default()).expect("engine");
+    (buffer, persister, engine)
+}
+
+async fn photon_count_and_sum(engine: &QueryEngine) -> (i64, i64) {
+    let result = engine
+        .execute("SELECT count(*) AS n, sum(micro_time_ps) AS s FROM photons WHERE channel >= 0")
+        .await
+        .expect("query");
+    let batch = &result.batches[0];
+    let column = |i: usize| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("int64")
+            .value(0)
+    };
+    (column(0), column(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_persisted_to_an_object_store_are_queried_merged_and_found_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let memory = Arc::new(InMemory::new());
+    let tables = in_memory(&memory, "lab");
+    let (buffer, persister, engine) = server_parts(dir.path(), tables.clone());
+    let mut expected_sum = 0i64;
+    for generation in 0..5 {
+        let batch = rows_of(Table::Photons, 40);
+        let micro = batch
+            .column_by_name("micro_time_ps")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int32Array>())
+            .expect("micro_time_ps");
+        expected_sum += micro.values().iter().map(|&v| i64::from(v)).sum::<i64>();
+        buffer.insert(&[(Table::Photons, batch)]);
+        let snapshot = buffer
+            .take_snapshot(generation, Default::default())
+            .expect("snapshot");
+        persister.persist(&snapshot).expect("persist");
+    }
+    assert_eq!(photon_count_and_sum(&engine).await, (200, expected_sum));
+    let parquet_keys = || {
+        keys(&memory)
+            .into_iter()
+            .filter(|k| k.starts_with("lab/tables/photons/"))
+            .count()
+    };
+    assert_eq!(parquet_keys(), 5);
+    assert!(keys(&memory).contains(&"lab/catalog.json".to_string()));
+    assert!(
+        !dir.path().join("tables").exists() && !dir.path().join("catalog.json").exists(),
+        "nothing but the WAL on the local disk"
+    );
+
+    // Compaction in the store: five files become one, the answer stays.
+    let writer = Persister::new(
+        DataPaths::new(dir.path()),
+        ParquetConfig::default(),
+        buffer.clone(),
+        crate::storage::LocalStorage::shared(),
+        Default::default(),
+    );
+    let config = CompactionConfig {
+        interval_s: 60.0,
+        min_files: 4,
+        target_file_bytes: 1 << 30,
+    };
+    let mut compactor = crate::compactor::Compactor::new(
+        writer,
+        config,
+        &Default::default(),
+        Duration::ZERO,
+        Arc::default(),
+    );
+    let now = Instant::now();
+    let merged = tokio::task::spawn_blocking(move || {
+        compactor.round(0, now);
+        compactor.round(0, now + Duration::from_millis(1));
+        compactor
+    })
+    .await
+    .expect("compaction rounds");
+    drop(merged);
+    assert_eq!(buffer.chunks(Table::Photons).files.len(), 1);
+    assert_eq!(parquet_keys(), 1, "merged file only: {:?}", keys(&memory));
+    assert_eq!(photon_count_and_sum(&engine).await, (200, expected_sum));
+
+    // A stray (a persist that crashed before its catalog save) is gone at the next start, and
+    // a new server over the same bucket answers the same.
+    write_file(
+        tables.as_ref(),
+        "tables/photons/date=2026-12-06/run=r/999999999999.parquet",
+        b"half a file",
+    );
+    drop((buffer, persister, engine));
+    let restarted = crate::server::recover_with_tables(
+        dir.path(),
+        true,
+        crate::storage::LocalStorage::shared(),
+        tables.clone(),
+    )
+    .expect("recover");
+    assert_eq!(parquet_keys(), 1, "the stray was removed");
+    let engine = QueryEngine::new(restarted.buffer, &QueryConfig::default()).expect("engine");
+    assert_eq!(photon_count_and_sum(&engine).await, (200, expected_sum));
+}
+
+/// A data directory whose catalog's next save fails (the rename of `catalog.json.tmp`), with
+/// a buffer, a persister and five persisted photons files when `files` is 5.
+fn with_failing_catalog_save(
+    dir: &std::path::Path,
+    files: u64,
+) -> (
+    Arc<crate::storage::FaultyStorage>,
+    Arc<WriteBuffer>,
+    Persister,
+) {
+    use crate::storage::{Fault, FaultKind, FaultyStorage, Op};
+    let faults = FaultyStorage::new();
+    let paths = DataPaths::new(dir);
+    std::fs::create_dir_all(paths.wal_dir()).expect("wal dir");
+    let storage = faults.storage();
+    let buffer = Arc::new(WriteBuffer::new(
+        Catalog::default(),
+        paths.clone(),
+        storage.clone(),
+    ));
+    let persister = Persister::new(
+        paths,
+        ParquetConfig::default(),
+        buffer.clone(),
+        storage,
+        Default::default(),
+    );
+    for generation in 0..files {
+        buffer.insert(&[(Table::Photons, rows_of(Table::Photons, 30))]);
+        let snapshot = buffer
+            .take_snapshot(generation, Default::default())
+            .expect("snapshot");
+        persister.persist(&snapshot).expect("persist");
+    }
+    faults.inject(Fault::once(
+        Op::Rename,
+        "catalog.json",
+        0,
+        FaultKind::Os(crate::storage::fault::errno::EIO),
+    ));
+    (faults, buffer, persister)
+}
+
+#[test]
+fn files_of_a_failed_catalog_save_stay_until_a_later_save_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_faults, buffer, persister) = with_failing_catalog_save(dir.path(), 0);
+    let tables = buffer.tables();
+    buffer.insert(&[(Table::Photons, rows_of(Table::Photons, 30))]);
+    let snapshot = buffer
+        .take_snapshot(0, Default::default())
+        .expect("snapshot");
+    let err = persister
+        .persist(&snapshot)
+        .expect_err("the catalog save fails");
+    assert!(
+        matches!(err, crate::persister::PersistError::Catalog(_)),
+        "{err}"
+    );
+    // The save may have reached the disk: the catalog it wrote would name this file.
+    let kept = tables.list_table_files().expect("list");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    let persisted = persister.persist(&snapshot).expect("the retry succeeds");
+    assert_eq!(persisted.len(), 1);
+    assert_eq!(
+        tables.list_table_files().expect("list"),
+        [persisted[0].path.clone()],
+        "the first attempt's file goes once a catalog without it is saved"
+    );
+    assert_eq!(
+        tables.load_catalog().expect("catalog").files,
+        persisted,
+        "the catalog names the retry's file only"
+    );
+}
+
+#[test]
+fn a_merged_file_whose_catalog_save_failed_stays_until_a_later_save_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_faults, buffer, persister) = with_failing_catalog_save(dir.path(), 5);
+    let tables = buffer.tables();
+    let before = sorted(tables.list_table_files().expect("list"));
+    let grace = Duration::from_secs(65);
+    let mut compactor = crate::compactor::Compactor::new(
+        persister,
+        CompactionConfig {
+            interval_s: 60.0,
+            min_files: 4,
+            target_file_bytes: 1 << 30,
+        },
+        &Default::default(),
+        grace,
+        Arc::default(),
+    );
+    let start = Instant::now();
+    compactor.round(0, start);
+    let after_failure = sorted(tables.list_table_files().expect("list"));
+    let unsure: Vec<&String> = after_failure
+        .iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    assert_eq!(unsure.len(), 1, "the merged file stays: {after_failure:?}");
+    assert!(unsure[0].ends_with(".merged"));
+    let unsure = unsure[0].clone();
+    assert_eq!(buffer.catalog_files().len(), 5, "the catalog is unchanged");
+
+    // The next round merges again and saves; the first merged file is then out for good.
+    compactor.round(0, start + Duration::from_secs(1));
+    let catalogued: Vec<String> = buffer.catalog_files().into_iter().map(|f| f.path).collect();
+    assert_eq!(catalogued.len(), 1);
+    assert_ne!(catalogued[0], unsure);
+    assert!(tables.list_table_files().expect("list").contains(&unsure));
+    compactor.round(0, start + Duration::from_secs(1) + grace);
+    compactor.round(0, start + Duration::from_secs(2) + 2 * grace);
+    let left = tables.list_table_files().expect("list");
+    assert!(!left.contains(&unsure), "{left:?}");
+    let catalogued: Vec<String> = buffer.catalog_files().into_iter().map(|f| f.path).collect();
+    assert_eq!(left, catalogued, "only the catalogued file is left");
+}
