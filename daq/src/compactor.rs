@@ -191,9 +191,23 @@ impl Compactor {
     }
 
     fn delete_doomed(&mut self, now: Option<Instant>) {
+        if self.doomed.is_empty() {
+            return;
+        }
         let grace = self.grace;
         let tables = self.tables.clone();
+        // Whatever doomed it, a file the catalog names now is never deleted.
+        let catalogued: std::collections::HashSet<String> = self
+            .buffer
+            .catalog_files()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
         self.doomed.retain(|(path, since)| {
+            if catalogued.contains(path) {
+                tracing::warn!(%path, "a file out of the catalog is back in it: kept");
+                return false;
+            }
             if now.is_some_and(|now| now.duration_since(*since) < grace) {
                 return true;
             }
@@ -220,11 +234,18 @@ impl Compactor {
             .into_iter()
             .map(|f| f.path)
             .collect();
-        for path in std::mem::take(&mut self.unsure) {
-            if !catalogued.contains(&path) {
-                self.doomed.push((path, now));
-            }
-        }
+        // A pending merge's final name is copied again when its finish is retried: not doomed.
+        let retried: std::collections::HashSet<&str> = self
+            .pending
+            .iter()
+            .filter_map(|merge| merge.merged.path.strip_suffix(MERGED_SUFFIX))
+            .collect();
+        let (keep, doom): (Vec<String>, Vec<String>) = std::mem::take(&mut self.unsure)
+            .into_iter()
+            .filter(|path| !catalogued.contains(path))
+            .partition(|path| retried.contains(path.as_str()));
+        self.unsure = keep;
+        self.doomed.extend(doom.into_iter().map(|path| (path, now)));
     }
 
     fn finish_due_merges(&mut self, now: Instant) {

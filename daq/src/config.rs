@@ -1071,9 +1071,9 @@ impl ServerConfig {
             return Err("control.max_replay_rows must be > 0".into());
         }
         crate::outcomes::validate(&self.outcomes).map_err(|e| format!("outcomes: {e}"))?;
-        if self.default_run_id.is_empty() {
-            return Err("default_run_id must not be empty".into());
-        }
+        // The run is a partition in every file's path: the same rule as a run id on the wire.
+        flowdaq_schemas::wire::check_identifier("default_run_id", &self.default_run_id)
+            .map_err(|e| e.to_string())?;
         crate::features::spectral::SpectralFeatures::new(&self.features.spectral, None)
             .map_err(|e| format!("features.spectral: {e}"))?;
         crate::features::flow::FlowExtractor::new(&self.features.flow, Default::default())
@@ -1171,13 +1171,22 @@ mod tests {
         assert_eq!(s3.url, "s3://lab-data/flowdaq/run-2026");
         assert!(s3.allow_http);
         assert_eq!(s3.retry_timeout, Duration::from_secs(30));
-        assert!(ServerConfig::default().storage.s3().is_none(), "the data directory by default");
+        assert!(
+            ServerConfig::default().storage.s3().is_none(),
+            "the data directory by default"
+        );
         for (text, needle) in [
             ("[storage]\nurl = \"gs://b/p\"\n", "only s3:// URLs"),
             ("[storage]\nurl = \"/mnt/nas\"\n", "only s3:// URLs"),
             ("[storage]\nurl = \"s3:///p\"\n", "names no bucket"),
-            ("[storage]\nretry_timeout_s = 0\n", "storage.retry_timeout_s"),
-            ("[storage]\nrequest_timeout_s = inf\n", "storage.request_timeout_s"),
+            (
+                "[storage]\nretry_timeout_s = 0\n",
+                "storage.retry_timeout_s",
+            ),
+            (
+                "[storage]\nrequest_timeout_s = inf\n",
+                "storage.request_timeout_s",
+            ),
             ("[storage]\nbucket = \"b\"\n", "unknown field"),
         ] {
             let err = ServerConfig::from_toml(text, "s.toml").expect_err(text);

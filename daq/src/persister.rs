@@ -7,7 +7,8 @@
 //! WAL or the catalog holding every row; stray files not in the catalog are removed at start.
 //! Snapshots are persisted strictly in order and a failed one is retried (with back-off) until
 //! it succeeds: a later snapshot never moves the watermark past one whose rows are not in
-//! Parquet. A failed attempt removes the files it wrote.
+//! Parquet. A failed attempt removes the files it wrote; if its catalog save failed, only once
+//! a later save succeeds (the failed save may have landed, naming them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -113,6 +113,8 @@ pub struct Recovered {
     pub replayed_rows: usize,
     /// Committed seqs: the catalog's, then the replayed groups'.
     pub ledger: SeqLedger,
+    /// The catalog's WAL watermark: new segments are numbered above it.
+    pub wal_persisted_through: u64,
 }
 
 /// Loads catalog and WAL of `data_dir`. With `repair`, stray files and persisted WAL segments
@@ -149,10 +151,26 @@ pub fn recover_with_tables(
         })?;
     }
     let catalog = tables.load_catalog()?;
+    let wal_persisted_through = catalog.wal_persisted_through;
     if repair {
-        let strays = crate::table_store::remove_strays(tables.as_ref(), &catalog.files);
-        if strays > 0 {
-            tracing::warn!(strays, "removed files left by an interrupted persist");
+        // Listing also proves the store reachable (a missing bucket is refused here, not at
+        // the first persist).
+        let listed = tables
+            .list_table_files()
+            .map_err(|source| ServerError::TableStore {
+                store: tables.describe(),
+                source,
+            })?;
+        let saved_before = catalog.next_file_id > 0 || !catalog.files.is_empty();
+        if !saved_before && !listed.is_empty() {
+            // No catalog, yet files: a catalog lost or a store shared by mistake, not the
+            // leftovers of a crash. Deleting them would destroy data; they stay.
+            tracing::warn!(store = %tables.describe(), files = listed.len(), "no catalog, but table files: left as they are (not queried)");
+        } else {
+            let strays = crate::table_store::remove_strays(tables.as_ref(), &catalog.files);
+            if strays > 0 {
+                tracing::warn!(strays, "removed files left by an interrupted persist");
+            }
         }
         wal::remove_segments_through(&storage, &paths.wal_dir(), catalog.wal_persisted_through)?;
     }
@@ -185,6 +203,7 @@ pub fn recover_with_tables(
         buffer,
         replayed_rows,
         ledger,
+        wal_persisted_through,
     })
 }
 
@@ -264,8 +283,14 @@ pub async fn start_with_storage(
         buffer,
         replayed_rows,
         ledger,
+        wal_persisted_through,
     } = recovered;
-    let wal = Wal::open(&paths.wal_dir(), config.wal.fsync, storage.clone())?;
+    let wal = Wal::open_after(
+        &paths.wal_dir(),
+        config.wal.fsync,
+        storage.clone(),
+        wal_persisted_through,
+    )?;
     let calibrations = buffer.chunks(Table::SpectralCalibrations);
     let seen = known_calibrations(
         &calibrations.batches,

@@ -2,7 +2,8 @@
 loopback): a server with `[storage] url = "s3://..."` persists there and answers SQL from there,
 pyarrow reads the same rows straight from the bucket, `flowdaq sql --config` reads it after the
 server stops; and a store that is unreachable for a while (a forwarder in front of it cut) delays
-persistence but loses nothing that was acknowledged, through a kill -9 while it is down."""
+persistence but loses nothing that was acknowledged, through a kill -9 while it is down; and a
+new data directory beside an existing prefix (a new machine) loses nothing to a kill -9."""
 
 import json
 import os
@@ -67,13 +68,14 @@ class Forwarder:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if not self.open.is_set():
-                self.refused += 1
-                client.close()
-                continue
             upstream = socket.create_connection(self.target, timeout=10)
             upstream.settimeout(None)
-            with self.lock:
+            with self.lock:  # cut() holds it too: a connection is either cut or refused
+                if not self.open.is_set():
+                    self.refused += 1
+                    client.close()
+                    upstream.close()
+                    continue
                 self.connections.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
@@ -95,8 +97,8 @@ class Forwarder:
                     pass
 
     def cut(self):
-        self.open.clear()
         with self.lock:
+            self.open.clear()
             for s in self.connections:
                 try:
                     s.shutdown(socket.SHUT_RDWR)
@@ -112,8 +114,10 @@ class Forwarder:
         self.listener.close()
 
 
-def storage_config(endpoint, prefix, extra=""):
-    return ("[buffer]\nflush_interval_ms = 100\n"
+def storage_config(endpoint, prefix, extra="", flush_interval_ms=100):
+    """Persist every `flush_interval_ms`, no compaction (the tests compare the bucket's keys
+    with the files persisted), and the store at `endpoint`."""
+    return (f"[buffer]\nflush_interval_ms = {flush_interval_ms}\n[compaction]\ninterval_s = 0\n"
             f'[storage]\nurl = "s3://lab/{prefix}"\nendpoint = "{endpoint}"\nallow_http = true\n'
             f'region = "us-east-1"\n{extra}')
 
@@ -233,3 +237,35 @@ def test_an_unreachable_store_delays_persistence_and_loses_no_acknowledged_row(s
         context.term()
         server.kill()
         forwarder.close()
+
+
+def test_a_new_data_directory_beside_an_existing_prefix_loses_nothing_to_a_crash(server_factory, s3):
+    endpoint, client = s3
+    client.create_bucket(Bucket="lab")
+    first = server_factory(name="first-machine", extra_config=storage_config(endpoint, "moved"), env=S3_ENV).start()
+    context = zmq.Context()
+    sender = AcknowledgedSender(context, first.router)
+    try:
+        send_acknowledged(first, sender, list(range(0, 30)), session="first")
+        wait_persisted(first, "the first machine's rows persisted")
+        first.stop()
+        catalog = json.loads(client.get_object(Bucket="lab", Key="moved/catalog.json")["Body"].read())
+        assert catalog["wal_persisted_through"] >= 1
+
+        # Another machine takes over the prefix with an empty data directory; its rows stay in
+        # its WAL (no persist for a minute) when it is killed.
+        config = storage_config(endpoint, "moved", flush_interval_ms=60000)
+        second = server_factory(name="second-machine", extra_config=config, env=S3_ENV).start()
+        sender.endpoint = second.router
+        sender.connect()
+        send_acknowledged(second, sender, list(range(30, 60)), session="second")
+        assert second.metrics()["buffer"]["open_rows"] > 0, "the rows must be unpersisted at the crash"
+        second.kill()
+        second.start()
+        assert second.sql_arrow("SELECT count(*) AS n FROM spectra").column("n").to_pylist() == [60]
+        second.stop()
+        catalog = json.loads(client.get_object(Bucket="lab", Key="moved/catalog.json")["Body"].read())
+        assert sum(f["rows"] for f in catalog["files"] if f["table"] == "spectra") == 60
+    finally:
+        sender.socket.close(0)
+        context.term()

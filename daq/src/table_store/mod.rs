@@ -34,7 +34,8 @@ pub trait NewTableFile: Write + Send {
     /// Makes the written bytes durable and visible under the file's name, at once.
     ///
     /// # Errors
-    /// The I/O or store error; the file is then not there.
+    /// The I/O or store error; the file may still have landed (a PUT whose answer was lost),
+    /// which is harmless: a file no catalog names is never read, and start-up removes it.
     fn commit(self: Box<Self>) -> io::Result<()>;
 }
 
@@ -53,7 +54,8 @@ pub trait TableStore: Send + Sync {
     /// Replaces the catalog atomically: a reader (or a crash) sees the old one or the new one.
     ///
     /// # Errors
-    /// [`CatalogError::Io`]; the old catalog is then still in place.
+    /// [`CatalogError::Io`]; which catalog is in place is then unknown (the new one may have
+    /// landed before the failure), so the caller keeps every file either names.
     fn save_catalog(&self, catalog: &Catalog) -> Result<(), CatalogError>;
 
     /// Starts writing the file `relative`.
@@ -69,7 +71,8 @@ pub trait TableStore: Send + Sync {
     /// The I/O or store error (`NotFound` if it does not exist).
     fn read(&self, relative: &str) -> io::Result<TableFileReader>;
 
-    /// Makes `to` a durable copy of `from` (an existing `to` is left as it is).
+    /// Makes `to` a durable copy of `from` (on a disk a link, and an existing `to` stays; in an
+    /// object store a copy over it: the same bytes, as callers use it).
     ///
     /// # Errors
     /// The I/O or store error.
@@ -87,7 +90,7 @@ pub trait TableStore: Send + Sync {
     /// The I/O or store error.
     fn list_table_files(&self) -> io::Result<Vec<String>>;
 
-    /// The object store DataFusion reads the files from, and the location of `relative` in it.
+    /// The URL of the object store DataFusion reads the files from.
     fn scan_url(&self) -> ObjectStoreUrl;
 
     /// The location of `relative` in [`TableStore::scan_url`]'s store.

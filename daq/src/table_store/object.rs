@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as StorePath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{
+    ClientConfigKey, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
 
 use super::{NewTableFile, TableFileReader, TableStore};
 use crate::catalog::{Catalog, CatalogError};
@@ -91,12 +93,18 @@ impl ObjectTableStore {
     /// If the URL or the client options are invalid, or the runtime cannot start.
     pub fn s3(settings: &S3Settings) -> io::Result<ObjectTableStore> {
         let (bucket, prefix) = split_s3_url(&settings.url).map_err(io::Error::other)?;
+        // Timeouts as configuration keys: replacing the client options would drop those read
+        // from the environment (AWS_ALLOW_HTTP, AWS_PROXY_URL).
+        let connect_timeout = settings.request_timeout.min(Duration::from_secs(5));
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(settings.request_timeout)
-                    .with_connect_timeout(settings.request_timeout.min(Duration::from_secs(5))),
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                format!("{}ms", settings.request_timeout.as_millis().max(1)),
+            )
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                format!("{}ms", connect_timeout.as_millis().max(1)),
             )
             .with_retry(RetryConfig {
                 retry_timeout: settings.retry_timeout,
@@ -157,17 +165,26 @@ impl ObjectTableStore {
         &self,
         request: impl Future<Output = object_store::Result<T>> + Send + 'static,
     ) -> io::Result<T> {
-        let Some(runtime) = &self.runtime.0 else {
-            return Err(io::Error::other("object store runtime stopped"));
-        };
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        runtime.spawn(async move {
-            let _ = done_tx.send(request.await);
-        });
-        match done_rx.recv() {
-            Ok(result) => result.map_err(store_error),
-            Err(_) => Err(io::Error::other("object store request dropped")),
+        match &self.runtime.0 {
+            Some(runtime) => wait_on(runtime.handle(), request),
+            None => Err(io::Error::other("object store runtime stopped")),
         }
+    }
+}
+
+/// Runs `request` on `runtime` and waits for it. Callers are blocking threads, or (at start-up)
+/// a runtime's worker that may block: the request runs on the store's runtime either way.
+fn wait_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    request: impl Future<Output = object_store::Result<T>> + Send + 'static,
+) -> io::Result<T> {
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = done_tx.send(request.await);
+    });
+    match done_rx.recv() {
+        Ok(result) => result.map_err(store_error),
+        Err(_) => Err(io::Error::other("object store request dropped")),
     }
 }
 
@@ -179,17 +196,45 @@ fn store_error(err: object_store::Error) -> io::Error {
     }
 }
 
-/// A file held in memory until committed with one PUT.
+/// Bytes of a multipart upload's part: a file larger than this goes up part by part as it is
+/// written, so memory stays near one part whatever the file's size (S3 wants parts of at
+/// least 5 MiB but the last).
+pub(super) const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// A file held in memory and committed with one PUT, or, once it outgrows a part, uploaded in
+/// parts and committed by completing the upload (atomic, as a PUT).
 struct ObjectNewFile {
-    bytes: Vec<u8>,
+    pending: Vec<u8>,
+    upload: Option<Box<dyn MultipartUpload>>,
     location: StorePath,
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Handle,
 }
 
+impl ObjectNewFile {
+    /// Sends the pending bytes as the next part, starting the upload first if needed.
+    fn send_part(&mut self) -> io::Result<()> {
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => {
+                let (store, location) = (self.store.clone(), self.location.clone());
+                let started = wait_on(&self.runtime, async move {
+                    store.put_multipart(&location).await
+                })?;
+                self.upload.insert(started)
+            }
+        };
+        let part = upload.put_part(PutPayload::from(std::mem::take(&mut self.pending)));
+        wait_on(&self.runtime, part)
+    }
+}
+
 impl Write for ObjectNewFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bytes.extend_from_slice(buf);
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= PART_BYTES {
+            self.send_part()?;
+        }
         Ok(buf.len())
     }
 
@@ -199,21 +244,33 @@ impl Write for ObjectNewFile {
 }
 
 impl NewTableFile for ObjectNewFile {
-    fn commit(self: Box<Self>) -> io::Result<()> {
-        let ObjectNewFile {
-            bytes,
-            location,
-            store,
-            runtime,
-        } = *self;
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        runtime.spawn(async move {
-            let put = store.put(&location, PutPayload::from(bytes)).await;
-            let _ = done_tx.send(put);
-        });
-        match done_rx.recv() {
-            Ok(put) => put.map(|_| ()).map_err(store_error),
-            Err(_) => Err(io::Error::other("object store request dropped")),
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        if self.upload.is_some() {
+            if !self.pending.is_empty() {
+                self.send_part()?;
+            }
+            let Some(mut upload) = self.upload.take() else {
+                return Err(io::Error::other("multipart upload lost"));
+            };
+            return wait_on(&self.runtime, async move { upload.complete().await }).map(|_| ());
+        }
+        let (store, location) = (self.store.clone(), self.location.clone());
+        let bytes = std::mem::take(&mut self.pending);
+        wait_on(&self.runtime, async move {
+            store.put(&location, PutPayload::from(bytes)).await
+        })
+        .map(|_| ())
+    }
+}
+
+impl Drop for ObjectNewFile {
+    fn drop(&mut self) {
+        // Abandoned mid-upload: the store drops the parts (best effort; a bucket's lifecycle
+        // rule for incomplete uploads catches what this misses).
+        if let Some(mut upload) = self.upload.take() {
+            self.runtime.spawn(async move {
+                let _ = upload.abort().await;
+            });
         }
     }
 }
@@ -263,7 +320,8 @@ impl TableStore for ObjectTableStore {
             return Err(io::Error::other("object store runtime stopped"));
         };
         Ok(Box::new(ObjectNewFile {
-            bytes: Vec::new(),
+            pending: Vec::new(),
+            upload: None,
             location: self.location(relative),
             store: self.store.clone(),
             runtime: runtime.handle().clone(),

@@ -147,6 +147,37 @@ fn an_object_store_keeps_the_contract_under_its_prefix() {
 }
 
 #[test]
+fn a_file_larger_than_a_part_goes_up_in_parts_and_an_abandoned_one_leaves_nothing() {
+    let memory = Arc::new(InMemory::new());
+    let tables = in_memory(&memory, "big");
+    // 2.5 parts of distinct bytes, written in odd-sized pieces as a Parquet writer does.
+    let bytes: Vec<u8> = (0..(5 * object::PART_BYTES / 2))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let relative = "tables/spectra/date=2026-12-06/run=r/000000000001.parquet";
+    let mut file = tables.create(relative).expect("create");
+    for piece in bytes.chunks(999_983) {
+        file.write_all(piece).expect("write");
+    }
+    assert!(
+        keys(&memory).is_empty(),
+        "nothing is visible before the commit, parts sent or not"
+    );
+    file.commit().expect("commit");
+    assert_eq!(content(tables.as_ref(), relative), bytes);
+
+    let abandoned = "tables/spectra/date=2026-12-06/run=r/000000000002.parquet";
+    let mut file = tables.create(abandoned).expect("create");
+    file.write_all(&bytes).expect("write");
+    drop(file);
+    assert_eq!(
+        tables.list_table_files().expect("list"),
+        [relative],
+        "an abandoned upload is never an object"
+    );
+}
+
+#[test]
 fn a_corrupt_catalog_in_the_store_is_an_error_not_an_empty_catalog() {
     let memory = Arc::new(InMemory::new());
     let tables = in_memory(&memory, "p");
@@ -286,18 +317,15 @@ async fn rows_persisted_to_an_object_store_are_queried_merged_and_found_again() 
     assert_eq!(photon_count_and_sum(&engine).await, (200, expected_sum));
 }
 
-/// A data directory whose catalog's next save fails (the rename of `catalog.json.tmp`), with
-/// a buffer, a persister and five persisted photons files when `files` is 5.
-fn with_failing_catalog_save(
+/// A data directory written through injectable faults, with a buffer and a persister.
+fn faulty_parts(
     dir: &std::path::Path,
-    files: u64,
 ) -> (
     Arc<crate::storage::FaultyStorage>,
     Arc<WriteBuffer>,
     Persister,
 ) {
-    use crate::storage::{Fault, FaultKind, FaultyStorage, Op};
-    let faults = FaultyStorage::new();
+    let faults = crate::storage::FaultyStorage::new();
     let paths = DataPaths::new(dir);
     std::fs::create_dir_all(paths.wal_dir()).expect("wal dir");
     let storage = faults.storage();
@@ -313,26 +341,56 @@ fn with_failing_catalog_save(
         storage,
         Default::default(),
     );
+    (faults, buffer, persister)
+}
+
+/// Persists `files` snapshots of 30 rows of `table`, one file each.
+fn persist_files(buffer: &WriteBuffer, persister: &Persister, table: Table, files: u64) {
     for generation in 0..files {
-        buffer.insert(&[(Table::Photons, rows_of(Table::Photons, 30))]);
+        buffer.insert(&[(table, rows_of(table, 30))]);
         let snapshot = buffer
             .take_snapshot(generation, Default::default())
             .expect("snapshot");
         persister.persist(&snapshot).expect("persist");
     }
-    faults.inject(Fault::once(
-        Op::Rename,
-        "catalog.json",
-        0,
-        FaultKind::Os(crate::storage::fault::errno::EIO),
+}
+
+/// The next catalog save fails at `op`: before it lands (`Rename`), or after (`SyncDir`: the
+/// new catalog is in place, its directory entry not fsynced). For `SyncDir`, the persist of
+/// one file comes first: its file's directory is synced once before the catalog's.
+fn fail_next_catalog_save(faults: &crate::storage::FaultyStorage, op: crate::storage::Op) {
+    let (path, skip) = if op == crate::storage::Op::SyncDir {
+        ("", 1)
+    } else {
+        ("catalog.json", 0)
+    };
+    faults.inject(crate::storage::Fault::once(
+        op,
+        path,
+        skip,
+        crate::storage::FaultKind::Os(crate::storage::fault::errno::EIO),
     ));
-    (faults, buffer, persister)
+}
+
+fn compactor(persister: Persister, grace: Duration) -> crate::compactor::Compactor {
+    crate::compactor::Compactor::new(
+        persister,
+        CompactionConfig {
+            interval_s: 60.0,
+            min_files: 4,
+            target_file_bytes: 1 << 30,
+        },
+        &Default::default(),
+        grace,
+        Arc::default(),
+    )
 }
 
 #[test]
 fn files_of_a_failed_catalog_save_stay_until_a_later_save_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_faults, buffer, persister) = with_failing_catalog_save(dir.path(), 0);
+    let (faults, buffer, persister) = faulty_parts(dir.path());
+    fail_next_catalog_save(&faults, crate::storage::Op::Rename);
     let tables = buffer.tables();
     buffer.insert(&[(Table::Photons, rows_of(Table::Photons, 30))]);
     let snapshot = buffer
@@ -366,21 +424,13 @@ fn files_of_a_failed_catalog_save_stay_until_a_later_save_succeeds() {
 #[test]
 fn a_merged_file_whose_catalog_save_failed_stays_until_a_later_save_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_faults, buffer, persister) = with_failing_catalog_save(dir.path(), 5);
+    let (faults, buffer, persister) = faulty_parts(dir.path());
+    persist_files(&buffer, &persister, Table::Photons, 5);
+    fail_next_catalog_save(&faults, crate::storage::Op::Rename);
     let tables = buffer.tables();
     let before = sorted(tables.list_table_files().expect("list"));
     let grace = Duration::from_secs(65);
-    let mut compactor = crate::compactor::Compactor::new(
-        persister,
-        CompactionConfig {
-            interval_s: 60.0,
-            min_files: 4,
-            target_file_bytes: 1 << 30,
-        },
-        &Default::default(),
-        grace,
-        Arc::default(),
-    );
+    let mut compactor = compactor(persister, grace);
     let start = Instant::now();
     compactor.round(0, start);
     let after_failure = sorted(tables.list_table_files().expect("list"));
@@ -405,4 +455,89 @@ fn a_merged_file_whose_catalog_save_failed_stays_until_a_later_save_succeeds() {
     assert!(!left.contains(&unsure), "{left:?}");
     let catalogued: Vec<String> = buffer.catalog_files().into_iter().map(|f| f.path).collect();
     assert_eq!(left, catalogued, "only the catalogued file is left");
+}
+
+#[test]
+fn a_catalog_save_that_landed_though_it_failed_loses_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (faults, buffer, persister) = faulty_parts(dir.path());
+    persist_files(&buffer, &persister, Table::Photons, 2);
+    // The next save renames its catalog into place, then fails to fsync the directory.
+    fail_next_catalog_save(&faults, crate::storage::Op::SyncDir);
+    buffer.insert(&[(Table::Photons, rows_of(Table::Photons, 30))]);
+    let snapshot = buffer
+        .take_snapshot(2, Default::default())
+        .expect("snapshot");
+    let err = persister.persist(&snapshot).expect_err("reported failed");
+    assert!(
+        matches!(err, crate::persister::PersistError::Catalog(_)),
+        "{err}"
+    );
+    drop((buffer, persister));
+    // A crash now: the catalog on disk is the one that "failed", and names the third file.
+    let recovered =
+        crate::server::recover(dir.path(), true, crate::storage::LocalStorage::shared())
+            .expect("recover");
+    let tables = recovered.buffer.tables();
+    let catalog = tables.load_catalog().expect("catalog");
+    assert_eq!(catalog.files.len(), 3);
+    assert_eq!(catalog.files.iter().map(|f| f.rows).sum::<u64>(), 90);
+    for file in &catalog.files {
+        tables
+            .read(&file.path)
+            .expect("every catalogued file is there");
+    }
+}
+
+#[test]
+fn a_merge_finished_again_after_a_failed_save_keeps_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (faults, buffer, persister) = faulty_parts(dir.path());
+    let photons_writer = Persister::new(
+        DataPaths::new(dir.path()),
+        ParquetConfig::default(),
+        buffer.clone(),
+        faults.storage(),
+        Default::default(),
+    );
+    persist_files(&buffer, &photons_writer, Table::Photons, 5);
+    let tables = buffer.tables();
+    let grace = Duration::from_secs(65);
+    let mut compactor = compactor(persister, grace);
+    let start = Instant::now();
+    compactor.round(0, start);
+    // Spectra files to merge in the round whose finish of the photons merge fails, so that a
+    // catalog save succeeds after the failed one in the same round.
+    persist_files(&buffer, &photons_writer, Table::Spectra, 5);
+    fail_next_catalog_save(&faults, crate::storage::Op::Rename);
+    compactor.round(0, start + grace);
+    // The photons merge is finished on the next round (inside the grace of anything doomed by
+    // the one before), then rounds run until every grace has passed.
+    for step in 1..=4u32 {
+        compactor.round(
+            0,
+            start + grace * step + Duration::from_secs(u64::from(step)),
+        );
+    }
+    let catalog = buffer.catalog_files();
+    assert_eq!(catalog.len(), 2, "one merged file per table: {catalog:?}");
+    for file in &catalog {
+        assert!(!file.path.ends_with(".merged"), "{}", file.path);
+        tables
+            .read(&file.path)
+            .unwrap_or_else(|err| panic!("{} is catalogued but gone: {err}", file.path));
+    }
+    for table in ["photons", "spectra"] {
+        let rows: u64 = catalog
+            .iter()
+            .filter(|f| f.table == table)
+            .map(|f| f.rows)
+            .sum();
+        assert_eq!(rows, 150, "{table}");
+    }
+    let mut left = tables.list_table_files().expect("list");
+    left.sort();
+    let mut named: Vec<String> = catalog.into_iter().map(|f| f.path).collect();
+    named.sort();
+    assert_eq!(left, named);
 }

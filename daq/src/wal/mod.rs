@@ -113,8 +113,27 @@ impl Wal {
     /// # Errors
     /// [`WalError::Io`] if the directory or file cannot be created.
     pub fn open(dir: &Path, fsync: FsyncPolicy, storage: SharedStorage) -> Result<Wal, WalError> {
+        Wal::open_after(dir, fsync, storage, 0)
+    }
+
+    /// As [`Wal::open`], numbering the new segment above `persisted_through` too: the catalog's
+    /// watermark, which may lie past every segment on this disk (a new or wiped data directory
+    /// beside a catalog kept in an object store). A segment numbered at or below it would be
+    /// taken for persisted, deleted and never replayed.
+    ///
+    /// # Errors
+    /// [`WalError::Io`] if the directory or file cannot be created.
+    pub fn open_after(
+        dir: &Path,
+        fsync: FsyncPolicy,
+        storage: SharedStorage,
+        persisted_through: u64,
+    ) -> Result<Wal, WalError> {
         storage.create_dir_all(dir).map_err(io_err(dir))?;
-        let next_id = list_segments(dir)?.last().map_or(1, |last| last + 1);
+        let next_id = list_segments(dir)?
+            .last()
+            .map_or(1, |last| last + 1)
+            .max(persisted_through + 1);
         let mut wal = Wal {
             dir: dir.to_path_buf(),
             fsync,

@@ -261,3 +261,25 @@ fn a_rotation_that_fails_half_way_never_blocks_the_next_one() {
     append(&mut wal, &group(3)).expect("append");
     assert_eq!(replay(dir.path(), 0).expect("replay").groups.len(), 4);
 }
+
+#[test]
+fn segments_are_numbered_above_a_watermark_that_lies_past_this_disk() {
+    // A new data directory beside a catalog (in an object store) persisted through segment 7.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal =
+        Wal::open_after(dir.path(), FsyncPolicy::Always, LocalStorage::shared(), 7).expect("open");
+    append(&mut wal, &group(1)).expect("append");
+    drop(wal);
+    assert_eq!(list_segments(dir.path()).expect("list"), [8]);
+    let replayed = replay(dir.path(), 7).expect("replay");
+    assert_eq!(
+        replayed.groups.len(),
+        1,
+        "its rows are replayed, not taken for persisted"
+    );
+    // Segments already above the watermark keep their order.
+    let wal =
+        Wal::open_after(dir.path(), FsyncPolicy::Always, LocalStorage::shared(), 3).expect("open");
+    drop(wal);
+    assert_eq!(list_segments(dir.path()).expect("list"), [8, 9]);
+}
