@@ -47,13 +47,13 @@ class Server:
     """`flowdaq serve` with PUSH and HTTP only, a persist every 50 ms; `extra` is appended to its
     configuration and `env` to its environment."""
 
-    def __init__(self, binary, data_dir, compaction_interval_s, extra="", env=None):
+    def __init__(self, binary, data_dir, compaction_interval_s, extra="", env=None, query_timeout_s=1):
         config = Path(data_dir).with_suffix(".toml")
         config.write_text(
             f'data_dir = "{data_dir}"\n[ingest]\npull = "tcp://127.0.0.1:0"\nsub = ""\nrouter = ""\n'
             '[http]\nlisten = "127.0.0.1:0"\n[publish]\nlisten = ""\n[control]\nlisten = ""\n'
             '[flight_sql]\nlisten = ""\n[postgres]\nlisten = ""\n'
-            f'[buffer]\nflush_interval_ms = 50\n[query]\ntimeout_s = 1\n'
+            f'[buffer]\nflush_interval_ms = 50\n[query]\ntimeout_s = {query_timeout_s}\n'
             f'[compaction]\ninterval_s = {compaction_interval_s}\n' + extra)
         self.process = subprocess.Popen([binary, "serve", "--config", str(config)], stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})})

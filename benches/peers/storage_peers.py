@@ -79,7 +79,7 @@ def feed(server, bursts, per_burst):
 
 
 def run_store(args, name, data_dir, storage, catalog_of, filesystem, root):
-    server = Server(args.flowdaq, data_dir, 0, extra=storage, env=S3_ENV)
+    server = Server(args.flowdaq, data_dir, 0, extra=storage, env=S3_ENV, query_timeout_s=120)
     feed_s = feed(server, args.bursts, args.per_burst)
     persists = server.metrics()["buffer"]
     out = {"feed_s": feed_s, "queries": {}}

@@ -197,12 +197,7 @@ impl Compactor {
         let grace = self.grace;
         let tables = self.tables.clone();
         // Whatever doomed it, a file the catalog names now is never deleted.
-        let catalogued: std::collections::HashSet<String> = self
-            .buffer
-            .catalog_files()
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let catalogued = self.catalogued_paths();
         self.doomed.retain(|(path, since)| {
             if catalogued.contains(path) {
                 tracing::warn!(%path, "a file out of the catalog is back in it: kept");
@@ -222,18 +217,22 @@ impl Compactor {
         });
     }
 
+    /// The paths the catalog names now.
+    fn catalogued_paths(&self) -> std::collections::HashSet<String> {
+        self.buffer
+            .catalog_files()
+            .into_iter()
+            .map(|f| f.path)
+            .collect()
+    }
+
     /// After a successful catalog save: the files of failed saves that it does not name are
     /// out of the catalog for good.
     fn doom_unsure(&mut self, now: Instant) {
         if self.unsure.is_empty() {
             return;
         }
-        let catalogued: std::collections::HashSet<String> = self
-            .buffer
-            .catalog_files()
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let catalogued = self.catalogued_paths();
         // A pending merge's final name is copied again when its finish is retried: not doomed.
         let retried: std::collections::HashSet<&str> = self
             .pending
