@@ -80,13 +80,15 @@ def feed(server, bursts, per_burst):
 
 def run_store(args, name, data_dir, storage, catalog_of, filesystem, root):
     server = Server(args.flowdaq, data_dir, 0, extra=storage, env=S3_ENV, query_timeout_s=120)
-    feed_s = feed(server, args.bursts, args.per_burst)
-    persists = server.metrics()["buffer"]
-    out = {"feed_s": feed_s, "queries": {}}
-    for label, query in QUERIES.items():
-        answer, seconds = timed(lambda: server.sql(query), args.rounds)
-        out["queries"][label] = (answer.to_pylist(), seconds)
-    server.stop()
+    try:
+        feed_s = feed(server, args.bursts, args.per_burst)
+        persists = server.metrics()["buffer"]
+        out = {"feed_s": feed_s, "queries": {}}
+        for label, query in QUERIES.items():
+            answer, seconds = timed(lambda: server.sql(query), args.rounds)
+            out["queries"][label] = (answer.to_pylist(), seconds)
+    finally:
+        server.stop()
     files = [f["path"] for f in catalog_of()["files"] if f["table"] == "spectra"]
 
     def read_all():

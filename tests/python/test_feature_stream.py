@@ -254,7 +254,9 @@ def test_slow_subscriber_is_dropped_not_waited_for_and_catches_up_by_replay(serv
     sub = client.subscribe([f"spectral_features/{run_id}/"], from_start=True, rcvhwm=16, rcvbuf=64 * 1024)
     server.wait_for(lambda m: metric(m, "publish_subscribers") >= STALLED_RAW_SUBSCRIBERS + 1,
                     "every subscriber connected")
-    sender = SpectraSender(server.pull, run_id, sources, pixels=256)
+    # No cap on the messages: the sender must still be sending when reading resumes (a live
+    # message after the drops reveals the gap), however fast this machine sends meanwhile.
+    sender = SpectraSender(server.pull, run_id, sources, pixels=256, max_count=100_000_000)
     try:
         sender.start()
         read_rows(sub, got, lambda: total(got) >= 200, 60, "the stream to flow")
