@@ -3,13 +3,16 @@ loopback): a server with `[storage] url = "s3://..."` persists there and answers
 pyarrow reads the same rows straight from the bucket, `flowdaq sql --config` reads it after the
 server stops; and a store that is unreachable for a while (a forwarder in front of it cut) delays
 persistence but loses nothing that was acknowledged, through a kill -9 while it is down; and a
-new data directory beside an existing prefix (a new machine) loses nothing to a kill -9."""
+new data directory beside an existing prefix (a new machine) loses nothing to a kill -9; a second
+server on the same prefix is refused rather than overwriting the first's catalog."""
 
 import json
 import os
 import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 
 import boto3
 import numpy as np
@@ -268,4 +271,43 @@ def test_a_new_data_directory_beside_an_existing_prefix_loses_nothing_to_a_crash
         assert sum(f["rows"] for f in catalog["files"] if f["table"] == "spectra") == 60
     finally:
         sender.socket.close(0)
+        context.term()
+
+
+def health(server):
+    request = urllib.request.Request(server.http + "/health")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return json.loads(err.read())
+
+
+def test_a_second_server_on_the_same_prefix_is_refused_not_overwriting_the_catalog(server_factory, s3):
+    endpoint, client = s3
+    client.create_bucket(Bucket="lab")
+    config = storage_config(endpoint, "contended")
+    first = server_factory(name="first", extra_config=config, env=S3_ENV).start()
+    second = server_factory(name="second", extra_config=config, env=S3_ENV).start()
+    context = zmq.Context()
+    first_sender = AcknowledgedSender(context, first.router)
+    second_sender = AcknowledgedSender(context, second.router)
+    try:
+        # Both read the empty catalog at start; the first writes one, then the second tries.
+        send_acknowledged(first, first_sender, list(range(0, 20)), session="first")
+        wait_persisted(first, "the first server's rows persisted")
+        send_acknowledged(second, second_sender, list(range(0, 20)), session="second")
+        failing = second.wait_for(lambda m: m["health"]["persist_errors"] >= 1, "the second server's persist refused")
+        reason = health(second)["persister"]["reason"]
+        assert "another writer" in reason, reason
+        assert failing["buffer"]["persisting_rows"] > 0, "its rows wait in its WAL and buffer"
+        # The first server's catalog is intact and it goes on persisting.
+        send_acknowledged(first, first_sender, list(range(20, 40)), session="first")
+        wait_persisted(first, "the first server persists on")
+        catalog = json.loads(client.get_object(Bucket="lab", Key="contended/catalog.json")["Body"].read())
+        assert sum(f["rows"] for f in catalog["files"] if f["table"] == "spectra") == 40
+        assert first.sql_arrow("SELECT count(*) AS n FROM spectra").column("n").to_pylist() == [40]
+    finally:
+        for sender in (first_sender, second_sender):
+            sender.socket.close(0)
         context.term()

@@ -11,12 +11,14 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as StorePath;
 use object_store::{
-    ClientConfigKey, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    ClientConfigKey, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, UpdateVersion,
 };
 
 use super::{NewTableFile, TableFileReader, TableStore};
@@ -52,6 +54,21 @@ pub struct ObjectTableStore {
     url: ObjectStoreUrl,
     prefix: String,
     runtime: StoreRuntime,
+    /// What this store knows of the catalog object; held through a save.
+    catalog: std::sync::Mutex<CatalogObject>,
+}
+
+/// The catalog object as this store last saw it. Every save is conditional on it (`If-Match`
+/// its ETag, or `If-None-Match: *` while absent), so a catalog written meanwhile by anything
+/// else is never overwritten, and a save that failed but lands late can never replace a later
+/// one (the store checks the condition when it commits the write).
+#[derive(Debug, Default)]
+struct CatalogObject {
+    /// `None` until loaded: a save then overwrites (only a save without a load does that).
+    version: Option<Option<UpdateVersion>>,
+    /// The bytes of a save that reported failure: it may have landed. Finding them in the store
+    /// is finding our own write, not another writer's.
+    unconfirmed: Option<Bytes>,
 }
 
 /// A runtime for the store's requests; shut down without waiting, so the last handle may be
@@ -149,6 +166,7 @@ impl ObjectTableStore {
             url,
             prefix: prefix.trim_matches('/').to_string(),
             runtime: StoreRuntime(Some(runtime)),
+            catalog: Default::default(),
         })
     }
 
@@ -158,6 +176,47 @@ impl ObjectTableStore {
         } else {
             StorePath::from(format!("{}/{relative}", self.prefix))
         }
+    }
+
+    fn catalog_display(&self) -> String {
+        format!("{}{}", self.url.as_str(), self.location(CATALOG_OBJECT))
+    }
+
+    fn catalog_lock(&self) -> std::sync::MutexGuard<'_, CatalogObject> {
+        self.catalog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The catalog object's bytes and version.
+    fn get_catalog(&self) -> io::Result<(Bytes, UpdateVersion)> {
+        let location = self.location(CATALOG_OBJECT);
+        let store = self.store.clone();
+        self.block_on(async move {
+            let got = store.get(&location).await?;
+            let version = UpdateVersion {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
+            Ok((got.bytes().await?, version))
+        })
+    }
+
+    /// Puts the catalog under `mode`; a lost condition is `AlreadyExists`.
+    fn put_catalog(&self, bytes: &Bytes, mode: PutMode) -> io::Result<UpdateVersion> {
+        let location = self.location(CATALOG_OBJECT);
+        let (store, payload) = (self.store.clone(), PutPayload::from(bytes.clone()));
+        self.block_on(async move {
+            let options = PutOptions {
+                mode,
+                ..PutOptions::default()
+            };
+            let put = store.put_opts(&location, payload, options).await?;
+            Ok(UpdateVersion {
+                e_tag: put.e_tag,
+                version: put.version,
+            })
+        })
     }
 
     /// Runs `request` on the store's runtime and waits for it, from any thread.
@@ -188,10 +247,14 @@ fn wait_on<T: Send + 'static>(
     }
 }
 
-/// An object store error as I/O: `NotFound` kept, so callers can tell it apart.
+/// An object store error as I/O: `NotFound` kept, and a lost condition (the object exists, or
+/// changed) as `AlreadyExists`, so callers can tell them apart.
 fn store_error(err: object_store::Error) -> io::Error {
     match err {
         object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, err),
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            io::Error::new(io::ErrorKind::AlreadyExists, err)
+        }
         other => io::Error::other(other),
     }
 }
@@ -281,19 +344,25 @@ impl TableStore for ObjectTableStore {
     }
 
     fn load_catalog(&self) -> Result<Catalog, CatalogError> {
-        let location = self.location(CATALOG_OBJECT);
-        let display = format!("{}{location}", self.url.as_str());
-        let store = self.store.clone();
-        let got = self.block_on(async move { store.get(&location).await?.bytes().await });
-        match got {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
-                path: display,
-                message: e.to_string(),
-            }),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Catalog {
-                version: 1,
-                ..Catalog::default()
-            }),
+        let display = self.catalog_display();
+        let mut known = self.catalog_lock();
+        match self.get_catalog() {
+            Ok((bytes, version)) => {
+                let catalog =
+                    serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
+                        path: display,
+                        message: e.to_string(),
+                    })?;
+                known.version = Some(Some(version));
+                Ok(catalog)
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                known.version = Some(None);
+                Ok(Catalog {
+                    version: 1,
+                    ..Catalog::default()
+                })
+            }
             Err(source) => Err(CatalogError::Io {
                 path: display,
                 source,
@@ -302,17 +371,47 @@ impl TableStore for ObjectTableStore {
     }
 
     fn save_catalog(&self, catalog: &Catalog) -> Result<(), CatalogError> {
-        let location = self.location(CATALOG_OBJECT);
         let io = |source| CatalogError::Io {
-            path: format!("{}{location}", self.url.as_str()),
+            path: self.catalog_display(),
             source,
         };
-        let bytes = serde_json::to_vec(catalog).map_err(|e| io(io::Error::other(e)))?;
-        let store = self.store.clone();
-        let at = location.clone();
-        self.block_on(async move { store.put(&at, PutPayload::from(bytes)).await })
-            .map(|_| ())
-            .map_err(io)
+        let bytes = Bytes::from(serde_json::to_vec(catalog).map_err(|e| io(io::Error::other(e)))?);
+        let mut known = self.catalog_lock();
+        let mode = match &known.version {
+            None => PutMode::Overwrite,
+            Some(None) => PutMode::Create,
+            Some(Some(version)) => PutMode::Update(version.clone()),
+        };
+        let put = match self.put_catalog(&bytes, mode) {
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                // Written since we last saw it: by us (a save that reported failure but
+                // landed, or this one, landed before the client's retry) or by another writer.
+                let (current, version) = self.get_catalog().map_err(io)?;
+                let ours = current == bytes || known.unconfirmed.as_ref() == Some(&current);
+                if !ours {
+                    return Err(io(io::Error::other(
+                        "the catalog was changed by another writer (two servers on one prefix?): not overwritten",
+                    )));
+                }
+                if current == bytes {
+                    Ok(version)
+                } else {
+                    self.put_catalog(&bytes, PutMode::Update(version))
+                }
+            }
+            other => other,
+        };
+        match put {
+            Ok(version) => {
+                known.version = Some(Some(version));
+                known.unconfirmed = None;
+                Ok(())
+            }
+            Err(err) => {
+                known.unconfirmed = Some(bytes);
+                Err(io(err))
+            }
+        }
     }
 
     fn create(&self, relative: &str) -> io::Result<Box<dyn NewTableFile>> {

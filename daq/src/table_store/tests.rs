@@ -541,3 +541,175 @@ fn a_merge_finished_again_after_a_failed_save_keeps_its_file() {
     named.sort();
     assert_eq!(left, named);
 }
+
+/// An in-memory store whose next put, when armed, lands and then reports failure: a PUT whose
+/// answer was lost.
+#[derive(Debug)]
+struct LostAnswer {
+    inner: Arc<InMemory>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for LostAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LostAnswer({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LostAnswer {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        options: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let put = self.inner.put_opts(location, payload, options).await?;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "LostAnswer",
+                source: "the answer was lost".into(),
+            });
+        }
+        Ok(put)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, options).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn catalog_with(files: u64) -> Catalog {
+    Catalog {
+        version: 1,
+        next_file_id: files,
+        wal_persisted_through: files,
+        ..Catalog::default()
+    }
+}
+
+#[test]
+fn a_second_writer_never_overwrites_the_catalog() {
+    let memory = Arc::new(InMemory::new());
+    let first = in_memory(&memory, "shared");
+    let second = in_memory(&memory, "shared");
+    first.load_catalog().expect("absent");
+    second.load_catalog().expect("absent");
+    first.save_catalog(&catalog_with(1)).expect("first save");
+    let err = second
+        .save_catalog(&catalog_with(7))
+        .expect_err("the other writer's catalog is there");
+    assert!(err.to_string().contains("another writer"), "{err}");
+    first
+        .save_catalog(&catalog_with(2))
+        .expect("the first writer goes on");
+    assert_eq!(first.load_catalog().expect("load"), catalog_with(2));
+    // Having read the current catalog, the second writer may save over it.
+    assert_eq!(second.load_catalog().expect("load"), catalog_with(2));
+    second.save_catalog(&catalog_with(3)).expect("after a load");
+    let err = first.save_catalog(&catalog_with(4)).expect_err("stale");
+    assert!(err.to_string().contains("another writer"), "{err}");
+}
+
+#[test]
+fn a_save_whose_answer_was_lost_is_recognised_and_a_late_one_never_wins() {
+    let memory = Arc::new(InMemory::new());
+    let lost = Arc::new(LostAnswer {
+        inner: memory.clone(),
+        armed: Default::default(),
+    });
+    let store: Arc<dyn ObjectStore> = lost.clone();
+    let tables = ObjectTableStore::new(
+        store.clone(),
+        store,
+        ObjectStoreUrl::parse("s3://lab-bucket").expect("url"),
+        "p",
+    )
+    .expect("store");
+    tables.load_catalog().expect("absent");
+    tables.save_catalog(&catalog_with(1)).expect("save");
+    let catalog_key = object_store::path::Path::from("p/catalog.json");
+    let first_version = futures::executor::block_on(memory.head(&catalog_key))
+        .expect("head")
+        .e_tag;
+    // The next save lands, but the answer is lost: reported failed.
+    lost.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    tables
+        .save_catalog(&catalog_with(2))
+        .expect_err("reported failed");
+    // The save after it finds its own earlier write, not another writer's, and goes on.
+    tables.save_catalog(&catalog_with(3)).expect("recognised");
+    assert_eq!(tables.load_catalog().expect("load"), catalog_with(3));
+    // A save delayed in the network, conditional on the version it was made against, lands
+    // late: the store refuses it, and the later catalog stays.
+    let late = futures::executor::block_on(memory.put_opts(
+        &catalog_key,
+        serde_json::to_vec(&catalog_with(2)).expect("json").into(),
+        object_store::PutOptions {
+            mode: object_store::PutMode::Update(object_store::UpdateVersion {
+                e_tag: first_version,
+                version: None,
+            }),
+            ..Default::default()
+        },
+    ));
+    assert!(
+        matches!(late, Err(object_store::Error::Precondition { .. })),
+        "{late:?}"
+    );
+    assert_eq!(tables.load_catalog().expect("load"), catalog_with(3));
+    // A save of the same bytes that landed before its retry is taken as done.
+    lost.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    tables
+        .save_catalog(&catalog_with(4))
+        .expect_err("reported failed");
+    tables
+        .save_catalog(&catalog_with(4))
+        .expect("the same catalog is there");
+    assert_eq!(tables.load_catalog().expect("load"), catalog_with(4));
+}
