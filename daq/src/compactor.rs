@@ -262,8 +262,8 @@ impl Compactor {
         }
     }
 
-    /// Links (or copies) the merged file under its `.parquet` name, swaps the catalog to it, deletes the
-    /// replaced files and dooms the `.merged` name.
+    /// Links (or copies) the merged file under its `.parquet` name, swaps the catalog to it,
+    /// deletes the replaced files and dooms the `.merged` name.
     fn finish(&mut self, merge: &PendingMerge, now: Instant) -> Result<(), PersistError> {
         let merged_relative = &merge.merged.path;
         let final_relative = merged_relative

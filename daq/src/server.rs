@@ -167,7 +167,7 @@ pub fn recover_with_tables(
             // leftovers of a crash. Deleting them would destroy data; they stay.
             tracing::warn!(store = %tables.describe(), files = listed.len(), "no catalog, but table files: left as they are (not queried)");
         } else {
-            let strays = crate::table_store::remove_strays(tables.as_ref(), &catalog.files);
+            let strays = crate::table_store::remove_strays(tables.as_ref(), &catalog.files, listed);
             if strays > 0 {
                 tracing::warn!(strays, "removed files left by an interrupted persist");
             }

@@ -193,8 +193,9 @@ async fn a_crash_after_the_swap_leaves_a_complete_catalog_and_start_up_finishes_
         paths.clone(),
         crate::storage::LocalStorage::shared(),
     ));
-    let listed = buffer.catalog_files();
-    crate::table_store::remove_strays(buffer.tables().as_ref(), &listed);
+    let tables = buffer.tables();
+    let on_disk = tables.list_table_files().expect("list");
+    crate::table_store::remove_strays(tables.as_ref(), &buffer.catalog_files(), on_disk);
     let mut compactor = new_compactor(&paths, &buffer, &BTreeMap::new());
     compactor.finish_merges_at_start();
     let finished = catalogued(&buffer);

@@ -153,19 +153,17 @@ pub fn open(
     })
 }
 
-/// Removes the files under `tables/` that the catalog does not list: leftovers of a crash
-/// between writing a file and saving the catalog. Returns how many were removed.
-pub fn remove_strays(tables: &dyn TableStore, known: &[crate::catalog::CatalogFile]) -> usize {
+/// Removes the files of `listed` (from [`TableStore::list_table_files`]) that the catalog does
+/// not name: leftovers of a crash between writing a file and saving the catalog. Returns how
+/// many were removed.
+pub fn remove_strays(
+    tables: &dyn TableStore,
+    known: &[crate::catalog::CatalogFile],
+    listed: Vec<String>,
+) -> usize {
     let known: std::collections::HashSet<&str> = known.iter().map(|f| f.path.as_str()).collect();
-    let files = match tables.list_table_files() {
-        Ok(files) => files,
-        Err(err) => {
-            tracing::warn!(store = %tables.describe(), %err, "cannot list the table files; strays stay");
-            return 0;
-        }
-    };
     let mut removed = 0;
-    for file in files {
+    for file in listed {
         if known.contains(file.as_str()) {
             continue;
         }
