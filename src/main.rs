@@ -93,7 +93,12 @@ fn without_huge_pages() {
 }
 
 fn init_tracing(quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+    // The Delta kernel reports every log read at info: flowdaq's own lines stay at info.
+    let default = if quiet {
+        "warn"
+    } else {
+        "info,buoyant_kernel=warn,buoyant_kernel_engine=warn,deltalake_core=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

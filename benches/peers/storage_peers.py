@@ -100,6 +100,17 @@ def run_store(args, name, data_dir, storage, catalog_of, filesystem, root):
     return out
 
 
+def start_moto():
+    """moto's S3 server on a loopback port with the bucket `bench`: (server, host, port, client)."""
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id="bench", aws_secret_access_key="bench")
+    client.create_bucket(Bucket="bench")
+    return moto, host, port, client
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flowdaq", required=True)
@@ -107,13 +118,8 @@ def main():
     parser.add_argument("--per-burst", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
+    moto, host, port, client = start_moto()
     endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench")
-    client.create_bucket(Bucket="bench")
     try:
         with tempfile.TemporaryDirectory(dir=Path.home() / ".cache") as work:
             local_dir = Path(work) / "local"

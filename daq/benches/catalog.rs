@@ -3,10 +3,15 @@
 //! Compaction keeps the count down; this says how much that matters. Also what a query pays
 //! to take a table's file list from the write buffer, under the lock ingest commits share.
 //!
+//! With `[storage] delta_lake = true`, a persist also commits its files to the table's Delta
+//! log: `delta_commit` is that commit (one file added) as the table's file count grows, on the
+//! local disk, a checkpoint every 100 commits included.
+//!
 //! `cargo bench -p flowdaq-daq --bench catalog`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use flowdaq_daq::catalog::{Catalog, CatalogFile};
+use flowdaq_daq::delta_log::DeltaLog;
 use flowdaq_daq::paths::DataPaths;
 use flowdaq_daq::storage::LocalStorage;
 use flowdaq_daq::write_buffer::WriteBuffer;
@@ -77,5 +82,38 @@ fn table_files(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, save, table_files);
+fn delta_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("delta_commit");
+    group.sample_size(10);
+    for files in [1_000, 10_000, 100_000] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tables = dir.path().join("tables");
+        std::fs::create_dir_all(&tables).expect("tables dir");
+        let url = url::Url::from_directory_path(&tables).expect("url");
+        let log = DeltaLog::new(
+            std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+            url,
+            None,
+        )
+        .expect("log");
+        let mut catalog = catalog_of(files);
+        log.sync(&catalog).expect("first commit");
+        let mut next_id = files;
+        group.bench_function(BenchmarkId::from_parameter(files), |b| {
+            b.iter(|| {
+                // What a persist adds: one more file of the same table.
+                let mut file = catalog.files[0].clone();
+                file.path =
+                    format!("tables/spectra/date=2026-12-06/run=run-new/{next_id:012}.parquet");
+                next_id += 1;
+                catalog.files.push(file);
+                catalog.wal_persisted_through += 1;
+                log.sync(&catalog).expect("commit")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, save, table_files, delta_commit);
 criterion_main!(benches);

@@ -413,8 +413,13 @@ impl Compactor {
     ) -> Result<(), PersistError> {
         let first = &files[0];
         let id = self.buffer.allocate_file_ids(1);
-        let relative = DataPaths::parquet_relative(table.name(), &first.date, &first.run_id, id)
-            + MERGED_SUFFIX;
+        let relative = DataPaths::parquet_relative(
+            table.name(),
+            &first.date,
+            &first.run_id,
+            self.tables.writer(),
+            id,
+        ) + MERGED_SUFFIX;
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let size: u64 = files.iter().map(|f| f.size_bytes).sum();
         let target = FileTarget {

@@ -443,6 +443,15 @@ pub struct StorageConfig {
     /// Time a failing request is retried before the persist attempt fails (the persister
     /// then retries the whole snapshot, the WAL holding its rows meanwhile), seconds.
     pub retry_timeout_s: f64,
+    /// Keep a Delta Lake transaction log beside each table's files (`tables/<table>/_delta_log`),
+    /// committed per persist, compaction and retention, so Delta readers (Spark, Trino,
+    /// DuckDB, Python `deltalake`) read the tables.
+    pub delta_lake: bool,
+    /// This server's name among several writing the same tables (letters, digits, `-`, `_`,
+    /// starting with a letter): its catalog is `catalog.<writer>.json` and its files
+    /// `<writer>-<id>.parquet`, so servers with different sources share one prefix and one
+    /// Delta table. Empty: the only writer.
+    pub writer: String,
 }
 
 impl Default for StorageConfig {
@@ -454,6 +463,8 @@ impl Default for StorageConfig {
             allow_http: false,
             request_timeout_s: 30.0,
             retry_timeout_s: 30.0,
+            delta_lake: false,
+            writer: String::new(),
         }
     }
 }
@@ -956,6 +967,18 @@ impl ServerConfig {
         if !storage.url.is_empty() {
             crate::table_store::check_s3_url(&storage.url)?;
         }
+        let writer = &storage.writer;
+        let writer_ok = writer.len() <= 64
+            && writer.starts_with(|c: char| c.is_ascii_alphabetic())
+            && writer
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !writer.is_empty() && !writer_ok {
+            return Err(format!(
+                "storage.writer = {:?}: 1-64 letters, digits, - and _, starting with a letter",
+                storage.writer
+            ));
+        }
         for (name, seconds) in [
             ("request_timeout_s", storage.request_timeout_s),
             ("retry_timeout_s", storage.retry_timeout_s),
@@ -1175,6 +1198,13 @@ mod tests {
             ServerConfig::default().storage.s3().is_none(),
             "the data directory by default"
         );
+        let shared = ServerConfig::from_toml(
+            "[storage]\ndelta_lake = true\nwriter = \"lab-a_2\"\n",
+            "s.toml",
+        )
+        .expect("a writer name");
+        assert!(shared.storage.delta_lake);
+        assert_eq!(shared.storage.writer, "lab-a_2");
         for (text, needle) in [
             ("[storage]\nurl = \"gs://b/p\"\n", "only s3:// URLs"),
             ("[storage]\nurl = \"/mnt/nas\"\n", "only s3:// URLs"),
@@ -1188,6 +1218,8 @@ mod tests {
                 "storage.request_timeout_s",
             ),
             ("[storage]\nbucket = \"b\"\n", "unknown field"),
+            ("[storage]\nwriter = \"7lab\"\n", "storage.writer"),
+            ("[storage]\nwriter = \"lab/a\"\n", "storage.writer"),
         ] {
             let err = ServerConfig::from_toml(text, "s.toml").expect_err(text);
             assert!(err.to_string().contains(needle), "{text}: {err}");

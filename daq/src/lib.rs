@@ -22,6 +22,7 @@ pub mod compactor;
 pub mod conditions;
 pub mod config;
 pub mod control;
+pub mod delta_log;
 pub mod doorway;
 pub mod features;
 pub mod flight_sql;

@@ -206,8 +206,14 @@ impl Persister {
         file_id: u64,
         written: &mut Vec<String>,
     ) -> Result<CatalogFile, PersistError> {
-        let relative =
-            DataPaths::parquet_relative(table.name(), &partition.date, &partition.run, file_id);
+        let tables = self.buffer.tables();
+        let relative = DataPaths::parquet_relative(
+            table.name(),
+            &partition.date,
+            &partition.run,
+            tables.writer(),
+            file_id,
+        );
         let rows: usize = partition.batches.iter().map(RecordBatch::num_rows).sum();
         let bytes: usize = partition
             .batches

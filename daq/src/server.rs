@@ -161,6 +161,7 @@ pub fn recover_with_tables(
                 store: tables.describe(),
                 source,
             })?;
+        tables.recovered(&catalog);
         let saved_before = catalog.next_file_id > 0 || !catalog.files.is_empty();
         if !saved_before && !listed.is_empty() {
             // No catalog, yet files: a catalog lost or a store shared by mistake, not the

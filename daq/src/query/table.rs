@@ -20,7 +20,7 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::union::UnionExec;
@@ -81,9 +81,25 @@ impl TableProvider for FlowdaqTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let chunks = self.buffer.chunks(self.table);
+        // Other writers' files of a shared Delta table (read from its log: I/O, off the
+        // query's worker).
+        let (tables, table) = (self.buffer.tables(), self.table);
+        let foreign = if tables.writer().is_some() {
+            tokio::task::spawn_blocking(move || tables.other_writers_files(table))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+        } else {
+            Vec::new()
+        };
         let pruning = FilePruning::from_filters(filters);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let files: Vec<_> = chunks.files.iter().filter(|f| pruning.keeps(f)).collect();
+        let files: Vec<_> = chunks
+            .files
+            .iter()
+            .chain(foreign.iter())
+            .filter(|f| pruning.keeps(f))
+            .collect();
         if !files.is_empty() {
             let rows: u64 = files.iter().map(|f| f.rows).sum();
             let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();

@@ -16,12 +16,29 @@ use crate::storage::{SharedStorage, StorageFile};
 pub struct LocalTableStore {
     paths: DataPaths,
     storage: SharedStorage,
+    writer: Option<String>,
 }
 
 impl LocalTableStore {
     /// Files under `paths`, written through `storage`.
     pub fn new(paths: DataPaths, storage: SharedStorage) -> LocalTableStore {
-        LocalTableStore { paths, storage }
+        LocalTableStore {
+            paths,
+            storage,
+            writer: None,
+        }
+    }
+
+    /// As one of several writers of the same tables, named `writer`.
+    pub fn with_writer(mut self, writer: Option<String>) -> LocalTableStore {
+        self.writer = writer;
+        self
+    }
+
+    fn catalog_file(&self) -> PathBuf {
+        self.paths
+            .root()
+            .join(crate::paths::catalog_name(self.writer.as_deref()))
     }
 
     /// As [`LocalTableStore::new`], shared.
@@ -90,12 +107,16 @@ impl TableStore for LocalTableStore {
         self.paths.root().display().to_string()
     }
 
+    fn writer(&self) -> Option<&str> {
+        self.writer.as_deref()
+    }
+
     fn load_catalog(&self) -> Result<Catalog, CatalogError> {
-        Catalog::load(&self.paths.catalog_file())
+        Catalog::load(&self.catalog_file())
     }
 
     fn save_catalog(&self, catalog: &Catalog) -> Result<(), CatalogError> {
-        catalog.save(self.storage.as_ref(), &self.paths.catalog_file())
+        catalog.save(self.storage.as_ref(), &self.catalog_file())
     }
 
     fn create(&self, relative: &str) -> io::Result<Box<dyn NewTableFile>> {
@@ -171,6 +192,13 @@ impl TableStore for LocalTableStore {
 
     fn query_store(&self) -> Option<Arc<dyn object_store::ObjectStore>> {
         None
+    }
+
+    fn tables_root(&self) -> io::Result<(Arc<dyn object_store::ObjectStore>, url::Url)> {
+        let tables = std::path::absolute(self.paths.tables_dir())?;
+        let url = url::Url::from_directory_path(&tables)
+            .map_err(|()| io::Error::other(format!("{} has no file URL", tables.display())))?;
+        Ok((Arc::new(object_store::local::LocalFileSystem::new()), url))
     }
 }
 

@@ -45,6 +45,10 @@ pub trait TableStore: Send + Sync {
     /// Where the files are, for logs (`/data/flowdaq`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
 
+    /// This server's name among several writers of the same tables (see
+    /// [`crate::paths::file_of`]); `None` for the only writer.
+    fn writer(&self) -> Option<&str>;
+
     /// The catalog, or an empty one if none was saved yet.
     ///
     /// # Errors
@@ -99,6 +103,31 @@ pub trait TableStore: Send + Sync {
     /// The store to register with DataFusion under [`TableStore::scan_url`], if it is not the
     /// local file system DataFusion knows already.
     fn query_store(&self) -> Option<Arc<dyn object_store::ObjectStore>>;
+
+    /// The `tables/` directory as a URL (`file:///data/tables/`, `s3://bucket/prefix/tables/`)
+    /// and a client of the store rooted at that URL's root, for the Delta logs beside the
+    /// files.
+    ///
+    /// # Errors
+    /// If the directory has no URL (a relative path that cannot be made absolute).
+    fn tables_root(&self) -> io::Result<(Arc<dyn object_store::ObjectStore>, url::Url)>;
+
+    /// Called once at start-up with the catalog recovered, before stray files are removed: a
+    /// store that mirrors the catalog elsewhere (the Delta logs) catches up with a save a
+    /// crash interrupted.
+    fn recovered(&self, _catalog: &Catalog) {}
+
+    /// Files of `table` that other writers of the same tables committed (to its Delta log),
+    /// for queries to read beside this server's own; none for the only writer.
+    ///
+    /// # Errors
+    /// If they cannot be listed.
+    fn other_writers_files(
+        &self,
+        _table: flowdaq_schemas::Table,
+    ) -> io::Result<Vec<crate::catalog::CatalogFile>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A table file to read: an open local file, or an object's bytes.
@@ -147,15 +176,25 @@ pub fn open(
     paths: crate::paths::DataPaths,
     storage: crate::storage::SharedStorage,
 ) -> io::Result<SharedTableStore> {
-    Ok(match config.s3() {
-        None => LocalTableStore::shared(paths, storage),
-        Some(settings) => Arc::new(ObjectTableStore::s3(&settings)?),
-    })
+    let writer = (!config.writer.is_empty()).then(|| config.writer.clone());
+    let store: SharedTableStore = match config.s3() {
+        None => Arc::new(LocalTableStore::new(paths, storage).with_writer(writer.clone())),
+        Some(settings) => Arc::new(ObjectTableStore::s3(&settings)?.with_writer(writer.clone())),
+    };
+    if !config.delta_lake {
+        return Ok(store);
+    }
+    let (root_store, tables_url) = store.tables_root()?;
+    let log = crate::delta_log::DeltaLog::new(root_store, tables_url, writer)?;
+    Ok(Arc::new(crate::delta_log::DeltaTableStore::new(
+        store,
+        Arc::new(log),
+    )))
 }
 
-/// Removes the files of `listed` (from [`TableStore::list_table_files`]) that the catalog does
-/// not name: leftovers of a crash between writing a file and saving the catalog. Returns how
-/// many were removed.
+/// Removes the files of `listed` (from [`TableStore::list_table_files`]) that are this
+/// writer's ([`crate::paths::file_of`]) and that the catalog does not name: leftovers of a
+/// crash between writing a file and saving the catalog. Returns how many were removed.
 pub fn remove_strays(
     tables: &dyn TableStore,
     known: &[crate::catalog::CatalogFile],
@@ -164,7 +203,7 @@ pub fn remove_strays(
     let known: std::collections::HashSet<&str> = known.iter().map(|f| f.path.as_str()).collect();
     let mut removed = 0;
     for file in listed {
-        if known.contains(file.as_str()) {
+        if known.contains(file.as_str()) || !crate::paths::file_of(tables.writer(), &file) {
             continue;
         }
         match tables.remove(&file) {

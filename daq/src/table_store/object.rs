@@ -24,9 +24,6 @@ use object_store::{
 use super::{NewTableFile, TableFileReader, TableStore};
 use crate::catalog::{Catalog, CatalogError};
 
-/// The catalog's object name, under the prefix.
-const CATALOG_OBJECT: &str = "catalog.json";
-
 /// How to reach an S3-compatible store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Settings {
@@ -51,6 +48,12 @@ pub struct ObjectTableStore {
     store: Arc<dyn ObjectStore>,
     /// The client DataFusion reads with.
     query_store: Arc<dyn ObjectStore>,
+    /// The client of the Delta logs, driven by their own runtime.
+    log_store: Arc<dyn ObjectStore>,
+    /// This server's name among several writers of the prefix.
+    writer: Option<String>,
+    /// The catalog's object name, under the prefix.
+    catalog_object: String,
     url: ObjectStoreUrl,
     prefix: String,
     runtime: StoreRuntime,
@@ -141,7 +144,21 @@ impl ObjectTableStore {
         };
         let url = ObjectStoreUrl::parse(format!("s3://{bucket}"))
             .map_err(|e| io::Error::other(e.to_string()))?;
-        ObjectTableStore::new(build(builder.clone())?, build(builder)?, url, prefix)
+        let mut store = ObjectTableStore::new(
+            build(builder.clone())?,
+            build(builder.clone())?,
+            url,
+            prefix,
+        )?;
+        store.log_store = build(builder)?;
+        Ok(store)
+    }
+
+    /// As one of several writers of the prefix, named `writer`.
+    pub fn with_writer(mut self, writer: Option<String>) -> ObjectTableStore {
+        self.catalog_object = crate::paths::catalog_name(writer.as_deref());
+        self.writer = writer;
+        self
     }
 
     /// Files under `prefix` of `store` (written through it), read by DataFusion through
@@ -162,6 +179,9 @@ impl ObjectTableStore {
             .build()?;
         Ok(ObjectTableStore {
             store,
+            log_store: query_store.clone(),
+            writer: None,
+            catalog_object: crate::paths::catalog_name(None),
             query_store,
             url,
             prefix: prefix.trim_matches('/').to_string(),
@@ -179,7 +199,11 @@ impl ObjectTableStore {
     }
 
     fn catalog_display(&self) -> String {
-        format!("{}{}", self.url.as_str(), self.location(CATALOG_OBJECT))
+        format!(
+            "{}{}",
+            self.url.as_str(),
+            self.location(&self.catalog_object)
+        )
     }
 
     fn catalog_lock(&self) -> std::sync::MutexGuard<'_, CatalogObject> {
@@ -190,7 +214,7 @@ impl ObjectTableStore {
 
     /// The catalog object's bytes and version.
     fn get_catalog(&self) -> io::Result<(Bytes, UpdateVersion)> {
-        let location = self.location(CATALOG_OBJECT);
+        let location = self.location(&self.catalog_object);
         let store = self.store.clone();
         self.block_on(async move {
             let got = store.get(&location).await?;
@@ -204,7 +228,7 @@ impl ObjectTableStore {
 
     /// Puts the catalog under `mode`; a lost condition is `AlreadyExists`.
     fn put_catalog(&self, bytes: &Bytes, mode: PutMode) -> io::Result<UpdateVersion> {
-        let location = self.location(CATALOG_OBJECT);
+        let location = self.location(&self.catalog_object);
         let (store, payload) = (self.store.clone(), PutPayload::from(bytes.clone()));
         self.block_on(async move {
             let options = PutOptions {
@@ -341,6 +365,10 @@ impl Drop for ObjectNewFile {
 impl TableStore for ObjectTableStore {
     fn describe(&self) -> String {
         format!("{}{}", self.url.as_str(), self.prefix)
+    }
+
+    fn writer(&self) -> Option<&str> {
+        self.writer.as_deref()
     }
 
     fn load_catalog(&self) -> Result<Catalog, CatalogError> {
@@ -483,6 +511,17 @@ impl TableStore for ObjectTableStore {
 
     fn query_store(&self) -> Option<Arc<dyn ObjectStore>> {
         Some(self.query_store.clone())
+    }
+
+    fn tables_root(&self) -> io::Result<(Arc<dyn ObjectStore>, url::Url)> {
+        let mut url = url::Url::parse(self.url.as_str()).map_err(io::Error::other)?;
+        let tables = if self.prefix.is_empty() {
+            "/tables/".to_string()
+        } else {
+            format!("/{}/tables/", self.prefix)
+        };
+        url.set_path(&tables);
+        Ok((self.log_store.clone(), url))
     }
 }
 

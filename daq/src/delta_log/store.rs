@@ -1,0 +1,168 @@
+//! A table store that keeps the Delta logs in line with every catalog it saves.
+//!
+//! The persister, the compactor, retention and start-up recovery all change files through a
+//! [`TableStore`]; wrapping the store is the one place that sees every catalog save, and every
+//! file deletion. A saved catalog is followed by a [`DeltaLog::sync`]; a failed sync does not
+//! fail the save (the catalog, which holds the WAL watermark, is what an acknowledgement
+//! depends on), and the next save's sync commits what this one could not. A file the Delta log
+//! still names is never deleted: Delta readers would find it gone. Its deletion fails, and the
+//! caller (the compactor's doomed list, the persister's leftovers) tries again later, once the
+//! log's remove action is committed.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+
+use super::DeltaLog;
+use crate::catalog::{Catalog, CatalogError};
+use crate::table_store::{NewTableFile, SharedTableStore, TableFileReader, TableStore};
+
+/// A [`TableStore`] whose catalog saves are mirrored into Delta logs; see the module doc.
+pub struct DeltaTableStore {
+    inner: SharedTableStore,
+    log: Arc<DeltaLog>,
+    counters: SyncCounters,
+}
+
+/// Counts of the Delta syncs since start.
+#[derive(Debug, Default)]
+struct SyncCounters {
+    commits: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// How the Delta logs have kept up, for metrics and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaSyncStats {
+    /// Delta commits made since start.
+    pub commits: u64,
+    /// Syncs that failed since start (each retried by the next catalog save).
+    pub failures: u64,
+}
+
+impl DeltaTableStore {
+    /// `inner`, with the Delta logs of `log` kept in line with its catalog.
+    pub fn new(inner: SharedTableStore, log: Arc<DeltaLog>) -> DeltaTableStore {
+        DeltaTableStore {
+            inner,
+            log,
+            counters: SyncCounters::default(),
+        }
+    }
+
+    /// The Delta logs.
+    pub fn log(&self) -> &Arc<DeltaLog> {
+        &self.log
+    }
+
+    /// Commits and failures since start.
+    pub fn sync_stats(&self) -> DeltaSyncStats {
+        DeltaSyncStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            failures: self.counters.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Brings the Delta logs in line with `catalog` (at start-up: a crash may have come between
+    /// a catalog save and its sync).
+    pub fn sync(&self, catalog: &Catalog) {
+        match self.log.sync(catalog) {
+            Ok(report) => {
+                self.counters
+                    .commits
+                    .fetch_add(report.commits as u64, Ordering::Relaxed);
+                if report.commits > 0 {
+                    tracing::debug!(
+                        commits = report.commits,
+                        added = report.added_files,
+                        removed = report.removed_files,
+                        "Delta logs brought in line with the catalog"
+                    );
+                }
+            }
+            Err(err) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%err, "Delta logs behind the catalog; the next save retries");
+            }
+        }
+    }
+}
+
+impl TableStore for DeltaTableStore {
+    fn describe(&self) -> String {
+        format!("{} (with Delta Lake logs)", self.inner.describe())
+    }
+
+    fn writer(&self) -> Option<&str> {
+        self.inner.writer()
+    }
+
+    fn load_catalog(&self) -> Result<Catalog, CatalogError> {
+        self.inner.load_catalog()
+    }
+
+    fn save_catalog(&self, catalog: &Catalog) -> Result<(), CatalogError> {
+        self.inner.save_catalog(catalog)?;
+        self.sync(catalog);
+        Ok(())
+    }
+
+    fn create(&self, relative: &str) -> io::Result<Box<dyn NewTableFile>> {
+        self.inner.create(relative)
+    }
+
+    fn read(&self, relative: &str) -> io::Result<TableFileReader> {
+        self.inner.read(relative)
+    }
+
+    fn copy(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.copy(from, to)
+    }
+
+    fn remove(&self, relative: &str) -> io::Result<()> {
+        if self.log.names(relative) {
+            return Err(io::Error::other(format!(
+                "{relative} is still named by its Delta log; it is deleted once the log removes it"
+            )));
+        }
+        self.inner.remove(relative)
+    }
+
+    fn list_table_files(&self) -> io::Result<Vec<String>> {
+        let mut files = self.inner.list_table_files()?;
+        files.retain(|file| !file.contains("/_delta_log/"));
+        Ok(files)
+    }
+
+    fn scan_url(&self) -> ObjectStoreUrl {
+        self.inner.scan_url()
+    }
+
+    fn scan_location(&self, relative: &str) -> String {
+        self.inner.scan_location(relative)
+    }
+
+    fn query_store(&self) -> Option<Arc<dyn object_store::ObjectStore>> {
+        self.inner.query_store()
+    }
+
+    fn other_writers_files(
+        &self,
+        table: flowdaq_schemas::Table,
+    ) -> io::Result<Vec<crate::catalog::CatalogFile>> {
+        if self.inner.writer().is_none() {
+            return Ok(Vec::new());
+        }
+        self.log.foreign_files(table).map_err(io::Error::other)
+    }
+
+    fn recovered(&self, catalog: &Catalog) {
+        self.sync(catalog);
+    }
+
+    fn tables_root(&self) -> io::Result<(Arc<dyn object_store::ObjectStore>, url::Url)> {
+        self.inner.tables_root()
+    }
+}
