@@ -38,7 +38,7 @@ use crate::table_store::SharedTableStore;
 use crate::write_buffer::WriteBuffer;
 
 /// The suffix of a merged file until its grace has passed.
-const MERGED_SUFFIX: &str = ".merged";
+pub(crate) const MERGED_SUFFIX: &str = ".merged";
 
 /// Counters of the compactor, for `/metrics`.
 #[derive(Debug, Default)]

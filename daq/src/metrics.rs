@@ -148,6 +148,8 @@ pub struct MetricsSnapshot {
     pub bluesky: flowdaq_connectors::bluesky::BlueskyCountsSnapshot,
     /// Small files merged and files dropped by retention.
     pub compaction: crate::compactor::CompactionSnapshot,
+    /// Delta Lake commits, and syncs that failed (with `[storage] delta_lake`).
+    pub delta_lake: crate::delta_log::DeltaSyncStats,
 }
 
 struct State {
@@ -173,6 +175,8 @@ pub struct Metrics {
     pub bluesky: std::sync::Arc<flowdaq_connectors::bluesky::BlueskyCounters>,
     /// Compaction and retention, counted by the compactor.
     pub compaction: std::sync::Arc<crate::compactor::CompactionCounters>,
+    /// Delta Lake syncs, counted by the table store.
+    pub delta_lake: std::sync::Arc<crate::delta_log::DeltaSyncCounters>,
     /// Messages fully processed (committed or failed), for waiters.
     processed: tokio::sync::watch::Sender<u64>,
 }
@@ -196,6 +200,7 @@ impl Default for Metrics {
             postgres_door: Default::default(),
             bluesky: Default::default(),
             compaction: Default::default(),
+            delta_lake: Default::default(),
         }
     }
 }
@@ -354,6 +359,7 @@ impl Metrics {
         snapshot.postgres = self.postgres_door.snapshot();
         snapshot.bluesky = self.bluesky.snapshot();
         snapshot.compaction = self.compaction.snapshot();
+        snapshot.delta_lake = self.delta_lake.snapshot();
         snapshot
     }
 }

@@ -74,9 +74,13 @@ pub fn catalog_name(writer: Option<&str>) -> String {
 }
 
 /// Whether the table file `path` (any path ending in its file name) is `writer`'s: its name is
-/// `<writer>-<digits>.…`, or, for the only writer, `<digits>.…` (temporary and merged names
-/// included). A writer never removes another's files as strays, nor from a Delta log.
+/// `<writer>-<digits>.parquet…`, or, for the only writer, `<digits>.parquet…` (temporary and
+/// merged names included), and it is not in a Delta log directory. A writer never removes
+/// another's files as strays, nor from a Delta log.
 pub fn file_of(writer: Option<&str>, path: &str) -> bool {
+    if path.split('/').any(|part| part == "_delta_log") {
+        return false;
+    }
     let name = path.rsplit('/').next().unwrap_or(path);
     let id = match writer {
         Some(writer) => name.strip_prefix(writer).and_then(|r| r.strip_prefix('-')),
@@ -84,7 +88,7 @@ pub fn file_of(writer: Option<&str>, path: &str) -> bool {
     };
     id.is_some_and(|id| {
         let digits = id.bytes().take_while(u8::is_ascii_digit).count();
-        digits > 0 && id[digits..].starts_with('.')
+        digits > 0 && id[digits..].starts_with(".parquet")
     })
 }
 
@@ -119,6 +123,15 @@ mod tests {
         ));
         assert!(!file_of(Some("lab-a"), "date=d/run=r/000000000001.parquet"));
         assert!(!file_of(None, "half a file"));
+        assert!(!file_of(
+            None,
+            "tables/t/_delta_log/00000000000000000003.json"
+        ));
+        assert!(!file_of(
+            None,
+            "tables/t/_delta_log/00000000000000000099.checkpoint.parquet"
+        ));
+        assert!(!file_of(None, "tables/t/date=d/run=r/000000000001.json"));
         assert_eq!(
             DataPaths::parquet_relative("photons", "2026-12-07", "r1", Some("lab-a"), 7),
             "tables/photons/date=2026-12-07/run=r1/lab-a-000000000007.parquet"

@@ -161,8 +161,12 @@ pub fn recover_with_tables(
                 store: tables.describe(),
                 source,
             })?;
-        tables.recovered(&catalog);
         let saved_before = catalog.next_file_id > 0 || !catalog.files.is_empty();
+        if saved_before {
+            // Without a catalog there is nothing to bring the Delta logs in line with: an
+            // empty one would remove every file of this writer from them.
+            tables.recovered(&catalog);
+        }
         if !saved_before && !listed.is_empty() {
             // No catalog, yet files: a catalog lost or a store shared by mistake, not the
             // leftovers of a crash. Deleting them would destroy data; they stay.
@@ -268,10 +272,12 @@ pub async fn start_with_storage(
         std::env::var(crate::auth::TOKENS_ENV).ok().as_deref(),
     )?;
     crate::auth::check_exposure(&config, &tokens)?;
+    let metrics = Arc::new(Metrics::default());
     let tables = crate::table_store::open(
         &config.storage,
         DataPaths::new(&config.data_dir),
         storage.clone(),
+        metrics.delta_lake.clone(),
     )
     .map_err(|source| ServerError::TableStore {
         store: config.storage.url.clone(),
@@ -299,7 +305,6 @@ pub async fn start_with_storage(
         &calibrations.files,
     );
 
-    let metrics = Arc::new(Metrics::default());
     for (source, session, seq) in ledger.last_seqs() {
         metrics.resume_seq(SeqOf {
             source,

@@ -96,6 +96,7 @@ fn local_engine(
         &config.storage,
         flowdaq_daq::paths::DataPaths::new(&dir),
         storage.clone(),
+        Default::default(),
     )
     .with_context(|| format!("storage {}", config.storage.url))?;
     let recovered = flowdaq_daq::server::recover_with_tables(&dir, false, storage, tables)?;

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import boto3
 import numpy as np
@@ -126,9 +127,10 @@ def test_every_table_reads_back_from_its_delta_log_while_written_compacted_and_a
         while not stop.is_set():
             try:
                 seqs = DeltaTable(spectra_uri).to_pyarrow_table(columns=["seq"]).column("seq").to_pylist()
-            except TableNotFoundError:
+            except TableNotFoundError as err:
                 if reads:  # it existed: now it must go on existing
-                    raise
+                    failures.append(f"the table vanished: {err!r}")
+                    return
                 stop.wait(0.01)  # not created yet: the first persist creates it
                 continue
             except Exception as err:
@@ -156,6 +158,14 @@ def test_every_table_reads_back_from_its_delta_log_while_written_compacted_and_a
     assert {"spectra", "spectral_features", "spectral_calibrations"} <= set(tables), tables
     uri = lambda name: str(server.data_dir / "tables" / name)  # noqa: E731
     assert_delta_matches_sql(server, uri, tables)
+    delta_metrics = server.metrics()["delta_lake"]
+    assert delta_metrics["commits"] >= 10 and delta_metrics["failures"] == 0, delta_metrics
+    assert not delta_metrics["behind"]
+    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
+        scraped = response.read().decode()
+    scraped_commits = [float(line.split()[1]) for line in scraped.splitlines()
+                       if line.startswith("flowdaq_delta_commits_total ")]
+    assert scraped_commits and scraped_commits[0] >= delta_metrics["commits"], scraped[-2000:]
     operations = [c["operation"] for c in DeltaTable(spectra_uri).history()]
     assert "OPTIMIZE" in operations and "WRITE" in operations, operations
     for commit in DeltaTable(spectra_uri).history():
@@ -228,8 +238,6 @@ def test_two_servers_write_the_same_delta_tables_in_a_bucket_at_once(server_fact
     history = spectra.history()
     writers = [c.get("flowdaq.writer") for c in history if c["operation"] == "WRITE"]
     assert writers.count("flowdaq-lab-a") >= 1 and writers.count("flowdaq-lab-b") >= 1, writers
-    versions = sorted(c["version"] for c in history)
-    assert versions == list(range(len(versions))), "a commit lost or overwritten"
     for writer in ("lab-a", "lab-b"):
         catalog = json.loads(client.get_object(Bucket="lab", Key=f"shared/catalog.{writer}.json")["Body"].read())
         assert spectra.transaction_version(f"flowdaq-{writer}") == catalog["wal_persisted_through"], writer

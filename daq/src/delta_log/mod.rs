@@ -34,9 +34,10 @@ use object_store::ObjectStore;
 use url::Url;
 
 pub use schema::{delta_schema, SchemaError, PARTITION_COLUMNS};
-pub use store::DeltaTableStore;
+pub use store::{DeltaSyncCounters, DeltaSyncStats, DeltaTableStore, REMOVED_FILE_GRACE};
 
 use crate::catalog::{Catalog, CatalogFile};
+use crate::compactor::MERGED_SUFFIX;
 
 /// Why the Delta logs could not be brought in line.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,13 @@ pub struct DeltaLog {
     /// Tables the last successful sync found files of this writer in (committed, or to be
     /// removed); `None` until one succeeded.
     had_files: Mutex<Option<HashSet<Table>>>,
+    /// When this server's commits removed each file (catalog path), since start.
+    removed_at: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// Commit conflicts with another writer's commit that a sync retries at once (each retry reads
+/// the log again and commits the difference from there).
+const CONFLICT_RETRIES: usize = 3;
 
 /// How often queries read a table's Delta log again for other writers' files.
 pub const FOREIGN_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -129,6 +136,7 @@ impl DeltaLog {
             tables: Mutex::new(HashMap::new()),
             refreshed: Mutex::new(HashMap::new()),
             had_files: Mutex::new(None),
+            removed_at: Mutex::new(HashMap::new()),
         })
     }
 
@@ -185,7 +193,24 @@ impl DeltaLog {
             if !files.is_empty() {
                 with_files.insert(table);
             }
-            match self.sync_table(&mut tables, table, &files, catalog.wal_persisted_through) {
+            let mut conflicts = 0;
+            let synced = loop {
+                let synced =
+                    self.sync_table(&mut tables, table, &files, catalog.wal_persisted_through);
+                match &synced {
+                    Err(DeltaLogError::Delta {
+                        source: DeltaTableError::Transaction { .. },
+                        ..
+                    }) if conflicts < CONFLICT_RETRIES => {
+                        // Another writer's commit won in a way Delta's rules do not retry
+                        // (its removes, a read of the whole table): read the log again.
+                        conflicts += 1;
+                        tables.remove(&table);
+                    }
+                    _ => break synced,
+                }
+            };
+            match synced {
                 Ok(Some((added, removed))) => {
                     report.commits += 1;
                     report.added_files += added;
@@ -248,6 +273,17 @@ impl DeltaLog {
         })
     }
 
+    /// Whether this server's commit removed the catalog path `relative` from its Delta log
+    /// less than `grace` ago: readers of the previous versions may still be reading it.
+    pub fn removed_within(&self, relative: &str, grace: std::time::Duration) -> bool {
+        let mut removed_at = self
+            .removed_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        removed_at.retain(|_, at| at.elapsed() < grace);
+        removed_at.contains_key(relative)
+    }
+
     /// Files of `table` that other writers committed to its Delta log, as catalog entries (rows,
     /// size, partitions and `arrival_time_ns` range from the log), so this server's queries
     /// read them beside its own. The log is read again at most once per
@@ -283,7 +319,7 @@ impl DeltaLog {
         let mut files = Vec::new();
         for file in state.log_data().iter() {
             let path = file.path();
-            if self.owns(&path) {
+            if self.owns(&path) || !written_by_flowdaq(&path) {
                 continue;
             }
             let partitions = file.partition_values_map();
@@ -400,12 +436,11 @@ impl DeltaLog {
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let has_arrival_time = table.schema().field_with_name("arrival_time_ns").is_ok();
-        let added_rows: u64 = added.iter().map(|(_, file)| file.rows).sum();
-        // A compaction swaps files for others holding the same rows: not a change of data, so
-        // streaming readers need not read them again. Anything else changes the data.
-        let removed_rows = current_rows(current, &removed);
-        let data_change =
-            added.is_empty() || removed.is_empty() || removed_rows != Some(added_rows);
+        let compaction = compaction_paths(
+            added.iter().map(|(path, _)| path.as_str()),
+            removed.iter().map(|path| path.as_str()),
+        );
+        let data_change = |path: &str| !compaction.contains(path);
         let mut actions: Vec<Action> = Vec::with_capacity(added.len() + removed.len());
         for (path, file) in &added {
             actions.push(Action::Add(Add {
@@ -416,7 +451,7 @@ impl DeltaLog {
                 ]),
                 size: i64::try_from(file.size_bytes).unwrap_or(i64::MAX),
                 modification_time: now_ms,
-                data_change,
+                data_change: data_change(path),
                 stats: Some(file_stats(file, has_arrival_time)),
                 ..Add::default()
             }));
@@ -424,7 +459,7 @@ impl DeltaLog {
         for path in &removed {
             actions.push(Action::Remove(Remove {
                 path: (*path).clone(),
-                data_change,
+                data_change: data_change(path),
                 deletion_timestamp: Some(now_ms),
                 extended_file_metadata: Some(false),
                 ..Remove::default()
@@ -436,7 +471,7 @@ impl DeltaLog {
                 partition_by: Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect()),
                 predicate: None,
             }
-        } else if !data_change {
+        } else if removed.iter().all(|path| !data_change(path)) {
             DeltaOperation::Optimize {
                 predicate: None,
                 target_size: 0,
@@ -463,6 +498,10 @@ impl DeltaLog {
         let log_store = current.log_store();
         let mut snapshot_holder = current.clone();
         let counts = (added.len(), removed.len());
+        let removed_paths: Vec<String> = removed
+            .iter()
+            .map(|path| format!("tables/{}/{path}", table.name()))
+            .collect();
         let committed = self
             .block_on(async move {
                 let state = snapshot_holder.snapshot()?.clone();
@@ -475,6 +514,12 @@ impl DeltaLog {
             })
             .map_err(delta_error)?;
         tables.insert(table, committed);
+        let now = std::time::Instant::now();
+        let mut removed_at = self
+            .removed_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        removed_at.extend(removed_paths.into_iter().map(|path| (path, now)));
         Ok(Some(counts))
     }
 
@@ -586,19 +631,43 @@ fn live_paths(table: &DeltaTable) -> HashSet<String> {
     }
 }
 
-/// Rows in the live files `paths`, from their statistics; `None` if one has none.
-fn current_rows(table: &DeltaTable, paths: &[&String]) -> Option<u64> {
-    let wanted: HashSet<&str> = paths.iter().map(|p| p.as_str()).collect();
-    let state = table.snapshot().ok()?;
-    let mut rows = 0u64;
-    let mut found = 0usize;
-    for file in state.log_data().iter() {
-        if wanted.contains(file.path().as_ref()) {
-            rows += file.num_records()? as u64;
-            found += 1;
+/// The paths of a difference that belong to compactions, not changes of data: a merged file
+/// added under its `.merged` name and the files of its directory removed with it (the files
+/// it replaces), and a finished merge (its final name added, its `.merged` name removed).
+/// Streaming readers skip them (`dataChange: false`); everything else is a change of data.
+fn compaction_paths<'a>(
+    added: impl Iterator<Item = &'a str> + Clone,
+    removed: impl Iterator<Item = &'a str> + Clone,
+) -> HashSet<&'a str> {
+    let directory = |path: &'a str| path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let removed_set: HashSet<&str> = removed.clone().collect();
+    let mut compaction = HashSet::new();
+    let mut merged_dirs = HashSet::new();
+    for path in added {
+        if path.ends_with(MERGED_SUFFIX) {
+            compaction.insert(path);
+            merged_dirs.insert(directory(path));
+        } else if let Some(merged) = removed_set.get(format!("{path}{MERGED_SUFFIX}").as_str()) {
+            compaction.insert(path);
+            compaction.insert(*merged);
         }
     }
-    (found == wanted.len()).then_some(rows)
+    for path in removed {
+        if !path.ends_with(MERGED_SUFFIX) && merged_dirs.contains(directory(path)) {
+            compaction.insert(path);
+        }
+    }
+    compaction
+}
+
+/// Whether a file of a Delta table is one a flowdaq server wrote (`<digits>.parquet…` or
+/// `<writer>-<digits>.parquet…`): only those are read as other writers' files.
+fn written_by_flowdaq(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    crate::paths::file_of(None, name)
+        || name
+            .rsplit_once('-')
+            .is_some_and(|(writer, _)| crate::paths::file_of(Some(writer), name))
 }
 
 /// The `arrival_time_ns` range of a file's Delta statistics, if they hold it.

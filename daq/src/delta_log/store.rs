@@ -10,8 +10,9 @@
 //! log's remove action is committed.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
 
@@ -23,33 +24,65 @@ use crate::table_store::{NewTableFile, SharedTableStore, TableFileReader, TableS
 pub struct DeltaTableStore {
     inner: SharedTableStore,
     log: Arc<DeltaLog>,
-    counters: SyncCounters,
+    counters: Arc<DeltaSyncCounters>,
+    reader_grace: Duration,
 }
 
-/// Counts of the Delta syncs since start.
+/// How long a file stays after this server's commit removed it from its Delta log, for readers
+/// of the versions before (a Delta reader lists a version's files, then reads them).
+pub const REMOVED_FILE_GRACE: Duration = Duration::from_secs(60);
+
+/// Counts of the Delta syncs since start, for `/metrics`.
 #[derive(Debug, Default)]
-struct SyncCounters {
+pub struct DeltaSyncCounters {
     commits: AtomicU64,
     failures: AtomicU64,
+    behind: AtomicBool,
 }
 
-/// How the Delta logs have kept up, for metrics and health.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+impl DeltaSyncCounters {
+    /// Current values.
+    pub fn snapshot(&self) -> DeltaSyncStats {
+        DeltaSyncStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            behind: self.behind.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How the Delta logs have kept up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeltaSyncStats {
     /// Delta commits made since start.
     pub commits: u64,
     /// Syncs that failed since start (each retried by the next catalog save).
     pub failures: u64,
+    /// The last sync failed: the Delta logs lack a change the catalog has.
+    pub behind: bool,
 }
 
 impl DeltaTableStore {
-    /// `inner`, with the Delta logs of `log` kept in line with its catalog.
-    pub fn new(inner: SharedTableStore, log: Arc<DeltaLog>) -> DeltaTableStore {
+    /// `inner`, with the Delta logs of `log` kept in line with its catalog, counted in
+    /// `counters`.
+    pub fn new(
+        inner: SharedTableStore,
+        log: Arc<DeltaLog>,
+        counters: Arc<DeltaSyncCounters>,
+    ) -> DeltaTableStore {
         DeltaTableStore {
             inner,
             log,
-            counters: SyncCounters::default(),
+            counters,
+            reader_grace: REMOVED_FILE_GRACE,
         }
+    }
+
+    /// With files kept `grace` after their removal from the log (instead of
+    /// [`REMOVED_FILE_GRACE`]).
+    pub fn with_reader_grace(mut self, grace: Duration) -> DeltaTableStore {
+        self.reader_grace = grace;
+        self
     }
 
     /// The Delta logs.
@@ -59,10 +92,7 @@ impl DeltaTableStore {
 
     /// Commits and failures since start.
     pub fn sync_stats(&self) -> DeltaSyncStats {
-        DeltaSyncStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            failures: self.counters.failures.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Brings the Delta logs in line with `catalog` (at start-up: a crash may have come between
@@ -70,6 +100,7 @@ impl DeltaTableStore {
     pub fn sync(&self, catalog: &Catalog) {
         match self.log.sync(catalog) {
             Ok(report) => {
+                self.counters.behind.store(false, Ordering::Relaxed);
                 self.counters
                     .commits
                     .fetch_add(report.commits as u64, Ordering::Relaxed);
@@ -83,6 +114,7 @@ impl DeltaTableStore {
                 }
             }
             Err(err) => {
+                self.counters.behind.store(true, Ordering::Relaxed);
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%err, "Delta logs behind the catalog; the next save retries");
             }
@@ -125,6 +157,12 @@ impl TableStore for DeltaTableStore {
         if self.log.names(relative) {
             return Err(io::Error::other(format!(
                 "{relative} is still named by its Delta log; it is deleted once the log removes it"
+            )));
+        }
+        if self.log.removed_within(relative, self.reader_grace) {
+            return Err(io::Error::other(format!(
+                "{relative} left its Delta log less than {:?} ago; kept for readers of older versions",
+                self.reader_grace
             )));
         }
         self.inner.remove(relative)

@@ -28,7 +28,10 @@ fn local_delta_store(dir: &std::path::Path) -> Arc<DeltaTableStore> {
         LocalTableStore::shared(DataPaths::new(dir), crate::storage::LocalStorage::shared());
     let (root, url) = inner.tables_root().expect("tables root");
     let log = DeltaLog::new(root, url, None).expect("log");
-    Arc::new(DeltaTableStore::new(inner, Arc::new(log)))
+    Arc::new(
+        DeltaTableStore::new(inner, Arc::new(log), Arc::default())
+            .with_reader_grace(Duration::ZERO),
+    )
 }
 
 /// The commits of a local Delta table, oldest first, each as its actions.
@@ -292,7 +295,7 @@ fn a_file_the_delta_log_names_is_never_deleted() {
     assert!(err.to_string().contains("Delta log"), "{err}");
     assert!(dir.path().join(&path).exists());
 
-    // Once the catalog (and with it the log) drops it, it can go.
+    // Once the catalog (and with it the log) drops it, it can go: after the readers' grace.
     buffer
         .replace_files(std::slice::from_ref(&path), Vec::new())
         .expect("drop from catalog");
@@ -301,6 +304,19 @@ fn a_file_the_delta_log_names_is_never_deleted() {
         .live_files(Table::Photons)
         .expect("photons")
         .is_empty());
+    let patient = DeltaTableStore::new(
+        LocalTableStore::shared(
+            DataPaths::new(dir.path()),
+            crate::storage::LocalStorage::shared(),
+        ),
+        tables.log().clone(),
+        Arc::default(),
+    );
+    let err = patient
+        .remove(&path)
+        .expect_err("within the readers' grace");
+    assert!(err.to_string().contains("older versions"), "{err}");
+    assert!(dir.path().join(&path).exists());
     tables.remove(&path).expect("removed");
     assert!(!dir.path().join(&path).exists());
 }
@@ -411,6 +427,7 @@ fn an_object_store_holds_the_logs_under_its_prefix() {
     let tables = Arc::new(DeltaTableStore::new(
         inner,
         Arc::new(DeltaLog::new(root, url, None).expect("log")),
+        Arc::default(),
     ));
     let dir = tempfile::tempdir().expect("tempdir");
     let (buffer, persister) = parts(dir.path(), tables.clone());
@@ -450,4 +467,211 @@ fn a_checkpoint_every_hundred_commits_is_read_by_a_new_reader() {
         reader.live_files(Table::Photons).expect("photons").len(),
         100
     );
+}
+
+/// An in-memory store whose puts fail while `down` is set: the Delta logs' store unreachable
+/// while the catalog's is not.
+#[derive(Debug)]
+struct Unreachable {
+    inner: Arc<InMemory>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Unreachable({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Unreachable {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        options: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "Unreachable",
+                source: "connection refused".into(),
+            });
+        }
+        self.inner.put_opts(location, payload, options).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, options).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[test]
+fn commits_missed_while_the_log_store_is_down_follow_with_the_next_persist() {
+    let memory = Arc::new(InMemory::new());
+    let store: Arc<dyn ObjectStore> = memory.clone();
+    let inner: SharedTableStore = Arc::new(
+        ObjectTableStore::new(
+            store.clone(),
+            store,
+            ObjectStoreUrl::parse("s3://lab-bucket").expect("url"),
+            "lab",
+        )
+        .expect("store"),
+    );
+    let (_, url) = inner.tables_root().expect("root");
+    let flaky = Arc::new(Unreachable {
+        inner: memory.clone(),
+        down: Default::default(),
+    });
+    let counters = Arc::new(DeltaSyncCounters::default());
+    let tables = Arc::new(DeltaTableStore::new(
+        inner,
+        Arc::new(DeltaLog::new(flaky.clone(), url, None).expect("log")),
+        counters.clone(),
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (buffer, persister) = parts(dir.path(), tables.clone());
+    persist(&buffer, &persister, Table::Photons, 1);
+    assert_eq!(counters.snapshot().commits, 1);
+
+    flaky.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    persist(&buffer, &persister, Table::Photons, 2);
+    let down = counters.snapshot();
+    assert!(down.behind && down.failures >= 1, "{down:?}");
+    assert_eq!(
+        catalog_paths(&buffer, Table::Photons).len(),
+        2,
+        "the persist went on"
+    );
+    assert_eq!(
+        tables
+            .log()
+            .live_files(Table::Photons)
+            .expect("photons")
+            .len(),
+        1
+    );
+
+    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    persist(&buffer, &persister, Table::Photons, 3);
+    let up = counters.snapshot();
+    assert!(!up.behind, "{up:?}");
+    assert_eq!(
+        up.commits, 2,
+        "the missed file and the new one in one commit"
+    );
+    assert_eq!(
+        tables.log().live_files(Table::Photons).expect("photons"),
+        catalog_paths(&buffer, Table::Photons)
+    );
+}
+
+#[test]
+fn compactions_are_told_from_changes_of_data_in_one_difference() {
+    let d = "date=2026-12-07/run=r1";
+    let merged = format!("{d}/000000000009.parquet.merged");
+    let replaced = [
+        format!("{d}/000000000001.parquet"),
+        format!("{d}/000000000002.parquet"),
+    ];
+    let persisted = "date=2026-12-07/run=r2/000000000010.parquet".to_string();
+    let expired = "date=2026-11-01/run=r0/000000000000.parquet".to_string();
+    // A merge, a persist and a retention that one sync commits together (the ones before failed).
+    let added = [merged.as_str(), persisted.as_str()];
+    let removed = [replaced[0].as_str(), replaced[1].as_str(), expired.as_str()];
+    let compaction = compaction_paths(added.iter().copied(), removed.iter().copied());
+    let expected: HashSet<&str> = [merged.as_str(), replaced[0].as_str(), replaced[1].as_str()]
+        .into_iter()
+        .collect();
+    assert_eq!(compaction, expected);
+    // A merge finished: its final name in, its `.merged` name out.
+    let finished = format!("{d}/000000000009.parquet");
+    let compaction = compaction_paths(
+        [finished.as_str()].into_iter(),
+        [merged.as_str()].into_iter(),
+    );
+    assert_eq!(compaction.len(), 2);
+}
+
+#[test]
+fn other_writers_files_are_flowdaq_files_only() {
+    assert!(written_by_flowdaq(
+        "date=d/run=r/lab-b-000000000001.parquet"
+    ));
+    assert!(written_by_flowdaq("date=d/run=r/000000000001.parquet"));
+    assert!(!written_by_flowdaq(
+        "date=d/run=r/part-00000-1bb9c3e3-c000.snappy.parquet"
+    ));
+}
+
+#[test]
+fn a_lost_catalog_leaves_the_delta_log_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tables = local_delta_store(dir.path());
+    let (buffer, persister) = parts(dir.path(), tables.clone());
+    persist(&buffer, &persister, Table::Photons, 1);
+    persist(&buffer, &persister, Table::Photons, 2);
+    let named = catalog_paths(&buffer, Table::Photons);
+    drop((buffer, persister, tables));
+    std::fs::remove_file(dir.path().join("catalog.json")).expect("lose the catalog");
+
+    let tables = local_delta_store(dir.path());
+    crate::server::recover_with_tables(
+        dir.path(),
+        true,
+        crate::storage::LocalStorage::shared(),
+        tables.clone(),
+    )
+    .expect("recover");
+    assert_eq!(
+        tables.log().live_files(Table::Photons).expect("photons"),
+        named,
+        "an empty catalog is not a reason to empty the log"
+    );
+    assert!(named.iter().all(|path| dir.path().join(path).exists()));
 }

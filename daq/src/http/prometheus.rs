@@ -480,6 +480,25 @@ impl Collector for Scrape {
         ] {
             counter(e, name, help, value)?;
         }
+        let d = &m.delta_lake;
+        counter(
+            e,
+            "delta_commits",
+            "Delta Lake commits made (with [storage] delta_lake).",
+            d.commits,
+        )?;
+        counter(
+            e,
+            "delta_sync_failures",
+            "Delta Lake syncs that failed (each retried at the next catalog save).",
+            d.failures,
+        )?;
+        gauge(
+            e,
+            "delta_behind",
+            "1 while the last Delta Lake sync failed: the logs lack a change the catalog has.",
+            u64::from(d.behind),
+        )?;
 
         let h = &self.http;
         gauge(

@@ -117,7 +117,12 @@ impl TableProvider for FlowdaqTable {
             // The catalog counts each file's rows, so `count(*)` needs no scan (DataFusion
             // makes the statistics inexact itself when a predicate may drop rows).
             let mut statistics = Statistics::new_unknown(&self.schema);
-            statistics.num_rows = Precision::Exact(rows as usize);
+            // Other writers' row counts come from Delta statistics a file may lack.
+            statistics.num_rows = if foreign.is_empty() {
+                Precision::Exact(rows as usize)
+            } else {
+                Precision::Inexact(rows as usize)
+            };
             statistics.total_byte_size = Precision::Inexact(bytes as usize);
             let config = FileScanConfigBuilder::new(tables.scan_url(), source)
                 .with_file_group(FileGroup::new(files))

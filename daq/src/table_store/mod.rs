@@ -167,7 +167,7 @@ impl ChunkReader for TableFileReader {
 }
 
 /// The table store `config` names: the data directory `paths` (written through `storage`), or
-/// an S3 bucket.
+/// an S3 bucket; with Delta logs if it says so, their syncs counted in `delta_counters`.
 ///
 /// # Errors
 /// If the object store's client cannot be built.
@@ -175,6 +175,7 @@ pub fn open(
     config: &crate::config::StorageConfig,
     paths: crate::paths::DataPaths,
     storage: crate::storage::SharedStorage,
+    delta_counters: Arc<crate::delta_log::DeltaSyncCounters>,
 ) -> io::Result<SharedTableStore> {
     let writer = (!config.writer.is_empty()).then(|| config.writer.clone());
     let store: SharedTableStore = match config.s3() {
@@ -189,6 +190,7 @@ pub fn open(
     Ok(Arc::new(crate::delta_log::DeltaTableStore::new(
         store,
         Arc::new(log),
+        delta_counters,
     )))
 }
 

@@ -112,13 +112,27 @@ fn keeps_the_contract(tables: &dyn TableStore) {
     };
     tables.save_catalog(&catalog).expect("save");
     assert_eq!(tables.load_catalog().expect("load"), catalog);
+    // Not strays: a Delta log's commit, and a file of another writer of the same tables.
+    let delta_commit = "tables/photons/_delta_log/00000000000000000000.json";
+    let other_writers = "tables/photons/date=2026-12-06/run=r1/lab-b-000000000002.parquet";
+    write_file(tables, delta_commit, b"{}");
+    write_file(tables, other_writers, b"PAR1");
     let listed = tables.list_table_files().expect("list");
     assert_eq!(
         remove_strays(tables, &catalog.files, listed),
         1,
         "b is a stray"
     );
-    assert_eq!(tables.list_table_files().expect("list"), [a]);
+    assert_eq!(
+        sorted(tables.list_table_files().expect("list")),
+        sorted(vec![
+            a.to_string(),
+            delta_commit.into(),
+            other_writers.into()
+        ])
+    );
+    tables.remove(delta_commit).expect("remove");
+    tables.remove(other_writers).expect("remove");
     assert_eq!(
         tables.remove(b).expect_err("gone").kind(),
         std::io::ErrorKind::NotFound
