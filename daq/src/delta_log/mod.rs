@@ -412,7 +412,11 @@ impl DeltaLog {
             table: table.name().to_string(),
             source,
         };
-        if self.loaded(tables, table, true)?.is_none() {
+        // The only writer knows the log from its own last commit; named writers read the
+        // others' commits first. (Should another writer have committed after all, ours fails
+        // as a conflict and is retried from a fresh read.)
+        let refresh = self.writer.is_some();
+        if self.loaded(tables, table, refresh)?.is_none() {
             let created = self.create(table)?;
             tables.insert(table, created);
         }
