@@ -19,6 +19,7 @@ use crate::config::{CompactionConfig, ParquetConfig};
 use crate::paths::DataPaths;
 use crate::persister::tests::rows_of;
 use crate::persister::Persister;
+use crate::table_store::faulty_object_store::FaultyObjectStore;
 use crate::table_store::{LocalTableStore, ObjectTableStore, SharedTableStore, TableStore};
 use crate::write_buffer::WriteBuffer;
 
@@ -469,87 +470,6 @@ fn a_checkpoint_every_hundred_commits_is_read_by_a_new_reader() {
     );
 }
 
-/// An in-memory store whose puts fail while `down` is set: the Delta logs' store unreachable
-/// while the catalog's is not.
-#[derive(Debug)]
-struct Unreachable {
-    inner: Arc<InMemory>,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Unreachable({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Unreachable {
-    async fn put_opts(
-        &self,
-        location: &object_store::path::Path,
-        payload: object_store::PutPayload,
-        options: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(object_store::Error::Generic {
-                store: "Unreachable",
-                source: "connection refused".into(),
-            });
-        }
-        self.inner.put_opts(location, payload, options).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &object_store::path::Path,
-        options: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(location, options).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &object_store::path::Path,
-        options: object_store::GetOptions,
-    ) -> object_store::Result<object_store::GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<
-            'static,
-            object_store::Result<object_store::path::Path>,
-        >,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &object_store::path::Path,
-        to: &object_store::path::Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 #[test]
 fn commits_missed_while_the_log_store_is_down_follow_with_the_next_persist() {
     let memory = Arc::new(InMemory::new());
@@ -564,9 +484,9 @@ fn commits_missed_while_the_log_store_is_down_follow_with_the_next_persist() {
         .expect("store"),
     );
     let (_, url) = inner.tables_root().expect("root");
-    let flaky = Arc::new(Unreachable {
+    let flaky = Arc::new(FaultyObjectStore {
         inner: memory.clone(),
-        down: Default::default(),
+        ..FaultyObjectStore::default()
     });
     let counters = Arc::new(DeltaSyncCounters::default());
     let tables = Arc::new(DeltaTableStore::new(

@@ -222,4 +222,6 @@ pub fn remove_strays(
 }
 
 #[cfg(test)]
+pub(crate) mod faulty_object_store;
+#[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use flowdaq_schemas::Table;
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use super::faulty_object_store::FaultyObjectStore;
 use super::*;
 use crate::catalog::CatalogFile;
 use crate::config::{CompactionConfig, ParquetConfig, QueryConfig};
@@ -561,88 +562,6 @@ fn a_merge_finished_again_after_a_failed_save_keeps_its_file() {
     assert_eq!(left, named);
 }
 
-/// An in-memory store whose next put, when armed, lands and then reports failure: a PUT whose
-/// answer was lost.
-#[derive(Debug)]
-struct LostAnswer {
-    inner: Arc<InMemory>,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Display for LostAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LostAnswer({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for LostAnswer {
-    async fn put_opts(
-        &self,
-        location: &object_store::path::Path,
-        payload: object_store::PutPayload,
-        options: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        let put = self.inner.put_opts(location, payload, options).await?;
-        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(object_store::Error::Generic {
-                store: "LostAnswer",
-                source: "the answer was lost".into(),
-            });
-        }
-        Ok(put)
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &object_store::path::Path,
-        options: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(location, options).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &object_store::path::Path,
-        options: object_store::GetOptions,
-    ) -> object_store::Result<object_store::GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<
-            'static,
-            object_store::Result<object_store::path::Path>,
-        >,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &object_store::path::Path,
-        to: &object_store::path::Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 fn catalog_with(files: u64) -> Catalog {
     Catalog {
         version: 1,
@@ -678,9 +597,9 @@ fn a_second_writer_never_overwrites_the_catalog() {
 #[test]
 fn a_save_whose_answer_was_lost_is_recognised_and_a_late_one_never_wins() {
     let memory = Arc::new(InMemory::new());
-    let lost = Arc::new(LostAnswer {
+    let lost = Arc::new(FaultyObjectStore {
         inner: memory.clone(),
-        armed: Default::default(),
+        ..FaultyObjectStore::default()
     });
     let store: Arc<dyn ObjectStore> = lost.clone();
     let tables = ObjectTableStore::new(
@@ -697,7 +616,8 @@ fn a_save_whose_answer_was_lost_is_recognised_and_a_late_one_never_wins() {
         .expect("head")
         .e_tag;
     // The next save lands, but the answer is lost: reported failed.
-    lost.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    lost.lose_next_answer
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     tables
         .save_catalog(&catalog_with(2))
         .expect_err("reported failed");
@@ -723,7 +643,8 @@ fn a_save_whose_answer_was_lost_is_recognised_and_a_late_one_never_wins() {
     );
     assert_eq!(tables.load_catalog().expect("load"), catalog_with(3));
     // A save of the same bytes that landed before its retry is taken as done.
-    lost.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    lost.lose_next_answer
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     tables
         .save_catalog(&catalog_with(4))
         .expect_err("reported failed");
