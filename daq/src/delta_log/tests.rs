@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::execution::object_store::ObjectStoreUrl;
 use flowdaq_schemas::Table;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
@@ -20,7 +19,7 @@ use crate::paths::DataPaths;
 use crate::persister::tests::rows_of;
 use crate::persister::Persister;
 use crate::table_store::faulty_object_store::FaultyObjectStore;
-use crate::table_store::{LocalTableStore, ObjectTableStore, SharedTableStore, TableStore};
+use crate::table_store::{LocalTableStore, SharedTableStore, TableStore};
 use crate::write_buffer::WriteBuffer;
 
 /// A data directory's table store with Delta logs.
@@ -413,16 +412,7 @@ fn two_writers_commit_to_one_table_concurrently_and_lose_nothing() {
 #[test]
 fn an_object_store_holds_the_logs_under_its_prefix() {
     let memory = Arc::new(InMemory::new());
-    let store: Arc<dyn ObjectStore> = memory.clone();
-    let inner: SharedTableStore = Arc::new(
-        ObjectTableStore::new(
-            store.clone(),
-            store,
-            ObjectStoreUrl::parse("s3://lab-bucket").expect("url"),
-            "lab/2026",
-        )
-        .expect("store"),
-    );
+    let inner: SharedTableStore = crate::table_store::tests::in_memory(&memory, "lab/2026");
     let (root, url) = inner.tables_root().expect("root");
     assert_eq!(url.as_str(), "s3://lab-bucket/lab/2026/tables/");
     let tables = Arc::new(DeltaTableStore::new(
@@ -473,16 +463,7 @@ fn a_checkpoint_every_hundred_commits_is_read_by_a_new_reader() {
 #[test]
 fn commits_missed_while_the_log_store_is_down_follow_with_the_next_persist() {
     let memory = Arc::new(InMemory::new());
-    let store: Arc<dyn ObjectStore> = memory.clone();
-    let inner: SharedTableStore = Arc::new(
-        ObjectTableStore::new(
-            store.clone(),
-            store,
-            ObjectStoreUrl::parse("s3://lab-bucket").expect("url"),
-            "lab",
-        )
-        .expect("store"),
-    );
+    let inner: SharedTableStore = crate::table_store::tests::in_memory(&memory, "lab");
     let (_, url) = inner.tables_root().expect("root");
     let flaky = Arc::new(FaultyObjectStore {
         inner: memory.clone(),

@@ -224,4 +224,4 @@ pub fn remove_strays(
 #[cfg(test)]
 pub(crate) mod faulty_object_store;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -24,7 +24,7 @@ use crate::query::QueryEngine;
 use crate::write_buffer::WriteBuffer;
 
 /// An object table store over `memory`, under `prefix`.
-fn in_memory(memory: &Arc<InMemory>, prefix: &str) -> Arc<ObjectTableStore> {
+pub(crate) fn in_memory(memory: &Arc<InMemory>, prefix: &str) -> Arc<ObjectTableStore> {
     let store: Arc<dyn ObjectStore> = memory.clone();
     Arc::new(
         ObjectTableStore::new(
